@@ -1,0 +1,1 @@
+"""Faust agents: thin loops that decode, call the policy core and produce."""

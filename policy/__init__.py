@@ -1,0 +1,1 @@
+"""The pure retention policy core: no Kafka, no clock reads, no I/O."""

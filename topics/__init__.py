@@ -1,0 +1,1 @@
+"""Topic declarations: every Kafka topic Lethe reads or writes, in one place."""

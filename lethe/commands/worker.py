@@ -1,13 +1,49 @@
-"""`lethe worker` (placeholder until its issue lands)."""
+"""`lethe worker`: run the Faust worker that follows the demo database's changes.
+
+It lists the `hosting.public.*` change topics on the broker, builds the app
+(`lethe.app.create_app`) and runs it until interrupted. Metrics are served at
+http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics. Stop it with Ctrl-C or SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from lethe.app import APP_ID
+from lethe.errors import StackError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--app-id",
+        default=APP_ID,
+        help=f"Faust app id = Kafka consumer group and prefix of internal topics "
+        f"(default: {APP_ID}); a new id starts from the beginning of the change topics",
+    )
+    parser.add_argument(
+        "-l", "--loglevel", choices=LOG_LEVELS, default="info", help="log level (default: info)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("lethe worker: not implemented yet")
+    import faust
+
+    from lethe.app import create_app, list_change_topics
+    from lethe.settings import Settings
+
+    settings = Settings.from_env()
+    names = list_change_topics(settings)
+    if not names:
+        raise StackError(
+            f"no change topics matching hosting.public.* on {settings.kafka_bootstrap}; "
+            "is the Debezium connector registered? Check with `lethe stack status`"
+        )
+    app = create_app(settings, app_id=args.app_id, change_topic_names=names)
+    worker = faust.Worker(app, loglevel=args.loglevel)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0

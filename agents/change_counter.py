@@ -1,0 +1,115 @@
+"""Count the change events of the demo database, dead-letter what is unusable.
+
+For each record of `hosting.public.*`: decode and classify it
+(`policy.change_event.decode_change`), count it in
+`lethe_change_events_total{table,op}` and log one line with table, op and key
+(the primary key only, never row values). A record that cannot be used goes to
+`lethe.deadletter` with its topic, partition, offset and reason, is counted in
+`lethe_dead_letters_total{topic,reason}`, and processing goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from faust.types import AgentT, ChannelT, EventT, Message
+
+import topics
+from policy.change_event import ChangeEvent, Rejected, RejectReason, decode_change
+
+if TYPE_CHECKING:
+    from lethe.app import LetheApp
+    from lethe.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+AGENT_NAME = "lethe.change_counter"
+DEADLETTER_RETRY_MAX_S = 30.0
+
+
+def install(app: LetheApp, changes: ChannelT[bytes], deadletters: ChannelT[bytes]) -> AgentT[Any]:
+    """Register the change counter on `app`, reading `changes`, dead-lettering to `deadletters`."""
+    metrics = app.metrics
+
+    async def count_changes(stream: Any) -> AsyncIterator[None]:
+        event: EventT[bytes]
+        async for event in stream.events():
+            await handle_change(event.message, metrics, deadletters)
+            yield None
+
+    return app.agent(changes, name=AGENT_NAME, concurrency=1)(count_changes)
+
+
+async def handle_change(
+    message: Message, metrics: WorkerMetrics, deadletters: ChannelT[bytes]
+) -> None:
+    """Process one record; never raises for bad input."""
+    try:
+        outcome = decode_change(message.topic, message.key, message.value)
+    except Exception as exc:  # a bug in the decoder must not kill the agent
+        log.exception("Decoding %s[%s]@%s failed", message.topic, message.partition, message.offset)
+        outcome = Rejected(RejectReason.INTERNAL_ERROR, f"decoder raised {type(exc).__name__}")
+    if isinstance(outcome, ChangeEvent):
+        metrics.change_events.labels(table=outcome.table, op=outcome.op.value).inc()
+        log.info("change table=%s op=%s key=%s", outcome.table, outcome.op.value, outcome.key_label)
+        return
+    await send_dead_letter(message, outcome, deadletters)
+    metrics.dead_letters.labels(topic=message.topic, reason=outcome.reason.value).inc()
+
+
+async def send_dead_letter(
+    message: Message, rejected: Rejected, deadletters: ChannelT[bytes]
+) -> None:
+    """Send the dead letter and wait until the broker has it.
+
+    Retries until it succeeds: the source record is acknowledged only after
+    this returns, so a broker outage delays processing instead of losing data.
+    """
+    log.warning(
+        "dead letter topic=%s partition=%s offset=%s reason=%s: %s",
+        message.topic,
+        message.partition,
+        message.offset,
+        rejected.reason.value,
+        rejected.detail,
+    )
+    record = topics.dead_letter_record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        reason=rejected.reason.value,
+        detail=rejected.detail,
+        key=_raw(message.key),
+        value=_raw(message.value),
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+    )
+    key = _raw(message.key)
+    delay = 0.5
+    while True:
+        try:
+            delivery = await deadletters.send(key=key, value=record)
+            await delivery
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "Could not send the dead letter for %s[%s]@%s; retrying in %.1fs",
+                message.topic,
+                message.partition,
+                message.offset,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DEADLETTER_RETRY_MAX_S)
+
+
+def _raw(data: object) -> bytes | None:
+    if data is None or isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return repr(data).encode()

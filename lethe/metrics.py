@@ -1,0 +1,56 @@
+"""Prometheus metrics of the worker, served at /metrics on its web server.
+
+Each app gets its own registry (so tests can build several apps in one
+process). Faust's own PrometheusMonitor (`faust.sensors.prometheus`) writes
+into the same registry under the `lethe_faust_` prefix: messages received per
+topic, committed and end offsets per partition (lag = end - committed),
+rebalances, send latency. Labels carry tables, topics, operations and reasons
+only, never row values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+FAUST_METRICS_PREFIX = "lethe_faust"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerMetrics:
+    registry: CollectorRegistry
+    change_events: Counter
+    """lethe_change_events_total{table,op}: change records seen, by kind."""
+    dead_letters: Counter
+    """lethe_dead_letters_total{topic,reason}: records sent to lethe.deadletter."""
+
+    @classmethod
+    def create(cls) -> WorkerMetrics:
+        registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        return cls(
+            registry=registry,
+            change_events=Counter(
+                "lethe_change_events",
+                "Debezium change records processed, by table and operation "
+                "(c, u, d, r = snapshot read, t = truncate, tombstone).",
+                ["table", "op"],
+                registry=registry,
+            ),
+            dead_letters=Counter(
+                "lethe_dead_letters",
+                "Input records that could not be used and went to lethe.deadletter, "
+                "by source topic and reason.",
+                ["topic", "reason"],
+                registry=registry,
+            ),
+        )

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint stack-up stack-down stack-status
+.PHONY: venv demo test lint stack-up stack-down stack-status docker-check-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,3 +20,7 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest
+
+# The Compose CLI that tests/unit/test_docker_compose.py validates docker/compose.yaml with.
+docker-check-deps:
+	sh scripts/install-compose-validator.sh

@@ -141,7 +141,7 @@ def create_app(
 
 def list_change_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     """Ask the broker for the `hosting.public.*` topics; StackError if it does not answer."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except Exception as exc:

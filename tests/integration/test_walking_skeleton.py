@@ -1,0 +1,302 @@
+"""The walking skeleton through the real stack: PostgreSQL -> Debezium -> Kafka -> worker.
+
+Runs `lethe worker` as a subprocess (own app id and data dir, web port picked
+free), then:
+1. produces a garbage record into a `hosting.public.*` topic and reads its
+   dead letter back from `lethe.deadletter` (topic, partition, offset, reason,
+   raw value);
+2. inserts, updates and deletes a row of `info_requests` in PostgreSQL and
+   waits for the worker's log lines for that row's key (c, u, d, tombstone),
+   then checks the counters on the worker's /metrics.
+
+Fails (never skips) when the stack is down: start it with `lethe stack up`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
+
+from lethe.settings import REPO_ROOT, Settings
+
+pytestmark = pytest.mark.integration
+
+APP_ID = "lethe-it-walking-skeleton"
+"""Fixed, so that repeated runs reuse one consumer group and its internal topics."""
+GARBAGE_TOPIC = "hosting.public.lethe_it_garbage"
+DEADLETTER_TOPIC = "lethe.deadletter"
+TABLE = "info_requests"
+TIMEOUT_S = 120.0
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], worker: WorkerProcess | None = None) -> T:
+    """Poll `probe` until it returns something; fail with `what` and the worker log."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        if worker is not None and worker.process.poll() is not None:
+            pytest.fail(
+                f"lethe worker exited ({worker.process.returncode}) while waiting for {what}\n"
+                f"{worker.tail()}"
+            )
+        result = probe()
+        if result is not None:
+            return result
+        time.sleep(0.5)
+    tail = worker.tail() if worker is not None else ""
+    pytest.fail(f"timed out after {TIMEOUT_S:.0f}s waiting for {what}\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings) -> Settings:
+    """Fail with a clear message unless Kafka and PostgreSQL answer."""
+    admin = AdminClient(quiet(settings))
+    try:
+        topics = admin.list_topics(timeout=10).topics
+    except KafkaException as exc:
+        pytest.fail(
+            f"Kafka at {settings.kafka_bootstrap} is not reachable ({exc}); "
+            "start the stack with `lethe stack up`"
+        )
+    import psycopg
+
+    try:
+        psycopg.connect(settings.pg_dsn, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL at {settings.pg_host}:{settings.pg_port} is not reachable ({exc}); "
+            "start the stack with `lethe stack up`"
+        )
+    if not any(name.startswith("hosting.public.") for name in topics):
+        pytest.fail(
+            "no hosting.public.* topics on the broker: Debezium has not captured the demo "
+            "database; check the connector with `lethe stack status`"
+        )
+    return settings
+
+
+def quiet(settings: Settings) -> dict[str, object]:
+    """Client config; librdkafka's own connection logs off (failures raise anyway)."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0}
+
+
+def ensure_topic(settings: Settings, name: str) -> None:
+    admin = AdminClient(quiet(settings))
+    futures = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+    try:
+        futures[name].result(timeout=30)
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_url: str
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return "--- worker log (tail) ---\n" + "\n".join(self.log().splitlines()[-lines:])
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+
+@pytest.fixture(scope="module")
+def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    ensure_topic(stack, GARBAGE_TOPIC)  # must exist when the worker lists its topics
+    workdir = tmp_path_factory.mktemp("worker")
+    port = free_port()
+    log_path = workdir / "worker.log"
+    env = {
+        **os.environ,
+        "LETHE_DATA_DIR": str(workdir / "data"),
+        "LETHE_WEB_PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lethe", "worker", "--app-id", APP_ID, "-l", "info"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    handle = WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics")
+    try:
+        wait_for("the worker's /metrics page", handle.metrics, handle)
+        yield handle
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def produce(settings: Settings, topic: str, key: bytes | None, value: bytes) -> tuple[int, int]:
+    """Produce one record; return its (partition, offset)."""
+    producer = Producer(quiet(settings))
+    delivered: list[tuple[int, int]] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        assert err is None, f"produce to {topic} failed: {err}"
+        delivered.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]
+
+    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+    producer.flush(30)
+    assert delivered, f"no delivery report for the record sent to {topic}"
+    return delivered[0]
+
+
+def deadletter_end(settings: Settings) -> int:
+    consumer = Consumer({**quiet(settings), "group.id": "unused"})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(DEADLETTER_TOPIC, 0), timeout=10)
+        return int(high)
+    finally:
+        consumer.close()
+
+
+def read_dead_letter(
+    settings: Settings, start: int, topic: str, partition: int, offset: int, worker: WorkerProcess
+) -> dict[str, object]:
+    consumer = Consumer(
+        {
+            **quiet(settings),
+            "group.id": f"lethe-it-reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(DEADLETTER_TOPIC, 0, start)])
+
+    def probe() -> dict[str, object] | None:
+        message = consumer.poll(1.0)
+        if message is None or message.error():
+            return None
+        record = orjson.loads(message.value())
+        source = (record.get("topic"), record.get("partition"), record.get("offset"))
+        return record if source == (topic, partition, offset) else None
+
+    try:
+        return wait_for(f"the dead letter of {topic}[{partition}]@{offset}", probe, worker)
+    finally:
+        consumer.close()
+
+
+def wait_for_topic(settings: Settings, name: str, worker: WorkerProcess) -> None:
+    admin = AdminClient(quiet(settings))
+    wait_for(
+        f"topic {name} to be created by the worker",
+        lambda: True if name in admin.list_topics(timeout=10).topics else None,
+        worker,
+    )
+
+
+def insert_update_delete(settings: Settings) -> int:
+    """Insert, update and delete one info request; return its id."""
+    import psycopg
+
+    marker = uuid.uuid4().hex[:12]
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            f"INSERT INTO {TABLE} (email, full_name, content, received_at) "
+            "VALUES (%s, %s, %s, now()) RETURNING id",
+            (f"it-{marker}@example.org", "Integration Test", "walking skeleton"),
+        ).fetchone()
+        assert row is not None
+        row_id = int(row[0])
+        conn.execute(f"UPDATE {TABLE} SET handled_at = now() WHERE id = %s", (row_id,))
+        conn.execute(f"DELETE FROM {TABLE} WHERE id = %s", (row_id,))
+    return row_id
+
+
+def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -> None:
+    settings = Settings.from_env()
+    wait_for_topic(settings, DEADLETTER_TOPIC, worker)
+    start = deadletter_end(settings)
+
+    garbage = b"\x00this is not a debezium record " + uuid.uuid4().hex.encode()
+    partition, offset = produce(settings, GARBAGE_TOPIC, b'{"id": -1}', garbage)
+    record = read_dead_letter(settings, start, GARBAGE_TOPIC, partition, offset, worker)
+    assert record["reason"] == "not_json"
+    assert isinstance(record["value_b64"], str)
+    assert base64.b64decode(record["value_b64"]) == garbage
+    assert record["detail"], "a dead letter says what is wrong"
+
+    # The worker is still counting after the garbage: the row's changes arrive later.
+    row_id = insert_update_delete(settings)
+    expected = [f"change table={TABLE} op={op} key=id={row_id}" for op in ("c", "u", "d")]
+
+    def seen_in_order() -> bool | None:
+        lines = [line for line in worker.log().splitlines() if f"key=id={row_id}" in line]
+        ops = [line[line.index("change table=") :] for line in lines if "change table=" in line]
+        found = [e for e in expected if any(op == e for op in ops)]
+        return True if found == expected and _ordered(ops, expected) else None
+
+    wait_for(f"c/u/d change events of {TABLE} id={row_id} in the worker log", seen_in_order, worker)
+
+    metrics = worker.metrics()
+    assert metrics is not None
+    for op in ("c", "u", "d"):
+        key = ("lethe_change_events_total", frozenset({("table", TABLE), ("op", op)}))
+        assert metrics.get(key, 0) >= 1, f"no {op} counted for {TABLE} on /metrics"
+    dead_key = (
+        "lethe_dead_letters_total",
+        frozenset({("topic", GARBAGE_TOPIC), ("reason", "not_json")}),
+    )
+    assert metrics.get(dead_key, 0) >= 1, "dead letter not counted on /metrics"
+
+    personal = re.compile(r"it-[0-9a-f]{12}@example\.org")
+    assert not personal.search(worker.log()), "a row value (email) leaked into the worker log"
+    assert worker.process.poll() is None, "the worker died"
+
+
+def _ordered(lines: list[str], expected: list[str]) -> bool:
+    positions = [lines.index(e) for e in expected]
+    return positions == sorted(positions)

@@ -44,7 +44,7 @@ def change_topics(app: faust.App, names: list[str]) -> TopicT:
     and flagging the conductor (see `lethe.app.follow_change_topics`)
     subscribes to a topic created later.
     """
-    return app.topic(
+    topic = app.topic(
         *names,
         key_type=bytes,
         value_type=bytes,
@@ -52,6 +52,8 @@ def change_topics(app: faust.App, names: list[str]) -> TopicT:
         value_serializer="raw",
         allow_empty=True,
     )
+    topic.topics = names  # the caller's list itself, not the tuple app.topic() made
+    return topic
 
 
 def deadletter_topic(app: faust.App) -> TopicT:

@@ -118,3 +118,17 @@ def test_web_server_hides_table_contents(tmp_path: Path) -> None:
     assert app.conf.web_bind == "127.0.0.1"
     assert app.conf.web_port == 6099
     assert str(app.conf.store) == "rocksdb:"
+
+
+def test_new_change_topics_are_added_to_the_subscription(app: LetheApp) -> None:
+    from lethe.app import follow_new_change_topics
+
+    iterating_clone = app.change_topic.clone(is_iterator=True)
+
+    def lister() -> list[str]:
+        return [TOPIC, "hosting.public.orders"]
+
+    new = app.loop.run_until_complete(follow_new_change_topics(app, lister))
+    assert new == ["hosting.public.orders"]
+    assert list(iterating_clone.topics) == [TOPIC, "hosting.public.orders"]
+    assert app.loop.run_until_complete(follow_new_change_topics(app, lister)) == []

@@ -280,6 +280,8 @@ class HoldSpec:
     """Rows of this source are legal holds on their subject while `released_column` is null."""
 
     released_column: str
+    purpose: str | None = None
+    """The purpose the holds serve (evidence in litigation); informative, no clock."""
 
 
 @dataclass(frozen=True, slots=True)

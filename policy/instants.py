@@ -1,0 +1,91 @@
+"""Instants as integer microseconds since 1970-01-01T00:00:00Z, and calendar periods on them.
+
+The engine works on plain ints on its hot path: comparing and adding them is far
+cheaper than `datetime` arithmetic. Conversions to and from `datetime`/`date` and
+the `...Z` text form live here. Calendar arithmetic matches `Period.after`: months
+first with the day clamped to the end of a shorter month, then days and seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from policy.periods import Period
+
+Instant = int
+"""Microseconds since the Unix epoch, UTC."""
+
+US_PER_SECOND = 1_000_000
+US_PER_DAY = 86_400 * US_PER_SECOND
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_ONE_US = timedelta(microseconds=1)
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+MAX_INSTANT: Instant = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL) * US_PER_DAY
+"""Where arithmetic beyond year 9999 lands: effectively never."""
+
+
+def from_datetime(moment: datetime) -> Instant:
+    """A `datetime` as an instant; a naive one is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // _ONE_US
+
+
+def from_date(day: date) -> Instant:
+    """A calendar day as the instant of its 00:00 UTC."""
+    return (day.toordinal() - _EPOCH_ORDINAL) * US_PER_DAY
+
+
+def to_datetime(instant: Instant) -> datetime:
+    """An instant as an aware UTC `datetime`."""
+    return EPOCH + timedelta(microseconds=instant)
+
+
+def format_instant(instant: Instant) -> str:
+    """`2026-03-01T10:00:00Z` (fractional seconds only when there are some)."""
+    return to_datetime(instant).replace(tzinfo=None).isoformat() + "Z"
+
+
+def parse_instant(text: str) -> Instant:
+    """Parse `2031-01-01T00:00:00Z`, an offset form, or a bare date (00:00 UTC).
+
+    Raises ValueError with a message that says what form is expected.
+    """
+    try:
+        if len(text) == 10:
+            return from_date(date.fromisoformat(text))
+        return from_datetime(datetime.fromisoformat(text))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an ISO-8601 instant; write it like 2031-01-01T00:00:00Z"
+        ) from None
+
+
+def _month_length(year: int, month: int) -> int:
+    if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        return 29
+    return _MONTH_DAYS[month - 1]
+
+
+def add_months(instant: Instant, months: int) -> Instant:
+    """`months` calendar months after `instant`, the day clamped to the month's end."""
+    days, rest = divmod(instant, US_PER_DAY)
+    try:
+        day = date.fromordinal(days + _EPOCH_ORDINAL)
+        total = day.year * 12 + day.month - 1 + months
+        year, month0 = divmod(total, 12)
+        dom = day.day
+        if dom > 28:
+            dom = min(dom, _month_length(year, month0 + 1))
+        moved = date(year, month0 + 1, dom)
+    except (ValueError, OverflowError):
+        return MAX_INSTANT
+    return (moved.toordinal() - _EPOCH_ORDINAL) * US_PER_DAY + rest
+
+
+def add_period(instant: Instant, period: Period) -> Instant:
+    """`period` after `instant`, in UTC calendar arithmetic (same result as `Period.after`)."""
+    if period.months:
+        instant = add_months(instant, period.months)
+    return min(instant + period.days * US_PER_DAY + period.seconds * US_PER_SECOND, MAX_INSTANT)

@@ -1,0 +1,163 @@
+"""What the engine remembers per row and per subject, and the commands it issues.
+
+`RowState` keeps only what the rules need: the row's table, key and subject, the
+values of the columns its clocks and conditions read (instants as µs, never the
+personal text columns), the time of its last change, when it was first seen, and
+the stages already issued. `SubjectState` keeps the subject's latest instant per
+activity, its open legal holds and when the last hold was released. Both are
+frozen and serialise to compact JSON bytes (`to_bytes`/`from_bytes`) for key-value
+tables and changelog topics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+import orjson
+
+from policy.debezium import Key, KeyValue
+from policy.instants import Instant, format_instant
+from policy.model import Action
+
+StateValue = str | int | float | bool | None
+"""A column value as the row state keeps it: instants are ints (µs since the epoch)."""
+
+_FORMAT: Final = 1
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+class StateFormatError(ValueError):
+    """Stored state bytes are not a state of this format (a corrupt or foreign record)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowState:
+    """The engine's memory of one row."""
+
+    table: str
+    key: Key
+    subject: str | None
+    values: Mapping[str, StateValue]
+    """The columns the rules read; instants as µs."""
+    changed_at: Instant
+    """When the change event that brought the current version happened."""
+    first_seen: Instant
+    issued: frozenset[str] = frozenset()
+    """Ids of the stages already issued (`archive`, `delete`, `anonymise:<purpose>:<n>`, ...)."""
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            [
+                _FORMAT,
+                self.table,
+                [list(pair) for pair in self.key],
+                self.subject,
+                dict(self.values),
+                self.changed_at,
+                self.first_seen,
+                sorted(self.issued),
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RowState:
+        try:
+            fmt, table, key, subject, values, changed_at, first_seen, issued = orjson.loads(data)
+            if fmt != _FORMAT:
+                raise ValueError(fmt)
+            return cls(
+                table,
+                tuple((str(column), value) for column, value in key),
+                subject,
+                values,
+                changed_at,
+                first_seen,
+                frozenset(issued),
+            )
+        except (ValueError, TypeError) as exc:
+            raise StateFormatError(f"not a row state of format {_FORMAT}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectState:
+    """The engine's memory of one subject (a person)."""
+
+    activity: Mapping[str, Instant] = field(default_factory=lambda: _EMPTY)
+    """Latest instant per activity (e.g. `contact`)."""
+    holds: frozenset[str] = frozenset()
+    """Open legal holds, as `<table>:<key>` ids."""
+    released_at: Instant | None = None
+    """When the last open hold was released."""
+    changed_at: Instant | None = None
+    """When an activity or a hold of the subject last changed."""
+
+    @property
+    def held(self) -> bool:
+        return bool(self.holds)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            [_FORMAT, dict(self.activity), sorted(self.holds), self.released_at, self.changed_at]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SubjectState:
+        try:
+            fmt, activity, holds, released_at, changed_at = orjson.loads(data)
+            if fmt != _FORMAT:
+                raise ValueError(fmt)
+            return cls(dict(activity), frozenset(holds), released_at, changed_at)
+        except (ValueError, TypeError) as exc:
+            raise StateFormatError(f"not a subject state of format {_FORMAT}: {exc}") from None
+
+
+EMPTY_SUBJECT: Final = SubjectState()
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Archive, anonymise or delete one row; `fields` (column names) only for anonymise."""
+
+    issued_at: Instant
+    due_at: Instant
+    action: Action
+    table: str
+    key: Key
+    subject: str | None
+    purposes: tuple[str, ...]
+    fields: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        """The command as `lethe simulate` prints it (and downstream topics carry it)."""
+        document: dict[str, object] = {
+            "issued_at": format_instant(self.issued_at),
+            "due_at": format_instant(self.due_at),
+            "action": self.action.value,
+            "table": self.table,
+            "key": dict(self.key),
+            "subject": self.subject,
+            "purposes": list(self.purposes),
+        }
+        if self.action is Action.ANONYMISE:
+            document["fields"] = list(self.fields)
+        return document
+
+    def sort_key(self) -> tuple[Instant, str, tuple[tuple[int, KeyValue], ...], int]:
+        """Order of output: issued_at, then table, then key (numbers before text), then stage."""
+        return (self.issued_at, self.table, key_order(self.key), _ACTION_ORDER[self.action])
+
+
+_ACTION_ORDER: Final = {Action.ANONYMISE: 0, Action.ARCHIVE: 1, Action.DELETE: 2}
+
+
+def key_order(key: Key) -> tuple[tuple[int, KeyValue], ...]:
+    """A total order on keys of mixed types: numbers by value, then text."""
+    return tuple(
+        (0, value)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else (1, "" if value is None else str(value))
+        for _, value in key
+    )

@@ -24,6 +24,8 @@ class Settings:
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     """LETHE_KAFKA_BOOTSTRAP: host:port of the Kafka broker."""
+    kafka_controller_port: int = 9093
+    """LETHE_KAFKA_CONTROLLER_PORT: KRaft controller port of the local stack's broker."""
     connect_url: str = "http://127.0.0.1:8083"
     """LETHE_CONNECT_URL: Kafka Connect REST endpoint."""
     pg_host: str = "127.0.0.1"
@@ -87,6 +89,7 @@ class Settings:
 
 _VARIABLES: dict[str, str] = {
     "kafka_bootstrap": "LETHE_KAFKA_BOOTSTRAP",
+    "kafka_controller_port": "LETHE_KAFKA_CONTROLLER_PORT",
     "connect_url": "LETHE_CONNECT_URL",
     "pg_host": "LETHE_PG_HOST",
     "pg_port": "LETHE_PG_PORT",

@@ -1,0 +1,125 @@
+"""The local real stack: PostgreSQL, Kafka (KRaft), Kafka Connect + Debezium, Prometheus.
+
+`up` installs what is missing (Debian packages, Maven jars), starts each part that is not
+running and waits until it is healthy; on a running stack it only re-checks health.
+`down` stops every part (Connect first, PostgreSQL last) and kills leftovers that still
+hold a port and belong to this stack. Data, logs and pid files live under `.stack/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lethe.errors import StackError
+from lethe.settings import Settings
+from lethe.stack.base import Part, PartStatus
+from lethe.stack.connect import Connect, SourceConnector
+from lethe.stack.install import ensure_jars, ensure_packages
+from lethe.stack.kafka import Kafka
+from lethe.stack.postgres import Postgres
+from lethe.stack.process import pids_listening, stop_pid
+from lethe.stack.prometheus import Prometheus
+
+__all__ = ["PART_NAMES", "down", "parts", "status", "up"]
+
+PART_NAMES = ("postgres", "kafka", "connect", "source", "prometheus")
+
+
+def parts(settings: Settings) -> list[Part]:
+    """The parts in start order (without jars: enough for status and stop)."""
+    return [
+        Postgres(settings),
+        Kafka(settings),
+        Connect(settings),
+        SourceConnector(settings),
+        Prometheus(settings),
+    ]
+
+
+def up(
+    settings: Settings, *, only: set[str] | None = None, say: Callable[[str], None] = print
+) -> dict[str, bool]:
+    """Start what is not running, wait for health; returns {part: started?}."""
+    begin = time.monotonic()
+    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    ensure_packages(settings)
+    jars = ensure_jars(settings)
+    chosen = [
+        Postgres(settings),
+        Kafka(settings, jars),
+        Connect(settings, jars),
+        SourceConnector(settings),
+        Prometheus(settings),
+    ]
+    started: dict[str, bool] = {}
+    for part in chosen:
+        if only is not None and part.name not in only:
+            continue
+        t0 = time.monotonic()
+        try:
+            started[part.name] = part.up()
+        except StackError as exc:
+            text = str(exc)
+            raise StackError(
+                text if text.startswith(part.name) else f"{part.name}: {text}"
+            ) from exc
+        verb = "started" if started[part.name] else "already running"
+        say(f"{part.name:<11} {verb} ({time.monotonic() - t0:.1f}s)  {part.endpoint}")
+    say(f"stack healthy in {time.monotonic() - begin:.1f}s")
+    return started
+
+
+def status(settings: Settings) -> list[PartStatus]:
+    return [part.status() for part in parts(settings)]
+
+
+def down(settings: Settings, *, wipe: bool = False, say: Callable[[str], None] = print) -> None:
+    """Stop Connect, Kafka, Prometheus, PostgreSQL; then leftovers; `wipe` deletes data too."""
+    by_name = {part.name: part for part in parts(settings)}
+    for name in ("connect", "kafka", "prometheus", "postgres"):
+        part = by_name[name]
+        t0 = time.monotonic()
+        stopped = part.stop()
+        killed = _kill_leftovers(part, settings.stack_dir)
+        if stopped or killed:
+            extra = f", killed leftover pids {killed}" if killed else ""
+            say(f"{name:<11} stopped ({time.monotonic() - t0:.1f}s{extra})")
+        else:
+            say(f"{name:<11} was not running")
+    if wipe:
+        _wipe(settings.stack_dir)
+        say(f"data under {settings.stack_dir} deleted (logs kept; download cache kept)")
+
+
+def stop_part(settings: Settings, name: str) -> bool:
+    """Stop one part (for tests and operators); True if it was running."""
+    part = {p.name: p for p in parts(settings)}[name]
+    return part.stop()
+
+
+def _kill_leftovers(part: Part, stack_dir: Path) -> list[int]:
+    """Kill processes still listening on the part's port whose command line names this stack."""
+    killed: list[int] = []
+    for pid in pids_listening(part.port):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if str(stack_dir) in cmdline:
+                stop_pid(pid, timeout=10)
+                killed.append(pid)
+    return killed
+
+
+def _wipe(stack_dir: Path) -> None:
+    if not stack_dir.is_dir():
+        return
+    for child in stack_dir.iterdir():
+        if child.name == "logs":
+            continue
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

@@ -1,0 +1,184 @@
+"""Kafka Connect (one distributed worker) and the Debezium source connector `hosting`."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from typing import Any
+
+from lethe.errors import StackError
+from lethe.settings import REPO_ROOT, Settings
+from lethe.stack.base import Part
+from lethe.stack.install import Jars
+from lethe.stack.kafka import java_command, render
+from lethe.stack.process import http, log_tail, start_background
+
+SOURCE_CONFIG = REPO_ROOT / "config" / "connect" / "hosting-source.json"
+REQUIRED_PLUGINS = (
+    "io.debezium.connector.postgresql.PostgresConnector",
+    "io.debezium.connector.jdbc.JdbcSinkConnector",
+)
+
+
+class Connect(Part):
+    """The worker. Healthy when its REST API answers and lists both Debezium plugins."""
+
+    name = "connect"
+    start_timeout = 150.0
+
+    def __init__(self, settings: Settings, jars: Jars | None = None) -> None:
+        super().__init__(settings)
+        self.jars = jars
+        self.config_file = self.dir / "connect-distributed.properties"
+        self.log4j_file = self.dir / "log4j2.properties"
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.settings.connect_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urllib.parse.urlsplit(self.settings.connect_url).port or 8083
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.connect_url
+
+    def healthy(self) -> bool:
+        status, plugins = http("GET", f"{self.settings.connect_url}/connector-plugins", timeout=3)
+        if status != 200 or not isinstance(plugins, list):
+            return False
+        classes = {plugin.get("class") for plugin in plugins if isinstance(plugin, dict)}
+        return all(required in classes for required in REQUIRED_PLUGINS)
+
+    def start(self) -> None:
+        assert self.jars is not None, "Connect.start needs the jars"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(
+            render(
+                "connect-distributed.properties",
+                BOOTSTRAP=self.settings.kafka_bootstrap,
+                HOST=self.host,
+                PORT=self.port,
+                PLUGIN_PATH=self.jars.plugin_path,
+                PLUGIN_DISCOVERY="hybrid_warn",
+            )
+        )
+        self.log4j_file.write_text(render("log4j2.properties"))
+        start_background(
+            java_command(
+                self.jars,
+                self.log4j_file,
+                "org.apache.kafka.connect.cli.ConnectDistributed",
+                str(self.config_file),
+            ),
+            log_file=self.log_file,
+            pid_file=self.pid_file,
+            cwd=self.dir,
+        )
+
+
+def source_config(settings: Settings) -> tuple[str, dict[str, str]]:
+    """The `hosting` source connector's name and config, placeholders filled from settings."""
+    text = SOURCE_CONFIG.read_text()
+    values = {
+        "LETHE_PG_HOST": settings.pg_host,
+        "LETHE_PG_PORT": str(settings.pg_port),
+        "LETHE_PG_USER": settings.pg_user,
+        "LETHE_PG_PASSWORD": settings.pg_password,
+        "LETHE_PG_DATABASE": settings.pg_database,
+    }
+    for key, value in values.items():
+        text = text.replace("${" + key + "}", json.dumps(value)[1:-1])
+    document = json.loads(text)
+    return str(document["name"]), {k: str(v) for k, v in document["config"].items()}
+
+
+class SourceConnector(Part):
+    """The Debezium PostgreSQL source `hosting`. Healthy when it and its task are RUNNING."""
+
+    name = "source"
+    start_timeout = 90.0
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.connector, self.config = source_config(settings)
+        self.url = f"{settings.connect_url}/connectors/{self.connector}"
+        self.log_file = settings.stack_dir / "logs" / "connect.log"
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.settings.connect_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urllib.parse.urlsplit(self.settings.connect_url).port or 8083
+
+    @property
+    def endpoint(self) -> str:
+        return self.url
+
+    def pid(self) -> int | None:
+        return Connect(self.settings).pid()
+
+    def state(self) -> tuple[str, list[dict[str, Any]]]:
+        """Connector state and its tasks (state MISSING when not registered or no answer)."""
+        status, body = http("GET", f"{self.url}/status", timeout=3)
+        if status != 200 or not isinstance(body, dict):
+            return "MISSING", []
+        tasks = [task for task in body.get("tasks", []) if isinstance(task, dict)]
+        return str(body.get("connector", {}).get("state", "UNKNOWN")), tasks
+
+    def healthy(self) -> bool:
+        state, tasks = self.state()
+        return (
+            state == "RUNNING" and bool(tasks) and all(t.get("state") == "RUNNING" for t in tasks)
+        )
+
+    def up(self) -> bool:
+        """Register (PUT) the connector when its config differs; wait until it runs."""
+        status, current = http("GET", f"{self.url}/config", timeout=5)
+        changed = not (
+            status == 200
+            and isinstance(current, dict)
+            and {k: v for k, v in current.items() if k != "name"} == self.config
+        )
+        if changed:
+            status, body = http("PUT", f"{self.url}/config", self.config, timeout=30)
+            if status not in (200, 201):
+                raise StackError(
+                    f"source: Connect refused the `{self.connector}` config ({status}: {body}); "
+                    f"see {self.log_file}"
+                )
+        self.wait_running()
+        return changed
+
+    def wait_running(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        state: str = "MISSING"
+        tasks: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            state, tasks = self.state()
+            failed = [t for t in tasks if t.get("state") == "FAILED"]
+            if state == "FAILED" or failed:
+                trace = str((failed[0] if failed else {}).get("trace", "")).splitlines()[:3]
+                raise StackError(
+                    f"source: connector `{self.connector}` FAILED; see {self.log_file}\n  "
+                    + "\n  ".join(trace)
+                )
+            if self.healthy():
+                return
+            time.sleep(0.5)
+        raise StackError(
+            f"source: connector `{self.connector}` not RUNNING after {self.start_timeout:.0f}s "
+            f"(state {state}, tasks {[t.get('state') for t in tasks]}); see {self.log_file}"
+            f"{log_tail(self.log_file)}"
+        )
+
+    def stop(self) -> bool:
+        """The connector stops with its worker; its registration stays in Kafka."""
+        return False
+
+    def wipe(self) -> None:
+        pass

@@ -1,0 +1,136 @@
+"""Install what the local stack needs when it is missing: Debian packages and Maven jars.
+
+Debian packages (PostgreSQL, Prometheus, Java, Maven) are installed with apt-get
+when their binary is absent, which needs root. Jars come from the pom in
+`lethe/stack/maven/`: `mvn package` copies them under `.cache/stack/jars`, and a
+stamp with the poms' hash makes the next run skip Maven while the poms are unchanged.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lethe.errors import StackError
+from lethe.settings import Settings
+from lethe.stack.process import run
+
+MAVEN_DIR = Path(__file__).resolve().parent / "maven"
+PG_CREATECLUSTER_CONF = Path("/etc/postgresql-common/createcluster.conf")
+
+
+@dataclass(frozen=True, slots=True)
+class Jars:
+    """Where the jars are: the broker/Connect classpath and Connect's plugin.path."""
+
+    kafka_libs: Path
+    plugin_path: Path
+
+    @property
+    def classpath(self) -> str:
+        return ":".join(sorted(str(jar) for jar in self.kafka_libs.glob("*.jar")))
+
+
+def logs_dir(settings: Settings) -> Path:
+    return settings.stack_dir / "logs"
+
+
+def apt_install(packages: list[str], settings: Settings) -> None:
+    """apt-get update + install -y --no-install-recommends; needs root."""
+    if os.geteuid() != 0:
+        raise StackError(
+            f"missing Debian packages {', '.join(packages)} and not root: "
+            f"run `sudo apt-get install -y --no-install-recommends {' '.join(packages)}`"
+        )
+    log_file = logs_dir(settings) / "apt.log"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"lethe stack: installing {', '.join(packages)} (apt-get; log {log_file})", flush=True)
+    run(["apt-get", "update"], what="apt-get update", log_file=log_file, env=env)
+    run(
+        [
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            *packages,
+        ],
+        what=f"apt-get install {' '.join(packages)}",
+        log_file=log_file,
+        env=env,
+    )
+
+
+def postgres_bin_dir() -> Path | None:
+    """The newest /usr/lib/postgresql/<major>/bin holding initdb, if any."""
+    found = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+    if not found:
+        return None
+    return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+
+
+def ensure_packages(settings: Settings) -> None:
+    """Install the Debian packages whose binaries are missing, in one apt-get run."""
+    missing: list[str] = []
+    if shutil.which("java") is None:
+        missing.append("openjdk-17-jre-headless")
+    if shutil.which("mvn") is None:
+        missing.append("maven")
+    if postgres_bin_dir() is None or shutil.which("psql") is None:
+        missing.append("postgresql")
+        if not PG_CREATECLUSTER_CONF.exists() and os.geteuid() == 0:
+            # Lethe runs its own cluster under .stack/: ask Debian not to create `main` on 5432.
+            PG_CREATECLUSTER_CONF.parent.mkdir(parents=True, exist_ok=True)
+            PG_CREATECLUSTER_CONF.write_text("create_main_cluster = false\n")
+    if shutil.which("prometheus") is None:
+        missing.append("prometheus")
+    if missing:
+        apt_install(missing, settings)
+
+
+def poms_digest() -> str:
+    digest = hashlib.sha256()
+    for pom in sorted(MAVEN_DIR.rglob("pom.xml")):
+        digest.update(str(pom.relative_to(MAVEN_DIR)).encode())
+        digest.update(pom.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_jars(settings: Settings) -> Jars:
+    """Fetch the Kafka, Connect and Debezium jars with Maven unless the cache is current."""
+    root = settings.cache_dir / "stack" / "jars"
+    jars = Jars(kafka_libs=root / "kafka", plugin_path=root / "plugins")
+    stamp = root / ".poms-sha256"
+    wanted = poms_digest()
+    if stamp.exists() and stamp.read_text().strip() == wanted and jars.kafka_libs.is_dir():
+        return jars
+    log_file = logs_dir(settings) / "maven.log"
+    staging = root.with_name("jars.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    print(
+        f"lethe stack: fetching Kafka/Connect/Debezium jars with Maven (log {log_file})", flush=True
+    )
+    run(
+        [
+            "mvn",
+            "--batch-mode",
+            "--no-transfer-progress",
+            "-f",
+            str(MAVEN_DIR / "pom.xml"),
+            f"-Dmaven.repo.local={settings.cache_dir / 'm2'}",
+            f"-Dlethe.out={staging}",
+            "package",
+        ],
+        what="Maven fetch of the stack's jars",
+        log_file=log_file,
+        timeout=1500,
+    )
+    shutil.rmtree(root, ignore_errors=True)
+    staging.rename(root)
+    stamp.write_text(wanted + "\n")
+    return jars

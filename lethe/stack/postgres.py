@@ -1,0 +1,320 @@
+"""PostgreSQL: Lethe's own cluster under `.stack/postgres`, holding the demo database `hosting`.
+
+PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres`
+system user and every server command runs through `runuser -u postgres --`.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+from pathlib import Path
+
+from lethe.errors import StackError
+from lethe.settings import REPO_ROOT, Settings
+from lethe.stack.base import Part
+from lethe.stack.install import postgres_bin_dir
+from lethe.stack.process import run, wait_until
+
+SCHEMA_SQL = REPO_ROOT / "config" / "demo" / "hosting-schema.sql"
+DATA_SQL = REPO_ROOT / "config" / "demo" / "hosting-data.sql"
+SERVER_USER = "postgres"
+
+
+class Postgres(Part):
+    """The cluster. Healthy when the demo user can log into the demo database."""
+
+    name = "postgres"
+    start_timeout = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.data_dir = self.dir / "data"
+        self.socket_dir = self.dir / "run"
+
+    @property
+    def host(self) -> str:
+        return self.settings.pg_host
+
+    @property
+    def port(self) -> int:
+        return self.settings.pg_port
+
+    def _bin(self, tool: str) -> str:
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise StackError("PostgreSQL server binaries not found under /usr/lib/postgresql")
+        return str(bin_dir / tool)
+
+    def _as_server_user(self) -> list[str]:
+        return ["runuser", "-u", SERVER_USER, "--"] if os.geteuid() == 0 else []
+
+    def pid(self) -> int | None:
+        from lethe.stack.process import pid_alive
+
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def healthy(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.settings.pg_dsn, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    def accepting(self) -> bool:
+        done = _quiet_run([self._bin("pg_isready"), "-q", "-h", self.host, "-p", str(self.port)])
+        return done == 0
+
+    def up(self) -> bool:
+        started = False
+        if self.pid() is None:
+            self._refuse_foreign_port()
+            self.start()
+            started = True
+        wait_until(
+            self.accepting,
+            timeout=self.start_timeout,
+            what=self.name,
+            log_file=self.log_file,
+            alive=lambda: self.pid() is not None,
+        )
+        self.bootstrap()
+        self.wait_healthy()
+        return started
+
+    def _refuse_foreign_port(self) -> None:
+        from lethe.stack.process import port_open
+
+        if port_open(self.host, self.port):
+            raise StackError(
+                f"postgres: port {self.endpoint} is taken by a server this stack did not start "
+                f"(e.g. Debian's own cluster: `pg_ctlcluster <version> main stop`); "
+                f"stop it or set LETHE_PG_PORT"
+            )
+
+    def start(self) -> None:
+        owner = _server_uid_gid() if os.geteuid() == 0 else None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch()
+        if owner is not None:
+            _make_traversable(self.dir)
+            for path in (self.dir, self.socket_dir, self.log_file):
+                os.chown(path, *owner)
+        if not (self.data_dir / "PG_VERSION").exists():
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir.mkdir(mode=0o700)
+            if owner is not None:
+                os.chown(self.data_dir, *owner)
+            run(
+                [
+                    *self._as_server_user(),
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--auth-local=peer",
+                    "--auth-host=scram-sha-256",
+                ],
+                what="postgres initdb",
+                cwd=Path("/"),
+                log_file=self.log_file,
+                timeout=120,
+            )
+        conf = self.data_dir / "postgresql.conf"
+        include = "include_if_exists = 'lethe.conf'\n"
+        if include not in conf.read_text():
+            with conf.open("a") as handle:
+                handle.write("\n" + include)
+        lethe_conf = self.data_dir / "lethe.conf"
+        lethe_conf.write_text(
+            "# Written by `lethe stack up`: a local, throwaway demo cluster.\n"
+            f"listen_addresses = '{self.host}'\n"
+            f"port = {self.port}\n"
+            f"unix_socket_directories = '{self.socket_dir}'\n"
+            "wal_level = logical\n"
+            "max_wal_senders = 10\n"
+            "max_replication_slots = 10\n"
+            "max_connections = 100\n"
+            "shared_buffers = 128MB\n"
+            "fsync = off\n"
+            "synchronous_commit = off\n"
+            "full_page_writes = off\n"
+            "timezone = 'UTC'\n"
+            "log_timezone = 'UTC'\n"
+        )
+        if owner is not None:
+            os.chown(lethe_conf, *owner)
+        run(
+            [
+                *self._as_server_user(),
+                self._bin("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(int(self.start_timeout)),
+                "start",
+            ],
+            what="postgres start (pg_ctl)",
+            cwd=Path("/"),
+            timeout=self.start_timeout + 10,
+        )
+
+    def _superuser_psql(self, *args: str, sql: str | None = None) -> str:
+        return run(
+            [
+                *self._as_server_user(),
+                self._bin("psql"),
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tA",
+                *args,
+            ],
+            what="postgres bootstrap (psql as postgres)",
+            cwd=Path("/"),
+            log_file=self.log_file,
+            input_text=sql,
+            timeout=120,
+        )
+
+    def bootstrap(self) -> None:
+        """Create the demo role and database when missing; load schema and seed rows once."""
+        s = self.settings
+        self._superuser_psql(
+            "-d",
+            "postgres",
+            "-v",
+            f"role={s.pg_user}",
+            "-v",
+            f"password={s.pg_password}",
+            sql=(
+                "SELECT format('CREATE ROLE %I', :'role')"
+                " WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
+                "SELECT format('ALTER ROLE %I LOGIN REPLICATION PASSWORD %L', :'role', :'password')"
+                " \\gexec\n"
+            ),
+        )
+        exists = self._superuser_psql(
+            "-d",
+            "postgres",
+            "-v",
+            f"db={s.pg_database}",
+            sql="SELECT count(*) FROM pg_database WHERE datname = :'db';\n",
+        ).strip()
+        if exists == "1":
+            return
+        self._superuser_psql(
+            "-d",
+            "postgres",
+            "-v",
+            f"db={s.pg_database}",
+            "-v",
+            f"role={s.pg_user}",
+            sql="SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role') \\gexec\n",
+        )
+        for sql_file in (SCHEMA_SQL, DATA_SQL):
+            run(
+                [
+                    self._bin("psql"),
+                    "-h",
+                    self.host,
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    s.pg_user,
+                    "-d",
+                    s.pg_database,
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-f",
+                    str(sql_file),
+                ],
+                what=f"postgres load {sql_file.name}",
+                log_file=self.log_file,
+                env={**os.environ, "PGPASSWORD": s.pg_password},
+                timeout=120,
+            )
+
+    def stop(self) -> bool:
+        if self.pid() is None:
+            return False
+        try:
+            run(
+                [
+                    *self._as_server_user(),
+                    self._bin("pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ],
+                what="postgres stop (pg_ctl)",
+                cwd=Path("/"),
+                timeout=45,
+            )
+        except StackError:
+            pid = self.pid()
+            if pid is not None:
+                from lethe.stack.process import stop_pid
+
+                stop_pid(pid, timeout=5)
+        return True
+
+
+def _server_uid_gid() -> tuple[int, int]:
+    try:
+        entry = pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise StackError(
+            f"no `{SERVER_USER}` system user (it comes with Debian's postgresql package): "
+            "install it with `apt-get install -y postgresql`"
+        ) from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _make_traversable(path: Path) -> None:
+    """Give `others` search (x) permission on every ancestor, so `postgres` can reach the data."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _quiet_run(argv: list[str]) -> int:
+    import subprocess
+
+    try:
+        return subprocess.run(argv, capture_output=True, check=False, timeout=10).returncode
+    except (OSError, subprocess.TimeoutExpired):
+        return -1

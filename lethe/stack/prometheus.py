@@ -1,0 +1,73 @@
+"""Prometheus from Debian's package, with its own config and data under `.stack/prometheus`."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.parse
+
+from lethe.errors import StackError
+from lethe.settings import REPO_ROOT, Settings
+from lethe.stack.base import Part
+from lethe.stack.process import http, start_background
+
+TEMPLATE = REPO_ROOT / "config" / "prometheus" / "prometheus.yml"
+RULES_DIR = REPO_ROOT / "config" / "prometheus" / "rules"
+
+
+class Prometheus(Part):
+    """Healthy when `/-/ready` answers 200. Scrapes the worker's /metrics every 5 s (job lethe)."""
+
+    name = "prometheus"
+    start_timeout = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.config_file = self.dir / "prometheus.yml"
+        self.data_dir = self.dir / "data"
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.settings.prometheus_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urllib.parse.urlsplit(self.settings.prometheus_url).port or 9090
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.prometheus_url
+
+    def healthy(self) -> bool:
+        status, _ = http("GET", f"{self.settings.prometheus_url}/-/ready", timeout=3)
+        return status == 200
+
+    def render_config(self) -> str:
+        text = TEMPLATE.read_text()
+        values = {
+            "LETHE_METRICS_TARGET": f"{self.settings.web_host}:{self.settings.web_port}",
+            "LETHE_PROMETHEUS_TARGET": f"{self.host}:{self.port}",
+            "LETHE_RULES_DIR": str(RULES_DIR),
+        }
+        for key, value in values.items():
+            text = text.replace("${" + key + "}", value)
+        return text
+
+    def start(self) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise StackError("prometheus binary not found: apt-get install -y prometheus")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.render_config())
+        start_background(
+            [
+                binary,
+                f"--config.file={self.config_file}",
+                f"--storage.tsdb.path={self.data_dir}",
+                "--storage.tsdb.retention.time=2d",
+                f"--web.listen-address={self.host}:{self.port}",
+                "--web.enable-lifecycle",
+            ],
+            log_file=self.log_file,
+            pid_file=self.pid_file,
+            cwd=self.dir,
+        )

@@ -21,6 +21,16 @@ lint: venv
 test: lint
 	$(BIN)/pytest
 
+# The local real stack (Kafka, Connect + Debezium, PostgreSQL, Prometheus); see `lethe stack -h`.
+stack-up: venv
+	$(BIN)/lethe stack up
+
+stack-down: venv
+	$(BIN)/lethe stack down
+
+stack-status: venv
+	$(BIN)/lethe stack status
+
 # The Compose CLI that tests/unit/test_docker_compose.py validates docker/compose.yaml with.
 docker-check-deps:
 	sh scripts/install-compose-validator.sh

@@ -1,0 +1,181 @@
+"""The local stack as other tests and the demo rely on it: change topics, Debezium events,
+status reporting and an idempotent `up`. Needs `lethe stack up` first; fails when it is down.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from lethe import stack
+from lethe.settings import REPO_ROOT, Settings
+from lethe.stack.connect import SourceConnector
+from tests.integration.conftest import ConsumerFactory, poll_json_until
+
+pytestmark = pytest.mark.integration
+
+DEMO_TABLES = (
+    "customers",
+    "support_tickets",
+    "orders",
+    "invoices",
+    "payment_methods",
+    "job_applications",
+    "event_registrations",
+    "marketing_contacts",
+    "info_requests",
+    "call_recordings",
+    "satisfaction_surveys",
+    "payment_defaults",
+    "fraud_signals",
+    "identity_documents",
+    "dpo_requests",
+    "data_breaches",
+    "connection_logs",
+    "legal_holds",
+)
+"""Every table of the demo schema (shared/demo-schema.md), written out independently of the SQL."""
+
+
+def lethe_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lethe", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_every_demo_table_has_its_change_topic(real_stack: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": real_stack.kafka_bootstrap})
+    wanted = {f"hosting.public.{table}" for table in DEMO_TABLES}
+    deadline = time.monotonic() + 60
+    missing = wanted
+    while time.monotonic() < deadline:
+        missing = wanted - set(admin.list_topics(timeout=10).topics)
+        if not missing:
+            break
+        time.sleep(1)
+    assert not missing, f"change topics missing after the snapshot: {sorted(missing)}"
+
+
+def test_every_demo_table_exists_with_its_fixed_columns(pg: psycopg.Connection[Any]) -> None:
+    rows = pg.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = 'public'"
+    ).fetchall()
+    columns: dict[str, set[str]] = {}
+    for table, column in rows:
+        columns.setdefault(table, set()).add(column)
+    assert set(DEMO_TABLES) <= set(columns)
+    assert {"id", "customer_id", "kind", "expires_on", "keep_for_purchases"} <= columns[
+        "payment_methods"
+    ]
+    assert {"id", "customer_id", "email", "basis", "last_contact_at"} <= columns[
+        "marketing_contacts"
+    ]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        pg.execute("INSERT INTO marketing_contacts (email, basis) VALUES ('x@example.com', 'whim')")
+
+
+def test_insert_arrives_as_debezium_create_event(
+    pg: psycopg.Connection[Any], kafka_consumer: ConsumerFactory
+) -> None:
+    consumer = kafka_consumer("hosting.public.customers")
+    handle = f"it{uuid.uuid4().hex[:10]}-lth"
+    row = pg.execute(
+        "INSERT INTO customers (nic_handle, first_name, last_name, email, country, created_at)"
+        " VALUES (%s, 'Test', 'Person', %s, 'FR', '2026-01-02 03:04:05+00') RETURNING id",
+        (handle, f"{handle}@example.com"),
+    ).fetchone()
+    assert row is not None
+    customer_id = row[0]
+
+    event = poll_json_until(
+        consumer,
+        lambda value: (value.get("payload") or {}).get("after", {}).get("id") == customer_id,
+        what=f"the create event of customers id={customer_id}",
+    )
+    assert "schema" in event, "JsonConverter must send schemas (the JDBC sink needs them)"
+    payload = event["payload"]
+    assert payload["op"] == "c"
+    assert payload["source"]["table"] == "customers"
+    assert payload["after"]["nic_handle"] == handle
+    assert payload["after"]["closed_at"] is None
+    created = dt.datetime.fromisoformat(payload["after"]["created_at"].replace("Z", "+00:00"))
+    assert created == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+def test_date_arrives_as_days_and_delete_carries_the_whole_row(
+    pg: psycopg.Connection[Any], kafka_consumer: ConsumerFactory
+) -> None:
+    consumer = kafka_consumer("hosting.public.payment_methods")
+    row = pg.execute(
+        "INSERT INTO payment_methods (customer_id, kind, holder_name, pan_last4, expires_on)"
+        " VALUES (987654, 'card', 'TEST HOLDER', '1234', '2028-09-30') RETURNING id"
+    ).fetchone()
+    assert row is not None
+    method_id = row[0]
+    pg.execute("DELETE FROM payment_methods WHERE id = %s", (method_id,))
+
+    created = poll_json_until(
+        consumer,
+        lambda v: (
+            (v.get("payload") or {}).get("op") == "c" and v["payload"]["after"]["id"] == method_id
+        ),
+        what=f"the create event of payment_methods id={method_id}",
+    )
+    assert (
+        created["payload"]["after"]["expires_on"]
+        == (dt.date(2028, 9, 30) - dt.date(1970, 1, 1)).days
+    )
+    deleted = poll_json_until(
+        consumer,
+        lambda v: (
+            (v.get("payload") or {}).get("op") == "d"
+            and (v["payload"].get("before") or {}).get("id") == method_id
+        ),
+        what=f"the delete event of payment_methods id={method_id}",
+    )
+    before = deleted["payload"]["before"]
+    assert before["customer_id"] == 987654, "REPLICA IDENTITY FULL: the subject must be there"
+    assert before["holder_name"] == "TEST HOLDER"
+    assert deleted["payload"]["after"] is None
+
+
+def test_status_reports_a_stopped_part_until_up_brings_it_back(real_stack: Settings) -> None:
+    assert stack.stop_part(real_stack, "prometheus") is True
+    try:
+        result = lethe_cli("stack", "status")
+        assert result.returncode == 1, result.stdout + result.stderr
+        line = next(li for li in result.stdout.splitlines() if li.startswith("prometheus"))
+        assert "stopped" in line
+        assert "prometheus.log" in line
+        kafka_line = next(li for li in result.stdout.splitlines() if li.startswith("kafka"))
+        assert "running" in kafka_line
+    finally:
+        started = stack.up(real_stack, only={"prometheus"}, say=lambda _line: None)
+    assert started == {"prometheus": True}
+    result = lethe_cli("stack", "status")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_up_on_a_running_stack_changes_nothing(real_stack: Settings) -> None:
+    """No part restarted, and the source connector's config was not written again."""
+    pids_before = {part.name: part.pid for part in stack.status(real_stack)}
+
+    started = stack.up(real_stack, say=lambda _line: None)
+
+    assert started == dict.fromkeys(stack.PART_NAMES, False)
+    assert {part.name: part.pid for part in stack.status(real_stack)} == pids_before
+    assert SourceConnector(real_stack).healthy()

@@ -131,13 +131,21 @@ def parse_policy(
     if document is None:
         return errors
     validator = _default_validator() if schema is None else Draft202012Validator(schema)
-    for error in validator.iter_errors(document.data):
+    for error in _relevant(validator.iter_errors(document.data)):
         for path, key, message, hint in _explain(error):
             errors.append(PolicyError(filename, document.line(path, key), message, hint))
     policy = _Builder(document, errors).build()
     if errors or policy is None:
         return _sorted_unique(errors)
     return policy
+
+
+def _relevant(errors: Iterable[ValidationError]) -> list[ValidationError]:
+    """Drop the echoes of an unknown key: at its mapping, what is missing is its misspelling."""
+    errors = list(errors)
+    misspelt = {tuple(e.absolute_path) for e in errors if e.validator == "additionalProperties"}
+    echoes = {"required", "dependentRequired", "oneOf", "anyOf"}
+    return [e for e in errors if not (e.validator in echoes and tuple(e.absolute_path) in misspelt)]
 
 
 def _sorted_unique(errors: Iterable[PolicyError]) -> list[PolicyError]:
@@ -171,6 +179,9 @@ class _Document:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 1
             problem = exc.problem or exc.context or "unreadable YAML"
+            opened = exc.context_mark
+            if exc.context and opened is not None and opened.line + 1 != line:
+                problem += f" ({exc.context} at line {opened.line + 1})"
             errors.append(
                 PolicyError(
                     filename,
@@ -189,9 +200,8 @@ class _Document:
             )
             return None
         constructor = yaml.constructor.SafeConstructor()
-        count = len(errors)
         doc.data = doc._convert(root, (), constructor, errors, frozenset())
-        return doc if len(errors) == count else None
+        return doc
 
     def _convert(
         self,
@@ -399,9 +409,8 @@ def _explain(error: ValidationError) -> list[tuple[Path, bool, str, str]]:
                 continue
             sub = properties.get(key, {})
             hint = sub.get("x-hint") if isinstance(sub, Mapping) else None
-            items.append(
-                (path, True, f"{where} lacks {key!r}", hint if isinstance(hint, str) else "")
-            )
+            hint = hint if isinstance(hint, str) else f"add {key}: to it"
+            items.append((path, True, f"{where} lacks {key!r}", hint))
         return items
     if validator == "dependentRequired" and isinstance(instance, dict):
         items = []
@@ -531,6 +540,7 @@ class _Builder:
             spec = _mapping(spec)
             try:
                 bases = tuple(LegalBasis(b) for b in _sequence(spec.get("legal_basis")))
+                row = spec.get("row")
                 purposes[str(pid)] = Purpose(
                     id=str(pid),
                     title=str(spec["title"]),
@@ -540,6 +550,9 @@ class _Builder:
                     seed_section=str(spec["section"]),
                     retention=str(spec["retention"]),
                     kept_for_legal_claims=spec.get("kept_for_legal_claims") is True,
+                    schedule_row=row
+                    if isinstance(row, int) and not isinstance(row, bool)
+                    else None,
                 )
             except (KeyError, ValueError, TypeError):
                 ok = False  # the schema has reported it

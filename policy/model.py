@@ -72,6 +72,8 @@ class Purpose:
     """The retention period in the privacy policy's own words."""
     kept_for_legal_claims: bool = False
     """True when the data is kept as evidence or for legal claims (payment defaults)."""
+    schedule_row: int | None = None
+    """The row of the retention schedule this purpose encodes (1-24 in the default policy)."""
 
     @property
     def is_legal_obligation(self) -> bool:

@@ -352,6 +352,16 @@ def _state_value(value: Value) -> StateValue:
     return None
 
 
+def _read_values(reads: tuple[str, ...], image: Mapping[str, Value]) -> dict[str, StateValue]:
+    """The columns the rules read, as state values; nulls are left out (absent = null)."""
+    values: dict[str, StateValue] = {}
+    for column in reads:
+        value = image.get(column)
+        if value is not None:
+            values[column] = _state_value(value)
+    return values
+
+
 def _instant(value: Value) -> Instant | None:
     if isinstance(value, datetime):
         return (value - EPOCH) // _ONE_US if value.tzinfo is not None else from_datetime(value)
@@ -411,7 +421,7 @@ def apply(
         source.table,
         event.key,
         subject_key,
-        {column: _state_value(image.get(column)) for column in plan.reads},
+        _read_values(plan.reads, image),
         event.ts,
         row.first_seen if row is not None else event.ts,
         row.issued if row is not None else frozenset(),

@@ -142,7 +142,7 @@ def simulate(
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        decoded = _decode_line(policy, line)
+        decoded = decode_line(policy, line)
         if isinstance(decoded, DecodeError):
             errors.append(LineError(number, decoded.reason))
             continue
@@ -157,7 +157,8 @@ def simulate(
     return SimulationResult(tuple(commands), tuple(errors), events, simulator.clock)
 
 
-def _decode_line(policy: Policy, line: str | bytes) -> ChangeEvent | Tombstone | DecodeError:
+def decode_line(policy: Policy, line: str | bytes) -> ChangeEvent | Tombstone | DecodeError:
+    """Decode one JSON line `{"topic": ..., "key": ..., "value": ...}`; never raises."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:

@@ -1,0 +1,227 @@
+"""Properties of the engine over generated streams (hypothesis).
+
+- later activity never brings a sliding deadline earlier;
+- no command is ever issued for a held subject;
+- legal-obligation rules never fire early;
+- simulate gives identical output for identical input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policy.debezium import ChangeEvent
+from policy.engine import next_due
+from policy.model import Policy
+from policy.simulation import RowId, Simulator, decode_line, simulate
+from tests.unit.conftest import load_demo_policy, record
+
+POLICY: Policy = load_demo_policy()
+START = datetime(2020, 1, 1, tzinfo=UTC)
+FAR = int(datetime(2045, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def plus_years(moment: datetime, years: int) -> datetime:
+    """An oracle for `+ PnY`: same month and day, 29 February falling back to the 28th."""
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:
+        return moment.replace(year=moment.year + years, day=28)
+
+
+# --- generated streams --------------------------------------------------------------------
+
+seconds = st.integers(min_value=0, max_value=400 * 86400)
+past = st.one_of(st.none(), st.integers(min_value=0, max_value=4 * 365 * 86400))
+
+
+@st.composite
+def streams(draw: st.DrawFn, holds: bool = True) -> list[str]:
+    """A stream of creates, updates and deletes over the demo tables, clock moving forward."""
+    now = START
+    lines: list[str] = []
+    for _ in range(draw(st.integers(min_value=1, max_value=25))):
+        now += timedelta(seconds=draw(seconds))
+        table = draw(st.sampled_from(TABLES if holds else TABLES[:-1]))
+        row_id = draw(st.integers(min_value=1, max_value=4))
+        customer = draw(st.integers(min_value=1, max_value=3))
+
+        def instant(offset: int | None, now: datetime = now) -> str | None:
+            return None if offset is None else iso(now - timedelta(seconds=offset))
+
+        row = ROWS[table](row_id, customer, instant, draw)
+        op = draw(st.sampled_from(["c", "u", "r", "r", "d"] if table != "legal_holds" else "cu"))
+        if op == "d":
+            lines.append(record(table, "d", iso(now), before={"id": row_id}))
+        else:
+            lines.append(record(table, op, iso(now), row))
+    return lines
+
+
+def _row(columns: dict[str, object]) -> dict[str, object]:
+    return columns
+
+
+ROWS = {
+    "customers": lambda i, c, t, d: {"id": c, "closed_at": t(d(past))},
+    "support_tickets": lambda i, c, t, d: {
+        "id": i,
+        "customer_id": c,
+        "last_message_at": t(d(past)) or t(0),
+    },
+    "orders": lambda i, c, t, d: {"id": i, "customer_id": c, "ordered_at": t(d(past)) or t(0)},
+    "invoices": lambda i, c, t, d: {"id": i, "customer_id": c, "issued_at": t(d(past)) or t(0)},
+    "dpo_requests": lambda i, c, t, d: {"id": i, "customer_id": c, "answered_at": t(d(past))},
+    "payment_defaults": lambda i, c, t, d: {
+        "id": i,
+        "customer_id": c,
+        "defaulted_at": t(d(past)) or t(0),
+    },
+    "marketing_contacts": lambda i, c, t, d: {
+        "id": i,
+        "customer_id": c,
+        "email": f"m{i}@example.org",
+        "basis": d(st.sampled_from(["consent", "legitimate_interest"])),
+        "consent_withdrawn_at": t(d(past)),
+        "objected_at": t(d(past)),
+        "last_contact_at": t(d(past)),
+    },
+    "call_recordings": lambda i, c, t, d: {
+        "id": i,
+        "customer_id": c,
+        "recorded_at": t(d(past)) or t(0),
+        "objected": d(st.booleans()),
+    },
+    "legal_holds": lambda i, c, t, d: {
+        "id": i,
+        "customer_id": c,
+        "released_at": d(st.sampled_from([None, t(0)])),
+    },
+}
+TABLES = list(ROWS)
+
+
+# --- properties ----------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    last_contact=past,
+    messages=st.lists(st.tuples(seconds, past), min_size=1, max_size=12),
+    table=st.sampled_from(["support_tickets", "orders"]),
+)
+def test_later_activity_never_brings_a_sliding_deadline_earlier(
+    last_contact: int | None, messages: list[tuple[int, int | None]], table: str
+):
+    simulator = Simulator(POLICY)
+    now = START + timedelta(days=5 * 365)
+    own_contact = None if last_contact is None else iso(now - timedelta(seconds=last_contact))
+    contact = {
+        "id": 1, "customer_id": 42, "email": "m@example.org", "basis": "legitimate_interest",
+        "last_contact_at": own_contact,
+    }  # fmt: skip
+    ticket_id = 1
+    simulator_feed(simulator, record("marketing_contacts", "c", iso(now), contact))
+    contact_id = ("customer:42", "public.marketing_contacts", (("id", 1),))
+    ticket_key = ("customer:42", "public.support_tickets", (("id", ticket_id),))
+    deadline = deadline_of(simulator, contact_id)
+    ticket_deadline = None
+    column = "last_message_at" if table == "support_tickets" else "ordered_at"
+    for step, offset in messages:
+        now += timedelta(seconds=step)
+        moment = iso(now - timedelta(seconds=offset or 0))
+        row = {"id": ticket_id, "customer_id": 42, column: moment}
+        simulator_feed(simulator, record(table, "u", iso(now), row))
+        later = deadline_of(simulator, contact_id)
+        if deadline is not None:
+            assert later is not None and later >= deadline
+        deadline = later
+        if table == "support_tickets" and offset is None:
+            # the ticket's own clock slides forward with each newer message
+            own = deadline_of(simulator, ticket_key)
+            assert own is not None
+            if ticket_deadline is not None:
+                assert own >= ticket_deadline
+            ticket_deadline = own
+
+
+def simulator_feed(simulator: Simulator, line: str) -> None:
+    event = decode_line(POLICY, line)
+    assert isinstance(event, ChangeEvent), event
+    simulator.feed(event)
+
+
+def deadline_of(simulator: Simulator, row_id: RowId) -> int | None:
+    """The row's next deadline as if nothing had been issued yet."""
+    row = replace(simulator.rows[row_id], issued=frozenset())
+    return next_due(POLICY, row, simulator.subjects["customer:42"])
+
+
+@SETTINGS
+@given(stream=streams(holds=False), release=st.booleans())
+def test_no_command_is_issued_for_a_held_subject(stream: list[str], release: bool):
+    hold = record("legal_holds", "c", iso(START),
+                  {"id": 99, "customer_id": 2, "released_at": None})  # fmt: skip
+    lines = [hold, *stream]
+    released_at = None
+    if release:
+        released_at = datetime(2030, 6, 1, tzinfo=UTC)
+        released = {"id": 99, "customer_id": 2, "released_at": iso(released_at)}
+        lines.append(record("legal_holds", "u", iso(released_at), released))
+    commands = simulate(POLICY, lines, FAR).commands
+    held = [c for c in commands if c.subject == "customer:2"]
+    if released_at is None:
+        assert held == []
+    else:
+        assert all(c.issued_at >= int(released_at.timestamp()) * 1_000_000 for c in held)
+
+
+LEGAL = {
+    "public.orders": ("ordered_at", 10),
+    "public.invoices": ("issued_at", 10),
+    "public.payment_defaults": ("defaulted_at", 5),
+    "public.dpo_requests": ("answered_at", 5),
+}
+
+
+@SETTINGS
+@given(stream=streams())
+def test_legal_obligation_rules_never_fire_early(stream: list[str]):
+    starts: dict[tuple[str, object], set[int]] = {}
+    for line in stream:
+        document = json.loads(line)
+        table = "public." + document["topic"].split(".")[-1]
+        if table in LEGAL and document["value"]["op"] != "d":
+            column, years = LEGAL[table]
+            start = document["value"]["after"][column]
+            if start is not None:
+                end = plus_years(datetime.fromisoformat(start), years)
+                starts.setdefault((table, document["key"]["id"]), set()).add(
+                    int(end.timestamp()) * 1_000_000
+                )
+    for command in simulate(POLICY, stream, FAR).commands:
+        if command.table in LEGAL:
+            assert command.action.value in ("delete", "anonymise")
+            if command.action.value == "delete":
+                # due exactly at one of the row's start + period, issued no earlier
+                assert command.due_at in starts[(command.table, command.key[0][1])]
+                assert command.issued_at >= command.due_at
+
+
+@SETTINGS
+@given(stream=streams(), until=st.one_of(st.none(), st.just(FAR)))
+def test_simulate_gives_identical_output_for_identical_input(stream: list[str], until: int | None):
+    first = simulate(POLICY, stream, until)
+    second = simulate(load_demo_policy(), list(stream), until)
+    assert [c.to_json() for c in first.commands] == [c.to_json() for c in second.commands]
+    assert first.errors == second.errors == ()

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import orjson
 
 from lethe.errors import ConfigError
+from lethe.policy_file import load_policy
+from lethe.settings import Settings
 from policy.instants import Instant, parse_instant
-from policy.model import Policy
 
 
 def _instant(text: str) -> Instant:
@@ -28,7 +30,10 @@ def _instant(text: str) -> Instant:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--policy", default="config/policy.yaml", help="policy file (default: %(default)s)"
+        "--policy",
+        type=Path,
+        metavar="POLICY",
+        help="the policy file (default: $LETHE_POLICY, else config/policy.yaml)",
     )
     parser.add_argument(
         "--events", required=True, metavar="FILE.jsonl", help="captured records, one per line"
@@ -42,28 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_policy(path: str) -> Policy:
-    try:
-        from lethe.policy_file import load_policy
-    except ImportError:  # until lethe.policy_file lands: the same loader, read here
-        from policy.loader import PolicyInvalid, load_policy_text
-
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise ConfigError(f"cannot read policy {path}: {exc.strerror}") from None
-        try:
-            return load_policy_text(text, path)
-        except PolicyInvalid as exc:
-            raise ConfigError(f"policy {path} is invalid:\n{exc}") from None
-    return load_policy(path)
-
-
 def run(args: argparse.Namespace) -> int:
     from policy.simulation import simulate
 
-    policy = _load_policy(args.policy)
+    path = args.policy if args.policy is not None else Settings.from_env().policy_path
+    policy = load_policy(path)  # raises PolicyFileInvalid (every error, file:line): exit 2
     try:
         with open(args.events, "rb") as stream:
             result = simulate(policy, stream, args.until)

@@ -8,7 +8,6 @@ hold a port and belong to this stack. Data, logs and pid files live under `.stac
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from lethe.stack.connect import Connect, SourceConnector
 from lethe.stack.install import ensure_jars, ensure_packages
 from lethe.stack.kafka import Kafka
 from lethe.stack.postgres import Postgres
-from lethe.stack.process import pids_listening, stop_pid
+from lethe.stack.process import owns_pid, pids_listening, stop_pid
 from lethe.stack.prometheus import Prometheus
 
 __all__ = ["PART_NAMES", "down", "parts", "status", "up"]
@@ -67,7 +66,7 @@ def up(
             raise StackError(
                 text if text.startswith(part.name) else f"{part.name}: {text}"
             ) from exc
-        verb = "started" if started[part.name] else "already running"
+        verb = part.started_verb if started[part.name] else part.unchanged_verb
         say(f"{part.name:<11} {verb} ({time.monotonic() - t0:.1f}s)  {part.endpoint}")
     say(f"stack healthy in {time.monotonic() - begin:.1f}s")
     return started
@@ -105,11 +104,9 @@ def _kill_leftovers(part: Part, stack_dir: Path) -> list[int]:
     """Kill processes still listening on the part's port whose command line names this stack."""
     killed: list[int] = []
     for pid in pids_listening(part.port):
-        with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if str(stack_dir) in cmdline:
-                stop_pid(pid, timeout=10)
-                killed.append(pid)
+        if owns_pid(pid, stack_dir):
+            stop_pid(pid, timeout=10)
+            killed.append(pid)
     return killed
 
 

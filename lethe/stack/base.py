@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lethe.settings import Settings
-from lethe.stack.process import port_open, read_pid, stop_pid, wait_until
+from lethe.stack.process import owns_pid, port_open, read_pid, stop_pid, wait_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,8 @@ class Part:
     """A process of the stack. Subclasses set `name`, `host`, `port` and implement start/healthy."""
 
     name: str = "part"
+    started_verb: str = "started"
+    unchanged_verb: str = "already running"
     start_timeout: float = 120.0
     stop_timeout: float = 30.0
 
@@ -57,7 +59,11 @@ class Part:
         return f"{self.host}:{self.port}"
 
     def pid(self) -> int | None:
-        return read_pid(self.pid_file)
+        """The live pid of this part (a recycled pid of another program does not count)."""
+        pid = read_pid(self.pid_file)
+        if pid is None or not owns_pid(pid, self.settings.stack_dir):
+            return None
+        return pid
 
     def healthy(self) -> bool:
         """Whether the part answers as it should (overridden with a real check)."""

@@ -62,7 +62,7 @@ class Connect(Part):
                 HOST=self.host,
                 PORT=self.port,
                 PLUGIN_PATH=self.jars.plugin_path,
-                PLUGIN_DISCOVERY="hybrid_warn",
+                PLUGIN_DISCOVERY="service_load",
             )
         )
         self.log4j_file.write_text(render("log4j2.properties"))
@@ -99,6 +99,8 @@ class SourceConnector(Part):
     """The Debezium PostgreSQL source `hosting`. Healthy when it and its task are RUNNING."""
 
     name = "source"
+    started_verb = "registered"
+    unchanged_verb = "already registered"
     start_timeout = 90.0
 
     def __init__(self, settings: Settings) -> None:

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def apt_install(packages: list[str], settings: Settings) -> None:
     log_file = logs_dir(settings) / "apt.log"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     print(f"lethe stack: installing {', '.join(packages)} (apt-get; log {log_file})", flush=True)
+    begin = time.monotonic()
     run(["apt-get", "update"], what="apt-get update", log_file=log_file, env=env)
     run(
         [
@@ -64,6 +66,7 @@ def apt_install(packages: list[str], settings: Settings) -> None:
         log_file=log_file,
         env=env,
     )
+    print(f"lethe stack: apt-get done in {time.monotonic() - begin:.1f}s", flush=True)
 
 
 def postgres_bin_dir() -> Path | None:
@@ -110,6 +113,7 @@ def ensure_jars(settings: Settings) -> Jars:
     if stamp.exists() and stamp.read_text().strip() == wanted and jars.kafka_libs.is_dir():
         return jars
     log_file = logs_dir(settings) / "maven.log"
+    begin = time.monotonic()
     staging = root.with_name("jars.new")
     shutil.rmtree(staging, ignore_errors=True)
     print(
@@ -133,4 +137,5 @@ def ensure_jars(settings: Settings) -> Jars:
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     stamp.write_text(wanted + "\n")
+    print(f"lethe stack: jars fetched in {time.monotonic() - begin:.1f}s", flush=True)
     return jars

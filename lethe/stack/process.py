@@ -45,6 +45,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def owns_pid(pid: int, stack_dir: Path) -> bool:
+    """Whether process `pid` names `stack_dir` on its command line (it is one of ours)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return str(stack_dir).encode() in cmdline
+
+
 def start_background(
     argv: Sequence[str],
     *,

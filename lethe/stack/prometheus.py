@@ -52,6 +52,20 @@ class Prometheus(Part):
             text = text.replace("${" + key + "}", value)
         return text
 
+    def up(self) -> bool:
+        """As Part.up; a running Prometheus reloads when its rendered config changed."""
+        if self.pid() is not None and self.config_file.exists():
+            wanted = self.render_config()
+            if self.config_file.read_text() != wanted:
+                self.config_file.write_text(wanted)
+                status, body = http("POST", f"{self.settings.prometheus_url}/-/reload", timeout=10)
+                if status != 200:
+                    raise StackError(
+                        f"prometheus: reloading {self.config_file} failed ({status}: {body}); "
+                        f"see {self.log_file}"
+                    )
+        return super().up()
+
     def start(self) -> None:
         binary = shutil.which("prometheus")
         if binary is None:

@@ -1,0 +1,91 @@
+"""The local stack's generated configs and demo SQL, checked without starting anything."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from lethe.settings import REPO_ROOT, Settings
+from lethe.stack.connect import source_config
+from lethe.stack.kafka import render
+from lethe.stack.prometheus import Prometheus
+
+DEMO_TABLES = {
+    "customers",
+    "support_tickets",
+    "orders",
+    "invoices",
+    "payment_methods",
+    "job_applications",
+    "event_registrations",
+    "marketing_contacts",
+    "info_requests",
+    "call_recordings",
+    "satisfaction_surveys",
+    "payment_defaults",
+    "fraud_signals",
+    "identity_documents",
+    "dpo_requests",
+    "data_breaches",
+    "connection_logs",
+    "legal_holds",
+}
+SCHEMA = (REPO_ROOT / "config" / "demo" / "hosting-schema.sql").read_text()
+
+
+def test_source_connector_takes_the_database_from_settings() -> None:
+    settings = Settings(pg_host="db.test", pg_port=6543, pg_user="cdc", pg_password='p"w')
+    name, config = source_config(settings)
+    assert name == "hosting"
+    assert config["database.hostname"] == "db.test"
+    assert config["database.port"] == "6543"
+    assert config["database.user"] == "cdc"
+    assert config["database.password"] == 'p"w'
+    assert config["topic.prefix"] == "hosting"
+    assert config["plugin.name"] == "pgoutput"
+    assert f"CREATE PUBLICATION {config['publication.name']} FOR TABLE" in SCHEMA
+
+
+def test_every_demo_table_is_created_published_and_full_replica_identity() -> None:
+    created = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA))
+    full = set(re.findall(r"ALTER TABLE (\w+)\s+REPLICA IDENTITY FULL", SCHEMA))
+    published_text = SCHEMA.split("CREATE PUBLICATION", 1)[1].split("FOR TABLE", 1)[1]
+    published = set(re.findall(r"\w+", published_text.split(";", 1)[0]))
+    assert created == DEMO_TABLES
+    assert full == DEMO_TABLES
+    assert published == DEMO_TABLES
+
+
+def test_seed_data_has_rows_for_every_table() -> None:
+    data = (REPO_ROOT / "config" / "demo" / "hosting-data.sql").read_text()
+    assert set(re.findall(r"INSERT INTO (\w+)", data)) == DEMO_TABLES
+
+
+def test_prometheus_scrapes_the_worker_every_5s(tmp_path: Path) -> None:
+    settings = Settings(web_host="127.0.0.1", web_port=7077, stack_dir=tmp_path)
+    config = yaml.safe_load(Prometheus(settings).render_config())
+    job = next(job for job in config["scrape_configs"] if job["job_name"] == "lethe")
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:7077"]
+    assert job["metrics_path"] == "/metrics"
+    assert config["global"]["scrape_interval"] == "5s"
+
+
+def test_kafka_binds_loopback_with_single_replica_internal_topics() -> None:
+    text = render(
+        "kafka-server.properties",
+        HOST="127.0.0.1",
+        PORT=9092,
+        CONTROLLER_PORT=9093,
+        DATA_DIR="/tmp/x",
+    )
+    props = dict(
+        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["offsets.topic.replication.factor"] == "1"
+    assert props["transaction.state.log.replication.factor"] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["auto.create.topics.enable"] == "true"
+    assert "${" not in text

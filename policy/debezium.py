@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final, TypeGuard
+from functools import partial
+from typing import Any, Final, TypeGuard
 
 import orjson
 
@@ -249,19 +250,38 @@ def _image(
     if not isinstance(image, dict):
         raise _Bad(f"'{which}' is a JSON {_json_type(image)}, not a row object")
     logical = _columns_of(schema)
-    types = source.columns
+    decoders = _decoders(source)
     row: dict[str, Value] = {}
     for column, raw in image.items():
         if raw is None:
             row[column] = None
-            continue
-        field = logical.get(column)
-        if field is not None:
-            row[column] = _by_schema(column, field, raw)
+        elif logical and column in logical:
+            row[column] = _by_schema(column, logical[column], raw)
         else:
-            kind = types.get(column)
-            row[column] = raw if kind is None else _by_type(column, kind, raw)
+            decoder = decoders.get(column)
+            row[column] = raw if decoder is None else decoder(column, raw)
     return row
+
+
+Decoder = Callable[[str, Any], Value]
+_decoder_cache: dict[int, tuple[Source, dict[str, Decoder]]] = {}
+
+
+def _decoders(source: Source) -> dict[str, Decoder]:
+    """Per column of the source, how to decode it without a schema (text: as is, absent)."""
+    cached = _decoder_cache.get(id(source))
+    if cached is not None and cached[0] is source:
+        return cached[1]
+    decoders: dict[str, Decoder] = {}
+    for column, kind in source.columns.items():
+        if kind is not ColumnType.TEXT:
+            decoders[column] = partial(_by_type_of, kind)
+    _decoder_cache[id(source)] = (source, decoders)
+    return decoders
+
+
+def _by_type_of(kind: ColumnType, column: str, raw: object) -> Value:
+    return _by_type(column, kind, raw)
 
 
 def _key(
@@ -347,7 +367,11 @@ def _json_value(raw: object) -> Value:
 def _by_type(column: str, kind: ColumnType, raw: object) -> Value:
     if kind is ColumnType.TIMESTAMPTZ:
         if isinstance(raw, str):
-            return _iso_instant(column, raw)
+            try:
+                moment = datetime.fromisoformat(raw)
+            except ValueError:
+                return _iso_instant(column, raw)
+            return moment if moment.tzinfo is UTC else _in_utc(moment)
         if _is_int(raw):
             return _from_us(column, raw)
         raise _Bad(_expected(column, "an ISO-8601 string or integer microseconds", None, raw))
@@ -391,6 +415,12 @@ def _iso_instant(column: str, raw: str) -> datetime:
         raise _Bad(
             f"column {column!r} is not an ISO-8601 timestamp such as 2026-03-01T10:00:00Z"
         ) from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _in_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

@@ -28,7 +28,7 @@ the clock into the past) or the subject's last change (release of its last hold)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Final
@@ -63,6 +63,7 @@ __all__ = [
     "event_subject",
     "hold_id",
     "next_due",
+    "reads_activity",
     "subject_of",
 ]
 
@@ -125,6 +126,8 @@ class _SourcePlan:
     has_archive: bool
     anonymisable: tuple[str, ...]
     """Columns early anonymisation may touch: not the key, not read by any clock."""
+    reads_activity: bool
+    """Some clock of this source reads the subject's activity."""
 
 
 class _Compiled:
@@ -188,7 +191,22 @@ def _plan_source(policy: Policy, source: Source) -> _SourcePlan:
         tracked=bool(source.rules) or source.hold is not None,
         has_archive=any(r.archive is not None for r in rules),
         anonymisable=anonymisable,
+        reads_activity=any(
+            _uses_activity(stage.due) for rule in source.rules for stage in rule.stages
+        ),
     )
+
+
+def _uses_activity(clock: Clock | None) -> bool:
+    if isinstance(clock, SubjectActivity):
+        return True
+    if isinstance(clock, After):
+        return _uses_activity(clock.start)
+    if isinstance(clock, Earliest | Latest):
+        return any(_uses_activity(operand) for operand in clock.operands)
+    if isinstance(clock, When):
+        return _uses_activity(clock.then) or _uses_activity(clock.otherwise)
+    return False
 
 
 def _collect_reads(clock: Clock | Condition | None, reads: dict[str, None]) -> None:
@@ -267,10 +285,12 @@ def _compile_clock(policy: Policy, clock: Clock | None) -> ClockFn:
 
 
 def _compile_after(policy: Policy, clock: After) -> ClockFn:
-    start = _compile_clock(policy, clock.start)
     period = policy.period(clock.period)
     months = period.months
     exact = period.days * _US_PER_DAY + period.seconds * 1_000_000
+    if isinstance(clock.start, ColumnInstant):
+        return _after_column(clock.start.column, months, exact)
+    start = _compile_clock(policy, clock.start)
     if not months:
 
         def after_exact(values: Values, activity: Activity, changed: Instant) -> Instant | None:
@@ -284,6 +304,25 @@ def _compile_after(policy: Policy, clock: After) -> ClockFn:
         return None if begin is None else add_months(begin, months) + exact
 
     return after_calendar
+
+
+def _after_column(column: str, months: int, exact: int) -> ClockFn:
+    """`After(ColumnInstant(column), period)`, the most common clock, in one closure."""
+    if not months:
+
+        def after_column_exact(
+            values: Values, activity: Activity, changed: Instant
+        ) -> Instant | None:
+            begin = values.get(column)
+            return begin + exact if type(begin) is int else None
+
+        return after_column_exact
+
+    def after_column(values: Values, activity: Activity, changed: Instant) -> Instant | None:
+        begin = values.get(column)
+        return add_months(begin, months) + exact if type(begin) is int else None
+
+    return after_column
 
 
 def _compile_condition(condition: Condition) -> ConditionFn:
@@ -332,6 +371,11 @@ def event_subject(policy: Policy, row: RowState | None, event: ChangeEvent) -> s
     return subject_of(source, event.after or {})
 
 
+def reads_activity(policy: Policy, table: str) -> bool:
+    """Whether the rows of `table` must be re-armed when their subject's activity changes."""
+    return _plan(policy, table).reads_activity
+
+
 def hold_id(table: str, key: Key) -> str:
     """How a hold row is named in its subject's state: `public.legal_holds:7`."""
     return table + ":" + ",".join(str(value) for _, value in key)
@@ -357,7 +401,13 @@ def _read_values(reads: tuple[str, ...], image: Mapping[str, Value]) -> dict[str
     values: dict[str, StateValue] = {}
     for column in reads:
         value = image.get(column)
-        if value is not None:
+        if value is None:
+            continue
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            values[column] = (value - EPOCH) // _ONE_US
+        elif isinstance(value, str | int):
+            values[column] = value
+        else:
             values[column] = _state_value(value)
     return values
 
@@ -389,29 +439,37 @@ def apply(
     if subject_key is not None:
         new_subject = subject if subject is not None else EMPTY_SUBJECT
         if source.activity and not deleting:
-            activity = dict(new_subject.activity)
+            known = new_subject.activity
+            activity: dict[str, Instant] | None = None
             for feed in source.activity:
                 moment = _instant(image.get(feed.column))
-                if moment is not None and moment > activity.get(feed.activity, _NEVER):
+                if moment is not None and moment > known.get(feed.activity, _NEVER):
+                    if activity is None:
+                        activity = dict(known)
                     activity[feed.activity] = moment
-                    reevaluate = True
-            if reevaluate:
-                new_subject = replace(new_subject, activity=activity, changed_at=event.ts)
+            if activity is not None:
+                reevaluate = True
+                new_subject = SubjectState(
+                    activity, new_subject.holds, new_subject.released_at, event.ts
+                )
         if source.hold is not None:
             hold = hold_id(source.table, event.key)
             is_open = not deleting and image.get(source.hold.released_column) is None
             if is_open and hold not in new_subject.holds:
-                new_subject = replace(
-                    new_subject, holds=new_subject.holds | {hold}, changed_at=event.ts
+                new_subject = SubjectState(
+                    new_subject.activity,
+                    new_subject.holds | {hold},
+                    new_subject.released_at,
+                    event.ts,
                 )
                 reevaluate = True
             elif not is_open and hold in new_subject.holds:
                 holds = new_subject.holds - {hold}
-                new_subject = replace(
-                    new_subject,
-                    holds=holds,
-                    released_at=event.ts if not holds else new_subject.released_at,
-                    changed_at=event.ts,
+                new_subject = SubjectState(
+                    new_subject.activity,
+                    holds,
+                    event.ts if not holds else new_subject.released_at,
+                    event.ts,
                 )
                 reevaluate = True
 
@@ -434,8 +492,32 @@ def apply(
 # --- due -----------------------------------------------------------------------------------
 
 
+_memo: tuple[_SourcePlan | None, RowState | None, SubjectState | None, list[Pending]] = (
+    None,
+    None,
+    None,
+    [],
+)
+
+
 def _stages(plan: _SourcePlan, row: RowState, subject: SubjectState | None) -> list[Pending]:
-    """The row's stages not issued yet, each with its due instant."""
+    """The row's stages not issued yet, each with its due instant.
+
+    States are immutable, so the last answer is reused when `due` follows `apply` on the
+    very same row and subject objects (the common path of a driver).
+    """
+    global _memo
+    last_plan, last_row, last_subject, last = _memo
+    if row is last_row and subject is last_subject and plan is last_plan:
+        return last
+    pending = _compute_stages(plan, row, subject)
+    _memo = (plan, row, subject, pending)
+    return pending
+
+
+def _compute_stages(
+    plan: _SourcePlan, row: RowState, subject: SubjectState | None
+) -> list[Pending]:
     issued = row.issued
     if DELETE_STAGE in issued or not plan.rules:
         return []
@@ -541,14 +623,13 @@ def due(
     if subject is not None and subject.holds:
         return [], row, None
     stages = _stages(_plan(policy, row.table), row, subject)
-    firing = [stage for stage in stages if stage[0] <= now]
+    firing = sorted(stage for stage in stages if stage[0] <= now)
     if not firing:
         return [], row, min(stage[0] for stage in stages) if stages else None
     learnt = row.changed_at
     if subject is not None and subject.changed_at is not None and subject.changed_at > learnt:
         learnt = subject.changed_at
     deleting = any(stage[3] is Action.DELETE for stage in firing)
-    firing.sort()
     commands = [
         Command(
             at if at > learnt else learnt,
@@ -563,7 +644,15 @@ def due(
         for at, _, _, action, purposes, fields in firing
         if not deleting or action is Action.DELETE
     ]
-    new_row = replace(row, issued=row.issued | {stage[2] for stage in firing})
+    new_row = RowState(
+        row.table,
+        row.key,
+        row.subject,
+        row.values,
+        row.changed_at,
+        row.first_seen,
+        row.issued | {stage[2] for stage in firing},
+    )
     if deleting:
         return commands, new_row, None
     later = [stage[0] for stage in stages if stage[0] > now]

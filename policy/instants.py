@@ -9,6 +9,7 @@ first with the day clamped to the end of a shorter month, then days and seconds.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from policy.periods import Period
 
@@ -68,9 +69,9 @@ def _month_length(year: int, month: int) -> int:
     return _MONTH_DAYS[month - 1]
 
 
-def add_months(instant: Instant, months: int) -> Instant:
-    """`months` calendar months after `instant`, the day clamped to the month's end."""
-    days, rest = divmod(instant, US_PER_DAY)
+@lru_cache(maxsize=1 << 16)
+def _add_months_to_day(days: int, months: int) -> int | None:
+    """Days since the epoch, `months` later with the day clamped; None beyond year 9999."""
     try:
         day = date.fromordinal(days + _EPOCH_ORDINAL)
         total = day.year * 12 + day.month - 1 + months
@@ -78,10 +79,16 @@ def add_months(instant: Instant, months: int) -> Instant:
         dom = day.day
         if dom > 28:
             dom = min(dom, _month_length(year, month0 + 1))
-        moved = date(year, month0 + 1, dom)
+        return date(year, month0 + 1, dom).toordinal() - _EPOCH_ORDINAL
     except (ValueError, OverflowError):
-        return MAX_INSTANT
-    return (moved.toordinal() - _EPOCH_ORDINAL) * US_PER_DAY + rest
+        return None
+
+
+def add_months(instant: Instant, months: int) -> Instant:
+    """`months` calendar months after `instant`, the day clamped to the month's end."""
+    days, rest = divmod(instant, US_PER_DAY)
+    moved = _add_months_to_day(days, months)
+    return MAX_INSTANT if moved is None else moved * US_PER_DAY + rest
 
 
 def add_period(instant: Instant, period: Period) -> Instant:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import orjson
 
 from policy.debezium import ChangeEvent, DecodeError, Key, Tombstone, decode_record
-from policy.engine import apply, due, event_subject, next_due
+from policy.engine import apply, due, event_subject, next_due, reads_activity
 from policy.instants import Instant
 from policy.model import Policy
 from policy.state import Command, RowState, SubjectState
@@ -105,6 +105,11 @@ class Simulator:
         subject_key = event_subject(self.policy, row, event)
         subject = self.subjects.get(subject_key) if subject_key is not None else None
         step = apply(self.policy, row, subject, event)
+        holds_changed = step.subject is not None and (
+            subject is None
+            or step.subject.holds != subject.holds
+            or step.subject.released_at != subject.released_at
+        )
         if old_id is not None and (step.row is None or step.subject_key != old_subject):
             self._forget(old_id)
         if step.subject is not None and step.subject_key is not None:
@@ -117,8 +122,9 @@ class Simulator:
             self._arm(row_id, step.next_due)
         if step.reevaluate_subject and step.subject is not None:
             for table, key in self.subject_rows.get(step.subject_key, ()):
-                other: RowId = (step.subject_key, table, key)
-                self._arm(other, next_due(self.policy, self.rows[other], step.subject))
+                if holds_changed or reads_activity(self.policy, table):
+                    other: RowId = (step.subject_key, table, key)
+                    self._arm(other, next_due(self.policy, self.rows[other], step.subject))
 
     def _forget(self, row_id: RowId) -> None:
         subject, table, key = row_id

@@ -179,3 +179,52 @@ def test_up_on_a_running_stack_changes_nothing(real_stack: Settings) -> None:
     assert started == dict.fromkeys(stack.PART_NAMES, False)
     assert {part.name: part.pid for part in stack.status(real_stack)} == pids_before
     assert SourceConnector(real_stack).healthy()
+
+
+def test_jdbc_sink_plugin_writes_change_events_into_postgres(
+    real_stack: Settings, pg: psycopg.Connection[Any]
+) -> None:
+    """The Debezium JDBC sink folder is complete: a sink with the c3p0 pool copies a table."""
+    from lethe.stack.process import http
+
+    name = f"lethe-it-sink-{uuid.uuid4().hex[:8]}"
+    target = f"lethe_it_sink_{uuid.uuid4().hex[:8]}"
+    config = {
+        "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
+        "tasks.max": "1",
+        "topics": "hosting.public.data_breaches",
+        "connection.url": f"jdbc:postgresql://{real_stack.pg_host}:{real_stack.pg_port}/"
+        f"{real_stack.pg_database}",
+        "connection.username": real_stack.pg_user,
+        "connection.password": real_stack.pg_password,
+        "connection.provider": "org.hibernate.c3p0.internal.C3P0ConnectionProvider",
+        "insert.mode": "upsert",
+        "primary.key.mode": "record_key",
+        "schema.evolution": "basic",
+        "collection.name.format": target,
+        "consumer.override.auto.offset.reset": "earliest",
+    }
+    url = f"{real_stack.connect_url}/connectors/{name}"
+    status, body = http("PUT", f"{url}/config", config, timeout=30)
+    assert status == 201, body
+    try:
+        expected = pg.execute(
+            "SELECT id, affected_subjects FROM data_breaches ORDER BY id"
+        ).fetchall()
+        copied: list[tuple[Any, ...]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not set(expected) <= set(copied):
+            _, state = http("GET", f"{url}/status")
+            failed = [t for t in (state or {}).get("tasks", []) if t.get("state") == "FAILED"]
+            assert not failed, failed[0].get("trace", "")[:800]
+            exists = pg.execute("SELECT to_regclass(%s)", (target,)).fetchone()
+            if exists and exists[0] is not None:
+                copied = pg.execute(
+                    f'SELECT id, affected_subjects FROM "{target}" ORDER BY id'
+                ).fetchall()
+            time.sleep(1)
+        assert expected, "the seed data has data_breaches rows"
+        assert set(expected) <= set(copied), "every current row copied by the sink"
+    finally:
+        http("DELETE", url, timeout=30)
+        pg.execute(f'DROP TABLE IF EXISTS "{target}"')

@@ -18,7 +18,8 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# Everything CI checks: lint and types, then every test against the real local stack.
+test: lint docker-check-deps stack-up
 	$(BIN)/pytest
 
 # The local real stack (Kafka, Connect + Debezium, PostgreSQL, Prometheus); see `lethe stack -h`.

@@ -75,6 +75,7 @@ TEMPORAL = frozenset({ColumnType.TIMESTAMPTZ, ColumnType.DATE})
 NUMERIC = frozenset({ColumnType.BIGINT, ColumnType.INTEGER, ColumnType.NUMERIC})
 CLOCK_KINDS = ("after", "earliest", "latest", "activity", "when")
 AT_ONCE = "at_once"
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
 _COLUMN_TYPES = frozenset(t.value for t in ColumnType)
 _ACTIONS = frozenset(a.value for a in Action)
 
@@ -174,7 +175,7 @@ class _Document:
     def parse(cls, text: str, filename: str, errors: list[PolicyError]) -> _Document | None:
         doc = cls(filename)
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(text, Loader=_YAML_LOADER)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 1
@@ -610,7 +611,7 @@ class _Builder:
         raw_columns = _mapping(spec.get("columns"))
         columns: dict[str, ColumnType] = {}
         for column, kind in raw_columns.items():
-            if kind in _COLUMN_TYPES:  # else the schema has reported it
+            if isinstance(kind, str) and kind in _COLUMN_TYPES:  # else the schema reported it
                 columns[str(column)] = ColumnType(kind)
         ctx = _SourceContext(self, table, path, columns)
         primary_key = tuple(str(c) for c in _sequence(spec.get("primary_key")))
@@ -789,7 +790,7 @@ class _Builder:
         methods: Mapping[str, Anonymiser],
     ) -> Stage | None:
         raw_action = raw.get("action")
-        if raw_action not in _ACTIONS:
+        if not isinstance(raw_action, str) or raw_action not in _ACTIONS:
             return None  # the schema has reported it
         action = Action(raw_action)
         due = _ClockBuilder(self, ctx).clock((*path, "due"), raw.get("due"))
@@ -918,7 +919,7 @@ def _anonymiser(raw: Any) -> Anonymiser | None:
         return Empty()
     if isinstance(raw, dict) and len(raw) == 1:
         ((kind, arg),) = raw.items()
-        if kind == "coarsen" and arg in {u.value for u in TimeUnit}:
+        if kind == "coarsen" and isinstance(arg, str) and arg in {u.value for u in TimeUnit}:
             return Coarsen(TimeUnit(arg))
         if kind == "bucket" and isinstance(arg, int) and not isinstance(arg, bool) and arg >= 1:
             return Bucket(arg)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
-from policy.loader import PolicyError, PolicyInvalid, load_policy_text, parse_policy
+from policy.loader import PolicyError, PolicyInvalid, load_policy_text, parse_policy, policy_schema
 from policy.model import (
     Action,
     ActivityFeed,
@@ -981,3 +988,86 @@ def test_parameter_value_overrides_its_default(value: str) -> None:
     policy = load_policy_text(text, "p.yaml")
     assert policy.period(PeriodRef("grace")) == Period.parse(value)
     assert policy.parameters["grace"].default == Period.parse("P1Y")
+
+
+# --- the schema file, and robustness against any malformed file ---------------------------
+
+
+def test_config_schema_is_the_packaged_schema_and_accepts_the_shipped_policy() -> None:
+    config_schema = json.loads((REPO / "config" / "policy.schema.json").read_text())
+    assert config_schema == policy_schema()
+    Draft202012Validator.check_schema(config_schema)
+    Draft202012Validator(config_schema).validate(yaml.safe_load(SHIPPED.read_text()))
+
+
+_SHIPPED_DATA = yaml.safe_load(SHIPPED.read_text())
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*path, index))
+    return found
+
+
+_PATHS = [p for p in _paths(_SHIPPED_DATA) if p]
+_ODD_VALUES: list[Any] = [
+    None,
+    0,
+    -1,
+    True,
+    1.5,
+    "",
+    "x",
+    "P1Y",
+    "none",
+    "at_once",
+    [],
+    {},
+    [None],
+    {"after": "P1Y"},
+    {"after": {"parameter": 5}, "from": ["x"]},
+    {"when": {"equals": {"x": [1]}}, "then": 1},
+    {"coarsen": "week"},
+    {"bucket": 0},
+    {"constant": None},
+    {"earliest": []},
+    {"activity": None},
+    {"kind": 1, "column": []},
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_PATHS), st.sampled_from(_ODD_VALUES)),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_any_damaged_policy_gives_errors_with_lines_never_an_exception(
+    damage: list[tuple[tuple[Any, ...], Any]],
+) -> None:
+    data = copy.deepcopy(_SHIPPED_DATA)
+    for path, value in damage:
+        parent = data
+        for part in path[:-1]:
+            if not isinstance(parent, dict | list):
+                break
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                break
+        else:
+            if isinstance(parent, dict) or (isinstance(parent, list) and path[-1] < len(parent)):
+                parent[path[-1]] = copy.deepcopy(value)
+    text = yaml.safe_dump(data, sort_keys=False)
+    result = parse_policy(text, "p.yaml")
+    if isinstance(result, list):
+        assert result
+        last_line = text.count("\n") + 1
+        assert all(1 <= e.line <= last_line and e.message for e in result)

@@ -142,11 +142,15 @@ def parse_policy(
 
 
 def _relevant(errors: Iterable[ValidationError]) -> list[ValidationError]:
-    """Drop the echoes of an unknown key: at its mapping, what is missing is its misspelling."""
+    """Drop echoes: where a key is unknown (misspelt) or a value has the wrong type, what is
+    "missing" or "matches no form" there is the same mistake."""
     errors = list(errors)
-    misspelt = {tuple(e.absolute_path) for e in errors if e.validator == "additionalProperties"}
+    causes = {"additionalProperties", "type"}
+    explained = {tuple(e.absolute_path) for e in errors if e.validator in causes}
     echoes = {"required", "dependentRequired", "oneOf", "anyOf"}
-    return [e for e in errors if not (e.validator in echoes and tuple(e.absolute_path) in misspelt)]
+    return [
+        e for e in errors if not (e.validator in echoes and tuple(e.absolute_path) in explained)
+    ]
 
 
 def _sorted_unique(errors: Iterable[PolicyError]) -> list[PolicyError]:
@@ -432,7 +436,7 @@ def _explain(error: ValidationError) -> list[tuple[Path, bool, str, str]]:
     if validator == "type":
         wanted = expected_value
         names = [wanted] if isinstance(wanted, str) else list(wanted)
-        expected = " or ".join(_JSON_TYPES.get(n, n) for n in names)
+        expected = schema.get("x-expected") or " or ".join(_JSON_TYPES.get(n, n) for n in names)
         return [
             (path, False, f"{where} must be {expected}, not {_type_name(instance)}", _hint(error))
         ]

@@ -1071,3 +1071,17 @@ def test_any_damaged_policy_gives_errors_with_lines_never_an_exception(
         assert result
         last_line = text.count("\n") + 1
         assert all(1 <= e.line <= last_line and e.message for e in result)
+
+
+def test_a_value_of_the_wrong_type_is_one_error_saying_what_fits() -> None:
+    text = (
+        HEADER
+        + ORDERS_HEAD
+        + """\
+    rules:
+      - purpose: accounting
+        stages:
+          - {action: delete, due: 5}  #!
+"""
+    )
+    assert_one_error(text, "must be a column name, at_once or a mapping, not a number")

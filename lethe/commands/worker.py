@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
             "is the Debezium connector registered? Check with `lethe stack status`"
         )
     app = create_app(settings, app_id=args.app_id, change_topic_names=names)
+    app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
     worker = faust.Worker(app, loglevel=args.loglevel)
     try:
         worker.execute_from_commandline()

@@ -15,6 +15,7 @@ Fails (never skips) when the stack is down: start it with `lethe stack up`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import signal
@@ -39,8 +40,9 @@ from lethe.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 
-APP_ID = "lethe-it-walking-skeleton"
-"""Fixed, so that repeated runs reuse one consumer group and its internal topics."""
+APP_ID_PREFIX = "lethe-it-skeleton-"
+"""Each run gets its own app id (= consumer group), so runs never share partitions;
+the group and the app's internal topics are deleted afterwards."""
 GARBAGE_TOPIC = "hosting.public.lethe_it_garbage"
 DEADLETTER_TOPIC = "lethe.deadletter"
 TABLE = "info_requests"
@@ -149,6 +151,7 @@ class WorkerProcess:
 def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     ensure_topic(stack, GARBAGE_TOPIC)  # must exist when the worker lists its topics
     workdir = tmp_path_factory.mktemp("worker")
+    app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
     port = free_port()
     log_path = workdir / "worker.log"
     env = {
@@ -159,7 +162,7 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lethe", "worker", "--app-id", APP_ID, "-l", "info"],
+            [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
             cwd=REPO_ROOT,
             env=env,
             stdout=log_file,
@@ -177,6 +180,19 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        forget_app(stack, app_id)
+
+
+def forget_app(settings: Settings, app_id: str) -> None:
+    """Delete the run's consumer group and the app's internal topics."""
+    admin = AdminClient(quiet(settings))
+    internal = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{app_id}-")]
+    futures = list(admin.delete_consumer_groups([app_id]).values())
+    if internal:
+        futures += list(admin.delete_topics(internal).values())
+    for future in futures:
+        with contextlib.suppress(KafkaException):  # already gone: nothing to keep
+            future.result(timeout=30)
 
 
 def produce(settings: Settings, topic: str, key: bytes | None, value: bytes) -> tuple[int, int]:
@@ -271,32 +287,42 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
 
     # The worker is still counting after the garbage: the row's changes arrive later.
     row_id = insert_update_delete(settings)
-    expected = [f"change table={TABLE} op={op} key=id={row_id}" for op in ("c", "u", "d")]
+    key = f"id={row_id}"
 
     def seen_in_order() -> bool | None:
-        lines = [line for line in worker.log().splitlines() if f"key=id={row_id}" in line]
-        ops = [line[line.index("change table=") :] for line in lines if "change table=" in line]
-        found = [e for e in expected if any(op == e for op in ops)]
-        return True if found == expected and _ordered(ops, expected) else None
+        ops = [op for table, op, k in logged_changes(worker.log()) if (table, k) == (TABLE, key)]
+        return True if ops == ["c", "u", "d"] else None
 
     wait_for(f"c/u/d change events of {TABLE} id={row_id} in the worker log", seen_in_order, worker)
 
-    metrics = worker.metrics()
-    assert metrics is not None
-    for op in ("c", "u", "d"):
-        key = ("lethe_change_events_total", frozenset({("table", TABLE), ("op", op)}))
-        assert metrics.get(key, 0) >= 1, f"no {op} counted for {TABLE} on /metrics"
-    dead_key = (
-        "lethe_dead_letters_total",
-        frozenset({("topic", GARBAGE_TOPIC), ("reason", "not_json")}),
+    def counters_match_log() -> bool | None:
+        metrics = worker.metrics()
+        changes = logged_changes(worker.log())
+        if metrics is None:
+            return None
+        for op in ("c", "u", "d"):
+            sample = ("lethe_change_events_total", frozenset({("table", TABLE), ("op", op)}))
+            logged = sum(1 for table, o, _ in changes if (table, o) == (TABLE, op))
+            if metrics.get(sample, 0) != logged:
+                return None
+        dead = (
+            "lethe_dead_letters_total",
+            frozenset({("topic", GARBAGE_TOPIC), ("reason", "not_json")}),
+        )
+        return True if metrics.get(dead, 0) >= 1 else None
+
+    wait_for(
+        f"/metrics counters of {TABLE} c/u/d equal to the logged events", counters_match_log, worker
     )
-    assert metrics.get(dead_key, 0) >= 1, "dead letter not counted on /metrics"
 
     personal = re.compile(r"it-[0-9a-f]{12}@example\.org")
     assert not personal.search(worker.log()), "a row value (email) leaked into the worker log"
     assert worker.process.poll() is None, "the worker died"
 
 
-def _ordered(lines: list[str], expected: list[str]) -> bool:
-    positions = [lines.index(e) for e in expected]
-    return positions == sorted(positions)
+CHANGE_LINE = re.compile(r"change table=(\S+) op=(\S+) key=(\S+)")
+
+
+def logged_changes(log: str) -> list[tuple[str, str, str]]:
+    """(table, op, key) of every change line the worker logged, in order."""
+    return [(m[1], m[2], m[3]) for m in CHANGE_LINE.finditer(log)]

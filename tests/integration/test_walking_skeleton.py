@@ -6,8 +6,11 @@ free), then:
    dead letter back from `lethe.deadletter` (topic, partition, offset, reason,
    raw value);
 2. inserts, updates and deletes a row of `info_requests` in PostgreSQL and
-   waits for the worker's log lines for that row's key (c, u, d, tombstone),
-   then checks the counters on the worker's /metrics.
+   waits for the worker's log lines for that row's key (c, u, d), then checks
+   that the counters on the worker's /metrics match what it logged;
+3. creates a new `hosting.public.*` topic while the worker runs and waits
+   until the worker consumes it (Faust has no pattern subscription; the
+   worker follows new topics itself).
 
 Fails (never skips) when the stack is down: start it with `lethe stack up`.
 """
@@ -127,6 +130,7 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     metrics_url: str
+    app_id: str
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -168,7 +172,7 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    handle = WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics")
+    handle = WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", app_id)
     try:
         wait_for("the worker's /metrics page", handle.metrics, handle)
         yield handle
@@ -184,9 +188,13 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def forget_app(settings: Settings, app_id: str) -> None:
-    """Delete the run's consumer group and the app's internal topics."""
+    """Delete the run's consumer group, the app's internal topics and the run's new topic."""
     admin = AdminClient(quiet(settings))
-    internal = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{app_id}-")]
+    internal = [
+        t
+        for t in admin.list_topics(timeout=10).topics
+        if t.startswith(f"{app_id}-") or t == new_topic_name(app_id)
+    ]
     futures = list(admin.delete_consumer_groups([app_id]).values())
     if internal:
         futures += list(admin.delete_topics(internal).values())
@@ -318,6 +326,25 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
     personal = re.compile(r"it-[0-9a-f]{12}@example\.org")
     assert not personal.search(worker.log()), "a row value (email) leaked into the worker log"
     assert worker.process.poll() is None, "the worker died"
+
+
+def new_topic_name(app_id: str) -> str:
+    return f"hosting.public.lethe_it_new_{app_id.rsplit('-', 1)[-1]}"
+
+
+def test_worker_follows_a_change_topic_created_after_start(worker: WorkerProcess) -> None:
+    """A table published later (a new hosting.public.* topic) is picked up without a restart."""
+    settings = Settings.from_env()
+    topic = new_topic_name(worker.app_id)
+    ensure_topic(settings, topic)
+    value = orjson.dumps({"op": "c", "before": None, "after": {"id": 4242}})
+    produce(settings, topic, orjson.dumps({"id": 4242}), value)
+    table = topic.rsplit(".", 1)[-1]
+    wait_for(
+        f"the worker to subscribe to {topic} (timer + Faust's 45 s resubscribe delay)",
+        lambda: True if (table, "c", "id=4242") in logged_changes(worker.log()) else None,
+        worker,
+    )
 
 
 CHANGE_LINE = re.compile(r"change table=(\S+) op=(\S+) key=(\S+)")

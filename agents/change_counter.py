@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from faust.types import AgentT, ChannelT, EventT, Message
@@ -34,11 +33,10 @@ def install(app: LetheApp, changes: ChannelT[bytes], deadletters: ChannelT[bytes
     """Register the change counter on `app`, reading `changes`, dead-lettering to `deadletters`."""
     metrics = app.metrics
 
-    async def count_changes(stream: Any) -> AsyncIterator[None]:
+    async def count_changes(stream: Any) -> None:
         event: EventT[bytes]
         async for event in stream.events():
             await handle_change(event.message, metrics, deadletters)
-            yield None
 
     return app.agent(changes, name=AGENT_NAME, concurrency=1)(count_changes)
 

@@ -42,6 +42,10 @@ ROCKSDB_OPTIONS: Final[dict[str, int]] = {
 }
 """Per table partition (one RocksDB per partition): at most ~24 MiB of memory each."""
 
+CONSUMER_MAX_FETCH_BYTES: Final = 4 * 1024 * 1024
+"""Per partition and fetch. Faust's 1 MiB default held a one-partition topic to
+~1.5k events/s of 800-byte records on the local stack; 4 MiB gives ~3.9k/s."""
+
 TOPIC_REFRESH_S: Final = 30.0
 """How often the worker looks for new `hosting.public.*` topics."""
 
@@ -105,6 +109,7 @@ def create_app(
         datadir=str(settings.data_dir / app_id),
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=CONSUMER_MAX_FETCH_BYTES,
         topic_replication_factor=1,
         web_enabled=web_enabled,
         web_bind=settings.web_host,

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -322,6 +323,12 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
     wait_for(
         f"/metrics counters of {TABLE} c/u/d equal to the logged events", counters_match_log, worker
     )
+
+    for hidden in ("/table/", "/router/"):
+        url = worker.metrics_url.replace("/metrics", hidden)
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(url, timeout=5)
+        assert answer.value.code == 404, f"{hidden} must not be served (it exposes tables/topology)"
 
     personal = re.compile(r"it-[0-9a-f]{12}@example\.org")
     assert not personal.search(worker.log()), "a row value (email) leaked into the worker log"

@@ -18,6 +18,13 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The main job: the local stack with the demo database, the engine's commands for six
+# simulated years of it, then the worker in the foreground (Ctrl-C stops it; the stack stays up).
+demo: stack-up
+	$(BIN)/lethe validate
+	$(BIN)/lethe simulate --policy config/policy.yaml --events docs/sample/hosting-6y.jsonl
+	$(BIN)/lethe worker
+
 # Everything CI checks: lint and types, then every test against the real local stack.
 test: lint docker-check-deps stack-up
 	$(BIN)/pytest

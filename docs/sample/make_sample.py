@@ -523,7 +523,7 @@ def story(s: Stream) -> None:
         "data_breaches",
         1,
         description="misrouted mail",
-        affected_subjects="3",
+        affected_subjects=3,
         detected_at="2020-04-20T22:00:00Z",
     )
 

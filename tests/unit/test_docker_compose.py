@@ -29,6 +29,7 @@ CONNECTOR = DOCKER / "connect" / "hosting-source.json"
 LOCAL_CONNECTOR = REPO / "config" / "connect" / "hosting-source.json"
 DEMO_SCHEMA = REPO / "config" / "demo" / "hosting-schema.sql"
 DEMO_DATA = REPO / "config" / "demo" / "hosting-data.sql"
+STACK_POM = REPO / "lethe" / "stack" / "maven" / "pom.xml"
 
 TOPOLOGY = {"kafka", "connect", "postgres", "prometheus", "grafana", "lethe"}
 
@@ -184,7 +185,7 @@ def test_long_running_services_have_healthchecks_and_wait_for_health(
 def test_images_are_official_and_pinned(services: dict[str, dict[str, Any]]) -> None:
     expected = {
         "kafka": "apache/kafka:4.",
-        "connect": "quay.io/debezium/connect:3.6.",
+        "connect": "quay.io/debezium/connect:3.",
         "postgres": "postgres:",
         "prometheus": "prom/prometheus:",
         "grafana": "grafana/grafana:",
@@ -194,6 +195,21 @@ def test_images_are_official_and_pinned(services: dict[str, dict[str, Any]]) -> 
         assert image.startswith(prefix), f"{name} runs {image}, expected {prefix}*"
         assert not image.endswith(":latest"), f"{name} is not pinned: {image}"
     assert services["lethe"]["build"]["dockerfile"] == "docker/Dockerfile"
+
+
+def _pom_property(name: str) -> str:
+    match = re.search(rf"<{re.escape(name)}>([^<]+)</{re.escape(name)}>", STACK_POM.read_text())
+    assert match, f"{STACK_POM.relative_to(REPO)} does not pin {name}"
+    return match[1]
+
+
+def test_images_run_the_versions_the_local_stack_pins(services: dict[str, dict[str, Any]]) -> None:
+    """Docker users get the Kafka and Debezium that `lethe stack up` runs (the pom's properties)."""
+    debezium = _pom_property("version.debezium")
+    kafka = _pom_property("version.kafka")
+    assert services["kafka"]["image"] == f"apache/kafka:{kafka}"
+    for name in ("connect", "register-connectors"):
+        assert services[name]["image"] == f"quay.io/debezium/connect:{debezium}", name
 
 
 def test_every_bind_mount_source_exists_in_the_repo(services: dict[str, dict[str, Any]]) -> None:

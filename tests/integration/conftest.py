@@ -88,14 +88,14 @@ def kafka_consumer(real_stack: Settings) -> Iterator[ConsumerFactory]:
         consumer.close()
 
 
-def poll_json_until(
+def poll_until(
     consumer: Consumer,
-    match: Callable[[dict[str, Any]], bool],
+    match: Callable[[Message], bool],
     *,
     what: str,
     timeout: float = 60.0,
-) -> dict[str, Any]:
-    """Poll until a record whose JSON value satisfies `match`; fail naming `what`."""
+) -> Message:
+    """Poll until a record satisfies `match` (null values included); fail naming `what`."""
     deadline = time.monotonic() + timeout
     seen = 0
     while time.monotonic() < deadline:
@@ -107,11 +107,34 @@ def poll_json_until(
             if error.code() == KafkaError._PARTITION_EOF:
                 continue
             pytest.fail(f"Kafka error while waiting for {what}: {error}")
+        if match(message):
+            return message
         seen += 1
-        raw = message.value()
-        if raw is None:
-            continue
-        value = orjson.loads(raw)
-        if isinstance(value, dict) and match(value):
-            return value
     pytest.fail(f"no record for {what} within {timeout:.0f}s ({seen} other records seen)")
+
+
+def json_value(message: Message) -> dict[str, Any] | None:
+    """The record's value as a JSON object; None for a null value or any other JSON."""
+    raw = message.value()
+    if raw is None:
+        return None
+    value = orjson.loads(raw)
+    return value if isinstance(value, dict) else None
+
+
+def poll_json_until(
+    consumer: Consumer,
+    match: Callable[[dict[str, Any]], bool],
+    *,
+    what: str,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Poll until a record whose JSON value satisfies `match`; fail naming `what`."""
+
+    def matches(message: Message) -> bool:
+        value = json_value(message)
+        return value is not None and match(value)
+
+    value = json_value(poll_until(consumer, matches, what=what, timeout=timeout))
+    assert value is not None
+    return value

@@ -13,12 +13,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 
 from lethe import stack
 from lethe.settings import REPO_ROOT, Settings
 from lethe.stack.connect import SourceConnector
-from tests.integration.conftest import ConsumerFactory, poll_json_until
+from tests.integration.conftest import ConsumerFactory, json_value, poll_json_until, poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +117,7 @@ def test_insert_arrives_as_debezium_create_event(
     assert created == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
-def test_date_arrives_as_days_and_delete_carries_the_whole_row(
+def test_date_arrives_as_days_and_delete_carries_the_whole_row_then_a_tombstone(
     pg: psycopg.Connection[Any], kafka_consumer: ConsumerFactory
 ) -> None:
     consumer = kafka_consumer("hosting.public.payment_methods")
@@ -139,18 +140,31 @@ def test_date_arrives_as_days_and_delete_carries_the_whole_row(
         created["payload"]["after"]["expires_on"]
         == (dt.date(2028, 9, 30) - dt.date(1970, 1, 1)).days
     )
-    deleted = poll_json_until(
-        consumer,
-        lambda v: (
-            (v.get("payload") or {}).get("op") == "d"
-            and (v["payload"].get("before") or {}).get("id") == method_id
-        ),
-        what=f"the delete event of payment_methods id={method_id}",
+
+    def is_delete(message: Message) -> bool:
+        payload = (json_value(message) or {}).get("payload") or {}
+        return payload.get("op") == "d" and (payload.get("before") or {}).get("id") == method_id
+
+    delete = poll_until(
+        consumer, is_delete, what=f"the delete event of payment_methods id={method_id}"
     )
+    deleted = json_value(delete)
+    assert deleted is not None
     before = deleted["payload"]["before"]
     assert before["customer_id"] == 987654, "REPLICA IDENTITY FULL: the subject must be there"
     assert before["holder_name"] == "TEST HOLDER"
     assert deleted["payload"]["after"] is None
+
+    # Debezium's default (tombstones.on.delete=true): the next record with the delete's key
+    # is a null value, so compaction can drop the row's records.
+    follower = poll_until(
+        consumer,
+        lambda message: message.key() == delete.key(),
+        what=f"the tombstone after the delete of payment_methods id={method_id}",
+    )
+    assert follower.value() is None, (
+        f"expected a tombstone after the delete, got {follower.value()!r}"
+    )
 
 
 def test_status_reports_a_stopped_part_until_up_brings_it_back(real_stack: Settings) -> None:

@@ -2,16 +2,19 @@
 
 Runs `lethe worker` as a subprocess (own app id and data dir, web port picked
 free), then:
-1. produces a garbage record into a `hosting.public.*` topic and reads its
-   dead letter back from `lethe.deadletter` (topic, partition, offset, reason,
-   raw value);
+1. produces a garbage record into a `hosting.public.*` topic of its own and
+   reads its dead letter back from `lethe.deadletter` (topic, partition,
+   offset, reason, raw value);
 2. inserts, updates and deletes a row of `info_requests` in PostgreSQL and
-   waits for the worker's log lines for that row's key (c, u, d), then checks
-   that the counters on the worker's /metrics match what it logged;
+   waits for the worker's log lines for that row's key (c, u, d and the
+   tombstone Debezium writes after a delete), then checks that the counters
+   on the worker's /metrics match what it logged;
 3. creates a new `hosting.public.*` topic while the worker runs and waits
    until the worker consumes it (Faust has no pattern subscription; the
    worker follows new topics itself).
 
+The run's topics (garbage, new table) and consumer group are deleted at the end,
+so other workers reading `hosting.public.*` never meet them later.
 Fails (never skips) when the stack is down: start it with `lethe stack up`.
 """
 
@@ -46,11 +49,12 @@ pytestmark = pytest.mark.integration
 
 APP_ID_PREFIX = "lethe-it-skeleton-"
 """Each run gets its own app id (= consumer group), so runs never share partitions;
-the group and the app's internal topics are deleted afterwards."""
-GARBAGE_TOPIC = "hosting.public.lethe_it_garbage"
+the group, the app's internal topics and the run's own topics are deleted afterwards."""
 DEADLETTER_TOPIC = "lethe.deadletter"
 TABLE = "info_requests"
 TIMEOUT_S = 120.0
+TOMBSTONE = "tombstone"
+"""The op label the worker logs and counts for Debezium's null-value record after a delete."""
 
 T = TypeVar("T")
 
@@ -133,9 +137,8 @@ class WorkerProcess:
 
 @pytest.fixture(scope="module")
 def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    ensure_topic(stack, GARBAGE_TOPIC)  # must exist when the worker lists its topics
-    workdir = tmp_path_factory.mktemp("worker")
     app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
+    workdir = tmp_path_factory.mktemp("worker")
     port = free_port()
     log_path = workdir / "worker.log"
     env = {
@@ -144,20 +147,22 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "LETHE_WEB_PORT": str(port),
         "PYTHONUNBUFFERED": "1",
     }
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    handle = WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", app_id)
+    process: subprocess.Popen[bytes] | None = None
     try:
+        ensure_topic(stack, garbage_topic_name(app_id))  # must exist when the worker lists topics
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        handle = WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", app_id)
         wait_for("the worker's /metrics page", handle.metrics, handle)
         yield handle
     finally:
-        if process.poll() is None:
+        if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=30)
@@ -168,12 +173,11 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def forget_app(settings: Settings, app_id: str) -> None:
-    """Delete the run's consumer group, the app's internal topics and the run's new topic."""
+    """Delete the run's consumer group, the app's internal topics and the run's own topics."""
     admin = AdminClient(quiet(settings))
+    own = {garbage_topic_name(app_id), new_topic_name(app_id)}
     internal = [
-        t
-        for t in admin.list_topics(timeout=10).topics
-        if t.startswith(f"{app_id}-") or t == new_topic_name(app_id)
+        t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{app_id}-") or t in own
     ]
     futures = list(admin.delete_consumer_groups([app_id]).values())
     if internal:
@@ -265,9 +269,10 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
     wait_for_topic(settings, DEADLETTER_TOPIC, worker)
     start = deadletter_end(settings)
 
+    garbage_topic = garbage_topic_name(worker.app_id)
     garbage = b"\x00this is not a debezium record " + uuid.uuid4().hex.encode()
-    partition, offset = produce(settings, GARBAGE_TOPIC, b'{"id": -1}', garbage)
-    record = read_dead_letter(settings, start, GARBAGE_TOPIC, partition, offset, worker)
+    partition, offset = produce(settings, garbage_topic, b'{"id": -1}', garbage)
+    record = read_dead_letter(settings, start, garbage_topic, partition, offset, worker)
     assert record["reason"] == "not_json"
     assert isinstance(record["value_b64"], str)
     assert base64.b64decode(record["value_b64"]) == garbage
@@ -279,28 +284,34 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
 
     def seen_in_order() -> bool | None:
         ops = [op for table, op, k in logged_changes(worker.log()) if (table, k) == (TABLE, key)]
-        return True if ops == ["c", "u", "d"] else None
+        return True if ops == ["c", "u", "d", TOMBSTONE] else None
 
-    wait_for(f"c/u/d change events of {TABLE} id={row_id} in the worker log", seen_in_order, worker)
+    wait_for(
+        f"c/u/d and tombstone change events of {TABLE} id={row_id} in the worker log",
+        seen_in_order,
+        worker,
+    )
 
     def counters_match_log() -> bool | None:
         metrics = worker.metrics()
         changes = logged_changes(worker.log())
         if metrics is None:
             return None
-        for op in ("c", "u", "d"):
+        for op in ("c", "u", "d", TOMBSTONE):
             sample = ("lethe_change_events_total", frozenset({("table", TABLE), ("op", op)}))
             logged = sum(1 for table, o, _ in changes if (table, o) == (TABLE, op))
-            if metrics.get(sample, 0) != logged:
+            if logged == 0 or metrics.get(sample, 0) != logged:
                 return None
         dead = (
             "lethe_dead_letters_total",
-            frozenset({("topic", GARBAGE_TOPIC), ("reason", "not_json")}),
+            frozenset({("topic", garbage_topic), ("reason", "not_json")}),
         )
         return True if metrics.get(dead, 0) >= 1 else None
 
     wait_for(
-        f"/metrics counters of {TABLE} c/u/d equal to the logged events", counters_match_log, worker
+        f"/metrics counters of {TABLE} c/u/d/{TOMBSTONE} equal to the logged events",
+        counters_match_log,
+        worker,
     )
 
     for hidden in ("/table/", "/router/"):
@@ -316,6 +327,10 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
 
 def new_topic_name(app_id: str) -> str:
     return f"hosting.public.lethe_it_new_{app_id.rsplit('-', 1)[-1]}"
+
+
+def garbage_topic_name(app_id: str) -> str:
+    return f"hosting.public.lethe_it_garbage_{app_id.rsplit('-', 1)[-1]}"
 
 
 def test_worker_follows_a_change_topic_created_after_start(worker: WorkerProcess) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+from functools import cache
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from lethe.errors import ConfigError
 from policy.loader import PolicyError, parse_policy
@@ -21,6 +25,17 @@ class PolicyFileInvalid(ConfigError):
             f"the policy file has {count} error{'s' if count != 1 else ''}; "
             f"fix them and run `lethe validate`:\n{lines}"
         )
+
+
+@cache
+def policy_schema() -> dict[str, Any]:
+    """The JSON Schema of the policy file, shipped as data of the `policy` package.
+
+    `config/policy.schema.json` is a symbolic link to the same file, for editors.
+    """
+    text = resources.files("policy").joinpath("policy.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def display_name(path: Path) -> str:
@@ -63,7 +78,7 @@ def read_policy(path: Path) -> Policy | list[PolicyError]:
         return [
             PolicyError(name, line, "the policy file is not UTF-8 text", "save the file as UTF-8")
         ]
-    return parse_policy(text, name)
+    return parse_policy(text, name, policy_schema())
 
 
 def load_policy(path: Path | str) -> Policy:

@@ -2,8 +2,9 @@
 
 The loader is pure: the caller reads the file and passes its text and name.
 It parses the YAML keeping the line of every node, checks the structure
-against the JSON Schema shipped in this package (`policy.schema.json`, also
-at `config/policy.schema.json`), then checks what a schema cannot say:
+against the JSON Schema the caller passes in (the one shipped as
+`policy/policy.schema.json`, read by `lethe.policy_file.policy_schema()`;
+`config/policy.schema.json` links to it), then checks what a schema cannot say:
 purposes, columns and their types, periods, caps, parameters, activities.
 Nothing is half-loaded: either every check passes and a `Policy` comes out,
 or the caller gets the whole list of `PolicyError`s, sorted by line.
@@ -15,8 +16,6 @@ import difflib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import yaml
@@ -66,7 +65,6 @@ __all__ = [
     "PolicyInvalid",
     "load_policy_text",
     "parse_policy",
-    "policy_schema",
 ]
 
 Path = tuple[str | int, ...]
@@ -102,36 +100,34 @@ class PolicyInvalid(ValueError):
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
-@cache
-def policy_schema() -> dict[str, Any]:
-    """The JSON Schema of the policy file, as shipped in this package."""
-    text = resources.files("policy").joinpath("policy.schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+def load_policy_text(
+    text: str, filename: str = "policy.yaml", schema: Mapping[str, Any] | None = None
+) -> Policy:
+    """Build the policy from the text of a policy file; raise PolicyInvalid listing every error.
 
+    `schema` is the policy JSON Schema; scripts and tests that omit it get the packaged one
+    through `lethe.policy_file.policy_schema()` (the core itself reads no file).
+    """
+    if schema is None:
+        from lethe.policy_file import policy_schema  # the I/O stays outside the core
 
-@cache
-def _default_validator() -> Draft202012Validator:
-    return Draft202012Validator(policy_schema())
-
-
-def load_policy_text(text: str, filename: str = "policy.yaml") -> Policy:
-    """Build the policy from the text of a policy file; raise PolicyInvalid listing every error."""
-    result = parse_policy(text, filename)
+        schema = policy_schema()
+    result = parse_policy(text, filename, schema)
     if isinstance(result, Policy):
         return result
     raise PolicyInvalid(result)
 
 
-def parse_policy(
-    text: str, filename: str, schema: Mapping[str, Any] | None = None
-) -> Policy | list[PolicyError]:
-    """Build the policy, or return every error found (sorted by line); never a partial policy."""
+def parse_policy(text: str, filename: str, schema: Mapping[str, Any]) -> Policy | list[PolicyError]:
+    """Build the policy, or return every error found (sorted by line); never a partial policy.
+
+    `schema` is the policy JSON Schema (`lethe.policy_file.policy_schema()` reads the shipped one).
+    """
     errors: list[PolicyError] = []
     document = _Document.parse(text, filename, errors)
     if document is None:
         return errors
-    validator = _default_validator() if schema is None else Draft202012Validator(schema)
+    validator = Draft202012Validator(schema)
     for error in _relevant(validator.iter_errors(document.data)):
         for path, key, message, hint in _explain(error):
             errors.append(PolicyError(filename, document.line(path, key), message, hint))

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from policy.loader import PolicyError, PolicyInvalid, load_policy_text, parse_policy, policy_schema
+from lethe.policy_file import policy_schema
+from policy.loader import PolicyError, PolicyInvalid, load_policy_text, parse_policy
 from policy.model import (
     Action,
     ActivityFeed,
@@ -458,7 +459,7 @@ MARK = "#!"
 
 
 def errors_of(text: str) -> list[PolicyError]:
-    result = parse_policy(text, "p.yaml")
+    result = parse_policy(text, "p.yaml", policy_schema())
     assert not isinstance(result, Policy), "the broken policy was loaded"
     return result
 
@@ -646,7 +647,7 @@ def test_a_cap_in_other_units_that_is_surely_long_enough_passes() -> None:
         + ORDERS_HEAD
         + GOOD_RULES
     )
-    assert isinstance(parse_policy(text, "p.yaml"), Policy)
+    assert isinstance(parse_policy(text, "p.yaml", policy_schema()), Policy)
 
 
 def test_table_without_subject() -> None:
@@ -994,10 +995,22 @@ def test_parameter_value_overrides_its_default(value: str) -> None:
 
 
 def test_config_schema_is_the_packaged_schema_and_accepts_the_shipped_policy() -> None:
-    config_schema = json.loads((REPO / "config" / "policy.schema.json").read_text())
+    config_file = REPO / "config" / "policy.schema.json"
+    assert config_file.resolve() == (REPO / "policy" / "policy.schema.json").resolve()
+    config_schema = json.loads(config_file.read_text())
     assert config_schema == policy_schema()
     Draft202012Validator.check_schema(config_schema)
     Draft202012Validator(config_schema).validate(yaml.safe_load(SHIPPED.read_text()))
+
+
+def test_the_loader_checks_against_the_schema_its_caller_passes() -> None:
+    stricter = copy.deepcopy(policy_schema())
+    stricter["properties"]["policy"] = {"const": "hosting-default", "x-hint": "name it so"}
+    text = HEADER.replace("policy: test", "policy: test  #!") + ORDERS_HEAD + GOOD_RULES
+    assert isinstance(parse_policy(text, "p.yaml", policy_schema()), Policy)
+    errors = parse_policy(text, "p.yaml", stricter)
+    assert isinstance(errors, list)
+    assert [(e.line, e.hint) for e in errors] == [(1, "name it so")]
 
 
 _SHIPPED_DATA = yaml.safe_load(SHIPPED.read_text())
@@ -1066,7 +1079,7 @@ def test_any_damaged_policy_gives_errors_with_lines_never_an_exception(
             if isinstance(parent, dict) or (isinstance(parent, list) and path[-1] < len(parent)):
                 parent[path[-1]] = copy.deepcopy(value)
     text = yaml.safe_dump(data, sort_keys=False)
-    result = parse_policy(text, "p.yaml")
+    result = parse_policy(text, "p.yaml", policy_schema())
     if isinstance(result, list):
         assert result
         last_line = text.count("\n") + 1

@@ -1,10 +1,12 @@
 """Decode one Debezium JsonConverter record into a typed `ChangeEvent`.
 
-`decode_record(policy, topic, key, value)` takes a record whose key and value are
+`decode_record(decoding, topic, key, value)` takes a record whose key and value are
 already parsed JSON (`decode_raw` parses bytes first) and returns a `ChangeEvent`,
 a `Tombstone` (null value: keeps the clock, changes nothing) or a `DecodeError`
 that says what is wrong and how to fix it. Nothing here raises on bad input and
-no error message quotes a column value (they may be personal data).
+no error message quotes a column value (they may be personal data). `decoding` is
+`Decoding.compile(policy)` (or `Engine.compile(policy).decoding`): built once, it
+holds, per topic, how each column of its source decodes.
 
 Key and value may come with or without JsonConverter's `{"schema": ..., "payload":
 ...}` wrapper. Temporal columns are decoded to `datetime` (aware, UTC) or `date`:
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from functools import partial
+from types import MappingProxyType
 from typing import Any, Final, TypeGuard
 
 import orjson
@@ -126,7 +128,7 @@ def unwrap(document: object) -> tuple[object, Mapping[str, object] | None]:
 
 
 def decode_raw(
-    policy: Policy, topic: str, key: bytes | None, value: bytes | None
+    decoding: Decoding, topic: str, key: bytes | None, value: bytes | None
 ) -> ChangeEvent | Tombstone | DecodeError:
     """Decode a record whose key and value are JSON bytes (as read from Kafka)."""
     try:
@@ -137,30 +139,30 @@ def decode_raw(
         parsed_value = orjson.loads(value) if value is not None else None
     except orjson.JSONDecodeError:
         return DecodeError("the record value is not JSON; is the topic written by JsonConverter?")
-    return decode_record(policy, topic, parsed_key, parsed_value)
+    return decode_record(decoding, topic, parsed_key, parsed_value)
 
 
 def decode_record(
-    policy: Policy, topic: object, key: object, value: object
+    decoding: Decoding, topic: object, key: object, value: object
 ) -> ChangeEvent | Tombstone | DecodeError:
     """Decode one record (key and value as parsed JSON); never raises on bad input."""
     if not isinstance(topic, str):
         return DecodeError('the record has no "topic" string such as "hosting.public.orders"')
-    source = policy.sources_by_topic.get(topic)
-    if source is None:
+    decoder = decoding.topics.get(topic)
+    if decoder is None:
         return DecodeError(
-            f"topic {topic!r} is not a source of policy {policy.name!r}; "
+            f"topic {topic!r} is not a source of policy {decoding.policy_name!r}; "
             "declare its table under `sources` or leave the topic out of the stream"
         )
     try:
-        return _decode(source, key, value)
+        return _decode(decoder, key, value)
     except _Bad as bad:
-        return DecodeError(f"{source.table}: {bad}")
+        return DecodeError(f"{decoder.table}: {bad}")
     except Exception as exc:  # errors as data: a decoder bug must not stop the stream
-        return DecodeError(f"{source.table}: cannot decode the record ({type(exc).__name__})")
+        return DecodeError(f"{decoder.table}: cannot decode the record ({type(exc).__name__})")
 
 
-def _decode(source: Source, key: object, value: object) -> ChangeEvent | Tombstone:
+def _decode(source: SourceDecoder, key: object, value: object) -> ChangeEvent | Tombstone:
     key_payload, key_schema = unwrap(key)
     payload, schema = unwrap(value)
     if payload is None:
@@ -178,10 +180,11 @@ def _decode(source: Source, key: object, value: object) -> ChangeEvent | Tombsto
     ts = _event_ts(payload)
     before_schema = after_schema = None
     if schema is not None:
-        before_schema = _field_schema(schema, "before")
-        after_schema = _field_schema(schema, "after")
-    before = _image(source, payload.get("before"), before_schema, "before")
-    after = _image(source, payload.get("after"), after_schema, "after")
+        before_schema, after_schema = _image_schemas(schema)
+    raw_before = payload.get("before")
+    before = None if raw_before is None else _image(source, raw_before, before_schema, "before")
+    raw_after = payload.get("after")
+    after = None if raw_after is None else _image(source, raw_after, after_schema, "after")
     if op is Op.DELETE:
         if before is None and key_payload is None:
             raise _Bad("op 'd' without a key and without a 'before' row")
@@ -209,6 +212,8 @@ def _json_type(value: object) -> str:
 
 def _event_ts(payload: Mapping[str, object]) -> Instant:
     ts = payload.get("ts_ms")
+    if type(ts) is int:
+        return ts * 1000
     if not isinstance(ts, int) or isinstance(ts, bool):
         source = payload.get("source")
         ts = source.get("ts_ms") if isinstance(source, dict) else None
@@ -217,13 +222,21 @@ def _event_ts(payload: Mapping[str, object]) -> Instant:
     return ts * 1000
 
 
-def _field_schema(schema: Mapping[str, object], name: str) -> Mapping[str, object] | None:
+def _image_schemas(
+    schema: Mapping[str, object],
+) -> tuple[Mapping[str, object] | None, Mapping[str, object] | None]:
+    """The envelope schema's `before` and `after` field schemas, in one walk."""
+    before = after = None
     fields = schema.get("fields")
     if isinstance(fields, list):
         for field in fields:
-            if isinstance(field, dict) and field.get("field") == name:
-                return field
-    return None
+            if isinstance(field, dict):
+                name = field.get("field")
+                if name == "before":
+                    before = field
+                elif name == "after":
+                    after = field
+    return before, after
 
 
 def _columns_of(schema: Mapping[str, object] | None) -> dict[str, Mapping[str, object]]:
@@ -243,19 +256,22 @@ def _columns_of(schema: Mapping[str, object] | None) -> dict[str, Mapping[str, o
 
 
 def _image(
-    source: Source, image: object, schema: Mapping[str, object] | None, which: str
-) -> dict[str, Value] | None:
-    if image is None:
-        return None
+    source: SourceDecoder, image: object, schema: Mapping[str, object] | None, which: str
+) -> dict[str, Value]:
     if not isinstance(image, dict):
         raise _Bad(f"'{which}' is a JSON {_json_type(image)}, not a row object")
-    logical = _columns_of(schema)
-    decoders = _decoders(source)
+    logical = _columns_of(schema) if schema is not None else None
+    decoders = source.columns
     row: dict[str, Value] = {}
+    if not logical:
+        for column, raw in image.items():
+            decoder = decoders.get(column) if raw is not None else None
+            row[column] = raw if decoder is None else decoder(column, raw)
+        return row
     for column, raw in image.items():
         if raw is None:
             row[column] = None
-        elif logical and column in logical:
+        elif column in logical:
             row[column] = _by_schema(column, logical[column], raw)
         else:
             decoder = decoders.get(column)
@@ -264,51 +280,79 @@ def _image(
 
 
 Decoder = Callable[[str, Any], Value]
-_decoder_cache: dict[int, tuple[Source, dict[str, Decoder]]] = {}
+"""How one column decodes: (column name, raw JSON value) -> value; raises _Bad."""
 
 
-def _decoders(source: Source) -> dict[str, Decoder]:
-    """Per column of the source, how to decode it without a schema (text: as is, absent)."""
-    cached = _decoder_cache.get(id(source))
-    if cached is not None and cached[0] is source:
-        return cached[1]
-    decoders: dict[str, Decoder] = {}
-    for column, kind in source.columns.items():
-        if kind is not ColumnType.TEXT:
-            decoders[column] = partial(_by_type_of, kind)
-    _decoder_cache[id(source)] = (source, decoders)
-    return decoders
+@dataclass(frozen=True, slots=True)
+class SourceDecoder:
+    """How the records of one source's topic decode without a schema."""
+
+    table: str
+    primary_key: tuple[str, ...]
+    columns: Mapping[str, Decoder]
+    """Per non-text column of the source, its decoder (text and unknown columns: as is)."""
+    key_columns: tuple[tuple[str, Decoder | None], ...]
+    """The primary key's columns in order, each with its decoder (None: as is)."""
+
+    @classmethod
+    def compile(cls, source: Source) -> SourceDecoder:
+        columns = {
+            column: _TYPE_DECODERS[kind]
+            for column, kind in source.columns.items()
+            if kind is not ColumnType.TEXT
+        }
+        key_columns = tuple(
+            (column, _decoder_of(source.columns.get(column))) for column in source.primary_key
+        )
+        return cls(source.table, source.primary_key, MappingProxyType(columns), key_columns)
 
 
-def _by_type_of(kind: ColumnType, column: str, raw: object) -> Value:
-    return _by_type(column, kind, raw)
+@dataclass(frozen=True, slots=True)
+class Decoding:
+    """The decoders of every topic of a policy, built once: `Decoding.compile(policy)`."""
+
+    policy_name: str
+    topics: Mapping[str, SourceDecoder]
+
+    @classmethod
+    def compile(cls, policy: Policy) -> Decoding:
+        topics = {topic: SourceDecoder.compile(s) for topic, s in policy.sources_by_topic.items()}
+        return cls(policy.name, MappingProxyType(topics))
+
+
+def _decoder_of(kind: ColumnType | None) -> Decoder | None:
+    if kind is None:
+        return None
+    return _TYPE_DECODERS[kind]
 
 
 def _key(
-    source: Source, payload: object, schema: Mapping[str, object] | None, image: object
+    source: SourceDecoder, payload: object, schema: Mapping[str, object] | None, image: object
 ) -> Key:
     if payload is None:
         payload = image
         schema = None
     if not isinstance(payload, dict):
         raise _Bad(f"the key is a JSON {_json_type(payload)}, not an object of key columns")
-    logical = _columns_of(schema)
+    logical = _columns_of(schema) if schema is not None else None
     key: list[tuple[str, KeyValue]] = []
-    for column in source.primary_key:
+    for column, decoder in source.key_columns:
         if column not in payload:
             raise _Bad(
                 f"the key has no column {column!r}; the policy's primary_key is "
                 f"{list(source.primary_key)}"
             )
         raw = payload[column]
-        field = logical.get(column)
-        kind = source.columns.get(column)
+        field = logical.get(column) if logical else None
         if field is not None:
             value: Value = _by_schema(column, field, raw)
-        elif kind is not None and raw is not None:
-            value = _by_type(column, kind, raw)
+        elif decoder is not None and raw is not None:
+            value = decoder(column, raw)
         else:
             value = raw
+        if type(value) is int or type(value) is str:
+            key.append((column, value))
+            continue
         if isinstance(value, datetime | date):
             value = value.isoformat()
         elif isinstance(value, Decimal):
@@ -365,39 +409,69 @@ def _json_value(raw: object) -> Value:
 
 
 def _by_type(column: str, kind: ColumnType, raw: object) -> Value:
-    if kind is ColumnType.TIMESTAMPTZ:
-        if isinstance(raw, str):
-            try:
-                moment = datetime.fromisoformat(raw)
-            except ValueError:
-                return _iso_instant(column, raw)
-            return moment if moment.tzinfo is UTC else _in_utc(moment)
-        if _is_int(raw):
-            return _from_us(column, raw)
-        raise _Bad(_expected(column, "an ISO-8601 string or integer microseconds", None, raw))
-    if kind is ColumnType.DATE:
-        if _is_int(raw):
-            return _from_days(column, raw)
-        if isinstance(raw, str):
-            try:
-                return date.fromisoformat(raw)
-            except ValueError:
-                raise _Bad(_expected(column, "days since 1970-01-01", None, raw)) from None
-        raise _Bad(_expected(column, "an integer (days since 1970-01-01)", None, raw))
-    if kind is ColumnType.BOOLEAN:
-        if isinstance(raw, bool):
-            return raw
-        raise _Bad(_expected(column, "true or false", None, raw))
-    if kind is ColumnType.BIGINT or kind is ColumnType.INTEGER:
-        if _is_int(raw):
-            return raw
-        raise _Bad(_expected(column, "an integer", None, raw))
-    if kind is ColumnType.NUMERIC and isinstance(raw, str):
+    return _TYPE_DECODERS[kind](column, raw)
+
+
+def _timestamptz(column: str, raw: object) -> Value:
+    if isinstance(raw, str):
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            return _iso_instant(column, raw)
+        return moment if moment.tzinfo is UTC else _in_utc(moment)
+    if _is_int(raw):
+        return _from_us(column, raw)
+    raise _Bad(_expected(column, "an ISO-8601 string or integer microseconds", None, raw))
+
+
+def _date(column: str, raw: object) -> Value:
+    if _is_int(raw):
+        return _from_days(column, raw)
+    if isinstance(raw, str):
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise _Bad(_expected(column, "days since 1970-01-01", None, raw)) from None
+    raise _Bad(_expected(column, "an integer (days since 1970-01-01)", None, raw))
+
+
+def _boolean(column: str, raw: object) -> Value:
+    if isinstance(raw, bool):
+        return raw
+    raise _Bad(_expected(column, "true or false", None, raw))
+
+
+def _integer(column: str, raw: object) -> Value:
+    if type(raw) is int or _is_int(raw):
+        return raw
+    raise _Bad(_expected(column, "an integer", None, raw))
+
+
+def _numeric(column: str, raw: object) -> Value:
+    if isinstance(raw, str):
         try:
             return Decimal(raw)
         except ArithmeticError:
             raise _Bad(_expected(column, "a decimal number", None, raw)) from None
     return _json_value(raw)
+
+
+def _as_json(column: str, raw: object) -> Value:
+    return _json_value(raw)
+
+
+_TYPE_DECODERS: Final[Mapping[ColumnType, Decoder]] = MappingProxyType(
+    {
+        ColumnType.TIMESTAMPTZ: _timestamptz,
+        ColumnType.DATE: _date,
+        ColumnType.BOOLEAN: _boolean,
+        ColumnType.BIGINT: _integer,
+        ColumnType.INTEGER: _integer,
+        ColumnType.NUMERIC: _numeric,
+        ColumnType.TEXT: _as_json,
+    }
+)
+"""How a value decodes without a schema, by the policy's column type."""
 
 
 def _expected(column: str, what: str, logical: object, raw: object) -> str:

@@ -31,9 +31,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Final
 
-from policy.debezium import ChangeEvent, Key, Op, Value
+from policy.debezium import ChangeEvent, Decoding, Key, Op, Value
 from policy.instants import EPOCH, Instant, add_months, from_datetime
 from policy.model import (
     Action,
@@ -54,9 +55,20 @@ from policy.model import (
     SubjectActivity,
     When,
 )
-from policy.state import EMPTY_SUBJECT, Command, RowState, StateValue, SubjectState
+from policy.state import (
+    EMPTY_SUBJECT,
+    Command,
+    PendingStage,
+    RowState,
+    Schedule,
+    StateValue,
+    SubjectState,
+    build_row_state,
+)
 
 __all__ = [
+    "Engine",
+    "SourcePlan",
     "Step",
     "apply",
     "due",
@@ -72,7 +84,9 @@ Activity = Mapping[str, Instant]
 ClockFn = Callable[[Values, Activity, Instant], Instant | None]
 ConditionFn = Callable[[Values], bool]
 
-_NO_ACTIVITY: Final[Mapping[str, Instant]] = {}
+_NO_ACTIVITY: Final[Mapping[str, Instant]] = MappingProxyType({})
+_NO_IMAGE: Final[Mapping[str, Value]] = MappingProxyType({})
+_NOTHING_ISSUED: Final[frozenset[str]] = frozenset()
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 _US_PER_DAY: Final = 86_400_000_000
 _NEVER: Final = -(2**62)
@@ -103,8 +117,11 @@ class Step:
 
 # --- compiled policy -----------------------------------------------------------------------
 
-Pending = tuple[Instant, int, str, Action, tuple[str, ...], tuple[str, ...]]
-"""(due, rank, stage id, action, purposes, fields): one stage not issued yet."""
+Pending = PendingStage
+StagesFn = Callable[
+    [Values, Activity, Instant, frozenset[str]], tuple[tuple[Pending, ...], Instant | None]
+]
+"""(values, activity, change time, issued) -> (stages not issued yet, the earliest due)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,51 +134,47 @@ class _RuleClocks:
 
 
 @dataclass(frozen=True, slots=True)
-class _SourcePlan:
+class SourcePlan:
+    """One source's rules compiled to closures over the row's values."""
+
     source: Source
     rules: tuple[_RuleClocks, ...]
     purposes: tuple[str, ...]
     reads: tuple[str, ...]
+    """The columns the clocks and conditions read: what a row state keeps."""
     tracked: bool
     has_archive: bool
     anonymisable: tuple[str, ...]
     """Columns early anonymisation may touch: not the key, not read by any clock."""
     reads_activity: bool
     """Some clock of this source reads the subject's activity."""
+    subject_ways: tuple[tuple[str, str, bool], ...]
+    """(column, `kind:` prefix, lower-case it) per way of naming the subject, in order."""
+    stages: StagesFn
+    """The row's stages not issued yet, and the earliest of their dues."""
 
 
-class _Compiled:
-    __slots__ = ("plans", "policy")
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """The policy compiled once for the hot path: `engine = Engine.compile(policy)`.
 
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self.plans = {table: _plan_source(policy, s) for table, s in policy.sources.items()}
+    Immutable and free of caches: build it at worker start (or per `lethe simulate`
+    run) and pass it to `apply`, `due`, `next_due`; `engine.decoding` decodes the
+    Debezium records of the policy's topics (`decode_record`, `decode_raw`).
+    """
 
+    policy: Policy
+    plans: Mapping[str, SourcePlan]
+    """Per source table (`public.orders`), its compiled rules."""
+    decoding: Decoding
 
-_cache: dict[int, _Compiled] = {}
-_last: _Compiled | None = None
-
-
-def _compiled(policy: Policy) -> _Compiled:
-    global _last
-    last = _last
-    if last is not None and last.policy is policy:
-        return last
-    found = _cache.get(id(policy))
-    if found is None or found.policy is not policy:
-        found = _Compiled(policy)
-        if len(_cache) > 16:
-            _cache.clear()
-        _cache[id(policy)] = found
-    _last = found
-    return found
+    @classmethod
+    def compile(cls, policy: Policy) -> Engine:
+        plans = {table: _plan_source(policy, s) for table, s in policy.sources.items()}
+        return cls(policy, MappingProxyType(plans), Decoding.compile(policy))
 
 
-def _plan(policy: Policy, table: str) -> _SourcePlan:
-    return _compiled(policy).plans[table]
-
-
-def _plan_source(policy: Policy, source: Source) -> _SourcePlan:
+def _plan_source(policy: Policy, source: Source) -> SourcePlan:
     reads: dict[str, None] = {}
     rules: list[_RuleClocks] = []
     for rule in source.rules:
@@ -183,18 +196,121 @@ def _plan_source(policy: Policy, source: Source) -> _SourcePlan:
     anonymisable = tuple(
         c for c in source.columns if c not in source.primary_key and c not in reads
     )
-    return _SourcePlan(
+    compiled = tuple(rules)
+    purposes = tuple(r.purpose for r in source.rules)
+    has_archive = any(r.archive is not None for r in rules)
+    return SourcePlan(
         source=source,
-        rules=tuple(rules),
-        purposes=tuple(r.purpose for r in source.rules),
+        rules=compiled,
+        purposes=purposes,
         reads=tuple(reads),
         tracked=bool(source.rules) or source.hold is not None,
-        has_archive=any(r.archive is not None for r in rules),
+        has_archive=has_archive,
         anonymisable=anonymisable,
         reads_activity=any(
             _uses_activity(stage.due) for rule in source.rules for stage in rule.stages
         ),
+        subject_ways=tuple((way.column, way.kind + ":", way.lower) for way in source.subject),
+        stages=_compile_stages(compiled, purposes, has_archive, anonymisable),
     )
+
+
+def _no_stages(
+    values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
+) -> tuple[tuple[Pending, ...], Instant | None]:
+    return (), None
+
+
+def _compile_stages(
+    rules: tuple[_RuleClocks, ...],
+    purposes: tuple[str, ...],
+    has_archive: bool,
+    anonymisable: tuple[str, ...],
+) -> StagesFn:
+    """How a source's rules combine into a row's pending stages (see the module docstring)."""
+    if not rules:
+        return _no_stages
+    if len(rules) == 1 and not rules[0].anonymise:
+        return _single_rule_stages(rules[0], purposes)
+
+    def stages(
+        values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
+    ) -> tuple[tuple[Pending, ...], Instant | None]:
+        if DELETE_STAGE in issued:
+            return (), None
+        pending: list[Pending] = []
+        if len(rules) == 1:
+            rule = rules[0]
+            delete = rule.delete(values, activity, changed) if rule.delete is not None else None
+            archive = (
+                rule.archive(values, activity, changed)
+                if rule.archive is not None and ARCHIVE_STAGE not in issued
+                else None
+            )
+        else:
+            dues = [
+                (
+                    r,
+                    r.archive(values, activity, changed) if r.archive is not None else None,
+                    r.delete(values, activity, changed) if r.delete is not None else None,
+                )
+                for r in rules
+            ]
+            delete = _latest_of_all([d for _, _, d in dues])
+            archive = None
+            if has_archive and ARCHIVE_STAGE not in issued:
+                archive = _latest_of_all([a if r.archive is not None else d for r, a, d in dues])
+            _early_anonymisation(anonymisable, dues, delete, issued, pending)
+
+        if delete is not None:
+            pending.append((delete, _DELETE_RANK, DELETE_STAGE, Action.DELETE, purposes, ()))
+        if archive is not None and (delete is None or archive < delete):
+            pending.append((archive, _ARCHIVE_RANK, ARCHIVE_STAGE, Action.ARCHIVE, purposes, ()))
+        for rule in rules:
+            for stage_id, clock, fields in rule.anonymise:
+                if stage_id in issued:
+                    continue
+                at = clock(values, activity, changed)
+                if at is not None and (delete is None or at < delete):
+                    pending.append(
+                        (at, _ANONYMISE_RANK, stage_id, Action.ANONYMISE, (rule.purpose,), fields)
+                    )
+        if not pending:
+            return (), None
+        return tuple(pending), min(stage[0] for stage in pending)
+
+    return stages
+
+
+def _single_rule_stages(rule: _RuleClocks, purposes: tuple[str, ...]) -> StagesFn:
+    """The common case: one rule, an optional archive before an optional delete."""
+    delete_fn = rule.delete if rule.delete is not None else _not_running
+    archive_fn = rule.archive
+
+    def single_rule(
+        values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
+    ) -> tuple[tuple[Pending, ...], Instant | None]:
+        if DELETE_STAGE in issued:
+            return (), None
+        delete = delete_fn(values, activity, changed)
+        archive = (
+            archive_fn(values, activity, changed)
+            if archive_fn is not None and ARCHIVE_STAGE not in issued
+            else None
+        )
+        if delete is None:
+            if archive is None:
+                return (), None
+            return ((archive, _ARCHIVE_RANK, ARCHIVE_STAGE, Action.ARCHIVE, purposes, ()),), archive
+        deleting = (delete, _DELETE_RANK, DELETE_STAGE, Action.DELETE, purposes, ())
+        if archive is not None and archive < delete:
+            return (
+                (deleting, (archive, _ARCHIVE_RANK, ARCHIVE_STAGE, Action.ARCHIVE, purposes, ())),
+                archive,
+            )
+        return (deleting,), delete
+
+    return single_rule
 
 
 def _uses_activity(clock: Clock | None) -> bool:
@@ -361,19 +477,29 @@ def subject_of(source: Source, image: Mapping[str, Value]) -> str | None:
     return None
 
 
-def event_subject(policy: Policy, row: RowState | None, event: ChangeEvent) -> str | None:
+def _subject_in(ways: tuple[tuple[str, str, bool], ...], image: Mapping[str, Value]) -> str | None:
+    for column, prefix, lower in ways:
+        value = image.get(column)
+        if value is None or value == "":
+            continue
+        text = str(value)
+        return prefix + (text.lower() if lower else text)
+    return None
+
+
+def event_subject(engine: Engine, row: RowState | None, event: ChangeEvent) -> str | None:
     """The subject whose state `apply` needs for this event (a delete keeps the row's)."""
-    source = policy.sources[event.table]
+    ways = engine.plans[event.table].subject_ways
     if event.op is Op.DELETE:
         if row is not None:
             return row.subject
-        return subject_of(source, event.before or {})
-    return subject_of(source, event.after or {})
+        return _subject_in(ways, event.before or _NO_IMAGE)
+    return _subject_in(ways, event.after or _NO_IMAGE)
 
 
-def reads_activity(policy: Policy, table: str) -> bool:
+def reads_activity(engine: Engine, table: str) -> bool:
     """Whether the rows of `table` must be re-armed when their subject's activity changes."""
-    return _plan(policy, table).reads_activity
+    return engine.plans[table].reads_activity
 
 
 def hold_id(table: str, key: Key) -> str:
@@ -403,7 +529,7 @@ def _read_values(reads: tuple[str, ...], image: Mapping[str, Value]) -> dict[str
         value = image.get(column)
         if value is None:
             continue
-        if isinstance(value, datetime) and value.tzinfo is not None:
+        if type(value) is datetime and value.tzinfo is not None:
             values[column] = (value - EPOCH) // _ONE_US
         elif isinstance(value, str | int):
             values[column] = value
@@ -420,19 +546,43 @@ def _instant(value: Value) -> Instant | None:
     return None
 
 
+_new = object.__new__
+_set_step_row, _set_step_subject, _set_step_due, _set_step_reevaluate, _set_step_key = (
+    Step.__dict__[name].__set__
+    for name in ("row", "subject", "next_due", "reevaluate_subject", "subject_key")
+)
+
+
+def _step(
+    row: RowState | None,
+    subject: SubjectState | None,
+    upcoming: Instant | None,
+    reevaluate: bool,
+    subject_key: str | None,
+) -> Step:
+    """`Step(...)` without the frozen dataclass's per-field `object.__setattr__` cost."""
+    step: Step = _new(Step)
+    _set_step_row(step, row)
+    _set_step_subject(step, subject)
+    _set_step_due(step, upcoming)
+    _set_step_reevaluate(step, reevaluate)
+    _set_step_key(step, subject_key)
+    return step
+
+
 def apply(
-    policy: Policy, row: RowState | None, subject: SubjectState | None, event: ChangeEvent
+    engine: Engine, row: RowState | None, subject: SubjectState | None, event: ChangeEvent
 ) -> Step:
     """Fold one change event into the row's and its subject's state."""
-    plan = _plan(policy, event.table)
+    plan = engine.plans[event.table]
     source = plan.source
     deleting = event.op is Op.DELETE
     if deleting:
-        image = event.before or {}
-        subject_key = row.subject if row is not None else subject_of(source, image)
+        image = event.before or _NO_IMAGE
+        subject_key = row.subject if row is not None else _subject_in(plan.subject_ways, image)
     else:
-        image = event.after or {}
-        subject_key = subject_of(source, image)
+        image = event.after or _NO_IMAGE
+        subject_key = _subject_in(plan.subject_ways, image)
 
     new_subject = None
     reevaluate = False
@@ -474,96 +624,59 @@ def apply(
                 reevaluate = True
 
     if deleting or not plan.tracked:
-        return Step(None, new_subject, None, reevaluate, subject_key)
-    new_row = RowState(
-        source.table,
-        event.key,
-        subject_key,
-        _read_values(plan.reads, image),
-        event.ts,
-        row.first_seen if row is not None else event.ts,
-        row.issued if row is not None else frozenset(),
+        return _step(None, new_subject, None, reevaluate, subject_key)
+    values = _read_values(plan.reads, image)
+    changed = event.ts
+    if row is not None:
+        first_seen, issued = row.first_seen, row.issued
+    else:
+        first_seen, issued = changed, _NOTHING_ISSUED
+    schedule: Schedule
+    if plan.reads_activity:
+        activity_now = new_subject.activity if new_subject is not None else _NO_ACTIVITY
+        pending, upcoming = plan.stages(values, activity_now, changed, issued)
+        schedule = (plan, issued, values, changed, activity_now, pending, upcoming)
+    else:
+        pending, upcoming = plan.stages(values, _NO_ACTIVITY, changed, issued)
+        schedule = (plan, issued, values, changed, None, pending, upcoming)
+    new_row = build_row_state(
+        source.table, event.key, subject_key, values, changed, first_seen, issued, schedule
     )
-    return Step(
-        new_row, new_subject, _next_due(plan, new_row, new_subject), reevaluate, subject_key
-    )
+    if new_subject is not None and new_subject.holds:
+        upcoming = None
+    return _step(new_row, new_subject, upcoming, reevaluate, subject_key)
 
 
 # --- due -----------------------------------------------------------------------------------
 
 
-_memo: tuple[_SourcePlan | None, RowState | None, SubjectState | None, list[Pending]] = (
-    None,
-    None,
-    None,
-    [],
-)
-
-
-def _stages(plan: _SourcePlan, row: RowState, subject: SubjectState | None) -> list[Pending]:
-    """The row's stages not issued yet, each with its due instant.
-
-    States are immutable, so the last answer is reused when `due` follows `apply` on the
-    very same row and subject objects (the common path of a driver).
-    """
-    global _memo
-    last_plan, last_row, last_subject, last = _memo
-    if row is last_row and subject is last_subject and plan is last_plan:
-        return last
-    pending = _compute_stages(plan, row, subject)
-    _memo = (plan, row, subject, pending)
-    return pending
-
-
-def _compute_stages(
-    plan: _SourcePlan, row: RowState, subject: SubjectState | None
-) -> list[Pending]:
-    issued = row.issued
-    if DELETE_STAGE in issued or not plan.rules:
-        return []
-    values = row.values
-    activity = subject.activity if subject is not None else _NO_ACTIVITY
-    changed = row.changed_at
-    rules = plan.rules
-    pending: list[Pending] = []
-
-    if len(rules) == 1:
-        rule = rules[0]
-        delete = rule.delete(values, activity, changed) if rule.delete is not None else None
-        archive = (
-            rule.archive(values, activity, changed)
-            if rule.archive is not None and ARCHIVE_STAGE not in issued
-            else None
-        )
-    else:
-        dues = [
-            (
-                r,
-                r.archive(values, activity, changed) if r.archive is not None else None,
-                r.delete(values, activity, changed) if r.delete is not None else None,
-            )
-            for r in rules
-        ]
-        delete = _latest_of_all([d for _, _, d in dues])
-        archive = None
-        if plan.has_archive and ARCHIVE_STAGE not in issued:
-            archive = _latest_of_all([a if r.archive is not None else d for r, a, d in dues])
-        _early_anonymisation(plan, dues, delete, issued, pending)
-
-    if delete is not None:
-        pending.append((delete, _DELETE_RANK, DELETE_STAGE, Action.DELETE, plan.purposes, ()))
-    if archive is not None and (delete is None or archive < delete):
-        pending.append((archive, _ARCHIVE_RANK, ARCHIVE_STAGE, Action.ARCHIVE, plan.purposes, ()))
-    for rule in rules:
-        for stage_id, clock, fields in rule.anonymise:
-            if stage_id in issued:
-                continue
-            at = clock(values, activity, changed)
-            if at is not None and (delete is None or at < delete):
-                pending.append(
-                    (at, _ANONYMISE_RANK, stage_id, Action.ANONYMISE, (rule.purpose,), fields)
-                )
-    return pending
+def _schedule_of(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> Schedule:
+    """The row's pending stages: the ones it carries if they still match it, else worked out."""
+    schedule = row.schedule
+    issued, values, changed = row.issued, row.values, row.changed_at
+    if plan.reads_activity:
+        activity = subject.activity if subject is not None else _NO_ACTIVITY
+        if (
+            schedule is not None
+            and schedule[0] is plan
+            and schedule[1] is issued
+            and schedule[2] is values
+            and schedule[3] == changed
+            and schedule[4] is activity
+        ):
+            return schedule
+        pending, upcoming = plan.stages(values, activity, changed, issued)
+        return (plan, issued, values, changed, activity, pending, upcoming)
+    if (
+        schedule is not None
+        and schedule[0] is plan
+        and schedule[1] is issued
+        and schedule[2] is values
+        and schedule[3] == changed
+    ):
+        return schedule
+    pending, upcoming = plan.stages(values, _NO_ACTIVITY, changed, issued)
+    return (plan, issued, values, changed, None, pending, upcoming)
 
 
 def _latest_of_all(instants: list[Instant | None]) -> Instant | None:
@@ -578,7 +691,7 @@ def _latest_of_all(instants: list[Instant | None]) -> Instant | None:
 
 
 def _early_anonymisation(
-    plan: _SourcePlan,
+    anonymisable: tuple[str, ...],
     dues: list[tuple[_RuleClocks, Instant | None, Instant | None]],
     delete: Instant | None,
     issued: frozenset[str],
@@ -593,10 +706,8 @@ def _early_anonymisation(
         if any(not r.needs for r in still):
             return
         kept = set().union(*(r.needs for r in still))
-        wanted = set().union(*(r.needs or plan.anonymisable for r in ended))
-        fields = tuple(
-            c for c in plan.anonymisable if c in wanted and c not in kept and c not in done
-        )
+        wanted = set().union(*(r.needs or anonymisable for r in ended))
+        fields = tuple(c for c in anonymisable if c in wanted and c not in kept and c not in done)
         done.update(fields)
         now_ended = tuple(r.purpose for r, _, d in dues if d == at)
         stage_id = "ended:" + ",".join(sorted(now_ended))
@@ -604,28 +715,25 @@ def _early_anonymisation(
             pending.append((at, _ANONYMISE_RANK, stage_id, Action.ANONYMISE, now_ended, fields))
 
 
-def _next_due(plan: _SourcePlan, row: RowState, subject: SubjectState | None) -> Instant | None:
+def next_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Instant | None:
+    """When the row's next stage falls due; None when nothing is pending or it is held."""
     if subject is not None and subject.holds:
         return None
-    stages = _stages(plan, row, subject)
-    return min(stage[0] for stage in stages) if stages else None
-
-
-def next_due(policy: Policy, row: RowState, subject: SubjectState | None) -> Instant | None:
-    """When the row's next stage falls due; None when nothing is pending or it is held."""
-    return _next_due(_plan(policy, row.table), row, subject)
+    return _schedule_of(engine.plans[row.table], row, subject)[6]
 
 
 def due(
-    policy: Policy, row: RowState, subject: SubjectState | None, now: Instant
+    engine: Engine, row: RowState, subject: SubjectState | None, now: Instant
 ) -> tuple[list[Command], RowState, Instant | None]:
     """Issue the row's stages due at or before `now`; nothing while its subject is held."""
     if subject is not None and subject.holds:
         return [], row, None
-    stages = _stages(_plan(policy, row.table), row, subject)
+    schedule = _schedule_of(engine.plans[row.table], row, subject)
+    upcoming = schedule[6]
+    if upcoming is None or upcoming > now:
+        return [], row, upcoming
+    stages = schedule[5]
     firing = sorted(stage for stage in stages if stage[0] <= now)
-    if not firing:
-        return [], row, min(stage[0] for stage in stages) if stages else None
     learnt = row.changed_at
     if subject is not None and subject.changed_at is not None and subject.changed_at > learnt:
         learnt = subject.changed_at
@@ -644,16 +752,21 @@ def due(
         for at, _, _, action, purposes, fields in firing
         if not deleting or action is Action.DELETE
     ]
-    new_row = RowState(
+    issued = row.issued | {stage[2] for stage in firing}
+    if deleting:
+        rest: tuple[Pending, ...] = ()
+        later = None
+    else:
+        rest = tuple(stage for stage in stages if stage[0] > now)
+        later = min(stage[0] for stage in rest) if rest else None
+    new_row = build_row_state(
         row.table,
         row.key,
         row.subject,
         row.values,
         row.changed_at,
         row.first_seen,
-        row.issued | {stage[2] for stage in firing},
+        issued,
+        (schedule[0], issued, row.values, row.changed_at, schedule[4], rest, later),
     )
-    if deleting:
-        return commands, new_row, None
-    later = [stage[0] for stage in stages if stage[0] > now]
-    return commands, new_row, min(later) if later else None
+    return commands, new_row, later

@@ -1,6 +1,6 @@
 """The dry run behind `lethe simulate`: the engine driven by a captured stream.
 
-`simulate(policy, lines, until)` reads JSON lines, one Kafka record each as
+`simulate(engine, lines, until)` reads JSON lines, one Kafka record each as
 Debezium's JsonConverter writes it (`{"topic": ..., "key": ..., "value": ...}`),
 and drives the same `apply`/`due`/`next_due` interface the live enforcer uses,
 with the same state layout: row states keyed by (subject, table, key), subject
@@ -22,9 +22,8 @@ from dataclasses import dataclass, field, replace
 import orjson
 
 from policy.debezium import ChangeEvent, DecodeError, Key, Tombstone, decode_record
-from policy.engine import apply, due, event_subject, next_due, reads_activity
+from policy.engine import Engine, apply, due, event_subject, next_due, reads_activity
 from policy.instants import Instant
-from policy.model import Policy
 from policy.state import Command, RowState, SubjectState
 
 RowId = tuple[str | None, str, Key]
@@ -54,7 +53,7 @@ class SimulationResult:
 class Simulator:
     """A driver over the engine with in-memory tables; feed events, then `advance`."""
 
-    policy: Policy
+    engine: Engine
     rows: dict[RowId, RowState] = field(default_factory=dict)
     subjects: dict[str, SubjectState] = field(default_factory=dict)
     row_subject: dict[tuple[str, Key], str | None] = field(default_factory=dict)
@@ -86,7 +85,7 @@ class Simulator:
             del self.armed[row_id]
             row = self.rows[row_id]
             subject = self.subjects.get(row.subject) if row.subject is not None else None
-            commands, new_row, later = due(self.policy, row, subject, max(at, clock))
+            commands, new_row, later = due(self.engine, row, subject, max(at, clock))
             self.commands.extend(commands)
             self.rows[row_id] = new_row
             self._arm(row_id, later)
@@ -102,9 +101,9 @@ class Simulator:
         old_subject = self.row_subject.get(where)
         old_id: RowId | None = (old_subject, *where) if where in self.row_subject else None
         row = self.rows.get(old_id) if old_id is not None else None
-        subject_key = event_subject(self.policy, row, event)
+        subject_key = event_subject(self.engine, row, event)
         subject = self.subjects.get(subject_key) if subject_key is not None else None
-        step = apply(self.policy, row, subject, event)
+        step = apply(self.engine, row, subject, event)
         holds_changed = step.subject is not None and (
             subject is None
             or step.subject.holds != subject.holds
@@ -122,9 +121,9 @@ class Simulator:
             self._arm(row_id, step.next_due)
         if step.reevaluate_subject and step.subject is not None:
             for table, key in self.subject_rows.get(step.subject_key, ()):
-                if holds_changed or reads_activity(self.policy, table):
+                if holds_changed or reads_activity(self.engine, table):
                     other: RowId = (step.subject_key, table, key)
-                    self._arm(other, next_due(self.policy, self.rows[other], step.subject))
+                    self._arm(other, next_due(self.engine, self.rows[other], step.subject))
 
     def _forget(self, row_id: RowId) -> None:
         subject, table, key = row_id
@@ -139,16 +138,16 @@ class Simulator:
 
 
 def simulate(
-    policy: Policy, lines: Iterable[str | bytes], until: Instant | None = None
+    engine: Engine, lines: Iterable[str | bytes], until: Instant | None = None
 ) -> SimulationResult:
-    """Run the engine over JSON lines of Debezium records; see the module docstring."""
-    simulator = Simulator(policy)
+    """Run the engine (`Engine.compile(policy)`) over JSON lines of Debezium records."""
+    simulator = Simulator(engine)
     errors: list[LineError] = []
     events = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        decoded = decode_line(policy, line)
+        decoded = decode_line(engine, line)
         if isinstance(decoded, DecodeError):
             errors.append(LineError(number, decoded.reason))
             continue
@@ -163,7 +162,7 @@ def simulate(
     return SimulationResult(tuple(commands), tuple(errors), events, simulator.clock)
 
 
-def decode_line(policy: Policy, line: str | bytes) -> ChangeEvent | Tombstone | DecodeError:
+def decode_line(engine: Engine, line: str | bytes) -> ChangeEvent | Tombstone | DecodeError:
     """Decode one JSON line `{"topic": ..., "key": ..., "value": ...}`; never raises."""
     try:
         record = orjson.loads(line)
@@ -173,4 +172,4 @@ def decode_line(policy: Policy, line: str | bytes) -> ChangeEvent | Tombstone | 
         return DecodeError('not a JSON object; write {"topic": ..., "key": ..., "value": ...}')
     if "value" not in record:
         return DecodeError('no "value"; write null for a tombstone')
-    return decode_record(policy, record.get("topic"), record.get("key"), record["value"])
+    return decode_record(engine.decoding, record.get("topic"), record.get("key"), record["value"])

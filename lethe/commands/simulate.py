@@ -48,13 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from policy.engine import Engine
     from policy.simulation import simulate
 
     path = args.policy if args.policy is not None else Settings.from_env().policy_path
     policy = load_policy(path)  # raises PolicyFileInvalid (every error, file:line): exit 2
+    engine = Engine.compile(policy)
     try:
         with open(args.events, "rb") as stream:
-            result = simulate(policy, stream, args.until)
+            result = simulate(engine, stream, args.until)
     except OSError as exc:
         raise ConfigError(f"cannot read {args.events}: {exc.strerror}") from None
     out = sys.stdout

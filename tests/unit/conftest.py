@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from policy.engine import Engine
 from policy.loader import load_policy_text
 from policy.model import Policy
 from policy.simulation import simulate
@@ -32,6 +33,12 @@ def load_demo_policy(text: str | None = None) -> Policy:
 @pytest.fixture(scope="session")
 def demo_policy() -> Policy:
     return load_demo_policy()
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_policy: Policy) -> Engine:
+    """The shipped policy compiled once, as a worker compiles it at start."""
+    return Engine.compile(demo_policy)
 
 
 def ms(iso: str) -> int:
@@ -85,7 +92,7 @@ def run(policy: Policy, lines: Iterable[str], until: str | None = None) -> list[
     end = None
     if until is not None:
         end = ms(until) * 1000
-    result = simulate(policy, list(lines), end)
+    result = simulate(Engine.compile(policy), list(lines), end)
     assert result.errors == (), result.errors
     return [command.to_json() for command in result.commands]
 

@@ -17,7 +17,7 @@ from policy.debezium import (
     decode_raw,
     decode_record,
 )
-from policy.model import Policy
+from policy.engine import Engine
 
 TOPIC = "hosting.public.payment_methods"
 # 2024-02-29T10:00:00Z
@@ -56,10 +56,10 @@ def _event(result: object) -> ChangeEvent:
     return result
 
 
-def test_plain_record_uses_the_policy_column_types(demo_policy: Policy):
+def test_plain_record_uses_the_policy_column_types(demo_engine: Engine):
     event = _event(
         decode_record(
-            demo_policy,
+            demo_engine.decoding,
             TOPIC,
             {"id": 3},
             _envelope(
@@ -103,7 +103,7 @@ def test_plain_record_uses_the_policy_column_types(demo_policy: Policy):
     ],
 )  # fmt: skip
 def test_schema_logical_types_win_over_column_types(
-    demo_policy: Policy, logical: str, kind: str, raw: object, expected: object
+    demo_engine: Engine, logical: str, kind: str, raw: object, expected: object
 ):
     # revoked_at is timestamptz in the policy; the schema's logical type decides
     record = _wrapped(
@@ -111,55 +111,59 @@ def test_schema_logical_types_win_over_column_types(
         [_field("id", "int64"), _field("revoked_at", kind, logical)],
     )
     key = {"schema": {"type": "struct", "fields": [_field("id", "int64")]}, "payload": {"id": 3}}
-    event = _event(decode_record(demo_policy, TOPIC, key, record))
+    event = _event(decode_record(demo_engine.decoding, TOPIC, key, record))
     assert event.after is not None
     assert event.after["revoked_at"] == expected
     assert event.key == (("id", 3),)
 
 
-def test_connect_decimal_from_schema(demo_policy: Policy):
+def test_connect_decimal_from_schema(demo_engine: Engine):
     unscaled = base64.b64encode((12345).to_bytes(2, "big", signed=True)).decode()
     record = _wrapped(
         {"id": 3, "pan_last4": unscaled},
         [_field("pan_last4", "bytes", "org.apache.kafka.connect.data.Decimal",
                 parameters={"scale": "2"})],
     )  # fmt: skip
-    event = _event(decode_record(demo_policy, TOPIC, {"id": 3}, record))
+    event = _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, record))
     assert event.after is not None
     assert event.after["pan_last4"] == Decimal("123.45")
 
 
-def test_key_may_be_absent_then_taken_from_the_row(demo_policy: Policy):
-    event = _event(decode_record(demo_policy, TOPIC, None, _envelope({"id": 9})))
+def test_key_may_be_absent_then_taken_from_the_row(demo_engine: Engine):
+    event = _event(decode_record(demo_engine.decoding, TOPIC, None, _envelope({"id": 9})))
     assert event.key == (("id", 9),)
 
 
-def test_tombstone_with_and_without_wrapper(demo_policy: Policy):
-    assert decode_record(demo_policy, TOPIC, {"id": 3}, None) == Tombstone(
+def test_tombstone_with_and_without_wrapper(demo_engine: Engine):
+    assert decode_record(demo_engine.decoding, TOPIC, {"id": 3}, None) == Tombstone(
         "public.payment_methods", (("id", 3),)
     )
     wrapped_null = {"schema": None, "payload": None}
-    assert decode_record(demo_policy, TOPIC, {"id": 3}, wrapped_null) == Tombstone(
+    assert decode_record(demo_engine.decoding, TOPIC, {"id": 3}, wrapped_null) == Tombstone(
         "public.payment_methods", (("id", 3),)
     )
 
 
-def test_delete_keeps_the_before_image(demo_policy: Policy):
+def test_delete_keeps_the_before_image(demo_engine: Engine):
     envelope = {"op": "d", "ts_ms": AT_MS, "before": {"id": 3, "customer_id": 42}, "after": None}
-    event = _event(decode_record(demo_policy, TOPIC, {"id": 3}, envelope))
+    event = _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope))
     assert event.op is Op.DELETE
     assert event.row == {"id": 3, "customer_id": 42}
 
 
-def test_source_ts_ms_is_the_fallback_clock(demo_policy: Policy):
+def test_source_ts_ms_is_the_fallback_clock(demo_engine: Engine):
     envelope = {"op": "r", "after": {"id": 3}, "source": {"ts_ms": AT_MS}}
-    assert _event(decode_record(demo_policy, TOPIC, {"id": 3}, envelope)).ts == AT_MS * 1000
+    assert (
+        _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope)).ts == AT_MS * 1000
+    )
 
 
-def test_decode_raw_bytes(demo_policy: Policy):
-    event = _event(decode_raw(demo_policy, TOPIC, b'{"id": 3}', orjson.dumps(_envelope({"id": 3}))))
+def test_decode_raw_bytes(demo_engine: Engine):
+    event = _event(
+        decode_raw(demo_engine.decoding, TOPIC, b'{"id": 3}', orjson.dumps(_envelope({"id": 3})))
+    )
     assert event.key == (("id", 3),)
-    assert isinstance(decode_raw(demo_policy, TOPIC, b"{", None), DecodeError)
+    assert isinstance(decode_raw(demo_engine.decoding, TOPIC, b"{", None), DecodeError)
 
 
 SECRET = "ada.lovelace@example.org"
@@ -185,9 +189,9 @@ SECRET = "ada.lovelace@example.org"
     ],
 )
 def test_bad_records_are_errors_that_never_quote_values(
-    demo_policy: Policy, topic: object, key: object, value: object, says: str
+    demo_engine: Engine, topic: object, key: object, value: object, says: str
 ):
-    result = decode_record(demo_policy, topic, key, value)
+    result = decode_record(demo_engine.decoding, topic, key, value)
     assert isinstance(result, DecodeError)
     assert says in result.reason
     assert SECRET not in result.reason

@@ -9,7 +9,7 @@ import pytest
 
 from policy.anonymise import anonymise_value, anonymised_fields
 from policy.debezium import ChangeEvent, Op
-from policy.engine import apply, due, next_due
+from policy.engine import Engine, apply, due, next_due
 from policy.instants import add_period, format_instant, parse_instant
 from policy.loader import load_policy_text
 from policy.model import Action, Bucket, Coarsen, Constant, Empty, Policy, TimeUnit
@@ -34,9 +34,9 @@ def _decode(value: object) -> object:
     return value
 
 
-def test_apply_then_due_over_the_driver_interface(demo_policy: Policy):
+def test_apply_then_due_over_the_driver_interface(demo_engine: Engine):
     step = apply(
-        demo_policy,
+        demo_engine,
         None,
         None,
         _event("support_tickets", Op.CREATE, "2024-01-31T09:00:00Z",
@@ -51,23 +51,23 @@ def test_apply_then_due_over_the_driver_interface(demo_policy: Policy):
     assert "body" not in step.row.values  # personal text is not kept
     assert step.next_due == at("2025-01-31T09:00:00Z")
 
-    commands, row, later = due(demo_policy, step.row, step.subject, at("2025-01-31T08:59:59Z"))
+    commands, row, later = due(demo_engine, step.row, step.subject, at("2025-01-31T08:59:59Z"))
     assert commands == [] and row == step.row and later == at("2025-01-31T09:00:00Z")
 
-    commands, row, later = due(demo_policy, step.row, step.subject, at("2025-01-31T09:00:00Z"))
+    commands, row, later = due(demo_engine, step.row, step.subject, at("2025-01-31T09:00:00Z"))
     assert commands == [
         Command(at("2025-01-31T09:00:00Z"), at("2025-01-31T09:00:00Z"), Action.ARCHIVE,
                 "public.support_tickets", (("id", 7),), "customer:42", ("support",)),
     ]  # fmt: skip
     assert later == at("2029-01-31T09:00:00Z")
     # once issued, never again
-    again, _, _ = due(demo_policy, row, step.subject, at("2025-06-01T00:00:00Z"))
+    again, _, _ = due(demo_engine, row, step.subject, at("2025-06-01T00:00:00Z"))
     assert again == []
 
 
-def test_due_issues_nothing_while_held_and_next_due_rearms_after(demo_policy: Policy):
+def test_due_issues_nothing_while_held_and_next_due_rearms_after(demo_engine: Engine):
     step = apply(
-        demo_policy,
+        demo_engine,
         None,
         None,
         _event("orders", Op.READ, "2030-01-01T00:00:00Z",
@@ -75,24 +75,24 @@ def test_due_issues_nothing_while_held_and_next_due_rearms_after(demo_policy: Po
     )  # fmt: skip
     assert step.row is not None
     held = SubjectState(holds=frozenset({"public.legal_holds:1"}))
-    assert due(demo_policy, step.row, held, at("2030-01-01T00:00:00Z")) == ([], step.row, None)
-    assert next_due(demo_policy, step.row, held) is None
-    assert next_due(demo_policy, step.row, SubjectState()) == at("2025-01-01T00:00:00Z")
+    assert due(demo_engine, step.row, held, at("2030-01-01T00:00:00Z")) == ([], step.row, None)
+    assert next_due(demo_engine, step.row, held) is None
+    assert next_due(demo_engine, step.row, SubjectState()) == at("2025-01-01T00:00:00Z")
 
 
-def test_deleted_row_leaves_no_state(demo_policy: Policy):
+def test_deleted_row_leaves_no_state(demo_engine: Engine):
     row = {"id": 3, "customer_id": 1, "logged_at": "2024-01-01T00:00:00Z"}
-    first = apply(demo_policy, None, None, _event("connection_logs", Op.CREATE,
+    first = apply(demo_engine, None, None, _event("connection_logs", Op.CREATE,
                                                   "2024-01-01T00:00:00Z", row))  # fmt: skip
     deleted = _event("connection_logs", Op.DELETE, "2024-02-01T00:00:00Z", {"id": 3})
-    gone = apply(demo_policy, first.row, first.subject, deleted)
+    gone = apply(demo_engine, first.row, first.subject, deleted)
     assert gone.row is None and gone.next_due is None
     assert gone.subject_key == "customer:1"
 
 
-def test_states_round_trip_through_compact_bytes(demo_policy: Policy):
+def test_states_round_trip_through_compact_bytes(demo_engine: Engine):
     step = apply(
-        demo_policy,
+        demo_engine,
         None,
         None,
         _event("payment_methods", Op.CREATE, "2024-01-01T00:00:00Z",

@@ -16,12 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy.debezium import ChangeEvent
-from policy.engine import next_due
-from policy.model import Policy
+from policy.engine import Engine, next_due
 from policy.simulation import RowId, Simulator, decode_line, simulate
 from tests.unit.conftest import load_demo_policy, record
 
-POLICY: Policy = load_demo_policy()
+ENGINE: Engine = Engine.compile(load_demo_policy())
 START = datetime(2020, 1, 1, tzinfo=UTC)
 FAR = int(datetime(2045, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -123,7 +122,7 @@ TABLES = list(ROWS)
 def test_later_activity_never_brings_a_sliding_deadline_earlier(
     last_contact: int | None, messages: list[tuple[int, int | None]], table: str
 ):
-    simulator = Simulator(POLICY)
+    simulator = Simulator(ENGINE)
     now = START + timedelta(days=5 * 365)
     own_contact = None if last_contact is None else iso(now - timedelta(seconds=last_contact))
     contact = {
@@ -156,7 +155,7 @@ def test_later_activity_never_brings_a_sliding_deadline_earlier(
 
 
 def simulator_feed(simulator: Simulator, line: str) -> None:
-    event = decode_line(POLICY, line)
+    event = decode_line(ENGINE, line)
     assert isinstance(event, ChangeEvent), event
     simulator.feed(event)
 
@@ -164,7 +163,7 @@ def simulator_feed(simulator: Simulator, line: str) -> None:
 def deadline_of(simulator: Simulator, row_id: RowId) -> int | None:
     """The row's next deadline as if nothing had been issued yet."""
     row = replace(simulator.rows[row_id], issued=frozenset())
-    return next_due(POLICY, row, simulator.subjects["customer:42"])
+    return next_due(ENGINE, row, simulator.subjects["customer:42"])
 
 
 @SETTINGS
@@ -178,7 +177,7 @@ def test_no_command_is_issued_for_a_held_subject(stream: list[str], release: boo
         released_at = datetime(2030, 6, 1, tzinfo=UTC)
         released = {"id": 99, "customer_id": 2, "released_at": iso(released_at)}
         lines.append(record("legal_holds", "u", iso(released_at), released))
-    commands = simulate(POLICY, lines, FAR).commands
+    commands = simulate(ENGINE, lines, FAR).commands
     held = [c for c in commands if c.subject == "customer:2"]
     if released_at is None:
         assert held == []
@@ -209,7 +208,7 @@ def test_legal_obligation_rules_never_fire_early(stream: list[str]):
                 starts.setdefault((table, document["key"]["id"]), set()).add(
                     int(end.timestamp()) * 1_000_000
                 )
-    for command in simulate(POLICY, stream, FAR).commands:
+    for command in simulate(ENGINE, stream, FAR).commands:
         if command.table in LEGAL:
             assert command.action.value in ("delete", "anonymise")
             if command.action.value == "delete":
@@ -221,7 +220,7 @@ def test_legal_obligation_rules_never_fire_early(stream: list[str]):
 @SETTINGS
 @given(stream=streams(), until=st.one_of(st.none(), st.just(FAR)))
 def test_simulate_gives_identical_output_for_identical_input(stream: list[str], until: int | None):
-    first = simulate(POLICY, stream, until)
-    second = simulate(load_demo_policy(), list(stream), until)
+    first = simulate(ENGINE, stream, until)
+    second = simulate(Engine.compile(load_demo_policy()), list(stream), until)
     assert [c.to_json() for c in first.commands] == [c.to_json() for c in second.commands]
     assert first.errors == second.errors == ()

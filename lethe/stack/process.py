@@ -45,13 +45,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+EXEC_GRACE_S = 1.0
+"""How long a command line may read empty: a process that has just been started can still be
+inside exec (a few ms), and would otherwise look like a stranger that died while starting."""
+
+
 def owns_pid(pid: int, stack_dir: Path) -> bool:
     """Whether process `pid` names `stack_dir` on its command line (it is one of ours)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return False
-    return str(stack_dir).encode() in cmdline
+    deadline = time.monotonic() + EXEC_GRACE_S
+    while True:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            return False
+        if cmdline or time.monotonic() >= deadline or not pid_alive(pid):
+            return str(stack_dir).encode() in cmdline
+        time.sleep(0.005)
 
 
 def start_background(

@@ -27,11 +27,9 @@ from faust.types import TopicT
 import topics
 from lethe.errors import StackError
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
-from lethe.settings import Settings
+from lethe.settings import APP_ID, Settings
 
 log = logging.getLogger(__name__)
-
-APP_ID: Final = "lethe"
 
 ROCKSDB_OPTIONS: Final[dict[str, int]] = {
     "block_cache_size": 8 * 1024 * 1024,
@@ -47,7 +45,7 @@ CONSUMER_MAX_FETCH_BYTES: Final = 4 * 1024 * 1024
 ~1.5k events/s of 800-byte records on the local stack; 4 MiB gives ~3.9k/s."""
 
 TOPIC_REFRESH_S: Final = 30.0
-"""How often the worker looks for new `hosting.public.*` topics."""
+"""How often the worker looks for new change topics (`<LETHE_CDC_TOPIC_PREFIX>.public.*`)."""
 
 
 class LetheApp(faust.App):
@@ -97,7 +95,7 @@ def create_app(
 ) -> LetheApp:
     """Build the worker's app.
 
-    `change_topic_names` are the `hosting.public.*` topics to start with (see
+    `change_topic_names` are the change topics to start with (see
     `list_change_topics`); the worker follows new ones while it runs. Tests
     pass `store="memory://"`, another `app_id`, and may skip the agents to
     install them with their own channels.
@@ -145,7 +143,7 @@ def create_app(
 
 
 def list_change_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
-    """Ask the broker for the `hosting.public.*` topics; StackError if it does not answer."""
+    """Ask the broker for the `<cdc_topic_prefix>.public.*` topics; StackError if no answer."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
     try:
         metadata = admin.list_topics(timeout=timeout_s)
@@ -154,7 +152,7 @@ def list_change_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]
             f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
             "start the stack with `lethe stack up` or set LETHE_KAFKA_BOOTSTRAP"
         ) from exc
-    return topics.matching_change_topics(metadata.topics)
+    return topics.matching_change_topics(metadata.topics, settings.cdc_topic_prefix)
 
 
 async def follow_new_change_topics(app: LetheApp, lister: Callable[[], list[str]]) -> list[str]:

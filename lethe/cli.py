@@ -1,8 +1,9 @@
 """The `lethe` command line: one subcommand per job.
 
 Each subcommand lives in its own module `lethe.commands.<name>` with
-`add_arguments(parser)` and `run(args) -> int`, imported only when used so
-that `lethe validate` does not pay for Kafka client imports.
+`add_arguments(parser)` and `run(args) -> int`. Building the parser imports
+every such module, so they stay light: heavy dependencies (Faust, the Kafka
+clients) are imported inside `run`, and `lethe validate` does not pay for them.
 """
 
 from __future__ import annotations

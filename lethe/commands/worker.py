@@ -1,16 +1,18 @@
 """`lethe worker`: run the Faust worker that follows the demo database's changes.
 
-It lists the `hosting.public.*` change topics on the broker, builds the app
-(`lethe.app.create_app`) and runs it until interrupted. Metrics are served at
-http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics. Stop it with Ctrl-C or SIGTERM.
+It lists the change topics `<LETHE_CDC_TOPIC_PREFIX>.public.*` on the broker,
+builds the app (`lethe.app.create_app`) and runs it until interrupted. Metrics
+are served at http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics. Stop it with Ctrl-C
+or SIGTERM. Faust and the Kafka clients are imported by `run` only, so other
+subcommands start without them.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from lethe.app import APP_ID
 from lethe.errors import StackError
+from lethe.settings import APP_ID
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -37,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     names = list_change_topics(settings)
     if not names:
         raise StackError(
-            f"no change topics matching hosting.public.* on {settings.kafka_bootstrap}; "
-            "is the Debezium connector registered? Check with `lethe stack status`"
+            f"no change topics matching {settings.cdc_topic_prefix}.public.* on "
+            f"{settings.kafka_bootstrap}; is the Debezium connector registered (check with "
+            "`lethe stack status`), and does LETHE_CDC_TOPIC_PREFIX match its topic.prefix?"
         )
     app = create_app(settings, app_id=args.app_id, change_topic_names=names)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only

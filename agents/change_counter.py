@@ -1,6 +1,6 @@
 """Count the change events of the demo database, dead-letter what is unusable.
 
-For each record of `hosting.public.*`: decode and classify it
+For each change record (`<LETHE_CDC_TOPIC_PREFIX>.public.*`): decode and classify it
 (`policy.change_event.decode_change`), count it in
 `lethe_change_events_total{table,op}` and log one line with table, op and key
 (the primary key only, never row values). A record that cannot be used goes to

@@ -17,6 +17,9 @@ from lethe.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+APP_ID = "lethe"
+"""The worker's default Faust app id: its Kafka consumer group and the prefix of its topics."""
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -28,6 +31,8 @@ class Settings:
     """LETHE_KAFKA_CONTROLLER_PORT: KRaft controller port of the local stack's broker."""
     connect_url: str = "http://127.0.0.1:8083"
     """LETHE_CONNECT_URL: Kafka Connect REST endpoint."""
+    cdc_topic_prefix: str = "hosting"
+    """LETHE_CDC_TOPIC_PREFIX: Debezium's `topic.prefix`; the worker reads `<prefix>.public.*`."""
     pg_host: str = "127.0.0.1"
     """LETHE_PG_HOST: PostgreSQL host of the demo database."""
     pg_port: int = 5432
@@ -91,6 +96,7 @@ _VARIABLES: dict[str, str] = {
     "kafka_bootstrap": "LETHE_KAFKA_BOOTSTRAP",
     "kafka_controller_port": "LETHE_KAFKA_CONTROLLER_PORT",
     "connect_url": "LETHE_CONNECT_URL",
+    "cdc_topic_prefix": "LETHE_CDC_TOPIC_PREFIX",
     "pg_host": "LETHE_PG_HOST",
     "pg_port": "LETHE_PG_PORT",
     "pg_database": "LETHE_PG_DATABASE",

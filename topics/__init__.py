@@ -1,7 +1,8 @@
 """Topic declarations: every Kafka topic Lethe reads or writes, in one place.
 
-- The Debezium change topics of the demo database, `hosting.public.<table>`,
-  matched by `CHANGE_TOPIC_PATTERN`. Keys and values are read as raw bytes and
+- The Debezium change topics of the demo database, `<prefix>.public.<table>`
+  (prefix: the `cdc_topic_prefix` setting, `hosting` by default), matched by
+  `change_topic_pattern(prefix)`. Keys and values are read as raw bytes and
   decoded in code (`policy.change_event`), so a bad record can be dead-lettered
   instead of failing inside Faust's deserializer.
 - `lethe.deadletter`: one JSON record per input record that could not be used,
@@ -22,17 +23,23 @@ import faust
 import orjson
 from faust.types import TopicT
 
-CHANGE_TOPIC_PATTERN: Final = re.compile(r"^hosting\.public\..*")
-"""Debezium's `topic.prefix=hosting` + schema `public` + table name."""
+CHANGE_TOPIC_SCHEMA: Final = "public"
+"""The PostgreSQL schema Debezium captures (`schema.include.list` of the source connector)."""
 
 DEADLETTER_TOPIC: Final = "lethe.deadletter"
 DEADLETTER_PARTITIONS: Final = 1
 DEADLETTER_RETENTION_S: Final = 30 * 24 * 3600
 
 
-def matching_change_topics(names: Iterable[str]) -> list[str]:
-    """The names among `names` that are change topics, sorted."""
-    return sorted(name for name in names if CHANGE_TOPIC_PATTERN.match(name))
+def change_topic_pattern(prefix: str) -> re.Pattern[str]:
+    """Matches `<prefix>.public.<table>`: Debezium's `topic.prefix`, the schema, a table."""
+    return re.compile(rf"^{re.escape(prefix)}\.{CHANGE_TOPIC_SCHEMA}\..+")
+
+
+def matching_change_topics(names: Iterable[str], prefix: str) -> list[str]:
+    """The names among `names` that are change topics of `prefix`, sorted."""
+    pattern = change_topic_pattern(prefix)
+    return sorted(name for name in names if pattern.match(name))
 
 
 def change_topics(app: faust.App, names: list[str]) -> TopicT:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 from typing import Any
@@ -21,17 +22,8 @@ REQUIRED_PLUGINS = (
 )
 
 
-class Connect(Part):
-    """The worker. Healthy when its REST API answers and lists both Debezium plugins."""
-
-    name = "connect"
-    start_timeout = 150.0
-
-    def __init__(self, settings: Settings, jars: Jars | None = None) -> None:
-        super().__init__(settings)
-        self.jars = jars
-        self.config_file = self.dir / "connect-distributed.properties"
-        self.log4j_file = self.dir / "log4j2.properties"
+class _ConnectRest(Part):
+    """A part reached through Connect's REST API (LETHE_CONNECT_URL)."""
 
     @property
     def host(self) -> str:
@@ -44,6 +36,19 @@ class Connect(Part):
     @property
     def endpoint(self) -> str:
         return self.settings.connect_url
+
+
+class Connect(_ConnectRest):
+    """The worker. Healthy when its REST API answers and lists both Debezium plugins."""
+
+    name = "connect"
+    start_timeout = 150.0
+
+    def __init__(self, settings: Settings, jars: Jars | None = None) -> None:
+        super().__init__(settings)
+        self.jars = jars
+        self.config_file = self.dir / "connect-distributed.properties"
+        self.log4j_file = self.dir / "log4j2.properties"
 
     def healthy(self) -> bool:
         status, plugins = http("GET", f"{self.settings.connect_url}/connector-plugins", timeout=3)
@@ -88,14 +93,18 @@ def source_config(settings: Settings) -> tuple[str, dict[str, str]]:
         "LETHE_PG_USER": settings.pg_user,
         "LETHE_PG_PASSWORD": settings.pg_password,
         "LETHE_PG_DATABASE": settings.pg_database,
+        "LETHE_CDC_TOPIC_PREFIX": settings.cdc_topic_prefix,
     }
+    unknown = sorted(set(re.findall(r"\$\{(\w+)\}", text)) - values.keys())
+    if unknown:
+        raise StackError(f"{SOURCE_CONFIG}: no setting fills {', '.join(unknown)}")
     for key, value in values.items():
         text = text.replace("${" + key + "}", json.dumps(value)[1:-1])
     document = json.loads(text)
     return str(document["name"]), {k: str(v) for k, v in document["config"].items()}
 
 
-class SourceConnector(Part):
+class SourceConnector(_ConnectRest):
     """The Debezium PostgreSQL source `hosting`. Healthy when it and its task are RUNNING."""
 
     name = "source"
@@ -108,14 +117,6 @@ class SourceConnector(Part):
         self.connector, self.config = source_config(settings)
         self.url = f"{settings.connect_url}/connectors/{self.connector}"
         self.log_file = settings.stack_dir / "logs" / "connect.log"
-
-    @property
-    def host(self) -> str:
-        return urllib.parse.urlsplit(self.settings.connect_url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        return urllib.parse.urlsplit(self.settings.connect_url).port or 8083
 
     @property
     def endpoint(self) -> str:

@@ -89,3 +89,9 @@ def test_kafka_binds_loopback_with_single_replica_internal_topics() -> None:
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["auto.create.topics.enable"] == "true"
     assert "${" not in text
+
+
+def test_source_connector_topic_prefix_comes_from_settings() -> None:
+    _name, config = source_config(Settings(cdc_topic_prefix="shop"))
+    assert config["topic.prefix"] == "shop"
+    assert "${" not in "".join(config.values())

@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: venv demo test lint stack-up stack-down stack-status docker-check-deps
 
 $(VENV)/.installed: pyproject.toml
+	sh scripts/bootstrap-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -39,6 +39,7 @@ class Part:
     unchanged_verb: str = "already running"
     start_timeout: float = 120.0
     stop_timeout: float = 30.0
+    port_taken_hint: str = "stop it, or set the LETHE_* port variable"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -85,7 +86,7 @@ class Part:
 
             raise StackError(
                 f"{self.name}: port {self.endpoint} is taken by a process this stack did not start "
-                f"(no live pid in {self.pid_file}); stop it, or set the LETHE_* port variable"
+                f"(no live pid in {self.pid_file}); {self.port_taken_hint}"
             )
         self.start()
         self.wait_healthy()

@@ -1,18 +1,27 @@
 """Install what the local stack needs when it is missing: Debian packages and Maven jars.
 
 Debian packages (PostgreSQL, Prometheus, Java, Maven) are installed with apt-get
-when their binary is absent, which needs root. Jars come from the pom in
+when their binary is absent, which needs root. The stack runs its own PostgreSQL
+and Prometheus on their usual ports, so the distro services must not take them:
+during apt-get a temporary `/usr/sbin/policy-rc.d` (exit 101) keeps the packages
+from starting their services (unless the machine already has one), and afterwards
+`postgresql.service` and `prometheus.service` are disabled (and stopped if they
+run) when systemctl is there; Debian is also told not to create a `main`
+PostgreSQL cluster. Each of these steps prints a line. Jars come from the pom in
 `lethe/stack/maven/`: `mvn package` copies them under `.cache/stack/jars`, and a
 stamp with the poms' hash makes the next run skip Maven while the poms are unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
 import shutil
+import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +31,9 @@ from lethe.stack.process import run
 
 MAVEN_DIR = Path(__file__).resolve().parent / "maven"
 PG_CREATECLUSTER_CONF = Path("/etc/postgresql-common/createcluster.conf")
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+DISTRO_SERVICES = {"postgresql": "postgresql.service", "prometheus": "prometheus.service"}
+"""Debian package -> the systemd unit it enables, which would take the stack's port."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +61,81 @@ def apt_install(packages: list[str], settings: Settings) -> None:
         )
     log_file = logs_dir(settings) / "apt.log"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    print(f"lethe stack: installing {', '.join(packages)} (apt-get; log {log_file})", flush=True)
+    say(f"installing {', '.join(packages)} (apt-get; log {log_file})")
     begin = time.monotonic()
     run(["apt-get", "update"], what="apt-get update", log_file=log_file, env=env)
-    run(
-        [
-            "apt-get",
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-            *packages,
-        ],
-        what=f"apt-get install {' '.join(packages)}",
-        log_file=log_file,
-        env=env,
+    with services_held_back():
+        run(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                *packages,
+            ],
+            what=f"apt-get install {' '.join(packages)}",
+            log_file=log_file,
+            env=env,
+        )
+    say(f"apt-get done in {time.monotonic() - begin:.1f}s")
+    for package in packages:
+        if package in DISTRO_SERVICES:
+            disable_service(DISTRO_SERVICES[package])
+
+
+def say(line: str) -> None:
+    print(f"lethe stack: {line}", flush=True)
+
+
+@contextlib.contextmanager
+def services_held_back(policy_rc_d: Path = POLICY_RC_D) -> Iterator[None]:
+    """While apt-get runs, packages may not start services (policy-rc.d exit 101).
+
+    A policy-rc.d the machine already has is left alone (and decides); the one
+    written here is removed afterwards, also when apt-get fails.
+    """
+    if policy_rc_d.exists():
+        say(f"{policy_rc_d} exists; it decides whether packages start their services")
+        yield
+        return
+    policy_rc_d.write_text(
+        "#!/bin/sh\n# Written by `lethe stack up` for one apt-get run: start no service.\n"
+        "exit 101\n"
     )
-    print(f"lethe stack: apt-get done in {time.monotonic() - begin:.1f}s", flush=True)
+    policy_rc_d.chmod(0o755)
+    say(f"wrote {policy_rc_d} (exit 101) so that apt-get starts no service")
+    try:
+        yield
+    finally:
+        policy_rc_d.unlink(missing_ok=True)
+        say(f"removed {policy_rc_d}")
+
+
+def disable_service(unit: str) -> None:
+    """Disable `unit` (and stop it if it runs) so that it never takes the stack's port."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return
+    if _systemctl(systemctl, "is-enabled", "--quiet", unit):
+        if _systemctl(systemctl, "disable", "--quiet", unit):
+            say(f"disabled {unit} (the stack runs its own on its port)")
+        else:
+            say(f"could not disable {unit}; if it takes the port: systemctl disable --now {unit}")
+    if _systemctl(systemctl, "is-active", "--quiet", unit):
+        if _systemctl(systemctl, "stop", unit):
+            say(f"stopped {unit}")
+        else:
+            say(f"could not stop {unit}; if it takes the port: systemctl stop {unit}")
+
+
+def _systemctl(systemctl: str, *args: str) -> bool:
+    try:
+        done = subprocess.run([systemctl, *args], capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def postgres_bin_dir() -> Path | None:
@@ -87,9 +156,9 @@ def ensure_packages(settings: Settings) -> None:
     if postgres_bin_dir() is None or shutil.which("psql") is None:
         missing.append("postgresql")
         if not PG_CREATECLUSTER_CONF.exists() and os.geteuid() == 0:
-            # Lethe runs its own cluster under .stack/: ask Debian not to create `main` on 5432.
             PG_CREATECLUSTER_CONF.parent.mkdir(parents=True, exist_ok=True)
             PG_CREATECLUSTER_CONF.write_text("create_main_cluster = false\n")
+            say(f"wrote {PG_CREATECLUSTER_CONF}: Debian creates no `main` cluster on port 5432")
     if shutil.which("prometheus") is None:
         missing.append("prometheus")
     if missing:
@@ -116,9 +185,7 @@ def ensure_jars(settings: Settings) -> Jars:
     begin = time.monotonic()
     staging = root.with_name("jars.new")
     shutil.rmtree(staging, ignore_errors=True)
-    print(
-        f"lethe stack: fetching Kafka/Connect/Debezium jars with Maven (log {log_file})", flush=True
-    )
+    say(f"fetching Kafka/Connect/Debezium jars with Maven (log {log_file})")
     run(
         [
             "mvn",
@@ -137,5 +204,5 @@ def ensure_jars(settings: Settings) -> Jars:
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     stamp.write_text(wanted + "\n")
-    print(f"lethe stack: jars fetched in {time.monotonic() - begin:.1f}s", flush=True)
+    say(f"jars fetched in {time.monotonic() - begin:.1f}s")
     return jars

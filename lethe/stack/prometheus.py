@@ -19,6 +19,10 @@ class Prometheus(Part):
 
     name = "prometheus"
     start_timeout = 60.0
+    port_taken_hint = (
+        "if it is Debian's own Prometheus: `systemctl disable --now prometheus`; "
+        "else stop it, or set LETHE_PROMETHEUS_URL"
+    )
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -68,6 +68,11 @@ def up(
             ) from exc
         verb = part.started_verb if started[part.name] else part.unchanged_verb
         say(f"{part.name:<11} {verb} ({time.monotonic() - t0:.1f}s)  {part.endpoint}")
+        if isinstance(part, Postgres) and part.relocated:
+            say(
+                f"{'':<11} cluster in {part.dir}: the postgres user cannot reach "
+                f"{settings.stack_dir} (see `lethe stack status`)"
+            )
     say(f"stack healthy in {time.monotonic() - begin:.1f}s")
     return started
 
@@ -83,13 +88,17 @@ def down(settings: Settings, *, wipe: bool = False, say: Callable[[str], None] =
         part = by_name[name]
         t0 = time.monotonic()
         stopped = part.stop()
-        killed = _kill_leftovers(part, settings.stack_dir)
+        killed = _kill_leftovers(part)
         if stopped or killed:
             extra = f", killed leftover pids {killed}" if killed else ""
             say(f"{name:<11} stopped ({time.monotonic() - t0:.1f}s{extra})")
         else:
             say(f"{name:<11} was not running")
     if wipe:
+        for part in by_name.values():
+            if not part.dir.is_relative_to(settings.stack_dir):
+                part.wipe()
+                say(f"{part.name:<11} data in {part.dir} deleted (its log with it)")
         _wipe(settings.stack_dir)
         say(f"data under {settings.stack_dir} deleted (logs kept; download cache kept)")
 
@@ -100,11 +109,11 @@ def stop_part(settings: Settings, name: str) -> bool:
     return part.stop()
 
 
-def _kill_leftovers(part: Part, stack_dir: Path) -> list[int]:
-    """Kill processes still listening on the part's port whose command line names this stack."""
+def _kill_leftovers(part: Part) -> list[int]:
+    """Kill processes still listening on the part's port whose command line names its folder."""
     killed: list[int] = []
     for pid in pids_listening(part.port):
-        if owns_pid(pid, stack_dir):
+        if owns_pid(pid, part.dir):
             stop_pid(pid, timeout=10)
             killed.append(pid)
     return killed

@@ -20,6 +20,7 @@ class PartStatus:
     pid: int | None
     endpoint: str
     log_file: Path
+    data_dir: Path | None = None
 
     def line(self) -> str:
         state = (
@@ -28,7 +29,11 @@ class PartStatus:
             else ("unhealthy" if self.running else "stopped")
         )
         pid = str(self.pid) if self.pid is not None else "-"
-        return f"{self.name:<11} {state:<9} pid {pid:<8} {self.endpoint:<42} log {self.log_file}"
+        data = f"  data {self.data_dir}" if self.data_dir is not None else ""
+        return (
+            f"{self.name:<11} {state:<9} pid {pid:<8} {self.endpoint:<42} log {self.log_file}"
+            f"{data}"
+        )
 
 
 class Part:

@@ -1,11 +1,17 @@
-"""PostgreSQL: Lethe's own cluster under `.stack/postgres`, holding the demo database `hosting`.
+"""PostgreSQL: Lethe's own cluster, holding the demo database `hosting`.
 
-PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres`
-system user and every server command runs through `runuser -u postgres --`.
+The cluster (data, socket, server log) lives in `.stack/postgres`. PostgreSQL refuses
+to run as root, so as root it belongs to the `postgres` system user and every server
+command runs through `runuser -u postgres --`. That user must be able to reach
+`.stack/`; when it cannot (a clone under `/root`, mode 700), the cluster lives in the
+postgres user's home instead, `/var/lib/postgresql/lethe-<hash of the stack dir>`,
+and no permission outside the stack's own directories is changed. `lethe stack up`
+and `status` print where the cluster is; `lethe stack down --wipe` deletes it there too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -14,7 +20,7 @@ from pathlib import Path
 
 from lethe.errors import StackError
 from lethe.settings import REPO_ROOT, Settings
-from lethe.stack.base import Part
+from lethe.stack.base import Part, PartStatus
 from lethe.stack.install import postgres_bin_dir
 from lethe.stack.process import run, wait_until
 
@@ -31,8 +37,25 @@ class Postgres(Part):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        server = _server_user() if os.geteuid() == 0 else None
+        self.dir = cluster_home(settings.stack_dir, server)
+        self.relocated = self.dir != settings.stack_dir / self.name
+        if self.relocated:
+            self.log_file = self.dir / "postgres.log"
         self.data_dir = self.dir / "data"
         self.socket_dir = self.dir / "run"
+
+    def status(self) -> PartStatus:
+        found = super().status()
+        return PartStatus(
+            found.name,
+            found.running,
+            found.healthy,
+            found.pid,
+            found.endpoint,
+            found.log_file,
+            data_dir=self.data_dir,
+        )
 
     @property
     def host(self) -> str:
@@ -108,7 +131,6 @@ class Postgres(Part):
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.touch()
         if owner is not None:
-            _make_traversable(self.dir)
             for path in (self.dir, self.socket_dir, self.log_file):
                 os.chown(path, *owner)
         if not (self.data_dir / "PG_VERSION").exists():
@@ -292,23 +314,58 @@ class Postgres(Part):
         return True
 
 
-def _server_uid_gid() -> tuple[int, int]:
+def _server_user() -> pwd.struct_passwd | None:
     try:
-        entry = pwd.getpwnam(SERVER_USER)
+        return pwd.getpwnam(SERVER_USER)
     except KeyError:
+        return None
+
+
+def _server_uid_gid() -> tuple[int, int]:
+    entry = _server_user()
+    if entry is None:
         raise StackError(
             f"no `{SERVER_USER}` system user (it comes with Debian's postgresql package): "
             "install it with `apt-get install -y postgresql`"
-        ) from None
+        )
     return entry.pw_uid, entry.pw_gid
 
 
-def _make_traversable(path: Path) -> None:
-    """Give `others` search (x) permission on every ancestor, so `postgres` can reach the data."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
+def cluster_home(stack_dir: Path, server: pwd.struct_passwd | None) -> Path:
+    """Where the cluster lives: `<stack_dir>/postgres`, or, when the server runs as `server`
+    and that user cannot reach `stack_dir` (or a cluster is already there), a folder of
+    its own in the server user's home."""
+    own = stack_dir / "postgres"
+    if server is None:
+        return own
+    tag = hashlib.sha256(str(stack_dir.resolve()).encode()).hexdigest()[:12]
+    home = Path(server.pw_dir or "/var/lib/postgresql") / f"lethe-{tag}"
+    if (home / "data" / "PG_VERSION").exists() or not can_reach(stack_dir, server):
+        return home
+    return own
+
+
+def can_reach(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether `user` may search (x) every existing directory from / down to `path`.
+
+    Mode bits only (owner, group, others); the folders still missing will be made
+    by `lethe stack up` with the usual umask.
+    """
+    groups = {user.pw_gid, *os.getgrouplist(user.pw_name, user.pw_gid)}
+    for directory in reversed([path, *path.parents]):
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
 
 
 def _quiet_run(argv: list[str]) -> int:

@@ -31,8 +31,7 @@ class PartStatus:
         pid = str(self.pid) if self.pid is not None else "-"
         data = f"  data {self.data_dir}" if self.data_dir is not None else ""
         return (
-            f"{self.name:<11} {state:<9} pid {pid:<8} {self.endpoint:<42} log {self.log_file}"
-            f"{data}"
+            f"{self.name:<11} {state:<9} pid {pid:<8} {self.endpoint:<42} log {self.log_file}{data}"
         )
 
 

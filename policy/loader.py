@@ -129,7 +129,7 @@ def parse_policy(text: str, filename: str, schema: Mapping[str, Any]) -> Policy 
         return errors
     validator = Draft202012Validator(schema)
     for error in _relevant(validator.iter_errors(document.data)):
-        for path, key, message, hint in _explain(error):
+        for path, key, message, hint in _explain(error, document):
             errors.append(PolicyError(filename, document.line(path, key), message, hint))
     policy = _Builder(document, errors).build()
     if errors or policy is None:
@@ -170,6 +170,8 @@ class _Document:
         self.data: Any = None
         self.lines: dict[Path, int] = {}
         self.key_lines: dict[Path, int] = {}
+        self.alias_of: dict[Path, Path] = {}  # a YAML alias's path -> its anchor's path
+        self._first_path: dict[int, Path] = {}
 
     @classmethod
     def parse(cls, text: str, filename: str, errors: list[PolicyError]) -> _Document | None:
@@ -214,6 +216,9 @@ class _Document:
     ) -> Any:
         line = node.start_mark.line + 1
         self.lines[path] = line
+        first = self._first_path.setdefault(id(node), path)
+        if first != path:
+            self.alias_of[path] = first
         if id(node) in open_nodes:
             errors.append(
                 PolicyError(
@@ -292,9 +297,23 @@ class _Document:
             )
             return None
 
+    def canonical(self, path: Sequence[str | int]) -> Path:
+        """The path as written in the file: what an alias reaches is reached through its anchor,
+        so one mistake inside an anchor is one error, at the anchor's line."""
+        full = tuple(path)
+        for end in range(len(full), 0, -1):
+            anchor = self.alias_of.get(full[:end])
+            if anchor is not None:
+                return self.canonical((*anchor, *full[end:]))
+        return full
+
+    def where(self, path: Sequence[str | int]) -> str:
+        """The dotted name of `path` (through its anchor) for messages."""
+        return _where(self.canonical(path))
+
     def line(self, path: Sequence[str | int], key: bool = False) -> int:
         """The line of the node at `path` (of its key when `key`), or of its nearest parent."""
-        full = tuple(path)
+        full = self.canonical(path)
         for end in range(len(full), -1, -1):
             prefix = full[:end]
             if (key or end < len(full)) and prefix in self.key_lines:
@@ -359,7 +378,10 @@ _JSON_TYPES = {
 }
 
 
-def _hint(error: ValidationError, fallback: str = "") -> str:
+_COMPARE = "compare it with config/policy.yaml, which shows every form"
+
+
+def _hint(error: ValidationError, fallback: str) -> str:
     schema = error.schema
     if isinstance(schema, Mapping):
         hint = schema.get("x-hint")
@@ -368,10 +390,10 @@ def _hint(error: ValidationError, fallback: str = "") -> str:
     return fallback
 
 
-def _explain(error: ValidationError) -> list[tuple[Path, bool, str, str]]:
+def _explain(error: ValidationError, doc: _Document) -> list[tuple[Path, bool, str, str]]:
     """Turn one jsonschema error into (path, at-key, message, hint) items."""
     path: Path = tuple(error.absolute_path)
-    where = _where(path)
+    where = doc.where(path)
     validator = error.validator
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     instance: Any = error.instance
@@ -382,7 +404,7 @@ def _explain(error: ValidationError) -> list[tuple[Path, bool, str, str]]:
                 (*path, instance),
                 True,
                 f"{where}: {_show(instance)} is not a valid name here",
-                _hint(error),
+                _hint(error, "use letters, digits and underscores, starting with a letter"),
             )
         ]
     if validator == "additionalProperties" and isinstance(instance, dict):
@@ -410,7 +432,7 @@ def _explain(error: ValidationError) -> list[tuple[Path, bool, str, str]]:
                 continue
             sub = properties.get(key, {})
             hint = sub.get("x-hint") if isinstance(sub, Mapping) else None
-            hint = hint if isinstance(hint, str) else f"add {key}: to it"
+            hint = f"add {key}: to it" + (f"; {hint}" if isinstance(hint, str) else "")
             items.append((path, True, f"{where} lacks {key!r}", hint))
         return items
     if validator == "dependentRequired" and isinstance(instance, dict):
@@ -425,7 +447,7 @@ def _explain(error: ValidationError) -> list[tuple[Path, bool, str, str]]:
                             (*path, key),
                             True,
                             f"{where}: {key!r} needs {other!r} beside it",
-                            _hint(error),
+                            _hint(error, f"add {other}: beside {key}:"),
                         )
                     )
         return items
@@ -434,7 +456,12 @@ def _explain(error: ValidationError) -> list[tuple[Path, bool, str, str]]:
         names = [wanted] if isinstance(wanted, str) else list(wanted)
         expected = schema.get("x-expected") or " or ".join(_JSON_TYPES.get(n, n) for n in names)
         return [
-            (path, False, f"{where} must be {expected}, not {_type_name(instance)}", _hint(error))
+            (
+                path,
+                False,
+                f"{where} must be {expected}, not {_type_name(instance)}",
+                _hint(error, f"write {expected} here"),
+            )
         ]
     if validator in ("enum", "const"):
         options = expected_value if validator == "enum" else [expected_value]
@@ -447,19 +474,35 @@ def _explain(error: ValidationError) -> list[tuple[Path, bool, str, str]]:
             )
         ]
     if validator == "pattern":
-        return [(path, False, f"{where}: {_show(instance)} is not a valid name", _hint(error))]
+        return [
+            (
+                path,
+                False,
+                f"{where}: {_show(instance)} is not a valid name",
+                _hint(error, "use letters, digits and underscores, starting with a letter"),
+            )
+        ]
     if validator in ("minItems", "minProperties", "minLength"):
-        return [(path, False, f"{where} must not be empty", _hint(error))]
+        return [
+            (path, False, f"{where} must not be empty", _hint(error, "fill it in, or remove it"))
+        ]
     if validator == "maxProperties":
-        return [(path, False, f"{where} has more than one key", _hint(error))]
+        return [(path, False, f"{where} has more than one key", _hint(error, "keep one key"))]
     if validator == "uniqueItems":
         return [(path, False, f"{where} lists an item twice", "remove the repeated item")]
     if validator in ("minimum", "exclusiveMinimum"):
-        return [(path, False, f"{where} must be at least {expected_value}", _hint(error))]
+        return [
+            (
+                path,
+                False,
+                f"{where} must be at least {expected_value}",
+                _hint(error, f"use {expected_value} or more"),
+            )
+        ]
     if validator in ("oneOf", "anyOf"):
         title = schema.get("title", "value")
-        return [(path, False, f"{where} is not a valid {title}", _hint(error))]
-    return [(path, False, f"{where}: {error.message}", _hint(error))]
+        return [(path, False, f"{where} is not a valid {title}", _hint(error, _COMPARE))]
+    return [(path, False, f"{where}: {error.message}", _hint(error, _COMPARE))]
 
 
 # --- semantic checks and the frozen model -------------------------------------------------
@@ -492,6 +535,10 @@ class _Builder:
         self.purpose_ids: set[str] = set()
         self.parameter_names: set[str] = set()
         self.activities_fed: set[str] = set()
+        # False when the section itself is damaged (the schema said so): names cannot be checked
+        self.purposes_known = True
+        self.parameters_known = True
+        self.activities_known = True
 
     def error(self, path: Path, message: str, hint: str = "", key: bool = False) -> None:
         self.errors.append(PolicyError(self.doc.filename, self.doc.line(path, key), message, hint))
@@ -500,17 +547,20 @@ class _Builder:
         data = self.doc.data
         if not isinstance(data, dict):
             return None
+        self.purposes_known = isinstance(data.get("purposes"), dict)
+        self.parameters_known = isinstance(data.get("parameters", {}), dict)
         purposes = self._purposes(_mapping(data.get("purposes")))
         parameters = self._parameters(_mapping(data.get("parameters")))
         prefix = data.get("topic_prefix")
         sources_data = _mapping(data.get("sources"))
-        for table, spec in sources_data.items():
-            for i, feed in enumerate(_sequence(_mapping(spec).get("activity"))):
+        for spec in sources_data.values():
+            feeds = _mapping(spec).get("activity", [])
+            for feed in feeds if isinstance(feeds, list) else [None]:
                 activity = _mapping(feed).get("activity")
                 if isinstance(activity, str):
                     self.activities_fed.add(activity)
-                elif feed is not None:
-                    self.error(("sources", table, "activity", i), "unreadable activity feed")
+                else:
+                    self.activities_known = False  # the schema has reported it
         sources: dict[str, Source] = {}
         topics: dict[str, str] = {}
         for table, spec in sources_data.items():
@@ -599,7 +649,7 @@ class _Builder:
         except PeriodSyntaxError:
             self.error(
                 path,
-                f"{_where(path)}: {text!r} is not an ISO-8601 duration",
+                f"{self.doc.where(path)}: {text!r} is not an ISO-8601 duration",
                 "write it like P1Y, P15M, P180D, P2W or PT12H",
             )
             return None
@@ -608,12 +658,18 @@ class _Builder:
 
     def _source(self, table: str, spec: Mapping[Any, Any], prefix: Any) -> Source | None:
         path: Path = ("sources", table)
-        raw_columns = _mapping(spec.get("columns"))
+        raw_columns = spec.get("columns")
         columns: dict[str, ColumnType] = {}
-        for column, kind in raw_columns.items():
-            if isinstance(kind, str) and kind in _COLUMN_TYPES:  # else the schema reported it
+        untyped: set[str] = set()
+        for column, kind in _mapping(raw_columns).items():
+            if isinstance(kind, str) and kind in _COLUMN_TYPES:
                 columns[str(column)] = ColumnType(kind)
+            else:
+                untyped.add(str(column))  # the schema has reported its type
         ctx = _SourceContext(self, table, path, columns)
+        ctx.untyped = untyped
+        ctx.columns_known = isinstance(raw_columns, dict)
+        ctx.failed = bool(untyped) or not ctx.columns_known
         primary_key = tuple(str(c) for c in _sequence(spec.get("primary_key")))
         for i, column in enumerate(primary_key):
             ctx.column((*path, "primary_key", i), column, "primary key")
@@ -720,7 +776,7 @@ class _Builder:
             )
         released = raw.get("released")
         purpose = raw.get("purpose")
-        if isinstance(purpose, str) and purpose not in self.purpose_ids:
+        if isinstance(purpose, str) and self._unknown_purpose(purpose):
             self.error(
                 (*path, "purpose"),
                 f"hold of {ctx.table} names unknown purpose {purpose!r}",
@@ -735,6 +791,9 @@ class _Builder:
             released_column=released, purpose=purpose if isinstance(purpose, str) else None
         )
 
+    def _unknown_purpose(self, purpose: str) -> bool:
+        return self.purposes_known and purpose not in self.purpose_ids
+
     def _rule(
         self,
         ctx: _SourceContext,
@@ -744,7 +803,7 @@ class _Builder:
     ) -> Rule | None:
         purpose = raw.get("purpose")
         ok = isinstance(purpose, str)
-        if isinstance(purpose, str) and purpose not in self.purpose_ids:
+        if isinstance(purpose, str) and self._unknown_purpose(purpose):
             self.error(
                 (*path, "purpose"),
                 f"rule of {ctx.table} names unknown purpose {purpose!r}",
@@ -758,7 +817,8 @@ class _Builder:
                 needs.append(column)
         stages = []
         actions: dict[Action, int] = {}
-        for i, raw_stage in enumerate(_sequence(raw.get("stages"))):
+        raw_stages = _sequence(raw.get("stages"))
+        for i, raw_stage in enumerate(raw_stages):
             stage = self._stage(ctx, (*path, "stages", i), _mapping(raw_stage), methods)
             if stage is None:
                 ok = False
@@ -772,15 +832,56 @@ class _Builder:
                 )
             actions.setdefault(stage.action, i)
             stages.append(stage)
-        if stages and set(actions) == {Action.ARCHIVE}:
+        every_stage_read = bool(stages) and len(stages) == len(raw_stages)
+        if every_stage_read and set(actions) == {Action.ARCHIVE}:
             self.error(
                 path,
                 f"rule {purpose} of {ctx.table} only archives, so its rows are kept forever",
                 "add a delete (or anonymise) stage after the archive stage",
             )
+        if every_stage_read and isinstance(purpose, str):
+            self._stage_order(ctx, path, purpose, stages, actions)
         if not ok or not isinstance(purpose, str) or not stages:
             return None
         return Rule(purpose=purpose, stages=tuple(stages), needs=tuple(needs))
+
+    def _stage_order(
+        self,
+        ctx: _SourceContext,
+        path: Path,
+        purpose: str,
+        stages: Sequence[Stage],
+        actions: Mapping[Action, int],
+    ) -> None:
+        """Report an archive or anonymise stage that surely falls due at or after the delete:
+        the engine deletes the row then, and the earlier stage would never happen."""
+        if Action.DELETE not in actions:
+            return
+        delete = _offset(stages[actions[Action.DELETE]].due)
+        for action in (Action.ARCHIVE, Action.ANONYMISE):
+            if action not in actions or delete is None:
+                continue
+            index = actions[action]
+            offset = _offset(stages[index].due)
+            if offset is None or offset[0] != delete[0]:
+                continue
+            period, delete_period = offset[1], delete[1]
+            if period == delete_period or (
+                isinstance(period, Period)
+                and isinstance(delete_period, Period)
+                and _surely_not_before(period, delete_period)
+            ):
+                start = _show_start(offset[0])
+                self.error(
+                    (*path, "stages", index, "due"),
+                    f"rule {purpose} of {ctx.table}: the {action} stage falls due "
+                    f"{_show_period(period)} after {start}, not before the delete stage "
+                    f"({_show_period(delete_period)} after it), so the row would be deleted "
+                    f"and never {'archived' if action is Action.ARCHIVE else 'anonymised'}",
+                    f"give the {action} stage a period shorter than the delete's "
+                    f"{_show_period(delete_period)}, or remove it; were the two swapped?",
+                    key=True,
+                )
 
     def _stage(
         self,
@@ -844,6 +945,9 @@ class _SourceContext:
             str(c) for c in _sequence(_mapping(builder.doc.get(path)).get("primary_key"))
         }
         self.failed = False
+        # columns declared with a broken type still exist; a broken columns: section names none
+        self.untyped: set[str] = set()
+        self.columns_known = True
 
     def fail(self, path: Path, message: str, hint: str) -> bool:
         self.builder.error(path, message, hint)
@@ -851,8 +955,12 @@ class _SourceContext:
         return False
 
     def column(self, path: Path, column: str, role: str) -> bool:
+        """True when the column exists with a type; else False (reported once, where it is)."""
         if column in self.columns:
             return True
+        if column in self.untyped or not self.columns_known:
+            self.failed = True  # the schema has reported the columns: entry
+            return False
         close = difflib.get_close_matches(column, list(self.columns), n=1)
         guess = f"did you mean {close[0]!r}? " if close else ""
         return self.fail(
@@ -904,6 +1012,39 @@ class _SourceContext:
             self.fail(path, f"anonymisation of {self.table} {problem}", hint)
             return None
         return FieldAnonymisation(column=column, method=method)
+
+
+def _offset(clock: Clock) -> tuple[Clock, Period | PeriodRef] | None:
+    """A clock as (start, period after it): `x` is (x, PT0S); None when not that simple."""
+    if isinstance(clock, After):
+        return clock.start, clock.period
+    if isinstance(clock, When | Earliest | Latest):
+        return None
+    return clock, Period()
+
+
+def _surely_not_before(period: Period, other: Period) -> bool:
+    """True when `period` after any instant is never earlier than `other` after it."""
+    fieldwise = (
+        period.months >= other.months
+        and period.days >= other.days
+        and period.seconds >= other.seconds
+    )
+    return fieldwise or period.lower_bound_days() >= other.upper_bound_days()
+
+
+def _show_period(period: Period | PeriodRef) -> str:
+    return str(period) if isinstance(period, Period) else f"parameter {period.parameter}"
+
+
+def _show_start(clock: Clock) -> str:
+    if isinstance(clock, ColumnInstant):
+        return clock.column
+    if isinstance(clock, SubjectActivity):
+        return f"the subject's last {clock.activity}"
+    if isinstance(clock, ChangeTime):
+        return "the change"
+    return "the same start"
 
 
 def _fits(value: bool | str | int, kind: ColumnType) -> bool:
@@ -963,7 +1104,7 @@ class _ClockBuilder:
             name = raw["activity"]
             if not isinstance(name, str):
                 return None
-            if name not in self.builder.activities_fed:
+            if self.builder.activities_known and name not in self.builder.activities_fed:
                 self.ctx.fail(
                     sub,
                     f"clock of {self.ctx.table} reads activity {name!r}, which no source feeds",
@@ -990,7 +1131,7 @@ class _ClockBuilder:
         name = _mapping(raw).get("parameter")
         if not isinstance(name, str):
             return None
-        if name not in self.builder.parameter_names:
+        if self.builder.parameters_known and name not in self.builder.parameter_names:
             self.ctx.fail(
                 (*path, "parameter"),
                 f"clock of {self.ctx.table} refers to unknown parameter {name!r}",

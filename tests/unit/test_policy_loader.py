@@ -991,6 +991,171 @@ def test_parameter_value_overrides_its_default(value: str) -> None:
     assert policy.parameters["grace"].default == Period.parse("P1Y")
 
 
+# --- one mistake, one error: no echo from the checks that depend on the broken part -------
+
+
+@pytest.mark.parametrize(
+    "delete",
+    [
+        "{action: delete, due: {after: P5X, from: ordered_at}}  #!",
+        "{action: delete, due: {after: P5Y, from: orderd_at}}  #!",
+        "{action: delete, due: {after: {parameter: grce}, from: ordered_at}}  #!",
+    ],
+)
+def test_a_broken_delete_stage_is_not_also_an_archive_only_rule(delete: str) -> None:
+    text = (
+        HEADER
+        + ORDERS_HEAD
+        + f"""\
+    rules:
+      - purpose: support
+        stages:
+          - {{action: archive, due: {{after: P1Y, from: ordered_at}}}}
+          - {delete}
+"""
+    )
+    error = assert_one_error(text)
+    assert "only archives" not in error.message
+
+
+def test_a_mistake_inside_a_yaml_anchor_is_one_error_at_the_anchor() -> None:
+    text = (
+        HEADER
+        + ORDERS_HEAD
+        + """\
+    rules:
+      - purpose: support
+        stages:
+          - action: archive
+            due: &late
+              after: P1X  #!
+              from: ordered_at
+          - {action: delete, due: *late}
+      - purpose: accounting
+        stages:
+          - {action: archive, due: *late}
+          - {action: delete, due: *late}
+"""
+    )
+    error = assert_one_error(text, "'P1X'", "ISO-8601")
+    assert error.message.startswith("sources.public.orders.rules[0].stages[0].due.after:")
+
+
+def test_a_wrong_value_in_an_anchor_is_one_schema_error_at_the_anchor() -> None:
+    text = (
+        HEADER
+        + ORDERS_HEAD
+        + """\
+    rules:
+      - purpose: support
+        stages:
+          - {action: anonymise, due: &soon {after: P1Y, from: ordered_at}, fields: [email]}
+          - {action: delete, due: &late {after: P5Y, frm: ordered_at}}  #!
+      - purpose: accounting
+        stages:
+          - {action: delete, due: *late}
+"""
+    )
+    assert_one_error(text, "'frm'", "did you mean 'from'")
+
+
+def test_a_column_with_a_bad_type_still_exists_for_the_other_checks() -> None:
+    head = ORDERS_HEAD.replace(
+        "      ordered_at: timestamptz\n", "      ordered_at: timestamp  #!\n"
+    )
+    assert head != ORDERS_HEAD
+    text = HEADER + head + GOOD_RULES
+    error = assert_one_error(text, "'timestamp'", "timestamptz")
+    assert "lacks" not in error.message
+
+
+def test_a_broken_columns_section_is_one_error() -> None:
+    start = ORDERS_HEAD.index("    columns:")
+    end = ORDERS_HEAD.index("    activity:")
+    head = (
+        ORDERS_HEAD[:start] + "    columns: [id, customer_id, ordered_at]  #!\n" + ORDERS_HEAD[end:]
+    )
+    assert_one_error(HEADER + head + GOOD_RULES, "must be a mapping")
+
+
+# --- stages in an order the engine cannot carry out ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("early", "late"),
+    [
+        ("{action: archive, due: {after: P6Y, from: ordered_at}}", "P5Y"),
+        ("{action: archive, due: {after: P5Y, from: ordered_at}}", "P5Y"),
+        ("{action: archive, due: {after: P60M, from: ordered_at}}", "P5Y"),
+        ("{action: archive, due: {after: P1900D, from: ordered_at}}", "P5Y"),
+        ("{action: archive, due: {after: P1Y, from: ordered_at}}", "P300D"),
+        ("{action: anonymise, due: {after: P2Y, from: ordered_at}, fields: [email]}", "P1Y"),
+        ("{action: anonymise, due: {after: P1Y, from: ordered_at}, fields: [email]}", "P12M"),
+    ],
+)
+def test_a_stage_at_or_after_the_delete_of_its_rule_is_an_error(early: str, late: str) -> None:
+    text = (
+        HEADER
+        + ORDERS_HEAD
+        + f"""\
+    rules:
+      - purpose: support
+        stages:
+          - {early}  #!
+          - {{action: delete, due: {{after: {late}, from: ordered_at}}}}
+"""
+    )
+    action = "archive" if "archive" in early else "anonymise"
+    shown = str(Period.parse(late))
+    error = assert_one_error(text, f"the {action} stage falls due", f"({shown} after it)")
+    assert f"shorter than the delete's {shown}" in error.hint
+
+
+def test_a_stage_after_a_bare_column_delete_is_an_error() -> None:
+    text = (
+        HEADER
+        + ORDERS_HEAD
+        + """\
+    rules:
+      - purpose: support
+        stages:
+          - {action: delete, due: ordered_at}
+          - {action: archive, due: {after: P1D, from: ordered_at}}  #!
+"""
+    )
+    assert_one_error(text, "P1D after ordered_at", "(PT0S after it)")
+
+
+@pytest.mark.parametrize(
+    ("archive", "delete"),
+    [
+        ("{after: P1Y, from: ordered_at}", "{after: P5Y, from: ordered_at}"),
+        ("{after: P11M, from: ordered_at}", "{after: P1Y, from: ordered_at}"),
+        ("{after: P27D, from: ordered_at}", "{after: P1M, from: ordered_at}"),
+        ("ordered_at", "{after: PT1S, from: ordered_at}"),
+        # different starts, or periods that the calendar may order either way: not decidable
+        ("{after: P6Y, from: due_on}", "{after: P5Y, from: ordered_at}"),
+        ("{after: P30D, from: ordered_at}", "{after: P1M, from: ordered_at}"),
+        ("{after: {parameter: grace}, from: ordered_at}", "{after: P1Y, from: ordered_at}"),
+    ],
+)
+def test_an_archive_before_the_delete_or_not_decidable_is_accepted(
+    archive: str, delete: str
+) -> None:
+    text = (
+        HEADER
+        + ORDERS_HEAD
+        + f"""\
+    rules:
+      - purpose: support
+        stages:
+          - {{action: archive, due: {archive}}}
+          - {{action: delete, due: {delete}}}
+"""
+    )
+    assert isinstance(parse_policy(text, "p.yaml", policy_schema()), Policy)
+
+
 # --- the schema file, and robustness against any malformed file ---------------------------
 
 

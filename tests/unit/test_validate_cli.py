@@ -144,3 +144,22 @@ def test_installed_command_exit_codes(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stdout == ""
     assert failed.stderr.startswith(f"{broken}:18: rule of public.orders names unknown purpose")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("- policy: x\n- sources: {}\n", "a list"), ("just words\n", "a string")],
+)
+def test_a_file_that_is_not_a_mapping_says_how_to_fix_it(
+    in_repo: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, kind: str
+) -> None:
+    bad = tmp_path / "top.yaml"
+    bad.write_text(text)
+    assert main(["validate", str(bad)]) == 1
+    first, last = capsys.readouterr().err.splitlines()
+    match = ERROR_LINE.match(first)
+    assert match, first
+    assert (match["file"], match["line"]) == (str(bad), "1")
+    assert match["message"] == f"the policy file must be a mapping, not {kind}"
+    assert "policy:, topic_prefix:, purposes: and sources:" in match["hint"]
+    assert last == f"lethe validate: 1 error in {bad}; nothing loaded"

@@ -94,6 +94,7 @@ _ONE_US: Final = datetime.resolution
 _ANONYMISE_RANK: Final = 0
 _ARCHIVE_RANK: Final = 1
 _DELETE_RANK: Final = 2
+_ACTION_OF_RANK: Final = (Action.ANONYMISE, Action.ARCHIVE, Action.DELETE)
 
 ARCHIVE_STAGE: Final = "archive"
 DELETE_STAGE: Final = "delete"
@@ -122,6 +123,7 @@ StagesFn = Callable[
     [Values, Activity, Instant, frozenset[str]], tuple[tuple[Pending, ...], Instant | None]
 ]
 """(values, activity, change time, issued) -> (stages not issued yet, the earliest due)."""
+UpcomingFn = Callable[[Values, Activity, Instant, frozenset[str]], Instant | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +150,14 @@ class SourcePlan:
     """Columns early anonymisation may touch: not the key, not read by any clock."""
     reads_activity: bool
     """Some clock of this source reads the subject's activity."""
+    token: object
+    """This plan's mark on the row schedules it works out (an object the GC does not track)."""
     subject_ways: tuple[tuple[str, str, bool], ...]
     """(column, `kind:` prefix, lower-case it) per way of naming the subject, in order."""
     stages: StagesFn
     """The row's stages not issued yet, and the earliest of their dues."""
+    upcoming: UpcomingFn
+    """Only the earliest due of those stages (what `apply` needs), without building them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +205,7 @@ def _plan_source(policy: Policy, source: Source) -> SourcePlan:
     compiled = tuple(rules)
     purposes = tuple(r.purpose for r in source.rules)
     has_archive = any(r.archive is not None for r in rules)
+    stages = _compile_stages(compiled, purposes, has_archive, anonymisable)
     return SourcePlan(
         source=source,
         rules=compiled,
@@ -210,8 +217,10 @@ def _plan_source(policy: Policy, source: Source) -> SourcePlan:
         reads_activity=any(
             _uses_activity(stage.due) for rule in source.rules for stage in rule.stages
         ),
+        token=object(),
         subject_ways=tuple((way.column, way.kind + ":", way.lower) for way in source.subject),
-        stages=_compile_stages(compiled, purposes, has_archive, anonymisable),
+        stages=stages,
+        upcoming=_compile_upcoming(compiled, stages),
     )
 
 
@@ -263,23 +272,50 @@ def _compile_stages(
             _early_anonymisation(anonymisable, dues, delete, issued, pending)
 
         if delete is not None:
-            pending.append((delete, _DELETE_RANK, DELETE_STAGE, Action.DELETE, purposes, ()))
+            pending.append((delete, _DELETE_RANK, DELETE_STAGE, purposes, ()))
         if archive is not None and (delete is None or archive < delete):
-            pending.append((archive, _ARCHIVE_RANK, ARCHIVE_STAGE, Action.ARCHIVE, purposes, ()))
+            pending.append((archive, _ARCHIVE_RANK, ARCHIVE_STAGE, purposes, ()))
         for rule in rules:
             for stage_id, clock, fields in rule.anonymise:
                 if stage_id in issued:
                     continue
                 at = clock(values, activity, changed)
                 if at is not None and (delete is None or at < delete):
-                    pending.append(
-                        (at, _ANONYMISE_RANK, stage_id, Action.ANONYMISE, (rule.purpose,), fields)
-                    )
+                    pending.append((at, _ANONYMISE_RANK, stage_id, (rule.purpose,), fields))
         if not pending:
             return (), None
         return tuple(pending), min(stage[0] for stage in pending)
 
     return stages
+
+
+def _compile_upcoming(rules: tuple[_RuleClocks, ...], stages: StagesFn) -> UpcomingFn:
+    if len(rules) != 1 or rules[0].anonymise:
+
+        def earliest(
+            values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
+        ) -> Instant | None:
+            return stages(values, activity, changed, issued)[1]
+
+        return earliest
+    rule = rules[0]
+    delete_fn = rule.delete if rule.delete is not None else _not_running
+    archive_fn = rule.archive
+
+    def single_rule_upcoming(
+        values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
+    ) -> Instant | None:
+        if DELETE_STAGE in issued:
+            return None
+        delete = delete_fn(values, activity, changed)
+        if archive_fn is None or ARCHIVE_STAGE in issued:
+            return delete
+        archive = archive_fn(values, activity, changed)
+        if delete is None or (archive is not None and archive < delete):
+            return archive
+        return delete
+
+    return single_rule_upcoming
 
 
 def _single_rule_stages(rule: _RuleClocks, purposes: tuple[str, ...]) -> StagesFn:
@@ -301,11 +337,11 @@ def _single_rule_stages(rule: _RuleClocks, purposes: tuple[str, ...]) -> StagesF
         if delete is None:
             if archive is None:
                 return (), None
-            return ((archive, _ARCHIVE_RANK, ARCHIVE_STAGE, Action.ARCHIVE, purposes, ()),), archive
-        deleting = (delete, _DELETE_RANK, DELETE_STAGE, Action.DELETE, purposes, ())
+            return ((archive, _ARCHIVE_RANK, ARCHIVE_STAGE, purposes, ()),), archive
+        deleting = (delete, _DELETE_RANK, DELETE_STAGE, purposes, ())
         if archive is not None and archive < delete:
             return (
-                (deleting, (archive, _ARCHIVE_RANK, ARCHIVE_STAGE, Action.ARCHIVE, purposes, ())),
+                (deleting, (archive, _ARCHIVE_RANK, ARCHIVE_STAGE, purposes, ())),
                 archive,
             )
         return (deleting,), delete
@@ -634,11 +670,11 @@ def apply(
     schedule: Schedule
     if plan.reads_activity:
         activity_now = new_subject.activity if new_subject is not None else _NO_ACTIVITY
-        pending, upcoming = plan.stages(values, activity_now, changed, issued)
-        schedule = (plan, issued, values, changed, activity_now, pending, upcoming)
+        upcoming = plan.upcoming(values, activity_now, changed, issued)
+        schedule = (plan.token, issued or None, values, changed, activity_now, upcoming)
     else:
-        pending, upcoming = plan.stages(values, _NO_ACTIVITY, changed, issued)
-        schedule = (plan, issued, values, changed, None, pending, upcoming)
+        upcoming = plan.upcoming(values, _NO_ACTIVITY, changed, issued)
+        schedule = (plan.token, issued or None, values, changed, None, upcoming)
     new_row = build_row_state(
         source.table, event.key, subject_key, values, changed, first_seen, issued, schedule
     )
@@ -650,33 +686,31 @@ def apply(
 # --- due -----------------------------------------------------------------------------------
 
 
-def _schedule_of(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> Schedule:
-    """The row's pending stages: the ones it carries if they still match it, else worked out."""
+def _upcoming(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> Instant | None:
+    """The row's next due: the one it carries if that still matches it, else worked out."""
     schedule = row.schedule
     issued, values, changed = row.issued, row.values, row.changed_at
     if plan.reads_activity:
         activity = subject.activity if subject is not None else _NO_ACTIVITY
         if (
             schedule is not None
-            and schedule[0] is plan
-            and schedule[1] is issued
+            and schedule[0] is plan.token
+            and (schedule[1] is issued if issued else schedule[1] is None)
             and schedule[2] is values
             and schedule[3] == changed
             and schedule[4] is activity
         ):
-            return schedule
-        pending, upcoming = plan.stages(values, activity, changed, issued)
-        return (plan, issued, values, changed, activity, pending, upcoming)
+            return schedule[5]
+        return plan.upcoming(values, activity, changed, issued)
     if (
         schedule is not None
-        and schedule[0] is plan
-        and schedule[1] is issued
+        and schedule[0] is plan.token
+        and (schedule[1] is issued if issued else schedule[1] is None)
         and schedule[2] is values
         and schedule[3] == changed
     ):
-        return schedule
-    pending, upcoming = plan.stages(values, _NO_ACTIVITY, changed, issued)
-    return (plan, issued, values, changed, None, pending, upcoming)
+        return schedule[5]
+    return plan.upcoming(values, _NO_ACTIVITY, changed, issued)
 
 
 def _latest_of_all(instants: list[Instant | None]) -> Instant | None:
@@ -712,14 +746,14 @@ def _early_anonymisation(
         now_ended = tuple(r.purpose for r, _, d in dues if d == at)
         stage_id = "ended:" + ",".join(sorted(now_ended))
         if fields and stage_id not in issued:
-            pending.append((at, _ANONYMISE_RANK, stage_id, Action.ANONYMISE, now_ended, fields))
+            pending.append((at, _ANONYMISE_RANK, stage_id, now_ended, fields))
 
 
 def next_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Instant | None:
     """When the row's next stage falls due; None when nothing is pending or it is held."""
     if subject is not None and subject.holds:
         return None
-    return _schedule_of(engine.plans[row.table], row, subject)[6]
+    return _upcoming(engine.plans[row.table], row, subject)
 
 
 def due(
@@ -728,37 +762,39 @@ def due(
     """Issue the row's stages due at or before `now`; nothing while its subject is held."""
     if subject is not None and subject.holds:
         return [], row, None
-    schedule = _schedule_of(engine.plans[row.table], row, subject)
-    upcoming = schedule[6]
+    plan = engine.plans[row.table]
+    upcoming = _upcoming(plan, row, subject)
     if upcoming is None or upcoming > now:
         return [], row, upcoming
-    stages = schedule[5]
+    activity = None
+    if plan.reads_activity:
+        activity = subject.activity if subject is not None else _NO_ACTIVITY
+    stages, _ = plan.stages(
+        row.values, _NO_ACTIVITY if activity is None else activity, row.changed_at, row.issued
+    )
     firing = sorted(stage for stage in stages if stage[0] <= now)
     learnt = row.changed_at
     if subject is not None and subject.changed_at is not None and subject.changed_at > learnt:
         learnt = subject.changed_at
-    deleting = any(stage[3] is Action.DELETE for stage in firing)
+    deleting = any(stage[1] == _DELETE_RANK for stage in firing)
     commands = [
         Command(
             at if at > learnt else learnt,
             at,
-            action,
+            _ACTION_OF_RANK[rank],
             row.table,
             row.key,
             row.subject,
             purposes,
             fields,
         )
-        for at, _, _, action, purposes, fields in firing
-        if not deleting or action is Action.DELETE
+        for at, rank, _, purposes, fields in firing
+        if not deleting or rank == _DELETE_RANK
     ]
     issued = row.issued | {stage[2] for stage in firing}
-    if deleting:
-        rest: tuple[Pending, ...] = ()
-        later = None
-    else:
-        rest = tuple(stage for stage in stages if stage[0] > now)
-        later = min(stage[0] for stage in rest) if rest else None
+    later = None
+    if not deleting:
+        later = min((stage[0] for stage in stages if stage[0] > now), default=None)
     new_row = build_row_state(
         row.table,
         row.key,
@@ -767,6 +803,6 @@ def due(
         row.changed_at,
         row.first_seen,
         issued,
-        (schedule[0], issued, row.values, row.changed_at, schedule[4], rest, later),
+        (plan.token, issued or None, row.values, row.changed_at, activity, later),
     )
     return commands, new_row, later

@@ -9,7 +9,6 @@ first with the day clamped to the end of a shorter month, then days and seconds.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 
 from policy.periods import Period
 
@@ -21,6 +20,7 @@ US_PER_DAY = 86_400 * US_PER_SECOND
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _ONE_US = timedelta(microseconds=1)
+_from_ordinal = date.fromordinal
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 MAX_INSTANT: Instant = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL) * US_PER_DAY
 """Where arithmetic beyond year 9999 lands: effectively never."""
@@ -69,26 +69,18 @@ def _month_length(year: int, month: int) -> int:
     return _MONTH_DAYS[month - 1]
 
 
-@lru_cache(maxsize=1 << 16)
-def _add_months_to_day(days: int, months: int) -> int | None:
-    """Days since the epoch, `months` later with the day clamped; None beyond year 9999."""
-    try:
-        day = date.fromordinal(days + _EPOCH_ORDINAL)
-        total = day.year * 12 + day.month - 1 + months
-        year, month0 = divmod(total, 12)
-        dom = day.day
-        if dom > 28:
-            dom = min(dom, _month_length(year, month0 + 1))
-        return date(year, month0 + 1, dom).toordinal() - _EPOCH_ORDINAL
-    except (ValueError, OverflowError):
-        return None
-
-
 def add_months(instant: Instant, months: int) -> Instant:
     """`months` calendar months after `instant`, the day clamped to the month's end."""
     days, rest = divmod(instant, US_PER_DAY)
-    moved = _add_months_to_day(days, months)
-    return MAX_INSTANT if moved is None else moved * US_PER_DAY + rest
+    try:
+        day = _from_ordinal(days + _EPOCH_ORDINAL)
+        year, month0 = divmod(day.year * 12 + day.month - 1 + months, 12)
+        dom = day.day
+        if dom > 28:
+            dom = min(dom, _month_length(year, month0 + 1))
+        return (date(year, month0 + 1, dom).toordinal() - _EPOCH_ORDINAL) * US_PER_DAY + rest
+    except (ValueError, OverflowError):
+        return MAX_INSTANT
 
 
 def add_period(instant: Instant, period: Period) -> Instant:

@@ -8,9 +8,9 @@ activity, its open legal holds and when the last hold was released. Both are
 frozen and serialise to compact JSON bytes (`to_bytes`/`from_bytes`) for key-value
 tables and changelog topics.
 
-A row state built by the engine also carries its `schedule`: the stages worked out
-for exactly its values, change time and issued stages (and, for rows whose clocks
-read the subject's activity, that activity). It is derived data, never serialised
+A row state built by the engine also carries its `schedule`: its next due, worked
+out for exactly its values, change time and issued stages (and, for rows whose
+clocks read the subject's activity, that activity). It is derived data, never serialised
 nor compared; the engine uses it only while it still matches the row, so a row read
 back from bytes or built by hand simply has its stages worked out again.
 """
@@ -31,19 +31,21 @@ from policy.model import Action
 StateValue = str | int | float | bool | None
 """A column value as the row state keeps it: instants are ints (µs since the epoch)."""
 
-PendingStage = tuple[Instant, int, str, Action, tuple[str, ...], tuple[str, ...]]
-"""(due, rank, stage id, action, purposes, fields): one stage of a row not issued yet."""
+PendingStage = tuple[Instant, int, str, tuple[str, ...], tuple[str, ...]]
+"""(due, rank, stage id, purposes, fields): one stage of a row not issued yet; the rank
+(0 anonymise, 1 archive, 2 delete) says its action. Plain values only, so the garbage
+collector stops tracking the tuples of the many rows a driver keeps."""
 Schedule = tuple[
     object,
-    frozenset[str],
+    frozenset[str] | None,
     Mapping[str, StateValue],
     Instant,
     Mapping[str, Instant] | None,
-    tuple[PendingStage, ...],
     Instant | None,
 ]
-"""(source plan, issued, values, changed_at, activity or None, pending stages, next due):
-what the engine worked out for a row, valid while those inputs are the very same objects."""
+"""(source plan's token, issued (None: none), values, changed_at, activity or None, next due):
+what the engine worked out for a row, valid while those inputs are the very same objects.
+Plain values, so the garbage collector soon stops tracking it for most rows."""
 
 _FORMAT: Final = 1
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -68,7 +70,7 @@ class RowState:
     issued: frozenset[str] = frozenset()
     """Ids of the stages already issued (`archive`, `delete`, `anonymise:<purpose>:<n>`, ...)."""
     schedule: Schedule | None = field(default=None, compare=False, repr=False)
-    """The engine's worked-out stages for this very state (derived; not serialised)."""
+    """The engine's worked-out next due for this very state (derived; not serialised)."""
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(

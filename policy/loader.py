@@ -426,15 +426,14 @@ def _explain(error: ValidationError, doc: _Document) -> list[tuple[Path, bool, s
         return items
     if validator == "required" and isinstance(instance, dict):
         properties = schema.get("properties", {})
-        items = []
-        for key in expected_value:
-            if key in instance:
-                continue
+        missing = [key for key in expected_value if key not in instance]
+        hints = []
+        for key in missing:
             sub = properties.get(key, {})
             hint = sub.get("x-hint") if isinstance(sub, Mapping) else None
-            hint = f"add {key}: to it" + (f"; {hint}" if isinstance(hint, str) else "")
-            items.append((path, True, f"{where} lacks {key!r}", hint))
-        return items
+            hints.append(f"add {key}:" + (f" - {hint}" if isinstance(hint, str) else " to it"))
+        lacking = ", ".join(repr(key) for key in missing)
+        return [(path, True, f"{where} lacks {lacking}", "; ".join(hints))] if missing else []
     if validator == "dependentRequired" and isinstance(instance, dict):
         items = []
         for key, needed in expected_value.items():
@@ -668,9 +667,12 @@ class _Builder:
                 untyped.add(str(column))  # the schema has reported its type
         ctx = _SourceContext(self, table, path, columns)
         ctx.untyped = untyped
-        ctx.columns_known = isinstance(raw_columns, dict)
+        ctx.columns_known = isinstance(raw_columns, dict) and bool(raw_columns)
         ctx.failed = bool(untyped) or not ctx.columns_known
-        primary_key = tuple(str(c) for c in _sequence(spec.get("primary_key")))
+        raw_key = _sequence(spec.get("primary_key"))
+        primary_key = tuple(c for c in raw_key if isinstance(c, str))
+        if len(primary_key) != len(raw_key):
+            ctx.failed = True  # the schema has reported it
         for i, column in enumerate(primary_key):
             ctx.column((*path, "primary_key", i), column, "primary key")
         subject = self._subject(ctx, spec.get("subject"))
@@ -711,7 +713,7 @@ class _Builder:
             seen_purposes.setdefault(rule.purpose, i)
             rules.append(rule)
         hold = self._hold(ctx, spec, subject, raw_rules)
-        if not raw_rules and "hold" not in spec:
+        if "rules" not in spec and "hold" not in spec and "columns" in spec:
             self.error(
                 path,
                 f"{table} has no rules, so its rows would be kept forever",
@@ -898,6 +900,8 @@ class _Builder:
         fields: list[FieldAnonymisation] = []
         raw_fields = raw.get("fields")
         if action is Action.ANONYMISE:
+            if raw_fields is None and "fields" in raw:
+                return None  # the schema has reported it
             if raw_fields is None:
                 self.error(
                     path,

@@ -1078,6 +1078,37 @@ def test_a_broken_columns_section_is_one_error() -> None:
     assert_one_error(HEADER + head + GOOD_RULES, "must be a mapping")
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [
+        ("    primary_key: [id]\n", "    primary_key: [~]  #!\n", ("must be a string",)),
+        (
+            "    subject: [{kind: customer, column: customer_id}]\n",
+            "    subject: [{}]  #!\n",
+            ("lacks 'kind', 'column'", "add kind:"),
+        ),
+        (GOOD_RULES, "    rules:  #!\n", ("must be a list",)),
+        (
+            "          - {action: delete, due: {after: P10Y, from: ordered_at}}\n",
+            "          - {action: anonymise, due: {after: P1Y, from: ordered_at}, fields: }  #!\n"
+            "          - {action: delete, due: {after: P10Y, from: ordered_at}}\n",
+            ("fields must be",),
+        ),
+    ],
+)
+def test_an_empty_or_broken_part_is_one_error(old: str, new: str, words: tuple[str]) -> None:
+    text = HEADER + ORDERS_HEAD + GOOD_RULES
+    assert old in text
+    assert_one_error(text.replace(old, new), *words)
+
+
+def test_an_empty_columns_section_is_one_error() -> None:
+    start = ORDERS_HEAD.index("    columns:")
+    end = ORDERS_HEAD.index("    activity:")
+    head = ORDERS_HEAD[:start] + "    columns: {}  #!\n" + ORDERS_HEAD[end:]
+    assert_one_error(HEADER + head + GOOD_RULES, "must not be empty")
+
+
 # --- stages in an order the engine cannot carry out ------------------------------------------
 
 

@@ -150,6 +150,9 @@ class SourcePlan:
     """Columns early anonymisation may touch: not the key, not read by any clock."""
     reads_activity: bool
     """Some clock of this source reads the subject's activity."""
+    table: str
+    changes_subject: bool
+    """Its rows feed the subject's activity or are legal holds."""
     token: object
     """This plan's mark on the row schedules it works out (an object the GC does not track)."""
     subject_ways: tuple[tuple[str, str, bool], ...]
@@ -217,6 +220,8 @@ def _plan_source(policy: Policy, source: Source) -> SourcePlan:
         reads_activity=any(
             _uses_activity(stage.due) for rule in source.rules for stage in rule.stages
         ),
+        table=source.table,
+        changes_subject=bool(source.activity) or source.hold is not None,
         token=object(),
         subject_ways=tuple((way.column, way.kind + ":", way.lower) for way in source.subject),
         stages=stages,
@@ -606,12 +611,46 @@ def _step(
     return step
 
 
+def _subject_change(
+    source: Source, subject: SubjectState, image: Mapping[str, Value], event: ChangeEvent
+) -> SubjectState | None:
+    """The subject's new state when this event feeds its activity or opens/closes a hold."""
+    deleting = event.op is Op.DELETE
+    changed: SubjectState | None = None
+    if source.activity and not deleting:
+        known = subject.activity
+        activity: dict[str, Instant] | None = None
+        for feed in source.activity:
+            moment = _instant(image.get(feed.column))
+            if moment is not None and moment > known.get(feed.activity, _NEVER):
+                if activity is None:
+                    activity = dict(known)
+                activity[feed.activity] = moment
+        if activity is not None:
+            subject = changed = SubjectState(activity, subject.holds, subject.released_at, event.ts)
+    if source.hold is not None:
+        hold = hold_id(source.table, event.key)
+        is_open = not deleting and image.get(source.hold.released_column) is None
+        if is_open and hold not in subject.holds:
+            changed = SubjectState(
+                subject.activity, subject.holds | {hold}, subject.released_at, event.ts
+            )
+        elif not is_open and hold in subject.holds:
+            holds = subject.holds - {hold}
+            changed = SubjectState(
+                subject.activity,
+                holds,
+                event.ts if not holds else subject.released_at,
+                event.ts,
+            )
+    return changed
+
+
 def apply(
     engine: Engine, row: RowState | None, subject: SubjectState | None, event: ChangeEvent
 ) -> Step:
     """Fold one change event into the row's and its subject's state."""
     plan = engine.plans[event.table]
-    source = plan.source
     deleting = event.op is Op.DELETE
     if deleting:
         image = event.before or _NO_IMAGE
@@ -624,39 +663,10 @@ def apply(
     reevaluate = False
     if subject_key is not None:
         new_subject = subject if subject is not None else EMPTY_SUBJECT
-        if source.activity and not deleting:
-            known = new_subject.activity
-            activity: dict[str, Instant] | None = None
-            for feed in source.activity:
-                moment = _instant(image.get(feed.column))
-                if moment is not None and moment > known.get(feed.activity, _NEVER):
-                    if activity is None:
-                        activity = dict(known)
-                    activity[feed.activity] = moment
-            if activity is not None:
-                reevaluate = True
-                new_subject = SubjectState(
-                    activity, new_subject.holds, new_subject.released_at, event.ts
-                )
-        if source.hold is not None:
-            hold = hold_id(source.table, event.key)
-            is_open = not deleting and image.get(source.hold.released_column) is None
-            if is_open and hold not in new_subject.holds:
-                new_subject = SubjectState(
-                    new_subject.activity,
-                    new_subject.holds | {hold},
-                    new_subject.released_at,
-                    event.ts,
-                )
-                reevaluate = True
-            elif not is_open and hold in new_subject.holds:
-                holds = new_subject.holds - {hold}
-                new_subject = SubjectState(
-                    new_subject.activity,
-                    holds,
-                    event.ts if not holds else new_subject.released_at,
-                    event.ts,
-                )
+        if plan.changes_subject:
+            changed_subject = _subject_change(plan.source, new_subject, image, event)
+            if changed_subject is not None:
+                new_subject = changed_subject
                 reevaluate = True
 
     if deleting or not plan.tracked:
@@ -676,7 +686,7 @@ def apply(
         upcoming = plan.upcoming(values, _NO_ACTIVITY, changed, issued)
         schedule = (plan.token, issued or None, values, changed, None, upcoming)
     new_row = build_row_state(
-        source.table, event.key, subject_key, values, changed, first_seen, issued, schedule
+        plan.table, event.key, subject_key, values, changed, first_seen, issued, schedule
     )
     if new_subject is not None and new_subject.holds:
         upcoming = None
@@ -763,7 +773,18 @@ def due(
     if subject is not None and subject.holds:
         return [], row, None
     plan = engine.plans[row.table]
-    upcoming = _upcoming(plan, row, subject)
+    schedule = row.schedule
+    if (
+        schedule is not None
+        and schedule[4] is None
+        and schedule[0] is plan.token
+        and schedule[2] is row.values
+        and schedule[3] == row.changed_at
+        and (schedule[1] is row.issued if row.issued else schedule[1] is None)
+    ):
+        upcoming = schedule[5]
+    else:
+        upcoming = _upcoming(plan, row, subject)
     if upcoming is None or upcoming > now:
         return [], row, upcoming
     activity = None

@@ -69,8 +69,7 @@ def _month_length(year: int, month: int) -> int:
     return _MONTH_DAYS[month - 1]
 
 
-def add_months(instant: Instant, months: int) -> Instant:
-    """`months` calendar months after `instant`, the day clamped to the month's end."""
+def _add_months_by_date(instant: Instant, months: int) -> Instant:
     days, rest = divmod(instant, US_PER_DAY)
     try:
         day = _from_ordinal(days + _EPOCH_ORDINAL)
@@ -81,6 +80,36 @@ def add_months(instant: Instant, months: int) -> Instant:
         return (date(year, month0 + 1, dom).toordinal() - _EPOCH_ORDINAL) * US_PER_DAY + rest
     except (ValueError, OverflowError):
         return MAX_INSTANT
+
+
+_TABLE_FIRST_YEAR = 1900
+_MONTH_STARTS: tuple[int, ...] = tuple(
+    date(year, month, 1).toordinal() - _EPOCH_ORDINAL
+    for year in range(_TABLE_FIRST_YEAR, 2601)
+    for month in range(1, 13)
+)
+"""Days since the epoch of the 1st of each month from 1900 to 2600 (an immutable table)."""
+_TABLE_BASE = _TABLE_FIRST_YEAR * 12
+_TABLE_LAST = len(_MONTH_STARTS) - 1
+
+
+def add_months(instant: Instant, months: int) -> Instant:
+    """`months` calendar months after `instant`, the day clamped to the month's end."""
+    days = instant // US_PER_DAY
+    try:
+        day = _from_ordinal(days + _EPOCH_ORDINAL)
+    except (ValueError, OverflowError):
+        return _add_months_by_date(instant, months)
+    index = day.year * 12 + day.month - 1 + months - _TABLE_BASE
+    if not 0 <= index < _TABLE_LAST:
+        return _add_months_by_date(instant, months)
+    start = _MONTH_STARTS[index]
+    dom = day.day
+    if dom > 28:
+        length = _MONTH_STARTS[index + 1] - start
+        if dom > length:
+            dom = length
+    return instant + (start + dom - 1 - days) * US_PER_DAY
 
 
 def add_period(instant: Instant, period: Period) -> Instant:

@@ -112,7 +112,7 @@ _DATES: Final = frozenset({"io.debezium.time.Date", "org.apache.kafka.connect.da
 _DECIMAL: Final = "org.apache.kafka.connect.data.Decimal"
 _VARIABLE_DECIMAL: Final = "io.debezium.data.VariableScaleDecimal"
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
-_OPS: Final = {op.value: op for op in Op}
+_OPS: Final = MappingProxyType({op.value: op for op in Op})
 
 
 class _Bad(Exception):

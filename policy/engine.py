@@ -1,15 +1,20 @@
 """The retention engine: pure steps over row and subject states.
 
+The policy is compiled once into an immutable `Engine` (`engine = Engine.compile(policy)`,
+at worker start or per `lethe simulate` run); nothing is cached at module level.
 A driver (the stream processor, or `lethe simulate`) keeps a row state per
 (subject, table, key), a subject state per subject, and a timer per row:
-- `apply(policy, row, subject, event)` folds one change event in and returns a
+- `apply(engine, row, subject, event)` folds one change event in and returns a
   `Step`: the new row state (None once the row is gone or not tracked), the new
   subject state, the row's next due instant, and whether the subject's other rows
   must be re-evaluated (its activity or its holds changed);
-- `due(policy, row, subject, now)` issues every stage due at or before `now` that
+- `due(engine, row, subject, now)` issues every stage due at or before `now` that
   was not issued yet (nothing while the subject is held) and returns the commands,
-  the new row state and the next due instant;
-- `next_due(policy, row, subject)` re-arms a row's timer after its subject changed.
+  the new row state and the next due instant (at once, without working the stages
+  out again, when the row state `apply` returned says its next due is later);
+- `next_due(engine, row, subject)` re-arms a row's timer after its subject changed;
+- `decode_record(engine.decoding, topic, key, value)` (in `policy.debezium`) turns a
+  Debezium record into the `ChangeEvent` that `apply` takes.
 
 How a row's stages are combined from its rules (one rule per purpose):
 - delete at the latest of the rules' delete dues, once every rule has a running

@@ -33,8 +33,7 @@ StateValue = str | int | float | bool | None
 
 PendingStage = tuple[Instant, int, str, tuple[str, ...], tuple[str, ...]]
 """(due, rank, stage id, purposes, fields): one stage of a row not issued yet; the rank
-(0 anonymise, 1 archive, 2 delete) says its action. Plain values only, so the garbage
-collector stops tracking the tuples of the many rows a driver keeps."""
+(0 anonymise, 1 archive, 2 delete) says its action."""
 Schedule = tuple[
     object,
     frozenset[str] | None,
@@ -207,7 +206,7 @@ class Command:
         return (self.issued_at, self.table, key_order(self.key), _ACTION_ORDER[self.action])
 
 
-_ACTION_ORDER: Final = {Action.ANONYMISE: 0, Action.ARCHIVE: 1, Action.DELETE: 2}
+_ACTION_ORDER: Final = MappingProxyType({Action.ANONYMISE: 0, Action.ARCHIVE: 1, Action.DELETE: 2})
 
 
 def key_order(key: Key) -> tuple[tuple[int, KeyValue], ...]:

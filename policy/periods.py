@@ -1,17 +1,15 @@
-"""ISO-8601 calendar periods and their arithmetic in UTC.
+"""ISO-8601 calendar periods.
 
-A period such as `P1Y`, `P15M`, `P180D` or `P1Y6M` is added field by field:
-years and months first, with the day clamped to the end of a shorter month
-(one year after 2024-02-29 is 2025-02-28; one month after 2025-01-31 is
-2025-02-28), then days and the time part.
+A period such as `P1Y`, `P15M`, `P180D` or `P1Y6M` is added field by field
+(`policy.instants.add_period`): years and months first, with the day clamped to
+the end of a shorter month (one year after 2024-02-29 is 2025-02-28; one month
+after 2025-01-31 is 2025-02-28), then days and the time part.
 """
 
 from __future__ import annotations
 
-import calendar
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 _PERIOD = re.compile(
     r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
@@ -71,17 +69,3 @@ class Period:
     def lower_bound_days(self) -> float:
         """The shortest this period can last, in days (a month counted as 28 days)."""
         return self.months * 28 + self.days + self.seconds / 86400
-
-    def after(self, instant: datetime) -> datetime:
-        """The instant this period after `instant`, in UTC calendar arithmetic."""
-        if self.months:
-            total = instant.year * 12 + (instant.month - 1) + self.months
-            year, month0 = divmod(total, 12)
-            last_day = calendar.monthrange(year, month0 + 1)[1]
-            instant = instant.replace(year=year, month=month0 + 1, day=min(instant.day, last_day))
-        if self.days or self.seconds:
-            instant = instant + timedelta(days=self.days, seconds=self.seconds)
-        return instant
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

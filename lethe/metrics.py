@@ -29,7 +29,8 @@ class WorkerMetrics:
     change_events: Counter
     """lethe_change_events_total{table,op}: change records seen, by kind."""
     dead_letters: Counter
-    """lethe_dead_letters_total{topic,reason}: records sent to lethe.deadletter."""
+    """lethe_dead_letters_total{topic,reason}: records sent to lethe.deadletter; reason is a
+    `policy.debezium.DecodeReason` code."""
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -42,7 +43,7 @@ class WorkerMetrics:
             change_events=Counter(
                 "lethe_change_events",
                 "Debezium change records processed, by table and operation "
-                "(c, u, d, r = snapshot read, t = truncate, tombstone).",
+                "(c, u, d, r = snapshot read, tombstone).",
                 ["table", "op"],
                 registry=registry,
             ),

@@ -37,13 +37,15 @@ def app(tmp_path: Path) -> Iterator[LetheApp]:
     yield app
 
 
+SECRET = "someone@example.org"
+
+
 def change(op: str, row_id: int) -> tuple[bytes, bytes]:
     key = orjson.dumps({"id": row_id})
-    after = None if op == "d" else {"id": row_id, "email": "someone@example.org"}
+    after = None if op == "d" else {"id": row_id, "email": SECRET}
     before = {"id": row_id} if op == "d" else None
-    value = orjson.dumps(
-        {"schema": {"type": "struct"}, "payload": {"op": op, "before": before, "after": after}}
-    )
+    payload = {"op": op, "before": before, "after": after, "source": {"ts_ms": 1_700_000_000_000}}
+    value = orjson.dumps({"schema": {"type": "struct"}, "payload": payload})
     return key, value
 
 
@@ -85,9 +87,9 @@ async def _bad_record_then_good_ones(app: LetheApp, caplog: pytest.LogCaptureFix
     assert dead.key == b'{"id": 8}'
     assert reader.empty(), "exactly one dead letter expected"
 
-    assert counted(app, "customers", "c") == 1
-    assert counted(app, "customers", "tombstone") == 1
-    assert counted(app, "customers", "u") == 1
+    assert counted(app, "public.customers", "c") == 1
+    assert counted(app, "public.customers", "tombstone") == 1
+    assert counted(app, "public.customers", "u") == 1
     assert (
         app.metrics.registry.get_sample_value(
             "lethe_dead_letters_total", {"topic": TOPIC, "reason": "not_json"}
@@ -96,9 +98,40 @@ async def _bad_record_then_good_ones(app: LetheApp, caplog: pytest.LogCaptureFix
     )
 
     lines = [r.getMessage() for r in caplog.records if r.name == "agents.change_counter"]
-    assert "change table=customers op=c key=id=7" in lines
-    assert "change table=customers op=u key=id=9" in lines
-    assert not any("someone@example.org" in line for line in lines)
+    assert "change table=public.customers op=c key=id=7" in lines
+    assert "change table=public.customers op=u key=id=9" in lines
+    assert not any(SECRET in line for line in lines)
+
+
+def test_a_record_the_engine_would_refuse_is_dead_lettered_with_its_code_and_no_value(
+    app: LetheApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.loop.run_until_complete(_refused_records(app, caplog))
+
+
+async def _refused_records(app: LetheApp, caplog: pytest.LogCaptureFixture) -> None:
+    deadletters: faust.ChannelT[bytes] = app.channel()
+    reader = deadletters.clone(is_iterator=True)
+    agent = change_counter.install(app, app.change_topic, deadletters)
+    caplog.set_level("INFO", logger="agents.change_counter")
+    key, value = change("c", 7)
+    no_time = orjson.dumps({"op": "c", "after": {"id": 7}})
+    email_op = orjson.dumps({"op": SECRET, "after": {"id": 7}, "source": {"ts_ms": 1}})
+
+    async with agent.test_context() as agent_under_test:
+        await agent_under_test.put(key=key, value=no_time)
+        await agent_under_test.put(key=key, value=email_op)
+        await agent_under_test.put(key=orjson.dumps(SECRET), value=value)
+
+    records = [orjson.loads((await reader.get(timeout=1.0)).value) for _ in range(3)]
+    assert [r["reason"] for r in records] == ["no_ts", "unknown_op", "bad_key"]
+    assert records[1]["detail"] == "the envelope's 'op' is a JSON string that is not c, u, d or r"
+    assert not any(SECRET in r["detail"] for r in records)
+    for reason in ("no_ts", "unknown_op", "bad_key"):
+        sample = {"topic": TOPIC, "reason": reason}
+        assert app.metrics.registry.get_sample_value("lethe_dead_letters_total", sample) == 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "agents.change_counter"]
+    assert not any(SECRET in line for line in logged)
 
 
 def test_tables_get_capped_rocksdb_options(tmp_path: Path) -> None:

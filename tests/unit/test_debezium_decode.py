@@ -12,6 +12,7 @@ import pytest
 from policy.debezium import (
     ChangeEvent,
     DecodeError,
+    DecodeReason,
     Op,
     Tombstone,
     decode_raw,
@@ -151,11 +152,24 @@ def test_delete_keeps_the_before_image(demo_engine: Engine):
     assert event.row == {"id": 3, "customer_id": 42}
 
 
-def test_source_ts_ms_is_the_fallback_clock(demo_engine: Engine):
-    envelope = {"op": "r", "after": {"id": 3}, "source": {"ts_ms": AT_MS}}
-    assert (
-        _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope)).ts == AT_MS * 1000
-    )
+def test_the_clock_is_source_ts_ms_when_the_change_happened_in_the_database(
+    demo_engine: Engine,
+):
+    later = AT_MS + 3_600_000  # the connector processed it an hour later
+    envelope = {"op": "r", "after": {"id": 3}, "ts_ms": later, "source": {"ts_ms": AT_MS}}
+    event = _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope))
+    assert event.ts_datetime == AT
+
+
+def test_without_source_ts_ms_the_envelope_ts_ms_is_the_clock(demo_engine: Engine):
+    envelope = {"op": "r", "after": {"id": 3}, "ts_ms": AT_MS, "source": {"table": "x"}}
+    event = _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope))
+    assert event.ts_datetime == AT
+
+
+def test_without_a_key_the_key_comes_from_the_decoded_row(demo_engine: Engine):
+    record = _wrapped({"id": 3}, [_field("id", "int64")])
+    assert _event(decode_record(demo_engine.decoding, TOPIC, None, record)).key == (("id", 3),)
 
 
 def test_decode_raw_bytes(demo_engine: Engine):
@@ -170,28 +184,68 @@ SECRET = "ada.lovelace@example.org"
 
 
 @pytest.mark.parametrize(
-    ("topic", "key", "value", "says"),
+    ("topic", "key", "value", "code", "says"),
     [
-        ("hosting.public.nope", {"id": 1}, _envelope({"id": 1}), "not a source"),
-        (None, {"id": 1}, _envelope({"id": 1}), "topic"),
-        (TOPIC, {"id": 1}, [SECRET], "not a Debezium change envelope"),
-        (TOPIC, {"id": 1}, _envelope({"id": 1}, op="x"), "'op'"),
-        (TOPIC, {"id": 1}, _envelope({"id": 1}, op="t"), "truncate"),
-        (TOPIC, {"id": 1}, _envelope(None), "without an 'after' row"),
-        (TOPIC, {"id": 1}, {"op": "c", "after": {"id": 1}}, "ts_ms"),
-        (TOPIC, {"nope": 1}, _envelope({"id": 1}), "no column 'id'"),
-        (TOPIC, {"id": 1}, _envelope({"id": 1, "revoked_at": SECRET}), "'revoked_at'"),
-        (TOPIC, {"id": 1}, _envelope({"id": 1, "revoked_at": True}), "'revoked_at'"),
-        (TOPIC, {"id": 1}, _envelope({"id": 1, "expires_on": SECRET}), "'expires_on'"),
-        (TOPIC, {"id": 1}, _envelope({"id": 1, "keep_for_purchases": "yes"}), "true or false"),
-        (TOPIC, {"id": 1}, _envelope({"id": 1, "customer_id": SECRET}), "an integer"),
-        (TOPIC, {"id": 1}, _envelope({"id": 1, "expires_on": 10**9}), "out of range"),
+        ("hosting.public.nope", {"id": 1}, _envelope({"id": 1}), "unknown_table", "not a source"),
+        ("nope", {"id": 1}, _envelope({"id": 1}), "bad_topic", "<prefix>.<schema>.<table>"),
+        (None, {"id": 1}, _envelope({"id": 1}), "bad_topic", "topic"),
+        (TOPIC, {"id": 1}, [SECRET], "not_an_object", "not a Debezium change envelope"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1}, op="x"), "unknown_op", "'op'"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1}, op=SECRET), "unknown_op", "JSON string"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1}, op="t"), "truncate", "truncate"),
+        (TOPIC, {"id": 1}, _envelope(None), "bad_shape", "without an 'after' row"),
+        (TOPIC, {"id": 1}, {"op": "c", "after": {"id": 1}}, "no_ts", "ts_ms"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1}, ts_ms=SECRET), "no_ts", "'ts_ms' is a JSON string"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1}, ts_ms=300_000_000_000_000), "ts_out_of_range",
+         "ts_ms' is out of range"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1}, ts_ms=-(2**50)), "ts_out_of_range",
+         "out of range"),
+        (TOPIC, {"nope": 1}, _envelope({"id": 1}), "bad_key", "no column 'id'"),
+        (TOPIC, SECRET, _envelope({"id": 1}), "bad_key", "the key is a JSON string"),
+        (TOPIC, {"id": SECRET}, _envelope({"id": 1}), "bad_value", "'id'"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1, "revoked_at": SECRET}), "bad_value", "'revoked_at'"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1, "revoked_at": True}), "bad_value", "'revoked_at'"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1, "expires_on": SECRET}), "bad_value",
+         "'expires_on'"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1, "keep_for_purchases": "yes"}), "bad_value",
+         "true or false"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1, "customer_id": SECRET}), "bad_value",
+         "an integer"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1, "expires_on": 10**9}), "value_out_of_range",
+         "out of range"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1, "revoked_at": 2**62}), "value_out_of_range",
+         "'revoked_at' is out of range"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1, "revoked_at": "9999-12-31T23:00:00-05:00"}),
+         "value_out_of_range", "years 0001-9999"),
+        (TOPIC, {"id": 1}, _envelope({"id": 1, "revoked_at": "0001-01-01T00:30:00+01:00"}),
+         "value_out_of_range", "years 0001-9999"),
     ],
-)
-def test_bad_records_are_errors_that_never_quote_values(
-    demo_engine: Engine, topic: object, key: object, value: object, says: str
+)  # fmt: skip
+def test_bad_records_are_errors_with_a_code_that_never_quote_values(
+    demo_engine: Engine, topic: object, key: object, value: object, code: str, says: str
 ):
     result = decode_record(demo_engine.decoding, topic, key, value)
     assert isinstance(result, DecodeError)
-    assert says in result.reason
-    assert SECRET not in result.reason
+    assert result.code is DecodeReason(code)
+    assert says in result.detail
+    assert SECRET not in result.detail
+
+
+@pytest.mark.parametrize("ts_ms", [300_000_000_000_000, -(2**50)])
+def test_simulate_skips_a_change_time_out_of_range_and_goes_on(demo_engine: Engine, ts_ms: int):
+    from policy.simulation import simulate
+
+    def line(ts: int, row_id: int) -> str:
+        value = {"op": "c", "ts_ms": ts, "after": {"id": row_id, "handled_at": 1704067200000000}}
+        return orjson.dumps(
+            {"topic": "hosting.public.info_requests", "key": {"id": row_id}, "value": value}
+        ).decode()
+
+    result = simulate(demo_engine, [line(ts_ms, 1), line(AT_MS, 2)], None)
+    assert [(error.line, error.message) for error in result.errors] == [
+        (
+            1,
+            "'ts_ms' is out of range: not an instant of the years 0001-9999 in milliseconds",
+        )
+    ]
+    assert result.events == 1

@@ -35,9 +35,9 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lethe.policy_file import load_policy  # noqa: E402
 from policy.debezium import ChangeEvent, decode_raw  # noqa: E402
 from policy.engine import Engine, apply, due  # noqa: E402
-from policy.loader import load_policy_text  # noqa: E402
 from policy.simulation import Simulator  # noqa: E402
 
 # share of each table in the stream (a hosting provider: logs, tickets and billing dominate)
@@ -242,7 +242,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.pin is not None:
         os.sched_setaffinity(0, {args.pin})
-    policy = load_policy_text((ROOT / "config" / "policy.yaml").read_text(), "config/policy.yaml")
+    policy = load_policy(ROOT / "config" / "policy.yaml")
     engine = Engine.compile(policy)
     records = generate(args.events)
     events = []

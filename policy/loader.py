@@ -100,18 +100,12 @@ class PolicyInvalid(ValueError):
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
-def load_policy_text(
-    text: str, filename: str = "policy.yaml", schema: Mapping[str, Any] | None = None
-) -> Policy:
+def load_policy_text(text: str, filename: str, schema: Mapping[str, Any]) -> Policy:
     """Build the policy from the text of a policy file; raise PolicyInvalid listing every error.
 
-    `schema` is the policy JSON Schema; scripts and tests that omit it get the packaged one
-    through `lethe.policy_file.policy_schema()` (the core itself reads no file).
+    `schema` is the policy JSON Schema (`lethe.policy_file.policy_schema()` reads the shipped
+    one; the core reads no file).
     """
-    if schema is None:
-        from lethe.policy_file import policy_schema  # the I/O stays outside the core
-
-        schema = policy_schema()
     result = parse_policy(text, filename, schema)
     if isinstance(result, Policy):
         return result

@@ -26,14 +26,14 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from policy.loader import load_policy_text  # noqa: E402
+from lethe.policy_file import load_policy  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STREAM = HERE / "hosting-6y.jsonl"
 COMMANDS = HERE / "hosting-6y.commands.jsonl"
 UNTIL = "2026-01-01T00:00:00Z"
 WRAPPED = {"customers", "payment_methods", "support_tickets", "legal_holds"}
-POLICY = load_policy_text((ROOT / "config" / "policy.yaml").read_text(), "config/policy.yaml")
+POLICY = load_policy(ROOT / "config" / "policy.yaml")
 SCHEMA_TYPES = {
     "bigint": ("int64", None),
     "integer": ("int32", None),

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from lethe.policy_file import policy_schema
 from policy.engine import Engine
 from policy.loader import load_policy_text
 from policy.model import Policy
@@ -27,7 +28,7 @@ def load_demo_policy(text: str | None = None) -> Policy:
     """The shipped `config/policy.yaml` (or a edited copy of its text)."""
     if text is None:
         text = DEMO_POLICY.read_text(encoding="utf-8")
-    return load_policy_text(text, str(DEMO_POLICY))
+    return load_policy_text(text, str(DEMO_POLICY), policy_schema())
 
 
 @pytest.fixture(scope="session")

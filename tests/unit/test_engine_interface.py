@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from lethe.policy_file import policy_schema
 from policy.anonymise import anonymise_value, anonymised_fields
 from policy.debezium import ChangeEvent, Op
 from policy.engine import Engine, apply, due, next_due
@@ -161,7 +162,7 @@ sources:
 
 @pytest.fixture(scope="module")
 def small_policy() -> Policy:
-    return load_policy_text(SMALL, "small.yaml")
+    return load_policy_text(SMALL, "small.yaml", policy_schema())
 
 
 def test_several_rules_anonymise_fields_of_ended_purposes_early(small_policy: Policy):

@@ -317,7 +317,9 @@ EXPECTED_STAGES: dict[str, tuple[Stage, ...]] = {
 
 @pytest.fixture(scope="module")
 def shipped() -> Policy:
-    return load_policy_text(SHIPPED.read_text(encoding="utf-8"), "config/policy.yaml")
+    return load_policy_text(
+        SHIPPED.read_text(encoding="utf-8"), "config/policy.yaml", policy_schema()
+    )
 
 
 def test_shipped_policy_has_every_demo_table_with_its_exact_columns(shipped: Policy) -> None:
@@ -482,7 +484,7 @@ def assert_one_error(text: str, *words: str) -> PolicyError:
 
 
 def test_the_test_base_policy_is_valid() -> None:
-    policy = load_policy_text(HEADER + ORDERS_HEAD + GOOD_RULES, "p.yaml")
+    policy = load_policy_text(HEADER + ORDERS_HEAD + GOOD_RULES, "p.yaml", policy_schema())
     assert policy.sources["public.orders"].topic == "shop.public.orders"
 
 
@@ -662,7 +664,7 @@ def test_subject_none_is_accepted_and_means_no_subject() -> None:
     head = ORDERS_HEAD.replace(
         "    subject: [{kind: customer, column: customer_id}]\n", "    subject: none\n"
     )
-    policy = load_policy_text(HEADER + head + GOOD_RULES, "p.yaml")
+    policy = load_policy_text(HEADER + head + GOOD_RULES, "p.yaml", policy_schema())
     assert policy.sources["public.orders"].subject == ()
 
 
@@ -732,7 +734,7 @@ def test_instant_column_that_is_not_temporal() -> None:
 
 def test_a_date_column_is_an_instant() -> None:
     text = HEADER + ORDERS_HEAD + GOOD_RULES.replace("from: ordered_at", "from: due_on")
-    policy = load_policy_text(text, "p.yaml")
+    policy = load_policy_text(text, "p.yaml", policy_schema())
     (stage,) = policy.sources["public.orders"].rules[0].stages
     assert stage.due == After(ColumnInstant("due_on"), Period.parse("P10Y"))
 
@@ -757,7 +759,7 @@ def test_bucket_on_a_number_and_coarsen_on_a_date_are_accepted() -> None:
         + "    anonymise: {amount_cents: {bucket: 1000}, due_on: {coarsen: year}}\n"
         + GOOD_RULES
     )
-    policy = load_policy_text(text, "p.yaml")
+    policy = load_policy_text(text, "p.yaml", policy_schema())
     assert policy.sources["public.orders"].anonymise == (
         FieldAnonymisation("amount_cents", Bucket(1000)),
         FieldAnonymisation("due_on", Coarsen(TimeUnit.YEAR)),
@@ -965,7 +967,7 @@ def test_several_errors_are_all_reported_in_line_order() -> None:
 def test_load_policy_text_raises_with_every_error() -> None:
     text = HEADER + ORDERS_HEAD.replace("ordered_at: timestamptz", "ordered_at: time") + GOOD_RULES
     with pytest.raises(PolicyInvalid) as raised:
-        load_policy_text(text, "p.yaml")
+        load_policy_text(text, "p.yaml", policy_schema())
     assert raised.value.errors
     assert all(e.file == "p.yaml" for e in raised.value.errors)
     assert str(raised.value).startswith("p.yaml:")
@@ -986,7 +988,7 @@ def test_parameter_value_overrides_its_default(value: str) -> None:
         + ORDERS_HEAD
         + GOOD_RULES
     )
-    policy = load_policy_text(text, "p.yaml")
+    policy = load_policy_text(text, "p.yaml", policy_schema())
     assert policy.period(PeriodRef("grace")) == Period.parse(value)
     assert policy.parameters["grace"].default == Period.parse("P1Y")
 

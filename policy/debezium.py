@@ -262,23 +262,26 @@ def parse_record(topic: object, key: object, value: object) -> Record | DecodeEr
 
 
 def _parse_json(key: bytes | None, value: bytes | None) -> tuple[object, object] | DecodeError:
-    try:
-        parsed_key = orjson.loads(key) if key is not None else None
-    except orjson.JSONDecodeError as exc:
-        return DecodeError(
-            f"the record key is not JSON (at byte {exc.pos}); is the topic written by "
-            "JsonConverter?",
-            DecodeReason.BAD_KEY,
-        )
-    try:
-        parsed_value = orjson.loads(value) if value is not None else None
-    except orjson.JSONDecodeError as exc:
-        return DecodeError(
-            f"the record value is not JSON (at byte {exc.pos}); is the topic written by "
-            "JsonConverter?",
-            DecodeReason.NOT_JSON,
-        )
+    parsed_key = _loads(key, "key", DecodeReason.BAD_KEY)
+    if isinstance(parsed_key, DecodeError):
+        return parsed_key
+    parsed_value = _loads(value, "value", DecodeReason.NOT_JSON)
+    if isinstance(parsed_value, DecodeError):
+        return parsed_value
     return parsed_key, parsed_value
+
+
+def _loads(raw: bytes | None, which: str, code: DecodeReason) -> object:
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return DecodeError(
+            f"the record {which} is not JSON (at byte {exc.pos}); is the topic written by "
+            "JsonConverter?",
+            code,
+        )
 
 
 def _structure(topic: object, key: object, value: object) -> Record:

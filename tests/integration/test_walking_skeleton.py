@@ -52,6 +52,8 @@ APP_ID_PREFIX = "lethe-it-skeleton-"
 the group, the app's internal topics and the run's own topics are deleted afterwards."""
 DEADLETTER_TOPIC = "lethe.deadletter"
 TABLE = "info_requests"
+TABLE_LABEL = f"public.{TABLE}"
+"""How the worker names the table in its log lines and metric labels (as in commands)."""
 TIMEOUT_S = 120.0
 TOMBSTONE = "tombstone"
 """The op label the worker logs and counts for Debezium's null-value record after a delete."""
@@ -283,7 +285,9 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
     key = f"id={row_id}"
 
     def seen_in_order() -> bool | None:
-        ops = [op for table, op, k in logged_changes(worker.log()) if (table, k) == (TABLE, key)]
+        ops = [
+            op for table, op, k in logged_changes(worker.log()) if (table, k) == (TABLE_LABEL, key)
+        ]
         return True if ops == ["c", "u", "d", TOMBSTONE] else None
 
     wait_for(
@@ -298,8 +302,11 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
         if metrics is None:
             return None
         for op in ("c", "u", "d", TOMBSTONE):
-            sample = ("lethe_change_events_total", frozenset({("table", TABLE), ("op", op)}))
-            logged = sum(1 for table, o, _ in changes if (table, o) == (TABLE, op))
+            sample = (
+                "lethe_change_events_total",
+                frozenset({("table", TABLE_LABEL), ("op", op)}),
+            )
+            logged = sum(1 for table, o, _ in changes if (table, o) == (TABLE_LABEL, op))
             if logged == 0 or metrics.get(sample, 0) != logged:
                 return None
         dead = (
@@ -338,9 +345,11 @@ def test_worker_follows_a_change_topic_created_after_start(worker: WorkerProcess
     settings = Settings.from_env()
     topic = new_topic_name(worker.app_id)
     ensure_topic(settings, topic)
-    value = orjson.dumps({"op": "c", "before": None, "after": {"id": 4242}})
+    value = orjson.dumps(
+        {"op": "c", "before": None, "after": {"id": 4242}, "source": {"ts_ms": 1_700_000_000_000}}
+    )
     produce(settings, topic, orjson.dumps({"id": 4242}), value)
-    table = topic.rsplit(".", 1)[-1]
+    table = topic.split(".", 1)[-1]  # public.<table>
     wait_for(
         f"the worker to subscribe to {topic} (timer + Faust's 45 s resubscribe delay)",
         lambda: True if (table, "c", "id=4242") in logged_changes(worker.log()) else None,

@@ -15,7 +15,7 @@ code: the `reason` label of `lethe_dead_letters_total` and the dead letter's `re
 (values may be personal data).
 
 What the structure must be (a record that fails is rejected with the reason in brackets):
-- the topic is `<prefix>.<schema>.<table>` [bad_topic];
+- the topic is `<prefix>.<schema>.<table>` (the prefix may hold dots) [bad_topic];
 - key and value are JSON [not_json], with or without JsonConverter's `{"schema": ...,
   "payload": ...}` wrapper; the key is null or an object of key columns [bad_key];
 - a null value (or null payload) is a tombstone, and needs a key [bad_key];
@@ -60,7 +60,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Final, TypeGuard
+from typing import Any, Final, NamedTuple, TypeGuard
 
 import orjson
 
@@ -137,13 +137,13 @@ class DecodeError:
         return self.detail
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """A record whose structure `parse_record` checked; column values not decoded yet.
 
     `table` is `<schema>.<table>` of the topic (`public.orders`); `op` is None for a
     tombstone (then `ts`, `before` and `after` are None too); `key` is the key object,
     None when the record has none; `ts` is the time of the change (see the module).
+    A named tuple: one is made per record on the engine's path, and tuples are cheap.
     """
 
     table: str
@@ -251,8 +251,13 @@ def parse_raw(topic: object, key: bytes | None, value: bytes | None) -> Record |
 
 def parse_record(topic: object, key: object, value: object) -> Record | DecodeError:
     """Check the structure of one record (key and value as parsed JSON); never raises."""
+    return _parse(topic, None, key, value)
+
+
+def _parse(topic: object, table: str | None, key: object, value: object) -> Record | DecodeError:
+    """`parse_record`; `table` is the topic's table when the caller knows it already."""
     try:
-        return _structure(topic, key, value)
+        return _structure(_table_of_topic(topic) if table is None else table, key, value)
     except _Bad as bad:
         return DecodeError(bad.detail, bad.code)
     except Exception as exc:  # errors as data: a decoder bug must not stop the stream
@@ -262,30 +267,26 @@ def parse_record(topic: object, key: object, value: object) -> Record | DecodeEr
 
 
 def _parse_json(key: bytes | None, value: bytes | None) -> tuple[object, object] | DecodeError:
-    parsed_key = _loads(key, "key", DecodeReason.BAD_KEY)
-    if isinstance(parsed_key, DecodeError):
-        return parsed_key
-    parsed_value = _loads(value, "value", DecodeReason.NOT_JSON)
-    if isinstance(parsed_value, DecodeError):
-        return parsed_value
+    try:
+        parsed_key = orjson.loads(key) if key is not None else None
+    except orjson.JSONDecodeError as exc:
+        return _not_json("key", exc, DecodeReason.BAD_KEY)
+    try:
+        parsed_value = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError as exc:
+        return _not_json("value", exc, DecodeReason.NOT_JSON)
     return parsed_key, parsed_value
 
 
-def _loads(raw: bytes | None, which: str, code: DecodeReason) -> object:
-    if raw is None:
-        return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return DecodeError(
-            f"the record {which} is not JSON (at byte {exc.pos}); is the topic written by "
-            "JsonConverter?",
-            code,
-        )
+def _not_json(which: str, exc: orjson.JSONDecodeError, code: DecodeReason) -> DecodeError:
+    return DecodeError(
+        f"the record {which} is not JSON (at byte {exc.pos}); is the topic written by "
+        "JsonConverter?",
+        code,
+    )
 
 
-def _structure(topic: object, key: object, value: object) -> Record:
-    table = _table_of_topic(topic)
+def _structure(table: str, key: object, value: object) -> Record:
     key_payload, key_schema = unwrap(key)
     if key_payload is not None:
         if not isinstance(key_payload, dict):
@@ -305,9 +306,16 @@ def _structure(topic: object, key: object, value: object) -> Record:
             DecodeReason.NOT_AN_OBJECT,
             f"the value is a JSON {_json_type(payload)}, not a Debezium change envelope",
         )
-    op = _op(payload)
-    before = _image(payload, "before")
-    after = _image(payload, "after")
+    raw_op = payload.get("op")
+    op = _OPS.get(raw_op) if type(raw_op) is str else None
+    if op is None:
+        raise _bad_op(raw_op)
+    before = payload.get("before")
+    if before is not None and type(before) is not dict:
+        raise _bad_image("before", before)
+    after = payload.get("after")
+    if after is not None and type(after) is not dict:
+        raise _bad_image("after", after)
     if op is Op.DELETE:
         if before is None and key_payload is None:
             raise _Bad(DecodeReason.BAD_SHAPE, "op d without a key and without a 'before' row")
@@ -319,43 +327,40 @@ def _structure(topic: object, key: object, value: object) -> Record:
 def _table_of_topic(topic: object) -> str:
     if not isinstance(topic, str):
         raise _Bad(DecodeReason.BAD_TOPIC, "the record has no topic string")
-    parts = topic.split(".")
+    parts = topic.rsplit(".", 2)  # Debezium's topic.prefix may itself hold dots
     if len(parts) != 3 or not all(parts):
         raise _Bad(DecodeReason.BAD_TOPIC, _TOPIC_SHAPE)
     return parts[1] + "." + parts[2]
 
 
-def _op(payload: Mapping[str, object]) -> Op:
-    raw = payload.get("op")
-    op = _OPS.get(raw) if isinstance(raw, str) else None
-    if op is not None:
-        return op
+def _bad_op(raw: object) -> _Bad:
     if raw is None:
-        raise _Bad(DecodeReason.NO_OP, "the envelope has no 'op'; expected c, u, d or r")
+        return _Bad(DecodeReason.NO_OP, "the envelope has no 'op'; expected c, u, d or r")
     if raw == "t":
-        raise _Bad(
+        return _Bad(
             DecodeReason.TRUNCATE,
             "op t (truncate) removes rows without a change per row, which retention cannot "
             "follow; keep t in the source connector's skipped.operations (its default)",
         )
-    raise _Bad(
+    return _Bad(
         DecodeReason.UNKNOWN_OP,
         f"the envelope's 'op' is a JSON {_json_type(raw)} that is not c, u, d or r",
     )
 
 
-def _image(payload: Mapping[str, object], which: str) -> Image | None:
-    image = payload.get(which)
-    if image is None or isinstance(image, dict):
-        return image
-    raise _Bad(DecodeReason.BAD_SHAPE, f"'{which}' is a JSON {_json_type(image)}, not a row object")
+def _bad_image(which: str, image: object) -> _Bad:
+    return _Bad(
+        DecodeReason.BAD_SHAPE, f"'{which}' is a JSON {_json_type(image)}, not a row object"
+    )
 
 
 def _change_ts(payload: Mapping[str, object]) -> Instant:
     """`source.ts_ms`, else the envelope's `ts_ms`, as an instant (see the module docstring)."""
     source = payload.get("source")
+    ts = source.get("ts_ms") if type(source) is dict else None
+    if type(ts) is int and _MIN_TS_MS <= ts <= _MAX_TS_MS:
+        return ts * 1000
     field = "source.ts_ms"
-    ts = source.get("ts_ms") if isinstance(source, dict) else None
     if ts is None:
         field = "ts_ms"
         ts = payload.get("ts_ms")
@@ -416,10 +421,10 @@ def decode_record(
     decoding: Decoding, topic: object, key: object, value: object
 ) -> ChangeEvent | Tombstone | DecodeError:
     """Check the structure (`parse_record`), then decode the values by the policy; never raises."""
-    record = parse_record(topic, key, value)
+    decoder = decoding.topics.get(topic) if type(topic) is str else None
+    record = _parse(topic, None if decoder is None else decoder.table, key, value)
     if isinstance(record, DecodeError):
         return record
-    decoder = decoding.topics.get(topic) if isinstance(topic, str) else None
     if decoder is None:
         return DecodeError(
             f"the topic's table is not a source of policy {decoding.policy_name!r}; declare "
@@ -675,7 +680,7 @@ def _boolean(column: str, raw: object) -> Value:
 
 
 def _integer(column: str, raw: object) -> Value:
-    if _is_int(raw):
+    if type(raw) is int or _is_int(raw):
         return raw
     raise _expected(column, "an integer", None, raw)
 

@@ -7,6 +7,8 @@ parser, so for the structure of a record they must agree: same accept, same reas
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -19,6 +21,7 @@ from policy.debezium import (
     parse_raw,
 )
 from policy.engine import Engine
+from policy.model import Policy
 
 TOPIC = "hosting.public.customers"
 KEY = orjson.dumps({"id": 42})
@@ -213,3 +216,16 @@ def test_topic_that_is_not_prefix_schema_table_is_refused() -> None:
     outcome = parse_raw("customers", KEY, orjson.dumps(envelope("c", after=ROW)))
     assert isinstance(outcome, DecodeError)
     assert outcome.code is DecodeReason.BAD_TOPIC
+
+
+def test_a_topic_prefix_with_dots_names_the_same_table_for_agent_and_engine(
+    demo_policy: Policy,
+) -> None:
+    prefixed = {f"acme.hosting.{s.table}": s for s in demo_policy.sources.values()}
+    engine = Engine.compile(replace(demo_policy, sources_by_topic=prefixed))
+    topic, value = "acme.hosting.public.customers", orjson.dumps(envelope("c", after={"id": 42}))
+    record = parse_raw(topic, KEY, value)
+    decoded = decode_raw(engine.decoding, topic, KEY, value)
+    assert isinstance(record, Record)
+    assert not isinstance(decoded, DecodeError), decoded
+    assert record.table == decoded.table == "public.customers"

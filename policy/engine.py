@@ -4,10 +4,15 @@ The policy is compiled once into an immutable `Engine` (`engine = Engine.compile
 at worker start or per `lethe simulate` run); nothing is cached at module level.
 A driver (the stream processor, or `lethe simulate`) keeps a row state per
 (subject, table, key), a subject state per subject, and a timer per row:
-- `apply(engine, row, subject, event)` folds one change event in and returns a
+- `apply(engine, row, subject, event, left)` folds one change event in and returns a
   `Step`: the new row state (None once the row is gone or not tracked), the new
   subject state, the row's next due instant, and whether the subject's other rows
-  must be re-evaluated (its activity or its holds changed);
+  must be re-evaluated (its activity or its holds changed). When the event moves the
+  row to another subject (a hold moved to another customer, a contact that gained a
+  customer id, a survey whose customer id was emptied), `left` is the state of the
+  subject the row leaves: the Step names it (`left_subject`, so the driver deletes the
+  row's old key), gives its new state (a hold the row was is released there at the
+  event's time) and says whether its rows must be re-evaluated (`reevaluate_left`);
 - `due(engine, row, subject, now)` issues every stage due at or before `now` that
   was not issued yet (nothing while the subject is held) and returns the commands,
   the new row state and the next due instant (at once, without working the stages
@@ -25,9 +30,13 @@ How a row's stages are combined from its rules (one rule per purpose):
   rules `needs` (and no clock reads) are anonymised then, naming the ended purposes;
 - once a stage is issued it is never issued again for that row; when the delete
   is issued together with earlier stages (an overdue row), those are dropped.
-`issued_at` is the due time, or the later time the engine learnt the stage was
-due: the row's last change (first sighting of an overdue row, an update that moved
-the clock into the past) or the subject's last change (release of its last hold).
+"At once" (`at_once`) is the instant its condition (the `when` around it) first
+became true for the row, kept in the row state while the condition holds: later
+updates do not move it. A command's `issued_at` is max(its due, `now`): the time the
+enforcer sends it. A driver calls `due` when a row's timer fires (now = the due
+time), right after the event that made a stage due (first sight of an overdue row,
+an update that moved a clock into the past) and after the release of a subject's
+last hold (now = that event's time).
 """
 
 from __future__ import annotations
@@ -86,7 +95,7 @@ __all__ = [
 
 Values = Mapping[str, StateValue]
 Activity = Mapping[str, Instant]
-ClockFn = Callable[[Values, Activity, Instant], Instant | None]
+ClockFn = Callable[[Values, Activity], Instant | None]
 ConditionFn = Callable[[Values], bool]
 
 _NO_ACTIVITY: Final[Mapping[str, Instant]] = MappingProxyType({})
@@ -102,6 +111,8 @@ _DELETE_RANK: Final = 2
 _ACTION_OF_RANK: Final = (Action.ANONYMISE, Action.ARCHIVE, Action.DELETE)
 
 ARCHIVE_STAGE: Final = "archive"
+AT_ONCE_PREFIX: Final = "@"
+"""Row values under `@<n>` (never a column name) keep since when an `at_once` condition holds."""
 DELETE_STAGE: Final = "delete"
 
 
@@ -119,16 +130,23 @@ class Step:
     """The subject's activity or holds changed: re-arm its other rows with `next_due`."""
     subject_key: str | None
     """The subject the row belongs to now (`customer:42`), or None."""
+    left_subject: str | None = None
+    """The subject the row belonged to before this event, when the event moved it to
+    another one (or to none): the driver deletes the row's state under that subject."""
+    left_state: SubjectState | None = None
+    """The new state of `left_subject` (a hold the row was is released there)."""
+    reevaluate_left: bool = False
+    """`left_subject`'s holds changed: re-arm its rows with `next_due`."""
 
 
 # --- compiled policy -----------------------------------------------------------------------
 
 Pending = PendingStage
-StagesFn = Callable[
-    [Values, Activity, Instant, frozenset[str]], tuple[tuple[Pending, ...], Instant | None]
-]
-"""(values, activity, change time, issued) -> (stages not issued yet, the earliest due)."""
-UpcomingFn = Callable[[Values, Activity, Instant, frozenset[str]], Instant | None]
+StagesFn = Callable[[Values, Activity, frozenset[str]], tuple[tuple[Pending, ...], Instant | None]]
+"""(values, activity, issued) -> (stages not issued yet, the earliest due)."""
+UpcomingFn = Callable[[Values, Activity, frozenset[str]], Instant | None]
+Guard = tuple[tuple[Condition, bool], ...]
+"""The conditions (and whether each must hold or not) of the `when`s around an `at_once`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +184,8 @@ class SourcePlan:
     """The row's stages not issued yet, and the earliest of their dues."""
     upcoming: UpcomingFn
     """Only the earliest due of those stages (what `apply` needs), without building them."""
+    at_once: tuple[tuple[str, ConditionFn], ...]
+    """Per `at_once` condition: the values key (`@0`) that keeps since when it holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +211,13 @@ class Engine:
 def _plan_source(policy: Policy, source: Source) -> SourcePlan:
     reads: dict[str, None] = {}
     rules: list[_RuleClocks] = []
+    slots: dict[Guard, str] = {}
     for rule in source.rules:
         archive = delete = None
         anonymise: list[tuple[str, ClockFn, tuple[str, ...]]] = []
         for index, stage in enumerate(rule.stages):
             _collect_reads(stage.due, reads)
-            fn = _compile_clock(policy, stage.due)
+            fn = _compile_clock(policy, stage.due, (), slots)
             if stage.action is Action.ARCHIVE and archive is None:
                 archive = fn
             elif stage.action is Action.DELETE and delete is None:
@@ -231,11 +252,24 @@ def _plan_source(policy: Policy, source: Source) -> SourcePlan:
         subject_ways=tuple((way.column, way.kind + ":", way.lower) for way in source.subject),
         stages=stages,
         upcoming=_compile_upcoming(compiled, stages),
+        at_once=tuple((key, _compile_guard(guard)) for guard, key in slots.items()),
     )
 
 
+def _compile_guard(guard: Guard) -> ConditionFn:
+    if not guard:
+        return _always
+    return _compile_condition(
+        AllOf(tuple(condition if holds else Not(condition) for condition, holds in guard))
+    )
+
+
+def _always(values: Values) -> bool:
+    return True
+
+
 def _no_stages(
-    values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
+    values: Values, activity: Activity, issued: frozenset[str]
 ) -> tuple[tuple[Pending, ...], Instant | None]:
     return (), None
 
@@ -253,16 +287,16 @@ def _compile_stages(
         return _single_rule_stages(rules[0], purposes)
 
     def stages(
-        values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
+        values: Values, activity: Activity, issued: frozenset[str]
     ) -> tuple[tuple[Pending, ...], Instant | None]:
         if DELETE_STAGE in issued:
             return (), None
         pending: list[Pending] = []
         if len(rules) == 1:
             rule = rules[0]
-            delete = rule.delete(values, activity, changed) if rule.delete is not None else None
+            delete = rule.delete(values, activity) if rule.delete is not None else None
             archive = (
-                rule.archive(values, activity, changed)
+                rule.archive(values, activity)
                 if rule.archive is not None and ARCHIVE_STAGE not in issued
                 else None
             )
@@ -270,8 +304,8 @@ def _compile_stages(
             dues = [
                 (
                     r,
-                    r.archive(values, activity, changed) if r.archive is not None else None,
-                    r.delete(values, activity, changed) if r.delete is not None else None,
+                    r.archive(values, activity) if r.archive is not None else None,
+                    r.delete(values, activity) if r.delete is not None else None,
                 )
                 for r in rules
             ]
@@ -289,7 +323,7 @@ def _compile_stages(
             for stage_id, clock, fields in rule.anonymise:
                 if stage_id in issued:
                     continue
-                at = clock(values, activity, changed)
+                at = clock(values, activity)
                 if at is not None and (delete is None or at < delete):
                     pending.append((at, _ANONYMISE_RANK, stage_id, (rule.purpose,), fields))
         if not pending:
@@ -302,10 +336,8 @@ def _compile_stages(
 def _compile_upcoming(rules: tuple[_RuleClocks, ...], stages: StagesFn) -> UpcomingFn:
     if len(rules) != 1 or rules[0].anonymise:
 
-        def earliest(
-            values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
-        ) -> Instant | None:
-            return stages(values, activity, changed, issued)[1]
+        def earliest(values: Values, activity: Activity, issued: frozenset[str]) -> Instant | None:
+            return stages(values, activity, issued)[1]
 
         return earliest
     rule = rules[0]
@@ -313,14 +345,14 @@ def _compile_upcoming(rules: tuple[_RuleClocks, ...], stages: StagesFn) -> Upcom
     archive_fn = rule.archive
 
     def single_rule_upcoming(
-        values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
+        values: Values, activity: Activity, issued: frozenset[str]
     ) -> Instant | None:
         if DELETE_STAGE in issued:
             return None
-        delete = delete_fn(values, activity, changed)
+        delete = delete_fn(values, activity)
         if archive_fn is None or ARCHIVE_STAGE in issued:
             return delete
-        archive = archive_fn(values, activity, changed)
+        archive = archive_fn(values, activity)
         if delete is None or (archive is not None and archive < delete):
             return archive
         return delete
@@ -334,13 +366,13 @@ def _single_rule_stages(rule: _RuleClocks, purposes: tuple[str, ...]) -> StagesF
     archive_fn = rule.archive
 
     def single_rule(
-        values: Values, activity: Activity, changed: Instant, issued: frozenset[str]
+        values: Values, activity: Activity, issued: frozenset[str]
     ) -> tuple[tuple[Pending, ...], Instant | None]:
         if DELETE_STAGE in issued:
             return (), None
-        delete = delete_fn(values, activity, changed)
+        delete = delete_fn(values, activity)
         archive = (
-            archive_fn(values, activity, changed)
+            archive_fn(values, activity)
             if archive_fn is not None and ARCHIVE_STAGE not in issued
             else None
         )
@@ -390,18 +422,24 @@ def _collect_reads(clock: Clock | Condition | None, reads: dict[str, None]) -> N
             _collect_reads(condition, reads)
 
 
-def _not_running(values: Values, activity: Activity, changed: Instant) -> Instant | None:
+def _not_running(values: Values, activity: Activity) -> Instant | None:
     return None
 
 
-def _compile_clock(policy: Policy, clock: Clock | None) -> ClockFn:
-    """Turn a clock expression into a closure over (values, activity, change time)."""
+def _compile_clock(
+    policy: Policy, clock: Clock | None, guard: Guard, slots: dict[Guard, str]
+) -> ClockFn:
+    """Turn a clock expression into a closure over (values, activity).
+
+    `guard` is the conditions of the `when`s around `clock`; an `at_once` inside reads
+    the values key `slots` gives its guard (since when that guard has held).
+    """
     if clock is None:
         return _not_running
     if isinstance(clock, ColumnInstant):
         column = clock.column
 
-        def column_instant(values: Values, activity: Activity, changed: Instant) -> Instant | None:
+        def column_instant(values: Values, activity: Activity) -> Instant | None:
             value = values.get(column)
             return value if type(value) is int else None
 
@@ -409,60 +447,60 @@ def _compile_clock(policy: Policy, clock: Clock | None) -> ClockFn:
     if isinstance(clock, SubjectActivity):
         name = clock.activity
 
-        def subject_activity(
-            values: Values, activity: Activity, changed: Instant
-        ) -> Instant | None:
+        def subject_activity(values: Values, activity: Activity) -> Instant | None:
             return activity.get(name)
 
         return subject_activity
     if isinstance(clock, ChangeTime):
+        slot = slots.setdefault(guard, f"{AT_ONCE_PREFIX}{len(slots)}")
 
-        def change_time(values: Values, activity: Activity, changed: Instant) -> Instant | None:
-            return changed
+        def at_once(values: Values, activity: Activity) -> Instant | None:
+            since = values.get(slot)
+            return since if type(since) is int else None
 
-        return change_time
+        return at_once
     if isinstance(clock, After):
-        return _compile_after(policy, clock)
+        return _compile_after(policy, clock, guard, slots)
     if isinstance(clock, Earliest | Latest):
-        operands = tuple(_compile_clock(policy, operand) for operand in clock.operands)
+        operands = tuple(
+            _compile_clock(policy, operand, guard, slots) for operand in clock.operands
+        )
         pick = min if isinstance(clock, Earliest) else max
 
-        def combined(values: Values, activity: Activity, changed: Instant) -> Instant | None:
-            running = [
-                t for t in (fn(values, activity, changed) for fn in operands) if t is not None
-            ]
+        def combined(values: Values, activity: Activity) -> Instant | None:
+            running = [t for t in (fn(values, activity) for fn in operands) if t is not None]
             return pick(running) if running else None
 
         return combined
     condition = _compile_condition(clock.condition)
-    then = _compile_clock(policy, clock.then)
-    otherwise = _compile_clock(policy, clock.otherwise)
+    then = _compile_clock(policy, clock.then, (*guard, (clock.condition, True)), slots)
+    otherwise = _compile_clock(policy, clock.otherwise, (*guard, (clock.condition, False)), slots)
 
-    def when(values: Values, activity: Activity, changed: Instant) -> Instant | None:
+    def when(values: Values, activity: Activity) -> Instant | None:
         if condition(values):
-            return then(values, activity, changed)
-        return otherwise(values, activity, changed)
+            return then(values, activity)
+        return otherwise(values, activity)
 
     return when
 
 
-def _compile_after(policy: Policy, clock: After) -> ClockFn:
+def _compile_after(policy: Policy, clock: After, guard: Guard, slots: dict[Guard, str]) -> ClockFn:
     period = policy.period(clock.period)
     months = period.months
     exact = period.days * _US_PER_DAY + period.seconds * 1_000_000
     if isinstance(clock.start, ColumnInstant):
         return _after_column(clock.start.column, months, exact)
-    start = _compile_clock(policy, clock.start)
+    start = _compile_clock(policy, clock.start, guard, slots)
     if not months:
 
-        def after_exact(values: Values, activity: Activity, changed: Instant) -> Instant | None:
-            begin = start(values, activity, changed)
+        def after_exact(values: Values, activity: Activity) -> Instant | None:
+            begin = start(values, activity)
             return None if begin is None else begin + exact
 
         return after_exact
 
-    def after_calendar(values: Values, activity: Activity, changed: Instant) -> Instant | None:
-        begin = start(values, activity, changed)
+    def after_calendar(values: Values, activity: Activity) -> Instant | None:
+        begin = start(values, activity)
         return None if begin is None else add_months(begin, months) + exact
 
     return after_calendar
@@ -472,15 +510,13 @@ def _after_column(column: str, months: int, exact: int) -> ClockFn:
     """`After(ColumnInstant(column), period)`, the most common clock, in one closure."""
     if not months:
 
-        def after_column_exact(
-            values: Values, activity: Activity, changed: Instant
-        ) -> Instant | None:
+        def after_column_exact(values: Values, activity: Activity) -> Instant | None:
             begin = values.get(column)
             return begin + exact if type(begin) is int else None
 
         return after_column_exact
 
-    def after_column(values: Values, activity: Activity, changed: Instant) -> Instant | None:
+    def after_column(values: Values, activity: Activity) -> Instant | None:
         begin = values.get(column)
         return add_months(begin, months) + exact if type(begin) is int else None
 
@@ -593,9 +629,27 @@ def _instant(value: Value) -> Instant | None:
 
 
 _new = object.__new__
-_set_step_row, _set_step_subject, _set_step_due, _set_step_reevaluate, _set_step_key = (
+(
+    _set_step_row,
+    _set_step_subject,
+    _set_step_due,
+    _set_step_reevaluate,
+    _set_step_key,
+    _set_step_left,
+    _set_step_left_state,
+    _set_step_reevaluate_left,
+) = (
     Step.__dict__[name].__set__
-    for name in ("row", "subject", "next_due", "reevaluate_subject", "subject_key")
+    for name in (
+        "row",
+        "subject",
+        "next_due",
+        "reevaluate_subject",
+        "subject_key",
+        "left_subject",
+        "left_state",
+        "reevaluate_left",
+    )
 )
 
 
@@ -605,6 +659,9 @@ def _step(
     upcoming: Instant | None,
     reevaluate: bool,
     subject_key: str | None,
+    left_subject: str | None = None,
+    left_state: SubjectState | None = None,
+    reevaluate_left: bool = False,
 ) -> Step:
     """`Step(...)` without the frozen dataclass's per-field `object.__setattr__` cost."""
     step: Step = _new(Step)
@@ -613,6 +670,9 @@ def _step(
     _set_step_due(step, upcoming)
     _set_step_reevaluate(step, reevaluate)
     _set_step_key(step, subject_key)
+    _set_step_left(step, left_subject)
+    _set_step_left_state(step, left_state)
+    _set_step_reevaluate_left(step, reevaluate_left)
     return step
 
 
@@ -632,29 +692,44 @@ def _subject_change(
                     activity = dict(known)
                 activity[feed.activity] = moment
         if activity is not None:
-            subject = changed = SubjectState(activity, subject.holds, subject.released_at, event.ts)
+            subject = changed = SubjectState(activity, subject.holds)
     if source.hold is not None:
         hold = hold_id(source.table, event.key)
         is_open = not deleting and image.get(source.hold.released_column) is None
         if is_open and hold not in subject.holds:
-            changed = SubjectState(
-                subject.activity, subject.holds | {hold}, subject.released_at, event.ts
-            )
+            changed = SubjectState(subject.activity, subject.holds | {hold})
         elif not is_open and hold in subject.holds:
-            holds = subject.holds - {hold}
-            changed = SubjectState(
-                subject.activity,
-                holds,
-                event.ts if not holds else subject.released_at,
-                event.ts,
-            )
+            changed = SubjectState(subject.activity, subject.holds - {hold})
     return changed
 
 
+def _leave(source: Source, subject: SubjectState, event: ChangeEvent) -> SubjectState | None:
+    """The new state of the subject a row moves away from; None when it does not change.
+
+    A hold the row was is released there, as if the row were deleted. The latest
+    activity the row fed stays: that contact happened, and the subject state keeps
+    only the latest instant per activity, not which row brought it.
+    """
+    if source.hold is None:
+        return None
+    hold = hold_id(source.table, event.key)
+    if hold not in subject.holds:
+        return None
+    return SubjectState(subject.activity, subject.holds - {hold})
+
+
 def apply(
-    engine: Engine, row: RowState | None, subject: SubjectState | None, event: ChangeEvent
+    engine: Engine,
+    row: RowState | None,
+    subject: SubjectState | None,
+    event: ChangeEvent,
+    left: SubjectState | None = None,
 ) -> Step:
-    """Fold one change event into the row's and its subject's state."""
+    """Fold one change event into the row's and its subject's state.
+
+    `subject` is the state of `event_subject(engine, row, event)`; `left` that of
+    `row.subject` when the event moves the row away from it (None: no state yet).
+    """
     plan = engine.plans[event.table]
     deleting = event.op is Op.DELETE
     if deleting:
@@ -674,28 +749,52 @@ def apply(
                 new_subject = changed_subject
                 reevaluate = True
 
+    left_key = left_state = None
+    reevaluate_left = False
+    if row is not None and row.subject != subject_key:
+        left_key = row.subject
+        if left_key is not None:
+            left_state = left if left is not None else EMPTY_SUBJECT
+            released = _leave(plan.source, left_state, event)
+            if released is not None:
+                left_state, reevaluate_left = released, True
+
     if deleting or not plan.tracked:
-        return _step(None, new_subject, None, reevaluate, subject_key)
+        return _step(
+            None, new_subject, None, reevaluate, subject_key, left_key, left_state, reevaluate_left
+        )
     values = _read_values(plan.reads, image)
-    changed = event.ts
-    if row is not None:
-        first_seen, issued = row.first_seen, row.issued
-    else:
-        first_seen, issued = changed, _NOTHING_ISSUED
+    if plan.at_once:
+        _keep_at_once(plan.at_once, values, row, event.ts)
+    issued = row.issued if row is not None else _NOTHING_ISSUED
     schedule: Schedule
     if plan.reads_activity:
         activity_now = new_subject.activity if new_subject is not None else _NO_ACTIVITY
-        upcoming = plan.upcoming(values, activity_now, changed, issued)
-        schedule = (plan.token, issued or None, values, changed, activity_now, upcoming)
+        upcoming = plan.upcoming(values, activity_now, issued)
+        schedule = (plan.token, issued or None, values, activity_now, upcoming)
     else:
-        upcoming = plan.upcoming(values, _NO_ACTIVITY, changed, issued)
-        schedule = (plan.token, issued or None, values, changed, None, upcoming)
-    new_row = build_row_state(
-        plan.table, event.key, subject_key, values, changed, first_seen, issued, schedule
-    )
+        upcoming = plan.upcoming(values, _NO_ACTIVITY, issued)
+        schedule = (plan.token, issued or None, values, None, upcoming)
+    new_row = build_row_state(plan.table, event.key, subject_key, values, issued, schedule)
     if new_subject is not None and new_subject.holds:
         upcoming = None
-    return _step(new_row, new_subject, upcoming, reevaluate, subject_key)
+    return _step(
+        new_row, new_subject, upcoming, reevaluate, subject_key, left_key, left_state,
+        reevaluate_left,
+    )  # fmt: skip
+
+
+def _keep_at_once(
+    at_once: tuple[tuple[str, ConditionFn], ...],
+    values: dict[str, StateValue],
+    row: RowState | None,
+    now: Instant,
+) -> None:
+    """Since when each `at_once` condition holds: kept from the row state, else `now`."""
+    for slot, holds in at_once:
+        if holds(values):
+            since = row.values.get(slot) if row is not None else None
+            values[slot] = since if type(since) is int else now
 
 
 # --- due -----------------------------------------------------------------------------------
@@ -704,7 +803,7 @@ def apply(
 def _upcoming(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> Instant | None:
     """The row's next due: the one it carries if that still matches it, else worked out."""
     schedule = row.schedule
-    issued, values, changed = row.issued, row.values, row.changed_at
+    issued, values = row.issued, row.values
     if plan.reads_activity:
         activity = subject.activity if subject is not None else _NO_ACTIVITY
         if (
@@ -712,20 +811,18 @@ def _upcoming(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> 
             and schedule[0] is plan.token
             and (schedule[1] is issued if issued else schedule[1] is None)
             and schedule[2] is values
-            and schedule[3] == changed
-            and schedule[4] is activity
+            and schedule[3] is activity
         ):
-            return schedule[5]
-        return plan.upcoming(values, activity, changed, issued)
+            return schedule[4]
+        return plan.upcoming(values, activity, issued)
     if (
         schedule is not None
         and schedule[0] is plan.token
         and (schedule[1] is issued if issued else schedule[1] is None)
         and schedule[2] is values
-        and schedule[3] == changed
     ):
-        return schedule[5]
-    return plan.upcoming(values, _NO_ACTIVITY, changed, issued)
+        return schedule[4]
+    return plan.upcoming(values, _NO_ACTIVITY, issued)
 
 
 def _latest_of_all(instants: list[Instant | None]) -> Instant | None:
@@ -774,20 +871,24 @@ def next_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Ins
 def due(
     engine: Engine, row: RowState, subject: SubjectState | None, now: Instant
 ) -> tuple[list[Command], RowState, Instant | None]:
-    """Issue the row's stages due at or before `now`; nothing while its subject is held."""
+    """Issue the row's stages due at or before `now`, stamped `issued_at = max(due, now)`.
+
+    Nothing while its subject is held. Call it when the row's timer fires, and at the
+    time of an event that made a stage due (first sight, a clock moved into the past,
+    the release of the subject's last hold).
+    """
     if subject is not None and subject.holds:
         return [], row, None
     plan = engine.plans[row.table]
     schedule = row.schedule
     if (
         schedule is not None
-        and schedule[4] is None
+        and schedule[3] is None
         and schedule[0] is plan.token
         and schedule[2] is row.values
-        and schedule[3] == row.changed_at
         and (schedule[1] is row.issued if row.issued else schedule[1] is None)
     ):
-        upcoming = schedule[5]
+        upcoming = schedule[4]
     else:
         upcoming = _upcoming(plan, row, subject)
     if upcoming is None or upcoming > now:
@@ -795,17 +896,12 @@ def due(
     activity = None
     if plan.reads_activity:
         activity = subject.activity if subject is not None else _NO_ACTIVITY
-    stages, _ = plan.stages(
-        row.values, _NO_ACTIVITY if activity is None else activity, row.changed_at, row.issued
-    )
+    stages, _ = plan.stages(row.values, _NO_ACTIVITY if activity is None else activity, row.issued)
     firing = sorted(stage for stage in stages if stage[0] <= now)
-    learnt = row.changed_at
-    if subject is not None and subject.changed_at is not None and subject.changed_at > learnt:
-        learnt = subject.changed_at
     deleting = any(stage[1] == _DELETE_RANK for stage in firing)
     commands = [
         Command(
-            at if at > learnt else learnt,
+            now,
             at,
             _ACTION_OF_RANK[rank],
             row.table,
@@ -826,9 +922,7 @@ def due(
         row.key,
         row.subject,
         row.values,
-        row.changed_at,
-        row.first_seen,
         issued,
-        (plan.token, issued or None, row.values, row.changed_at, activity, later),
+        (plan.token, issued or None, row.values, activity, later),
     )
     return commands, new_row, later

@@ -8,9 +8,13 @@ states keyed by subject, and a heap of row timers.
 
 The simulated clock is each envelope's `ts_ms`: before an event at time T is
 applied, every stage due at or before T is issued; a tombstone keeps the clock;
-an event older than the clock is applied at the clock's time. After the last line
-the clock advances to `until` (default: the last event's time). A bad line is
-returned as a `LineError` with its line number and skipped; the rest goes on.
+an event older than the clock is applied at the clock's time. `due` is called when
+a row's timer fires, at that time, or at the clock's time when the timer was armed
+in the past (by an event that made a stage due, or the release of a hold), so each
+command's `issued_at` is when the enforcer would send it. After the last line the
+clock advances to `until` (default: the last event's time; an earlier `until`
+raises `UntilBeforeLastEvent`). A bad line is returned as a `LineError` with its
+line number and skipped; the rest goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import orjson
 
 from policy.debezium import ChangeEvent, DecodeError, Key, Tombstone, decode_record
 from policy.engine import Engine, apply, due, event_subject, next_due, reads_activity
-from policy.instants import Instant
+from policy.instants import Instant, format_instant
 from policy.state import Command, RowState, SubjectState
 
 RowId = tuple[str | None, str, Key]
@@ -36,6 +40,19 @@ class LineError:
 
     line: int
     message: str
+
+
+class UntilBeforeLastEvent(ValueError):
+    """`until` is earlier than the last event: the clock never runs backwards."""
+
+    def __init__(self, until: Instant, last_event: Instant) -> None:
+        self.until = until
+        self.last_event = last_event
+        super().__init__(
+            f"--until {format_instant(until)} is before the last event "
+            f"({format_instant(last_event)}); pass --until {format_instant(last_event)} "
+            "or later, or leave it out to stop at the last event"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +120,19 @@ class Simulator:
         row = self.rows.get(old_id) if old_id is not None else None
         subject_key = event_subject(self.engine, row, event)
         subject = self.subjects.get(subject_key) if subject_key is not None else None
-        step = apply(self.engine, row, subject, event)
+        left = None
+        if old_subject is not None and old_subject != subject_key:
+            left = self.subjects.get(old_subject)
+        step = apply(self.engine, row, subject, event, left)
         holds_changed = step.subject is not None and (
-            subject is None
-            or step.subject.holds != subject.holds
-            or step.subject.released_at != subject.released_at
+            subject is None or step.subject.holds != subject.holds
         )
-        if old_id is not None and (step.row is None or step.subject_key != old_subject):
+        if old_id is not None and (step.row is None or step.left_subject is not None):
             self._forget(old_id)
+        if step.left_subject is not None and step.left_state is not None:
+            self.subjects[step.left_subject] = step.left_state
+            if step.reevaluate_left:
+                self._rearm_subject(step.left_subject, step.left_state, True)
         if step.subject is not None and step.subject_key is not None:
             self.subjects[step.subject_key] = step.subject
         if step.row is not None:
@@ -120,10 +142,14 @@ class Simulator:
             self.subject_rows.setdefault(step.subject_key, set()).add(where)
             self._arm(row_id, step.next_due)
         if step.reevaluate_subject and step.subject is not None:
-            for table, key in self.subject_rows.get(step.subject_key, ()):
-                if holds_changed or reads_activity(self.engine, table):
-                    other: RowId = (step.subject_key, table, key)
-                    self._arm(other, next_due(self.engine, self.rows[other], step.subject))
+            self._rearm_subject(step.subject_key, step.subject, holds_changed)
+
+    def _rearm_subject(self, key: str | None, subject: SubjectState, holds_changed: bool) -> None:
+        """Re-arm the subject's rows (only those reading its activity if no hold changed)."""
+        for table, row_key in self.subject_rows.get(key, ()):
+            if holds_changed or reads_activity(self.engine, table):
+                other: RowId = (key, table, row_key)
+                self._arm(other, next_due(self.engine, self.rows[other], subject))
 
     def _forget(self, row_id: RowId) -> None:
         subject, table, key = row_id
@@ -140,7 +166,10 @@ class Simulator:
 def simulate(
     engine: Engine, lines: Iterable[str | bytes], until: Instant | None = None
 ) -> SimulationResult:
-    """Run the engine (`Engine.compile(policy)`) over JSON lines of Debezium records."""
+    """Run the engine (`Engine.compile(policy)`) over JSON lines of Debezium records.
+
+    Raises `UntilBeforeLastEvent` when `until` is earlier than the last event.
+    """
     simulator = Simulator(engine)
     errors: list[LineError] = []
     events = 0
@@ -155,6 +184,8 @@ def simulate(
             continue
         simulator.feed(decoded)
         events += 1
+    if until is not None and simulator.clock is not None and until < simulator.clock:
+        raise UntilBeforeLastEvent(until, simulator.clock)
     end = simulator.clock if until is None else until
     if end is not None:
         simulator.advance(end)

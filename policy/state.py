@@ -2,14 +2,14 @@
 
 `RowState` keeps only what the rules need: the row's table, key and subject, the
 values of the columns its clocks and conditions read (instants as µs, never the
-personal text columns), the time of its last change, when it was first seen, and
-the stages already issued. `SubjectState` keeps the subject's latest instant per
-activity, its open legal holds and when the last hold was released. Both are
-frozen and serialise to compact JSON bytes (`to_bytes`/`from_bytes`) for key-value
-tables and changelog topics.
+personal text columns), since when each "at once" condition has held (under `@<n>`
+in the values), and the stages already issued. `SubjectState` keeps the subject's
+latest instant per activity and its open legal holds. Both are frozen and
+serialise to compact JSON bytes (`to_bytes`/`from_bytes`) for key-value tables and
+changelog topics; bytes of another format raise `StateFormatError`.
 
 A row state built by the engine also carries its `schedule`: its next due, worked
-out for exactly its values, change time and issued stages (and, for rows whose
+out for exactly its values and issued stages (and, for rows whose
 clocks read the subject's activity, that activity). It is derived data, never serialised
 nor compared; the engine uses it only while it still matches the row, so a row read
 back from bytes or built by hand simply has its stages worked out again.
@@ -38,15 +38,15 @@ Schedule = tuple[
     object,
     frozenset[str] | None,
     Mapping[str, StateValue],
-    Instant,
     Mapping[str, Instant] | None,
     Instant | None,
 ]
-"""(source plan's token, issued (None: none), values, changed_at, activity or None, next due):
+"""(source plan's token, issued (None: none), values, activity or None, next due):
 what the engine worked out for a row, valid while those inputs are the very same objects.
 Plain values, so the garbage collector soon stops tracking it for most rows."""
 
-_FORMAT: Final = 1
+_FORMAT: Final = 2
+"""Format 1 also kept change and first-seen times (and release times per subject)."""
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
@@ -62,10 +62,7 @@ class RowState:
     key: Key
     subject: str | None
     values: Mapping[str, StateValue]
-    """The columns the rules read; instants as µs."""
-    changed_at: Instant
-    """When the change event that brought the current version happened."""
-    first_seen: Instant
+    """The columns the rules read (instants as µs); `@<n>`: since when an at-once condition held."""
     issued: frozenset[str] = frozenset()
     """Ids of the stages already issued (`archive`, `delete`, `anonymise:<purpose>:<n>`, ...)."""
     schedule: Schedule | None = field(default=None, compare=False, repr=False)
@@ -79,8 +76,6 @@ class RowState:
                 [list(pair) for pair in self.key],
                 self.subject,
                 dict(self.values),
-                self.changed_at,
-                self.first_seen,
                 sorted(self.issued),
             ]
         )
@@ -88,7 +83,7 @@ class RowState:
     @classmethod
     def from_bytes(cls, data: bytes) -> RowState:
         try:
-            fmt, table, key, subject, values, changed_at, first_seen, issued = orjson.loads(data)
+            fmt, table, key, subject, values, issued = orjson.loads(data)
             if fmt != _FORMAT:
                 raise ValueError(fmt)
             return cls(
@@ -96,8 +91,6 @@ class RowState:
                 tuple((str(column), value) for column, value in key),
                 subject,
                 values,
-                changed_at,
-                first_seen,
                 frozenset(issued),
             )
         except (ValueError, TypeError) as exc:
@@ -105,13 +98,10 @@ class RowState:
 
 
 _new = object.__new__
-(_set_table, _set_key, _set_subject, _set_values, _set_changed, _set_first, _set_issued,
- _set_schedule) = (
+_set_table, _set_key, _set_subject, _set_values, _set_issued, _set_schedule = (
     RowState.__dict__[name].__set__
-    for name in (
-        "table", "key", "subject", "values", "changed_at", "first_seen", "issued", "schedule",
-    )
-)  # fmt: skip
+    for name in ("table", "key", "subject", "values", "issued", "schedule")
+)
 
 
 def build_row_state(
@@ -119,8 +109,6 @@ def build_row_state(
     key: Key,
     subject: str | None,
     values: Mapping[str, StateValue],
-    changed_at: Instant,
-    first_seen: Instant,
     issued: frozenset[str],
     schedule: Schedule | None,
 ) -> RowState:
@@ -130,8 +118,6 @@ def build_row_state(
     _set_key(row, key)
     _set_subject(row, subject)
     _set_values(row, values)
-    _set_changed(row, changed_at)
-    _set_first(row, first_seen)
     _set_issued(row, issued)
     _set_schedule(row, schedule)
     return row
@@ -145,27 +131,21 @@ class SubjectState:
     """Latest instant per activity (e.g. `contact`)."""
     holds: frozenset[str] = frozenset()
     """Open legal holds, as `<table>:<key>` ids."""
-    released_at: Instant | None = None
-    """When the last open hold was released."""
-    changed_at: Instant | None = None
-    """When an activity or a hold of the subject last changed."""
 
     @property
     def held(self) -> bool:
         return bool(self.holds)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            [_FORMAT, dict(self.activity), sorted(self.holds), self.released_at, self.changed_at]
-        )
+        return orjson.dumps([_FORMAT, dict(self.activity), sorted(self.holds)])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SubjectState:
         try:
-            fmt, activity, holds, released_at, changed_at = orjson.loads(data)
+            fmt, activity, holds = orjson.loads(data)
             if fmt != _FORMAT:
                 raise ValueError(fmt)
-            return cls(dict(activity), frozenset(holds), released_at, changed_at)
+            return cls(dict(activity), frozenset(holds))
         except (ValueError, TypeError) as exc:
             raise StateFormatError(f"not a subject state of format {_FORMAT}: {exc}") from None
 

@@ -4,7 +4,8 @@ Reads JSON lines (one Kafka record each, as Debezium's JsonConverter writes it),
 prints one JSON line per command on stdout (ordered by issued_at, then table,
 then key) and reports every skipped line on stderr as `FILE:LINE: what is wrong`.
 Exit status: 0 when every line was used, 1 when some lines were skipped (the
-output is complete for the others), 2 when the policy or the file cannot be read.
+output is complete for the others), 2 when the policy or the file cannot be read
+or `--until` is earlier than the last event (nothing is printed on stdout then).
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--until",
         type=_instant,
         metavar="INSTANT",
-        help="advance the simulated clock to this instant after the last line "
-        "(e.g. 2031-01-01T00:00:00Z; default: the last event's time)",
+        help="advance the simulated clock to this instant after the last line; not before "
+        "the last event (e.g. 2031-01-01T00:00:00Z; default: the last event's time)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from policy.engine import Engine
-    from policy.simulation import simulate
+    from policy.simulation import UntilBeforeLastEvent, simulate
 
     path = args.policy if args.policy is not None else Settings.from_env().policy_path
     policy = load_policy(path)  # raises PolicyFileInvalid (every error, file:line): exit 2
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
             result = simulate(engine, stream, args.until)
     except OSError as exc:
         raise ConfigError(f"cannot read {args.events}: {exc.strerror}") from None
+    except UntilBeforeLastEvent as exc:
+        raise ConfigError(f"{args.events}: {exc}") from None
     out = sys.stdout
     for command in result.commands:
         out.write(orjson.dumps(command.to_json()).decode() + "\n")

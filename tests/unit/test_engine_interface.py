@@ -107,11 +107,11 @@ def test_states_round_trip_through_compact_bytes(demo_engine: Engine):
         assert RowState.from_bytes(data) == state
         assert b"NL00BANK" not in data
         assert len(data) < 160
-    subject = SubjectState(
-        activity={"contact": 5}, holds=frozenset({"public.legal_holds:1"}), released_at=3,
-        changed_at=5,
-    )  # fmt: skip
+    subject = SubjectState(activity={"contact": 5}, holds=frozenset({"public.legal_holds:1"}))
     assert SubjectState.from_bytes(subject.to_bytes()) == subject
+    # bytes of format 1 (with change and release times) are refused, not misread
+    with pytest.raises(StateFormatError):
+        SubjectState.from_bytes(b'[1,{"contact":5},[],3,5]')
     with pytest.raises(StateFormatError):
         RowState.from_bytes(b"[2]")
     with pytest.raises(StateFormatError):

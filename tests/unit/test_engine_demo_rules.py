@@ -657,3 +657,155 @@ def test_hold_placed_after_due_does_not_recall_issued_commands(demo_policy: Poli
         cmd("2024-07-01T00:00:00Z", "2024-07-01T00:00:00Z", "delete", "call_recordings", 243,
             "customer:42", ["support_training"]),
     ]  # fmt: skip
+
+
+def test_hold_moved_to_another_customer_releases_the_first(demo_policy: Policy):
+    """A hold row whose customer_id changes is released on the old customer at that time."""
+    lines = [
+        # customer 8: due 2022-01-01 + P6M = 2022-07-01, after the hold has moved away
+        record("call_recordings", "c", "2022-01-01T00:00:00Z",
+               {"id": 2, "customer_id": 8, "recorded_at": "2022-01-01T00:00:00Z",
+                "objected": False}),
+        # customer 8: due 2021-08-15 + P6M = 2022-02-15 10:00, while the hold is on 8
+        record("call_recordings", "c", "2021-08-15T10:00:00Z",
+               {"id": 5, "customer_id": 8, "recorded_at": "2021-08-15T10:00:00Z",
+                "objected": False}),
+        # customer 9: due 2021-09-20 + P6M = 2022-03-20 12:00, while the hold is on 9
+        record("call_recordings", "c", "2021-09-20T12:00:00Z",
+               {"id": 6, "customer_id": 9, "recorded_at": "2021-09-20T12:00:00Z",
+                "objected": False}),
+        _hold("c", "2022-02-01T00:00:00Z", 3, 8, None),
+        _hold("u", "2022-03-01T00:00:00Z", 3, 9, None),
+        _hold("u", "2022-04-01T00:00:00Z", 3, 9, "2022-04-01T00:00:00Z"),
+    ]  # fmt: skip
+    assert run(demo_policy, lines, until="2031-01-01T00:00:00Z") == [
+        cmd("2022-03-01T00:00:00Z", "2022-02-15T10:00:00Z", "delete", "call_recordings", 5,
+            "customer:8", ["support_training"]),
+        cmd("2022-04-01T00:00:00Z", "2022-03-20T12:00:00Z", "delete", "call_recordings", 6,
+            "customer:9", ["support_training"]),
+        cmd("2022-07-01T00:00:00Z", "2022-07-01T00:00:00Z", "delete", "call_recordings", 2,
+            "customer:8", ["support_training"]),
+    ]  # fmt: skip
+
+
+def test_hold_whose_customer_is_emptied_releases_that_customer(demo_policy: Policy):
+    lines = [
+        # due 2021-10-10 + P6M = 2022-04-10
+        record("call_recordings", "c", "2021-10-10T00:00:00Z",
+               {"id": 7, "customer_id": 10, "recorded_at": "2021-10-10T00:00:00Z",
+                "objected": False}),
+        _hold("c", "2022-02-01T00:00:00Z", 4, 10, None),
+        # still open, but on nobody: customer 10 is free from this event's time
+        record("legal_holds", "u", "2022-05-01T06:00:00Z",
+               {"id": 4, "customer_id": None, "case_ref": "C-1", "released_at": None}),
+    ]  # fmt: skip
+    assert run(demo_policy, lines, until="2023-01-01T00:00:00Z") == [
+        cmd("2022-05-01T06:00:00Z", "2022-04-10T00:00:00Z", "delete", "call_recordings", 7,
+            "customer:10", ["support_training"]),
+    ]  # fmt: skip
+
+
+def test_ticket_moved_to_another_customer_feeds_the_new_one_and_the_old_keeps_it(
+    demo_policy: Policy,
+):
+    """The old customer's latest contact stays: that contact happened (and the subject
+    state keeps only the latest instant per activity, not which row brought it)."""
+    contact = {"basis": "legitimate_interest", "objected_at": None,
+               "last_contact_at": "2020-01-01T00:00:00Z"}  # fmt: skip
+    ticket = {"id": 90, "last_message_at": "2022-01-10T00:00:00Z"}
+    lines = [
+        record("marketing_contacts", "c", "2020-01-01T00:00:00Z",
+               {"id": 91, "customer_id": 8, "email": "c8@example.org", **contact}),
+        record("marketing_contacts", "c", "2020-01-01T00:00:00Z",
+               {"id": 92, "customer_id": 9, "email": "c9@example.org", **contact}),
+        record("support_tickets", "c", "2022-01-10T00:00:00Z", {**ticket, "customer_id": 8}),
+        record("support_tickets", "u", "2022-02-01T00:00:00Z", {**ticket, "customer_id": 9}),
+    ]  # fmt: skip
+    assert run(demo_policy, lines, until="2028-01-01T00:00:00Z") == [
+        # the ticket's own clock, now under customer 9: 2022-01-10 + P1Y, + P5Y
+        cmd("2023-01-10T00:00:00Z", "2023-01-10T00:00:00Z", "archive", "support_tickets", 90,
+            "customer:9", ["support"]),
+        # both customers' last contact is the ticket's message: 2022-01-10 + P36M (customer
+        # 9 alone would have been 2020-01-01 + P36M = 2023-01-01)
+        cmd("2025-01-10T00:00:00Z", "2025-01-10T00:00:00Z", "delete", "marketing_contacts", 91,
+            "customer:8", MARKETING),
+        cmd("2025-01-10T00:00:00Z", "2025-01-10T00:00:00Z", "delete", "marketing_contacts", 92,
+            "customer:9", MARKETING),
+        cmd("2027-01-10T00:00:00Z", "2027-01-10T00:00:00Z", "delete", "support_tickets", 90,
+            "customer:9", ["support"]),
+    ]  # fmt: skip
+
+
+def test_marketing_contact_that_gains_a_customer_id_slides_on_that_customers_contact(
+    demo_policy: Policy,
+):
+    contact = {"id": 93, "email": "Gus@Example.org", "basis": "legitimate_interest",
+               "objected_at": None, "last_contact_at": "2020-03-01T00:00:00Z"}  # fmt: skip
+    lines = [
+        record("orders", "c", "2021-06-30T08:00:00Z",
+               {"id": 130, "customer_id": 11, "ordered_at": "2021-06-30T08:00:00Z"}),
+        # email only: own last contact 2020-03-01 + P36M = 2023-03-01
+        record("marketing_contacts", "c", "2020-03-01T00:00:00Z", {**contact, "customer_id": None}),
+        # linked to customer 11 whose last order is 2021-06-30 08:00: + P36M = 2024-06-30 08:00
+        record("marketing_contacts", "u", "2022-01-01T00:00:00Z", {**contact, "customer_id": 11}),
+    ]  # fmt: skip
+    commands = [
+        c for c in run(demo_policy, lines, until="2025-01-01T00:00:00Z")
+        if c["table"] == "public.marketing_contacts"
+    ]  # fmt: skip
+    assert commands == [
+        cmd("2024-06-30T08:00:00Z", "2024-06-30T08:00:00Z", "delete", "marketing_contacts", 93,
+            "customer:11", MARKETING),
+    ]  # fmt: skip
+
+
+def test_at_once_is_the_objection_time_even_after_later_updates_during_a_hold(
+    demo_policy: Policy,
+):
+    recording = {"customer_id": 50, "recorded_at": "2024-01-20T00:00:00Z"}
+    lines = [
+        _hold("c", "2024-01-01T00:00:00Z", 5, 50, None),
+        record("call_recordings", "c", "2024-01-20T00:00:00Z",
+               {"id": 250, **recording, "objected": False}),
+        record("call_recordings", "c", "2024-01-20T00:00:00Z",
+               {"id": 252, **recording, "objected": False}),
+        # T1: the customer objects; T2: another update of the row while held
+        record("call_recordings", "u", "2024-02-10T09:30:00Z",
+               {"id": 250, **recording, "objected": True}),
+        record("call_recordings", "u", "2024-03-05T12:00:00Z",
+               {"id": 250, **recording, "agent_id": 4, "objected": True}),
+        # an objection withdrawn and made again counts from the new objection
+        record("call_recordings", "u", "2024-02-01T00:00:00Z",
+               {"id": 252, **recording, "objected": True}),
+        record("call_recordings", "u", "2024-02-20T00:00:00Z",
+               {"id": 252, **recording, "objected": False}),
+        record("call_recordings", "u", "2024-03-10T15:00:00Z",
+               {"id": 252, **recording, "objected": True}),
+        # T3: released
+        _hold("u", "2024-04-01T08:00:00Z", 5, 50, "2024-04-01T08:00:00Z"),
+    ]  # fmt: skip
+    assert run(demo_policy, lines, until="2025-01-01T00:00:00Z") == [
+        cmd("2024-04-01T08:00:00Z", "2024-02-10T09:30:00Z", "delete", "call_recordings", 250,
+            "customer:50", ["support_training"]),
+        cmd("2024-04-01T08:00:00Z", "2024-03-10T15:00:00Z", "delete", "call_recordings", 252,
+            "customer:50", ["support_training"]),
+    ]  # fmt: skip
+
+
+def test_update_of_an_already_anonymised_survey_issues_nothing_more(demo_policy: Policy):
+    anonymised = {"id": 201, "customer_id": None, "respondent_email": None, "score": 7,
+                  "submitted_at": "2024-02-01T00:00:00Z"}  # fmt: skip
+    lines = [
+        record("satisfaction_surveys", "c", "2024-02-29T11:00:00Z",
+               {"id": 201, "customer_id": 42, "respondent_email": "s@example.org", "score": 7,
+                "submitted_at": "2024-02-29T11:00:00Z"}),
+        # the sink's anonymisation comes back (submitted_at coarsened to its month: its own
+        # clock now says 2025-02-01, in the past), then the business edits the score
+        record("satisfaction_surveys", "u", "2025-02-28T11:00:02Z", anonymised),
+        record("satisfaction_surveys", "u", "2025-06-01T00:00:00Z", {**anonymised, "score": 8}),
+    ]  # fmt: skip
+    assert run(demo_policy, lines, until="2030-01-01T00:00:00Z") == [
+        cmd("2025-02-28T11:00:00Z", "2025-02-28T11:00:00Z", "anonymise", "satisfaction_surveys",
+            201, "customer:42", ["satisfaction_surveys"],
+            ["customer_id", "respondent_email", "submitted_at"]),
+    ]  # fmt: skip

@@ -81,6 +81,89 @@ def test_due_issues_nothing_while_held_and_next_due_rearms_after(demo_engine: En
     assert next_due(demo_engine, step.row, SubjectState()) == at("2025-01-01T00:00:00Z")
 
 
+def test_issued_at_is_when_due_runs_not_an_earlier_change(demo_engine: Engine):
+    """A late timer (after downtime) stamps the time the command is really sent."""
+    ticket = {"id": 8, "customer_id": 42, "last_message_at": "2024-01-31T09:00:00Z"}
+    step = apply(demo_engine, None, None,
+                 _event("support_tickets", Op.CREATE, "2024-01-31T09:00:00Z", ticket))  # fmt: skip
+    assert step.row is not None
+    # the customer's activity changed later, by another row: not the archive's issue time
+    busy = SubjectState(activity={"contact": at("2025-01-20T00:00:00Z")})
+    commands, _, _ = due(demo_engine, step.row, busy, at("2025-02-03T07:00:00Z"))
+    assert [(format_instant(c.issued_at), format_instant(c.due_at)) for c in commands] == [
+        ("2025-02-03T07:00:00Z", "2025-01-31T09:00:00Z")
+    ]
+
+
+def test_a_hold_moved_to_another_customer_says_which_subject_it_left(demo_engine: Engine):
+    hold = {"id": 3, "customer_id": 8, "released_at": None}
+    placed = apply(demo_engine, None, None,
+                   _event("legal_holds", Op.CREATE, "2022-02-01T00:00:00Z", hold))  # fmt: skip
+    assert placed.subject_key == "customer:8" and placed.left_subject is None
+    assert placed.subject is not None and placed.subject.holds == {"public.legal_holds:3"}
+    eight = SubjectState({"contact": at("2021-01-01T00:00:00Z")}, placed.subject.holds)
+    moved = apply(
+        demo_engine,
+        placed.row,
+        None,
+        _event("legal_holds", Op.UPDATE, "2022-03-01T00:00:00Z", {**hold, "customer_id": 9}),
+        eight,
+    )
+    assert moved.subject_key == "customer:9"
+    assert moved.subject == SubjectState(holds=frozenset({"public.legal_holds:3"}))
+    assert moved.left_subject == "customer:8"
+    # released there; the activity stays
+    assert moved.left_state == SubjectState({"contact": at("2021-01-01T00:00:00Z")})
+    assert moved.reevaluate_left
+    assert moved.row is not None and moved.row.subject == "customer:9"
+
+
+def test_a_contact_that_gains_a_customer_id_leaves_its_email_subject(demo_engine: Engine):
+    contact = {"id": 5, "customer_id": None, "email": "Gus@Example.org",
+               "basis": "legitimate_interest",
+               "last_contact_at": "2020-03-01T00:00:00Z"}  # fmt: skip
+    created = _event("marketing_contacts", Op.CREATE, "2020-03-01T00:00:00Z", contact)
+    first = apply(demo_engine, None, None, created)
+    assert first.subject_key == "email:gus@example.org"
+    assert first.next_due == at("2023-03-01T00:00:00Z")
+    customer = SubjectState({"contact": at("2021-06-30T08:00:00Z")})
+    linked = apply(
+        demo_engine,
+        first.row,
+        customer,
+        _event("marketing_contacts", Op.UPDATE, "2022-01-01T00:00:00Z",
+               {**contact, "customer_id": 11}),
+        first.subject,
+    )  # fmt: skip
+    assert (linked.left_subject, linked.subject_key) == ("email:gus@example.org", "customer:11")
+    assert linked.left_state == first.subject and not linked.reevaluate_left
+    assert linked.row is not None and linked.row.subject == "customer:11"
+    assert linked.next_due == at("2024-06-30T08:00:00Z")  # the customer's last order + P36M
+
+
+def test_an_anonymised_survey_keeps_its_state_under_no_subject(demo_engine: Engine):
+    survey = {"id": 9, "customer_id": 42, "respondent_email": "s@example.org",
+              "submitted_at": "2024-02-29T11:00:00Z"}  # fmt: skip
+    created = _event("satisfaction_surveys", Op.CREATE, "2024-02-29T11:00:00Z", survey)
+    first = apply(demo_engine, None, None, created)
+    assert first.row is not None
+    commands, row, _ = due(demo_engine, first.row, first.subject, at("2025-02-28T11:00:00Z"))
+    assert [c.action for c in commands] == [Action.ANONYMISE]
+    anonymised = {**survey, "customer_id": None, "respondent_email": None,
+                  "submitted_at": "2024-02-01T00:00:00Z"}  # fmt: skip
+    back = apply(
+        demo_engine,
+        row,
+        None,
+        _event("satisfaction_surveys", Op.UPDATE, "2025-02-28T11:00:03Z", anonymised),
+        first.subject,
+    )
+    assert (back.left_subject, back.subject_key, back.subject) == ("customer:42", None, None)
+    assert back.row is not None and back.row.issued == row.issued  # nothing to issue again
+    assert back.next_due is None
+    assert due(demo_engine, back.row, None, at("2030-01-01T00:00:00Z"))[0] == []
+
+
 def test_deleted_row_leaves_no_state(demo_engine: Engine):
     row = {"id": 3, "customer_id": 1, "logged_at": "2024-01-01T00:00:00Z"}
     first = apply(demo_engine, None, None, _event("connection_logs", Op.CREATE,

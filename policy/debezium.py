@@ -30,12 +30,11 @@ With a policy, additionally: the topic is a source of the policy [unknown_table]
 value decodes by its type [bad_value] to an instant within the years 0001-9999
 [value_out_of_range].
 
-The time of a change, its `ts`, is `source.ts_ms` (when the change happened in the
-database, i.e. its commit) and, only when the source block has none, the envelope's
-`ts_ms` (when the connector processed it). Retention periods run from what happened in
-the business database; the connector's processing time can lag by hours behind a backlog
-or a re-snapshot and would move every clock by that lag. Hand-written records without a
-source block still work through the fallback.
+The time of a change, its `ts`, is the envelope's `ts_ms`, as `lethe simulate`'s fixed
+interface states: the time the enforcer learns of the change, which is its clock. Only
+when the envelope has none is `source.ts_ms` (the commit in the database) used. Retention
+periods themselves run from the row's own columns (closed_at, last_message_at, ...), never
+from `ts`, so a connector lagging behind a backlog delays commands but moves no due time.
 
 Temporal columns are decoded to `datetime` (aware, UTC) or `date`:
 - with a schema, from each field's logical type `name`: `io.debezium.time.ZonedTimestamp`
@@ -177,7 +176,7 @@ class ChangeEvent:
 
     `table` is the source's schema-qualified table (`public.orders`); `before` and
     `after` are the row images with decoded values (None where Debezium sent none);
-    `ts` is the time of the change as an instant (µs): `source.ts_ms`, else `ts_ms`.
+    `ts` is the time of the change as an instant (µs): the envelope's `ts_ms`, else `source.ts_ms`.
     """
 
     table: str
@@ -355,19 +354,19 @@ def _bad_image(which: str, image: object) -> _Bad:
 
 
 def _change_ts(payload: Mapping[str, object]) -> Instant:
-    """`source.ts_ms`, else the envelope's `ts_ms`, as an instant (see the module docstring)."""
-    source = payload.get("source")
-    ts = source.get("ts_ms") if type(source) is dict else None
+    """The envelope's `ts_ms`, else `source.ts_ms`, as an instant (see the module docstring)."""
+    ts = payload.get("ts_ms")
     if type(ts) is int and _MIN_TS_MS <= ts <= _MAX_TS_MS:
         return ts * 1000
-    field = "source.ts_ms"
+    field = "ts_ms"
     if ts is None:
-        field = "ts_ms"
-        ts = payload.get("ts_ms")
+        field = "source.ts_ms"
+        source = payload.get("source")
+        ts = source.get("ts_ms") if type(source) is dict else None
         if ts is None:
             raise _Bad(
                 DecodeReason.NO_TS,
-                "the envelope has neither 'source.ts_ms' nor 'ts_ms'; the clock needs the "
+                "the envelope has neither 'ts_ms' nor 'source.ts_ms'; the clock needs the "
                 "time of the change",
             )
     if not _is_int(ts):

@@ -152,17 +152,15 @@ def test_delete_keeps_the_before_image(demo_engine: Engine):
     assert event.row == {"id": 3, "customer_id": 42}
 
 
-def test_the_clock_is_source_ts_ms_when_the_change_happened_in_the_database(
-    demo_engine: Engine,
-):
-    later = AT_MS + 3_600_000  # the connector processed it an hour later
-    envelope = {"op": "r", "after": {"id": 3}, "ts_ms": later, "source": {"ts_ms": AT_MS}}
+def test_the_clock_is_the_envelope_ts_ms_as_simulate_states(demo_engine: Engine):
+    committed = AT_MS - 3_600_000  # committed in the database an hour before the connector saw it
+    envelope = {"op": "r", "after": {"id": 3}, "ts_ms": AT_MS, "source": {"ts_ms": committed}}
     event = _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope))
     assert event.ts_datetime == AT
 
 
-def test_without_source_ts_ms_the_envelope_ts_ms_is_the_clock(demo_engine: Engine):
-    envelope = {"op": "r", "after": {"id": 3}, "ts_ms": AT_MS, "source": {"table": "x"}}
+def test_without_an_envelope_ts_ms_source_ts_ms_is_the_clock(demo_engine: Engine):
+    envelope = {"op": "r", "after": {"id": 3}, "source": {"table": "x", "ts_ms": AT_MS}}
     event = _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope))
     assert event.ts_datetime == AT
 

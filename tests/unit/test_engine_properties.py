@@ -2,6 +2,8 @@
 
 - later activity never brings a sliding deadline earlier;
 - no command is ever issued for a held subject;
+- after a hold's release (by update, delete or a move to another customer), no subject
+  stays held without an open hold row naming it;
 - legal-obligation rules never fire early;
 - simulate gives identical output for identical input.
 """
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 from policy.debezium import ChangeEvent
 from policy.engine import Engine, next_due
 from policy.simulation import RowId, Simulator, decode_line, simulate
+from policy.state import SubjectState
 from tests.unit.conftest import load_demo_policy, record
 
 ENGINE: Engine = Engine.compile(load_demo_policy())
@@ -183,6 +186,53 @@ def test_no_command_is_issued_for_a_held_subject(stream: list[str], release: boo
         assert held == []
     else:
         assert all(c.issued_at >= int(released_at.timestamp()) * 1_000_000 for c in held)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_no_subject_stays_held_without_an_open_hold_row_naming_it(data: st.DataObject):
+    simulator = Simulator(ENGINE)
+    customers = (1, 2, 3)
+    for customer in customers:  # each has a recording due 2020-07-01 (recorded + P6M)
+        simulator_feed(simulator, record("call_recordings", "c", iso(START),
+                       {"id": customer, "customer_id": customer, "recorded_at": iso(START),
+                        "objected": False}))  # fmt: skip
+    holds: dict[int, tuple[int | None, bool]] = {}  # the database's: id -> (customer_id, open)
+    held_since: dict[int, datetime] = {}
+    now = START
+    for _ in range(data.draw(st.integers(min_value=1, max_value=20))):
+        now += timedelta(seconds=data.draw(seconds))
+        hold = data.draw(st.integers(min_value=1, max_value=3))
+        if hold in holds and data.draw(st.integers(min_value=0, max_value=3)) == 0:
+            simulator_feed(simulator, record("legal_holds", "d", iso(now), before={"id": hold}))
+            del holds[hold]
+        else:
+            customer = data.draw(st.sampled_from([*customers, None]))
+            is_open = data.draw(st.booleans())
+            row = {"id": hold, "customer_id": customer,
+                   "released_at": None if is_open else iso(now)}  # fmt: skip
+            simulator_feed(simulator, record("legal_holds", "u" if hold in holds else "c",
+                                             iso(now), row))  # fmt: skip
+            holds[hold] = (customer, is_open)
+        for customer in customers:
+            naming = {
+                f"public.legal_holds:{h}" for h, (c, o) in holds.items() if o and c == customer
+            }
+            state = simulator.subjects.get(f"customer:{customer}", SubjectState())
+            assert state.holds == naming, (customer, holds)
+            if not naming:
+                held_since.pop(customer, None)
+            else:
+                held_since.setdefault(customer, now)
+    simulator.advance(FAR)
+    deleted = {c.subject: c.issued_at for c in simulator.commands}
+    for customer in customers:
+        subject = f"customer:{customer}"
+        if customer in held_since:  # held to the end: deleted only before this hold began
+            since = int(held_since[customer].timestamp()) * 1_000_000
+            assert subject not in deleted or deleted[subject] <= since
+        else:
+            assert subject in deleted
 
 
 LEGAL = {

@@ -129,3 +129,65 @@ def test_invalid_policy_lists_errors_and_exits_2(
     out, err = capsys.readouterr()
     assert out == ""
     assert "policy.yaml:" in err and "ten years" in err
+
+
+def test_until_before_the_last_event_is_a_usage_error(events: Path, capsys: pytest.CaptureFixture):
+    code = main(["simulate", "--policy", str(DEMO_POLICY), "--events", str(events),
+                 "--until", "2024-02-01T00:00:00Z"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    # the last event is the survey of 2024-03-01
+    assert "--until 2024-02-01T00:00:00Z is before the last event (2024-03-01T00:00:00Z)" in err
+    assert "pass --until 2024-03-01T00:00:00Z or later" in err
+
+
+SAMPLE = ROOT / "docs" / "sample" / "hosting-6y.jsonl"
+
+
+def test_sample_stream_hand_checked_lines(capsys: pytest.CaptureFixture):
+    """A few commands of the documented sample, worked out by hand from its input lines."""
+    code = main(["simulate", "--policy", str(DEMO_POLICY), "--events", str(SAMPLE),
+                 "--until", "2026-01-01T00:00:00Z"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    commands = _lines(out)
+    customer_account = ["business_management", "customer_account"]
+
+    def line(issued: str, due: str, action: str, table: str, key: int, subject: str,
+             purposes: list[str], **fields: list[str]) -> dict[str, object]:  # fmt: skip
+        return {"issued_at": issued, "due_at": due, "action": action, "table": f"public.{table}",
+                "key": {"id": key}, "subject": subject, "purposes": purposes, **fields}  # fmt: skip
+
+    expected = [
+        # line 3: snapshot (ts_ms 1578297600000 = 2020-01-06 08:00) of customer 3, closed
+        # 2014-06-30 12:00: delete at + P5Y = 2019-06-30 12:00, overdue: sent at the snapshot
+        line("2020-01-06T08:00:00Z", "2019-06-30T12:00:00Z", "delete", "customers", 3,
+             "customer:3", customer_account),
+        # line 73: objected = true at ts_ms 1612366200000 = 2021-02-03 15:30: at once
+        line("2021-02-03T15:30:00Z", "2021-02-03T15:30:00Z", "delete", "call_recordings", 2,
+             "customer:2", ["support_training"]),
+        # line 24: submitted 2020-02-29 11:00 + P1Y = 2021-02-28 11:00 (line 76 is the sink's
+        # update coming back: no second command)
+        line("2021-02-28T11:00:00Z", "2021-02-28T11:00:00Z", "anonymise", "satisfaction_surveys",
+             1, "customer:1", ["satisfaction_surveys"],
+             fields=["customer_id", "respondent_email", "submitted_at"]),
+        # line 10: expires_on 18870 days = 2021-08-31 (00:00 UTC) + P13M = 2022-09-31 -> 09-30
+        line("2022-09-30T00:00:00Z", "2022-09-30T00:00:00Z", "delete", "payment_methods", 1,
+             "customer:1", ["payment_management"]),
+        # line 109: recorded 2021-12-01 10:00 + P6M = 2022-06-01 10:00, during the hold of
+        # lines 112-135 on customer 5: sent at its release, ts_ms 1664553600000 = 2022-09-30 16:00
+        line("2022-09-30T16:00:00Z", "2022-06-01T10:00:00Z", "delete", "call_recordings", 3,
+             "customer:5", ["support_training"]),
+        # line 148: purchase consent withdrawn 2023-01-31 10:00 + P13M = 2024-02-31 -> 02-29
+        line("2024-02-29T10:00:00Z", "2024-02-29T10:00:00Z", "delete", "payment_methods", 2,
+             "customer:4", ["payment_management"]),
+    ]  # fmt: skip
+    for command in expected:
+        assert command in commands
+    for table, key in (("public.satisfaction_surveys", 1), ("public.call_recordings", 3)):
+        assert sum(c["table"] == table and c["key"] == {"id": key} for c in commands) == 1
+    # support ticket 3 (line 52, last message 2020-08-01), deleted by the business on
+    # 2020-12-01 (line 64, then its tombstone) before its archive: no command ever
+    assert not [c for c in commands if c["table"] == "public.support_tickets" and
+                c["key"] == {"id": 3}]  # fmt: skip

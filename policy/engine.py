@@ -10,9 +10,10 @@ A driver (the stream processor, or `lethe simulate`) keeps a row state per
   must be re-evaluated (its activity or its holds changed). When the event moves the
   row to another subject (a hold moved to another customer, a contact that gained a
   customer id, a survey whose customer id was emptied), `left` is the state of the
-  subject the row leaves: the Step names it (`left_subject`, so the driver deletes the
-  row's old key), gives its new state (a hold the row was is released there at the
-  event's time) and says whether its rows must be re-evaluated (`reevaluate_left`);
+  subject the row leaves: the Step says so (`moved`, so the driver deletes the row's
+  old key), names it (`left_subject`), gives its new state (a hold the row was is
+  released there at the event's time) and says whether its rows must be re-evaluated
+  (`reevaluate_left`);
 - `due(engine, row, subject, now)` issues every stage due at or before `now` that
   was not issued yet (nothing while the subject is held) and returns the commands,
   the new row state and the next due instant (at once, without working the stages
@@ -130,9 +131,11 @@ class Step:
     """The subject's activity or holds changed: re-arm its other rows with `next_due`."""
     subject_key: str | None
     """The subject the row belongs to now (`customer:42`), or None."""
+    moved: bool = False
+    """The event moved the row to another subject (from or to none included): the driver
+    deletes the row's state under its old key, (`left_subject`, table, key)."""
     left_subject: str | None = None
-    """The subject the row belonged to before this event, when the event moved it to
-    another one (or to none): the driver deletes the row's state under that subject."""
+    """The subject the row belonged to before it moved (None: it had none, or did not move)."""
     left_state: SubjectState | None = None
     """The new state of `left_subject` (a hold the row was is released there)."""
     reevaluate_left: bool = False
@@ -635,6 +638,7 @@ _new = object.__new__
     _set_step_due,
     _set_step_reevaluate,
     _set_step_key,
+    _set_step_moved,
     _set_step_left,
     _set_step_left_state,
     _set_step_reevaluate_left,
@@ -646,6 +650,7 @@ _new = object.__new__
         "next_due",
         "reevaluate_subject",
         "subject_key",
+        "moved",
         "left_subject",
         "left_state",
         "reevaluate_left",
@@ -659,6 +664,7 @@ def _step(
     upcoming: Instant | None,
     reevaluate: bool,
     subject_key: str | None,
+    moved: bool = False,
     left_subject: str | None = None,
     left_state: SubjectState | None = None,
     reevaluate_left: bool = False,
@@ -670,6 +676,7 @@ def _step(
     _set_step_due(step, upcoming)
     _set_step_reevaluate(step, reevaluate)
     _set_step_key(step, subject_key)
+    _set_step_moved(step, moved)
     _set_step_left(step, left_subject)
     _set_step_left_state(step, left_state)
     _set_step_reevaluate_left(step, reevaluate_left)
@@ -750,8 +757,9 @@ def apply(
                 reevaluate = True
 
     left_key = left_state = None
-    reevaluate_left = False
+    moved = reevaluate_left = False
     if row is not None and row.subject != subject_key:
+        moved = True
         left_key = row.subject
         if left_key is not None:
             left_state = left if left is not None else EMPTY_SUBJECT
@@ -759,10 +767,8 @@ def apply(
             if released is not None:
                 left_state, reevaluate_left = released, True
 
-    if deleting or not plan.tracked:
-        return _step(
-            None, new_subject, None, reevaluate, subject_key, left_key, left_state, reevaluate_left
-        )
+    if deleting or not plan.tracked:  # neither moves: a delete keeps row.subject
+        return _step(None, new_subject, None, reevaluate, subject_key)
     values = _read_values(plan.reads, image)
     if plan.at_once:
         _keep_at_once(plan.at_once, values, row, event.ts)
@@ -779,7 +785,7 @@ def apply(
     if new_subject is not None and new_subject.holds:
         upcoming = None
     return _step(
-        new_row, new_subject, upcoming, reevaluate, subject_key, left_key, left_state,
+        new_row, new_subject, upcoming, reevaluate, subject_key, moved, left_key, left_state,
         reevaluate_left,
     )  # fmt: skip
 

@@ -127,7 +127,7 @@ class Simulator:
         holds_changed = step.subject is not None and (
             subject is None or step.subject.holds != subject.holds
         )
-        if old_id is not None and (step.row is None or step.left_subject is not None):
+        if old_id is not None and (step.row is None or step.moved):
             self._forget(old_id)
         if step.left_subject is not None and step.left_state is not None:
             self.subjects[step.left_subject] = step.left_state

@@ -15,6 +15,7 @@ from policy.instants import add_period, format_instant, parse_instant
 from policy.loader import load_policy_text
 from policy.model import Action, Bucket, Coarsen, Constant, Empty, Policy, TimeUnit
 from policy.periods import Period
+from policy.simulation import Simulator
 from policy.state import Command, RowState, StateFormatError, SubjectState
 from tests.unit.conftest import cmd, record, run
 
@@ -99,7 +100,7 @@ def test_a_hold_moved_to_another_customer_says_which_subject_it_left(demo_engine
     hold = {"id": 3, "customer_id": 8, "released_at": None}
     placed = apply(demo_engine, None, None,
                    _event("legal_holds", Op.CREATE, "2022-02-01T00:00:00Z", hold))  # fmt: skip
-    assert placed.subject_key == "customer:8" and placed.left_subject is None
+    assert placed.subject_key == "customer:8" and not placed.moved and placed.left_subject is None
     assert placed.subject is not None and placed.subject.holds == {"public.legal_holds:3"}
     eight = SubjectState({"contact": at("2021-01-01T00:00:00Z")}, placed.subject.holds)
     moved = apply(
@@ -109,7 +110,7 @@ def test_a_hold_moved_to_another_customer_says_which_subject_it_left(demo_engine
         _event("legal_holds", Op.UPDATE, "2022-03-01T00:00:00Z", {**hold, "customer_id": 9}),
         eight,
     )
-    assert moved.subject_key == "customer:9"
+    assert moved.moved and moved.subject_key == "customer:9"
     assert moved.subject == SubjectState(holds=frozenset({"public.legal_holds:3"}))
     assert moved.left_subject == "customer:8"
     # released there; the activity stays
@@ -158,6 +159,7 @@ def test_an_anonymised_survey_keeps_its_state_under_no_subject(demo_engine: Engi
         _event("satisfaction_surveys", Op.UPDATE, "2025-02-28T11:00:03Z", anonymised),
         first.subject,
     )
+    assert back.moved
     assert (back.left_subject, back.subject_key, back.subject) == ("customer:42", None, None)
     assert back.row is not None and back.row.issued == row.issued  # nothing to issue again
     assert back.next_due is None
@@ -339,3 +341,22 @@ def test_anonymisers(method: object, value: object, expected: object):
 )
 def test_calendar_periods(start: str, period: str, expected: str):
     assert format_instant(add_period(at(start), Period.parse(period))) == expected
+
+
+def test_simulator_keeps_one_state_per_row_under_its_current_subject(demo_engine: Engine):
+    """A driver deletes a moved row's old key, also when it had no subject before."""
+    simulator = Simulator(demo_engine)
+    hold = {"id": 1, "customer_id": None, "released_at": None}
+    for ts, customer in (
+        ("2022-01-01T00:00:00Z", None),
+        ("2022-02-01T00:00:00Z", 12),
+        ("2022-03-01T00:00:00Z", 13),
+        ("2022-04-01T00:00:00Z", None),
+    ):
+        op = Op.CREATE if customer is None and ts.startswith("2022-01") else Op.UPDATE
+        simulator.feed(_event("legal_holds", op, ts, {**hold, "customer_id": customer}))
+        subject = None if customer is None else f"customer:{customer}"
+        assert list(simulator.rows) == [(subject, "public.legal_holds", (("id", 1),))]
+        assert [key for key, state in simulator.subjects.items() if state.holds] == (
+            [] if subject is None else [subject]
+        )

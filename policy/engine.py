@@ -777,10 +777,10 @@ def apply(
     if plan.reads_activity:
         activity_now = new_subject.activity if new_subject is not None else _NO_ACTIVITY
         upcoming = plan.upcoming(values, activity_now, issued)
-        schedule = (plan.token, issued or None, values, activity_now, upcoming)
+        schedule = (plan.token, upcoming, activity_now)
     else:
         upcoming = plan.upcoming(values, _NO_ACTIVITY, issued)
-        schedule = (plan.token, issued or None, values, None, upcoming)
+        schedule = (plan.token, upcoming, None)
     new_row = build_row_state(plan.table, event.key, subject_key, values, issued, schedule)
     if new_subject is not None and new_subject.holds:
         upcoming = None
@@ -809,26 +809,14 @@ def _keep_at_once(
 def _upcoming(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> Instant | None:
     """The row's next due: the one it carries if that still matches it, else worked out."""
     schedule = row.schedule
-    issued, values = row.issued, row.values
     if plan.reads_activity:
         activity = subject.activity if subject is not None else _NO_ACTIVITY
-        if (
-            schedule is not None
-            and schedule[0] is plan.token
-            and (schedule[1] is issued if issued else schedule[1] is None)
-            and schedule[2] is values
-            and schedule[3] is activity
-        ):
-            return schedule[4]
-        return plan.upcoming(values, activity, issued)
-    if (
-        schedule is not None
-        and schedule[0] is plan.token
-        and (schedule[1] is issued if issued else schedule[1] is None)
-        and schedule[2] is values
-    ):
-        return schedule[4]
-    return plan.upcoming(values, _NO_ACTIVITY, issued)
+        if schedule is not None and schedule[0] is plan.token and schedule[2] is activity:
+            return schedule[1]
+        return plan.upcoming(row.values, activity, row.issued)
+    if schedule is not None and schedule[0] is plan.token:
+        return schedule[1]
+    return plan.upcoming(row.values, _NO_ACTIVITY, row.issued)
 
 
 def _latest_of_all(instants: list[Instant | None]) -> Instant | None:
@@ -887,14 +875,8 @@ def due(
         return [], row, None
     plan = engine.plans[row.table]
     schedule = row.schedule
-    if (
-        schedule is not None
-        and schedule[3] is None
-        and schedule[0] is plan.token
-        and schedule[2] is row.values
-        and (schedule[1] is row.issued if row.issued else schedule[1] is None)
-    ):
-        upcoming = schedule[4]
+    if schedule is not None and schedule[0] is plan.token and not plan.reads_activity:
+        upcoming = schedule[1]
     else:
         upcoming = _upcoming(plan, row, subject)
     if upcoming is None or upcoming > now:
@@ -929,6 +911,6 @@ def due(
         row.subject,
         row.values,
         issued,
-        (plan.token, issued or None, row.values, activity, later),
+        (plan.token, later, activity),
     )
     return commands, new_row, later

@@ -9,10 +9,11 @@ serialise to compact JSON bytes (`to_bytes`/`from_bytes`) for key-value tables a
 changelog topics; bytes of another format raise `StateFormatError`.
 
 A row state built by the engine also carries its `schedule`: its next due, worked
-out for exactly its values and issued stages (and, for rows whose
-clocks read the subject's activity, that activity). It is derived data, never serialised
-nor compared; the engine uses it only while it still matches the row, so a row read
-back from bytes or built by hand simply has its stages worked out again.
+out for exactly its values and issued stages (and, for rows whose clocks read the
+subject's activity, that activity). It is derived data, never serialised nor compared,
+and only the engine sets it: a row read back from bytes, built by hand or copied with
+`dataclasses.replace` has none (one passed in is dropped), so its stages are simply
+worked out again.
 """
 
 from __future__ import annotations
@@ -34,16 +35,11 @@ StateValue = str | int | float | bool | None
 PendingStage = tuple[Instant, int, str, tuple[str, ...], tuple[str, ...]]
 """(due, rank, stage id, purposes, fields): one stage of a row not issued yet; the rank
 (0 anonymise, 1 archive, 2 delete) says its action."""
-Schedule = tuple[
-    object,
-    frozenset[str] | None,
-    Mapping[str, StateValue],
-    Mapping[str, Instant] | None,
-    Instant | None,
-]
-"""(source plan's token, issued (None: none), values, activity or None, next due):
-what the engine worked out for a row, valid while those inputs are the very same objects.
-Plain values, so the garbage collector soon stops tracking it for most rows."""
+Schedule = tuple[object, Instant | None, Mapping[str, Instant] | None]
+"""(source plan's token, next due, the subject's activity it was worked out for or None):
+what the engine worked out for a row state's own values and issued stages. Only plain
+values when the clocks do not read the activity, so the garbage collector stops tracking
+it: such a row state then costs the collector one object, not two."""
 
 _FORMAT: Final = 2
 """Format 1 also kept change and first-seen times (and release times per subject)."""
@@ -66,7 +62,12 @@ class RowState:
     issued: frozenset[str] = frozenset()
     """Ids of the stages already issued (`archive`, `delete`, `anonymise:<purpose>:<n>`, ...)."""
     schedule: Schedule | None = field(default=None, compare=False, repr=False)
-    """The engine's worked-out next due for this very state (derived; not serialised)."""
+    """The engine's worked-out next due for this very state (derived; not serialised). Only
+    the engine sets it: one passed here is dropped, as it may be another state's."""
+
+    def __post_init__(self) -> None:
+        if self.schedule is not None:
+            object.__setattr__(self, "schedule", None)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(

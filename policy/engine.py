@@ -110,6 +110,9 @@ _ANONYMISE_RANK: Final = 0
 _ARCHIVE_RANK: Final = 1
 _DELETE_RANK: Final = 2
 _ACTION_OF_RANK: Final = (Action.ANONYMISE, Action.ARCHIVE, Action.DELETE)
+_DELETE_OP: Final = Op.DELETE
+_PLAIN_TYPES: Final = (str, bool, int, float)
+_TEXT_OR_INT: Final = (str, int)
 
 ARCHIVE_STAGE: Final = "archive"
 AT_ONCE_PREFIX: Final = "@"
@@ -575,7 +578,7 @@ def _subject_in(ways: tuple[tuple[str, str, bool], ...], image: Mapping[str, Val
 def event_subject(engine: Engine, row: RowState | None, event: ChangeEvent) -> str | None:
     """The subject whose state `apply` needs for this event (a delete keeps the row's)."""
     ways = engine.plans[event.table].subject_ways
-    if event.op is Op.DELETE:
+    if event.op is _DELETE_OP:
         if row is not None:
             return row.subject
         return _subject_in(ways, event.before or _NO_IMAGE)
@@ -596,7 +599,7 @@ def hold_id(table: str, key: Key) -> str:
 
 
 def _state_value(value: Value) -> StateValue:
-    if value is None or isinstance(value, str | bool | int | float):
+    if value is None or isinstance(value, _PLAIN_TYPES):
         return value
     if isinstance(value, datetime):
         return from_datetime(value)
@@ -616,7 +619,7 @@ def _read_values(reads: tuple[str, ...], image: Mapping[str, Value]) -> dict[str
             continue
         if type(value) is datetime and value.tzinfo is not None:
             values[column] = (value - EPOCH) // _ONE_US
-        elif isinstance(value, str | int):
+        elif isinstance(value, _TEXT_OR_INT):
             values[column] = value
         else:
             values[column] = _state_value(value)
@@ -687,7 +690,7 @@ def _subject_change(
     source: Source, subject: SubjectState, image: Mapping[str, Value], event: ChangeEvent
 ) -> SubjectState | None:
     """The subject's new state when this event feeds its activity or opens/closes a hold."""
-    deleting = event.op is Op.DELETE
+    deleting = event.op is _DELETE_OP
     changed: SubjectState | None = None
     if source.activity and not deleting:
         known = subject.activity
@@ -738,7 +741,7 @@ def apply(
     `row.subject` when the event moves the row away from it (None: no state yet).
     """
     plan = engine.plans[event.table]
-    deleting = event.op is Op.DELETE
+    deleting = event.op is _DELETE_OP
     if deleting:
         image = event.before or _NO_IMAGE
         subject_key = row.subject if row is not None else _subject_in(plan.subject_ways, image)

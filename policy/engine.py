@@ -257,7 +257,7 @@ def _plan_source(policy: Policy, source: Source) -> SourcePlan:
         token=object(),
         subject_ways=tuple((way.column, way.kind + ":", way.lower) for way in source.subject),
         stages=stages,
-        upcoming=_compile_upcoming(compiled, stages),
+        upcoming=_compile_upcoming(compiled, stages, has_archive, anonymisable),
         at_once=tuple((key, _compile_guard(guard)) for guard, key in slots.items()),
     )
 
@@ -339,8 +339,15 @@ def _compile_stages(
     return stages
 
 
-def _compile_upcoming(rules: tuple[_RuleClocks, ...], stages: StagesFn) -> UpcomingFn:
-    if len(rules) != 1 or rules[0].anonymise:
+def _compile_upcoming(
+    rules: tuple[_RuleClocks, ...],
+    stages: StagesFn,
+    has_archive: bool,
+    anonymisable: tuple[str, ...],
+) -> UpcomingFn:
+    if len(rules) > 1:
+        return _several_rules_upcoming(rules, has_archive, anonymisable)
+    if not rules or rules[0].anonymise:
 
         def earliest(values: Values, activity: Activity, issued: frozenset[str]) -> Instant | None:
             return stages(values, activity, issued)[1]
@@ -364,6 +371,54 @@ def _compile_upcoming(rules: tuple[_RuleClocks, ...], stages: StagesFn) -> Upcom
         return delete
 
     return single_rule_upcoming
+
+
+def _several_rules_upcoming(
+    rules: tuple[_RuleClocks, ...], has_archive: bool, anonymisable: tuple[str, ...]
+) -> UpcomingFn:
+    """The earliest due `_compile_stages` would give, working out early anonymisation only
+    when a rule ends before every other pending stage (it can only be due at such an end)."""
+
+    def several_rules_upcoming(
+        values: Values, activity: Activity, issued: frozenset[str]
+    ) -> Instant | None:
+        if DELETE_STAGE in issued:
+            return None
+        dues = [
+            (
+                r,
+                r.archive(values, activity) if r.archive is not None else None,
+                r.delete(values, activity) if r.delete is not None else None,
+            )
+            for r in rules
+        ]
+        delete = _latest_of_all([d for _, _, d in dues])
+        earliest = delete
+        if has_archive and ARCHIVE_STAGE not in issued:
+            archive = _latest_of_all([a if r.archive is not None else d for r, a, d in dues])
+            if archive is not None and (delete is None or archive < delete):
+                earliest = archive
+        for rule in rules:
+            for stage_id, clock, _ in rule.anonymise:
+                if stage_id in issued:
+                    continue
+                at = clock(values, activity)
+                if (
+                    at is not None
+                    and (delete is None or at < delete)
+                    and (earliest is None or at < earliest)
+                ):
+                    earliest = at
+        ends = [d for _, _, d in dues if d is not None and (earliest is None or d < earliest)]
+        if ends:
+            early: list[Pending] = []
+            _early_anonymisation(anonymisable, dues, delete, issued, early)
+            for stage in early:
+                if earliest is None or stage[0] < earliest:
+                    earliest = stage[0]
+        return earliest
+
+    return several_rules_upcoming
 
 
 def _single_rule_stages(rule: _RuleClocks, purposes: tuple[str, ...]) -> StagesFn:

@@ -41,105 +41,13 @@ from policy.model import (
     When,
 )
 from policy.periods import Period
+from tests.demo_schema import DEMO_COLUMNS, DEMO_TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config" / "policy.yaml"
 
 # --- the shipped default policy against demo-schema.md (written out by hand) ---------------
 
-# Every table of the demo database and its columns, copied from the project's demo schema
-# (every table also has a bigint primary key `id`).
-DEMO_TABLES: dict[str, list[str]] = {
-    "customers": [
-        "nic_handle",
-        "first_name",
-        "last_name",
-        "email",
-        "phone",
-        "postal_address",
-        "country",
-        "created_at",
-        "closed_at",
-    ],
-    "support_tickets": [
-        "customer_id",
-        "subject_line",
-        "body",
-        "contact_email",
-        "created_at",
-        "last_message_at",
-    ],
-    "orders": ["customer_id", "service", "amount_cents", "ordered_at"],
-    "invoices": [
-        "customer_id",
-        "order_id",
-        "billing_name",
-        "billing_address",
-        "amount_cents",
-        "issued_at",
-    ],
-    "payment_methods": [
-        "customer_id",
-        "kind",
-        "holder_name",
-        "pan_last4",
-        "iban",
-        "expires_on",
-        "subscription_cancelled_at",
-        "revoked_at",
-        "keep_for_purchases",
-        "purchase_consent_withdrawn_at",
-    ],
-    "job_applications": [
-        "first_name",
-        "last_name",
-        "email",
-        "cv_text",
-        "status",
-        "last_contact_at",
-        "retention_consent",
-    ],
-    "event_registrations": [
-        "event_name",
-        "full_name",
-        "email",
-        "company",
-        "job_title",
-        "event_ends_at",
-        "objected_at",
-    ],
-    "marketing_contacts": [
-        "customer_id",
-        "email",
-        "basis",
-        "consent_withdrawn_at",
-        "objected_at",
-        "last_contact_at",
-    ],
-    "info_requests": ["email", "full_name", "content", "received_at", "handled_at"],
-    "call_recordings": ["customer_id", "agent_id", "audio_ref", "recorded_at", "objected"],
-    "satisfaction_surveys": [
-        "customer_id",
-        "respondent_email",
-        "score",
-        "comments",
-        "submitted_at",
-    ],
-    "payment_defaults": ["customer_id", "amount_cents", "defaulted_at"],
-    "fraud_signals": ["customer_id", "ip_address", "geo", "score", "observed_at"],
-    "identity_documents": ["customer_id", "kind", "document_ref", "verified_at", "fraud_suspected"],
-    "dpo_requests": [
-        "customer_id",
-        "request_text",
-        "answer_text",
-        "id_proof_ref",
-        "received_at",
-        "answered_at",
-    ],
-    "data_breaches": ["description", "affected_subjects", "detected_at"],
-    "connection_logs": ["customer_id", "ip_address", "logged_at"],
-    "legal_holds": ["customer_id", "case_ref", "placed_at", "released_at"],
-}
 
 # "All instants are timestamptz; expires_on is a date."
 INSTANTS = {
@@ -324,7 +232,7 @@ def shipped() -> Policy:
 
 def test_shipped_policy_has_every_demo_table_with_its_exact_columns(shipped: Policy) -> None:
     assert set(shipped.sources) == {f"public.{t}" for t in DEMO_TABLES}
-    for table, columns in DEMO_TABLES.items():
+    for table, columns in DEMO_COLUMNS.items():
         source = shipped.sources[f"public.{table}"]
         assert sorted(source.columns) == sorted(["id", *columns]), table
         assert source.primary_key == ("id",), table

@@ -307,18 +307,7 @@ def _compile_stages(
                 else None
             )
         else:
-            dues = [
-                (
-                    r,
-                    r.archive(values, activity) if r.archive is not None else None,
-                    r.delete(values, activity) if r.delete is not None else None,
-                )
-                for r in rules
-            ]
-            delete = _latest_of_all([d for _, _, d in dues])
-            archive = None
-            if has_archive and ARCHIVE_STAGE not in issued:
-                archive = _latest_of_all([a if r.archive is not None else d for r, a, d in dues])
+            dues, delete, archive = _combined_dues(rules, has_archive, values, activity, issued)
             _early_anonymisation(anonymisable, dues, delete, issued, pending)
 
         if delete is not None:
@@ -384,20 +373,10 @@ def _several_rules_upcoming(
     ) -> Instant | None:
         if DELETE_STAGE in issued:
             return None
-        dues = [
-            (
-                r,
-                r.archive(values, activity) if r.archive is not None else None,
-                r.delete(values, activity) if r.delete is not None else None,
-            )
-            for r in rules
-        ]
-        delete = _latest_of_all([d for _, _, d in dues])
+        dues, delete, archive = _combined_dues(rules, has_archive, values, activity, issued)
         earliest = delete
-        if has_archive and ARCHIVE_STAGE not in issued:
-            archive = _latest_of_all([a if r.archive is not None else d for r, a, d in dues])
-            if archive is not None and (delete is None or archive < delete):
-                earliest = archive
+        if archive is not None and (delete is None or archive < delete):
+            earliest = archive
         for rule in rules:
             for stage_id, clock, _ in rule.anonymise:
                 if stage_id in issued:
@@ -875,6 +854,33 @@ def _upcoming(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> 
     if schedule is not None and schedule[0] is plan.token:
         return schedule[1]
     return plan.upcoming(row.values, _NO_ACTIVITY, row.issued)
+
+
+def _combined_dues(
+    rules: tuple[_RuleClocks, ...],
+    has_archive: bool,
+    values: Values,
+    activity: Activity,
+    issued: frozenset[str],
+) -> tuple[
+    list[tuple[_RuleClocks, Instant | None, Instant | None]], Instant | None, Instant | None
+]:
+    """Each rule's (archive, delete) dues, and the row's delete and archive from them: delete
+    at the latest delete once every rule has one; archive once every rule is past its active
+    phase (its archive, else its delete), unless archive was issued."""
+    dues = [
+        (
+            r,
+            r.archive(values, activity) if r.archive is not None else None,
+            r.delete(values, activity) if r.delete is not None else None,
+        )
+        for r in rules
+    ]
+    delete = _latest_of_all([d for _, _, d in dues])
+    archive = None
+    if has_archive and ARCHIVE_STAGE not in issued:
+        archive = _latest_of_all([a if r.archive is not None else d for r, a, d in dues])
+    return dues, delete, archive
 
 
 def _latest_of_all(instants: list[Instant | None]) -> Instant | None:

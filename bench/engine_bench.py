@@ -11,7 +11,7 @@ once (`Engine.compile`), then times only the engine, one thread:
   event (later dues wait for their timer);
 - `decode only`: Kafka record bytes (JsonConverter, no schemas) to `ChangeEvent`;
 - `decode + apply + due per event`: the headline path starting from the bytes;
-- `simulate driver`: the `Simulator` (row/subject dicts, timer heap, re-arming a
+- `simulate driver`: the `Driver` over a `MemoryStore` (row/subject dicts, timer heap, re-arming a
   subject's rows when its activity or holds change).
 Target: at least 100,000 engine evaluations per second. `--pin` pins to one CPU.
 """
@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from lethe.policy_file import load_policy  # noqa: E402
 from policy.debezium import ChangeEvent, decode_raw  # noqa: E402
+from policy.driver import Driver  # noqa: E402
 from policy.engine import Engine, apply, due  # noqa: E402
-from policy.simulation import Simulator  # noqa: E402
+from policy.store import MemoryStore  # noqa: E402
 
 # share of each table in the stream (a hosting provider: logs, tickets and billing dominate)
 MIX = {
@@ -211,10 +212,11 @@ def run_decode_apply_due(engine: Engine, records: list[tuple[str, bytes, bytes]]
 
 
 def run_simulator(engine: Engine, events: list[ChangeEvent]) -> int:
-    simulator = Simulator(engine)
+    driver = Driver(engine, MemoryStore())
+    issued = 0
     for event in events:
-        simulator.feed(event)
-    return len(simulator.commands)
+        issued += len(driver.feed(event))
+    return issued
 
 
 def timed(fn: Callable[[], int], rounds: int) -> tuple[list[float], list[float], int]:

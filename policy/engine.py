@@ -134,6 +134,9 @@ class Step:
     """The subject's activity or holds changed: re-arm its other rows with `next_due`."""
     subject_key: str | None
     """The subject the row belongs to now (`customer:42`), or None."""
+    holds_changed: bool = False
+    """The subject's open holds changed (a hold placed or released): re-arm every row of
+    the subject, not only those reading its activity."""
     moved: bool = False
     """The event moved the row to another subject (from or to none included): the driver
     deletes the row's state under its old key, (`left_subject`, table, key)."""
@@ -675,6 +678,7 @@ _new = object.__new__
     _set_step_due,
     _set_step_reevaluate,
     _set_step_key,
+    _set_step_holds_changed,
     _set_step_moved,
     _set_step_left,
     _set_step_left_state,
@@ -687,6 +691,7 @@ _new = object.__new__
         "next_due",
         "reevaluate_subject",
         "subject_key",
+        "holds_changed",
         "moved",
         "left_subject",
         "left_state",
@@ -701,6 +706,7 @@ def _step(
     upcoming: Instant | None,
     reevaluate: bool,
     subject_key: str | None,
+    holds_changed: bool = False,
     moved: bool = False,
     left_subject: str | None = None,
     left_state: SubjectState | None = None,
@@ -713,6 +719,7 @@ def _step(
     _set_step_due(step, upcoming)
     _set_step_reevaluate(step, reevaluate)
     _set_step_key(step, subject_key)
+    _set_step_holds_changed(step, holds_changed)
     _set_step_moved(step, moved)
     _set_step_left(step, left_subject)
     _set_step_left_state(step, left_state)
@@ -784,12 +791,13 @@ def apply(
         subject_key = _subject_in(plan.subject_ways, image)
 
     new_subject = None
-    reevaluate = False
+    reevaluate = holds_changed = False
     if subject_key is not None:
         new_subject = subject if subject is not None else EMPTY_SUBJECT
         if plan.changes_subject:
             changed_subject = _subject_change(plan.source, new_subject, image, event)
             if changed_subject is not None:
+                holds_changed = changed_subject.holds != new_subject.holds
                 new_subject = changed_subject
                 reevaluate = True
 
@@ -805,7 +813,7 @@ def apply(
                 left_state, reevaluate_left = released, True
 
     if deleting or not plan.tracked:  # neither moves: a delete keeps row.subject
-        return _step(None, new_subject, None, reevaluate, subject_key)
+        return _step(None, new_subject, None, reevaluate, subject_key, holds_changed)
     values = _read_values(plan.reads, image)
     if plan.at_once:
         _keep_at_once(plan.at_once, values, row, event.ts)
@@ -822,8 +830,8 @@ def apply(
     if new_subject is not None and new_subject.holds:
         upcoming = None
     return _step(
-        new_row, new_subject, upcoming, reevaluate, subject_key, moved, left_key, left_state,
-        reevaluate_left,
+        new_row, new_subject, upcoming, reevaluate, subject_key, holds_changed, moved, left_key,
+        left_state, reevaluate_left,
     )  # fmt: skip
 
 
@@ -956,13 +964,14 @@ def due(
             now,
             at,
             _ACTION_OF_RANK[rank],
+            stage_id,
             row.table,
             row.key,
             row.subject,
             purposes,
             fields,
         )
-        for at, rank, _, purposes, fields in firing
+        for at, rank, stage_id, purposes, fields in firing
         if not deleting or rank == _DELETE_RANK
     ]
     issued = row.issued | {stage[2] for stage in firing}

@@ -18,6 +18,7 @@ worked out again.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -154,6 +155,22 @@ class SubjectState:
 EMPTY_SUBJECT: Final = SubjectState()
 
 
+COMMAND_NAMESPACE: Final = uuid.UUID("6f1c1d8e-3b52-5d0e-9a57-1e7e5c0a4d21")
+"""The UUID namespace of command ids (see `command_id`)."""
+
+
+def command_id(table: str, key: Key, stage: str, due_at: Instant) -> str:
+    """The command's id: UUID v5 in `COMMAND_NAMESPACE` of the JSON text
+    `[table, [[column, value], ...], stage, due_at]` (due_at as printed, ISO-8601 UTC).
+
+    Same row, stage and due instant: same id, in every process and on every run, so a
+    consumer drops a command it has already applied; a stage due again at another instant
+    (an account closed, reopened and closed again) gets a new id.
+    """
+    name = orjson.dumps([table, [list(pair) for pair in key], stage, format_instant(due_at)])
+    return str(uuid.uuid5(COMMAND_NAMESPACE, name.decode()))
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """Archive, anonymise or delete one row; `fields` (column names) only for anonymise."""
@@ -161,18 +178,28 @@ class Command:
     issued_at: Instant
     due_at: Instant
     action: Action
+    stage: str
+    """Which stage of the row's rules this is: `archive`, `delete`, or an anonymise stage
+    (`anonymise:<purpose>:<n>`, or `ended:<purposes>` for columns only ended purposes needed)."""
     table: str
     key: Key
     subject: str | None
     purposes: tuple[str, ...]
     fields: tuple[str, ...] = ()
 
+    @property
+    def command_id(self) -> str:
+        """Deterministic: same row, stage and due instant, same id (see `command_id`)."""
+        return command_id(self.table, self.key, self.stage, self.due_at)
+
     def to_json(self) -> dict[str, object]:
         """The command as `lethe simulate` prints it (and downstream topics carry it)."""
         document: dict[str, object] = {
+            "command_id": self.command_id,
             "issued_at": format_instant(self.issued_at),
             "due_at": format_instant(self.due_at),
             "action": self.action.value,
+            "stage": self.stage,
             "table": self.table,
             "key": dict(self.key),
             "subject": self.subject,

@@ -7,6 +7,7 @@ here only encode inputs (ISO text to Debezium's ms, days since epoch).
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -95,7 +96,34 @@ def run(policy: Policy, lines: Iterable[str], until: str | None = None) -> list[
         end = ms(until) * 1000
     result = simulate(Engine.compile(policy), list(lines), end)
     assert result.errors == (), result.errors
-    return [command.to_json() for command in result.commands]
+    return [checked_identity(command.to_json()) for command in result.commands]
+
+
+COMMAND_NAMESPACE = uuid.UUID("6f1c1d8e-3b52-5d0e-9a57-1e7e5c0a4d21")
+"""As docs/commands.md gives it: command ids are UUID v5 in this namespace."""
+
+
+def checked_identity(command: dict[str, Any]) -> dict[str, Any]:
+    """Check a printed command's `command_id` and `stage` as docs/commands.md defines them,
+    and return the rest: the rule tests then compare when and what, with hand-worked values.
+
+    The id is UUID v5 of the JSON text `[table, [[column, value], ...], stage, due_at]`;
+    the stage of an archive or a delete is its action, that of an anonymise names it.
+    """
+    document = dict(command)
+    command_id = document.pop("command_id")
+    stage = document.pop("stage")
+    name = json.dumps(
+        [document["table"], [[c, v] for c, v in document["key"].items()], stage,
+         document["due_at"]],
+        separators=(",", ":"), ensure_ascii=False,
+    )  # fmt: skip
+    assert command_id == str(uuid.uuid5(COMMAND_NAMESPACE, name)), command
+    if document["action"] == "anonymise":
+        assert stage.startswith(("anonymise:", "ended:")), command
+    else:
+        assert stage == document["action"], command
+    return document
 
 
 def cmd(

@@ -10,13 +10,14 @@ import pytest
 from lethe.policy_file import policy_schema
 from policy.anonymise import anonymise_value, anonymised_fields
 from policy.debezium import ChangeEvent, Op
+from policy.driver import Driver
 from policy.engine import Engine, apply, due, next_due
 from policy.instants import add_period, format_instant, parse_instant
 from policy.loader import load_policy_text
 from policy.model import Action, Bucket, Coarsen, Constant, Empty, Policy, TimeUnit
 from policy.periods import Period
-from policy.simulation import Simulator
 from policy.state import Command, RowState, StateFormatError, SubjectState
+from policy.store import MemoryStore
 from tests.unit.conftest import cmd, record, run
 
 
@@ -59,7 +60,7 @@ def test_apply_then_due_over_the_driver_interface(demo_engine: Engine):
     commands, row, later = due(demo_engine, step.row, step.subject, at("2025-01-31T09:00:00Z"))
     assert commands == [
         Command(at("2025-01-31T09:00:00Z"), at("2025-01-31T09:00:00Z"), Action.ARCHIVE,
-                "public.support_tickets", (("id", 7),), "customer:42", ("support",)),
+                "archive", "public.support_tickets", (("id", 7),), "customer:42", ("support",)),
     ]  # fmt: skip
     assert later == at("2029-01-31T09:00:00Z")
     # once issued, never again
@@ -275,8 +276,9 @@ def test_several_rules_anonymise_fields_of_ended_purposes_early(small_policy: Po
 
 
 def test_anonymised_values_use_the_source_methods(small_policy: Policy):
-    command = Command(0, 0, Action.ANONYMISE, "public.accounts", (("id", 1),), "customer:1",
-                      ("newsletter",), ("birth_date", "score", "phone", "email"))  # fmt: skip
+    command = Command(0, 0, Action.ANONYMISE, "ended:newsletter", "public.accounts",
+                      (("id", 1),), "customer:1", ("newsletter",),
+                      ("birth_date", "score", "phone", "email"))  # fmt: skip
     row = {"birth_date": date(1990, 7, 14), "score": 47, "phone": "+31 6", "email": "e@x.org"}
     assert anonymised_fields(small_policy, command, row) == {
         "birth_date": date(1990, 1, 1),
@@ -287,7 +289,8 @@ def test_anonymised_values_use_the_source_methods(small_policy: Policy):
 
 
 def test_survey_stage_methods(demo_policy: Policy):
-    command = Command(0, 0, Action.ANONYMISE, "public.satisfaction_surveys", (("id", 1),),
+    command = Command(0, 0, Action.ANONYMISE, "anonymise:satisfaction_surveys:0",
+                      "public.satisfaction_surveys", (("id", 1),),
                       "customer:1", ("satisfaction_surveys",),
                       ("customer_id", "respondent_email", "submitted_at"))  # fmt: skip
     row = {
@@ -343,9 +346,10 @@ def test_calendar_periods(start: str, period: str, expected: str):
     assert format_instant(add_period(at(start), Period.parse(period))) == expected
 
 
-def test_simulator_keeps_one_state_per_row_under_its_current_subject(demo_engine: Engine):
+def test_driver_keeps_one_state_per_row_under_its_current_subject(demo_engine: Engine):
     """A driver deletes a moved row's old key, also when it had no subject before."""
-    simulator = Simulator(demo_engine)
+    store = MemoryStore()
+    simulator = Driver(demo_engine, store)
     hold = {"id": 1, "customer_id": None, "released_at": None}
     for ts, customer in (
         ("2022-01-01T00:00:00Z", None),
@@ -356,7 +360,5 @@ def test_simulator_keeps_one_state_per_row_under_its_current_subject(demo_engine
         op = Op.CREATE if customer is None and ts.startswith("2022-01") else Op.UPDATE
         simulator.feed(_event("legal_holds", op, ts, {**hold, "customer_id": customer}))
         subject = None if customer is None else f"customer:{customer}"
-        assert list(simulator.rows) == [(subject, "public.legal_holds", (("id", 1),))]
-        assert [key for key, state in simulator.subjects.items() if state.holds] == (
-            [] if subject is None else [subject]
-        )
+        assert list(store.row_ids()) == [(subject, "public.legal_holds", (("id", 1),))]
+        assert list(store.subjects()) == ([] if subject is None else [subject])

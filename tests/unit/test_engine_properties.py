@@ -18,9 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy.debezium import ChangeEvent
+from policy.driver import Driver
 from policy.engine import Engine, next_due
-from policy.simulation import RowId, Simulator, decode_line, simulate
-from policy.state import SubjectState
+from policy.simulation import decode_line, simulate
+from policy.state import Command, SubjectState
+from policy.store import MemoryStore, RowId
 from tests.unit.conftest import load_demo_policy, record
 
 ENGINE: Engine = Engine.compile(load_demo_policy())
@@ -125,7 +127,7 @@ TABLES = list(ROWS)
 def test_later_activity_never_brings_a_sliding_deadline_earlier(
     last_contact: int | None, messages: list[tuple[int, int | None]], table: str
 ):
-    simulator = Simulator(ENGINE)
+    simulator = Driver(ENGINE, MemoryStore())
     now = START + timedelta(days=5 * 365)
     own_contact = None if last_contact is None else iso(now - timedelta(seconds=last_contact))
     contact = {
@@ -157,16 +159,19 @@ def test_later_activity_never_brings_a_sliding_deadline_earlier(
             ticket_deadline = own
 
 
-def simulator_feed(simulator: Simulator, line: str) -> None:
+def simulator_feed(simulator: Driver, line: str) -> list[Command]:
     event = decode_line(ENGINE, line)
     assert isinstance(event, ChangeEvent), event
-    simulator.feed(event)
+    return simulator.feed(event)
 
 
-def deadline_of(simulator: Simulator, row_id: RowId) -> int | None:
+def deadline_of(simulator: Driver, row_id: RowId) -> int | None:
     """The row's next deadline as if nothing had been issued yet."""
-    row = replace(simulator.rows[row_id], issued=frozenset())
-    return next_due(ENGINE, row, simulator.subjects["customer:42"])
+    stored = simulator.store.row(row_id)
+    assert stored is not None
+    return next_due(
+        ENGINE, replace(stored, issued=frozenset()), simulator.store.subject("customer:42")
+    )
 
 
 @SETTINGS
@@ -191,8 +196,9 @@ def test_no_command_is_issued_for_a_held_subject(stream: list[str], release: boo
 @SETTINGS
 @given(data=st.data())
 def test_no_subject_stays_held_without_an_open_hold_row_naming_it(data: st.DataObject):
-    simulator = Simulator(ENGINE)
+    simulator = Driver(ENGINE, MemoryStore())
     customers = (1, 2, 3)
+    commands: list[Command] = []
     for customer in customers:  # each has a recording due 2020-07-01 (recorded + P6M)
         simulator_feed(simulator, record("call_recordings", "c", iso(START),
                        {"id": customer, "customer_id": customer, "recorded_at": iso(START),
@@ -204,28 +210,31 @@ def test_no_subject_stays_held_without_an_open_hold_row_naming_it(data: st.DataO
         now += timedelta(seconds=data.draw(seconds))
         hold = data.draw(st.integers(min_value=1, max_value=3))
         if hold in holds and data.draw(st.integers(min_value=0, max_value=3)) == 0:
-            simulator_feed(simulator, record("legal_holds", "d", iso(now), before={"id": hold}))
+            commands += simulator_feed(
+                simulator, record("legal_holds", "d", iso(now), before={"id": hold})
+            )
             del holds[hold]
         else:
             customer = data.draw(st.sampled_from([*customers, None]))
             is_open = data.draw(st.booleans())
             row = {"id": hold, "customer_id": customer,
                    "released_at": None if is_open else iso(now)}  # fmt: skip
-            simulator_feed(simulator, record("legal_holds", "u" if hold in holds else "c",
-                                             iso(now), row))  # fmt: skip
+            commands += simulator_feed(
+                simulator, record("legal_holds", "u" if hold in holds else "c", iso(now), row)
+            )
             holds[hold] = (customer, is_open)
         for customer in customers:
             naming = {
                 f"public.legal_holds:{h}" for h, (c, o) in holds.items() if o and c == customer
             }
-            state = simulator.subjects.get(f"customer:{customer}", SubjectState())
+            state = simulator.store.subject(f"customer:{customer}") or SubjectState()
             assert state.holds == naming, (customer, holds)
             if not naming:
                 held_since.pop(customer, None)
             else:
                 held_since.setdefault(customer, now)
-    simulator.advance(FAR)
-    deleted = {c.subject: c.issued_at for c in simulator.commands}
+    commands += simulator.advance(FAR)
+    deleted = {c.subject: c.issued_at for c in commands}
     for customer in customers:
         subject = f"customer:{customer}"
         if customer in held_since:  # held to the end: deleted only before this hold began

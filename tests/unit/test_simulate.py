@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lethe.cli import main
-from tests.unit.conftest import DEMO_POLICY, ROOT, record, tombstone
+from tests.unit.conftest import DEMO_POLICY, ROOT, checked_identity, record, tombstone
 
 STREAM = [
     # wrapped key and value (JsonConverter with schemas)
@@ -65,7 +65,7 @@ def events(tmp_path: Path) -> Path:
 
 
 def _lines(text: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in text.splitlines()]
+    return [checked_identity(json.loads(line)) for line in text.splitlines()]
 
 
 def test_commands_in_order_and_bad_lines_reported(events: Path, capsys: pytest.CaptureFixture):
@@ -75,7 +75,8 @@ def test_commands_in_order_and_bad_lines_reported(events: Path, capsys: pytest.C
     assert _lines(out) == EXPECTED
     # exact key order of each output line is part of the interface
     assert list(json.loads(out.splitlines()[0])) == [
-        "issued_at", "due_at", "action", "table", "key", "subject", "purposes"
+        "command_id", "issued_at", "due_at", "action", "stage", "table", "key", "subject",
+        "purposes",
     ]  # fmt: skip
     assert f"{events}:2: not JSON" in err
     assert f"{events}:6: " in err and "not a source" in err

@@ -1,0 +1,114 @@
+"""The driver: turns the engine's steps into stored state and timers, and timers into commands.
+
+One driver serves `lethe simulate` (over a `MemoryStore`) and the worker's agents (over
+Faust tables), so the two cannot disagree on the bookkeeping:
+- `feed(event)` first issues what fell due before the event (`advance(event.ts)`), then
+  applies it: finds the row's state by (table, key) whatever its subject, passes the state
+  of the subject the row leaves when it moves, deletes the old key, stores the new row and
+  arms its timer, and re-arms the subject's other rows when its activity or holds changed;
+- `advance(to)` pops every timer due at or before `to`, in due order, and asks the engine
+  what to issue. A timer armed in the past (an overdue row first seen, a hold released)
+  fires at the driver's clock: the time of the event that armed it.
+- A subject's state is kept only while it has an open hold, or activity and a row: a person
+  whose last row is gone leaves no identifier behind (`email:` subjects included).
+
+The clock is the latest instant the driver was advanced to; an event older than it is
+applied at the clock's time. The driver reads no clock of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from policy.debezium import ChangeEvent
+from policy.engine import Engine, apply, due, event_subject, next_due, reads_activity
+from policy.instants import Instant
+from policy.state import Command, SubjectState
+from policy.store import RowId, Store
+
+
+class Driver:
+    """The engine over a store; see the module docstring."""
+
+    __slots__ = ("clock", "engine", "store")
+
+    def __init__(self, engine: Engine, store: Store, clock: Instant | None = None) -> None:
+        self.engine = engine
+        self.store = store
+        self.clock = clock
+
+    def advance(self, to: Instant) -> list[Command]:
+        """Issue every stage due at or before `to`, in due order; the clock moves to `to`."""
+        engine = self.engine
+        store = self.store
+        clock = self.clock if self.clock is not None else to
+        commands: list[Command] = []
+        while (timer := store.pop_due(to)) is not None:
+            at, row_id = timer
+            row = store.row(row_id)
+            if row is None:
+                continue
+            subject = store.subject(row.subject) if row.subject is not None else None
+            issued, new_row, later = due(engine, row, subject, max(at, clock))
+            if issued:
+                commands.extend(issued)
+            if new_row is not row:
+                store.put_row(row_id, new_row)
+            store.arm(row_id, later)
+        if self.clock is None or to > self.clock:
+            self.clock = to
+        return commands
+
+    def feed(self, event: ChangeEvent) -> list[Command]:
+        """Apply one change event at its time (or the clock's, if it is older); returns the
+        commands that fell due up to that time."""
+        if self.clock is not None and event.ts < self.clock:
+            event = replace(event, ts=self.clock)
+        commands = self.advance(event.ts)
+        engine = self.engine
+        store = self.store
+        old_id = store.locate(event.table, event.key)
+        row = store.row(old_id) if old_id is not None else None
+        subject_key = event_subject(engine, row, event)
+        subject = store.subject(subject_key) if subject_key is not None else None
+        old_subject = old_id[0] if old_id is not None else None
+        left = None
+        if old_subject is not None and old_subject != subject_key:
+            left = store.subject(old_subject)
+        step = apply(engine, row, subject, event, left)
+
+        if old_id is not None and (step.row is None or step.moved):
+            store.delete_row(old_id)
+        if step.row is not None:
+            row_id: RowId = (step.subject_key, event.table, event.key)
+            store.put_row(row_id, step.row)
+            store.arm(row_id, step.next_due)
+        if step.left_subject is not None and step.left_state is not None:
+            self._settle(step.left_subject, left, step.left_state)
+            if step.reevaluate_left:
+                self._rearm(step.left_subject, step.left_state, True)
+        elif old_subject is not None and old_subject != subject_key:
+            self._settle(old_subject, left, left)
+        if step.subject_key is not None and step.subject is not None:
+            self._settle(step.subject_key, subject, step.subject)
+            if step.reevaluate_subject:
+                self._rearm(step.subject_key, step.subject, step.holds_changed)
+        return commands
+
+    def _settle(self, key: str, stored: SubjectState | None, state: SubjectState | None) -> None:
+        """Keep the subject's state while it has an open hold, or activity and a row."""
+        if state is not None and (state.holds or (state.activity and self.store.has_rows(key))):
+            if state is not stored:
+                self.store.put_subject(key, state)
+        elif stored is not None:
+            self.store.delete_subject(key)
+
+    def _rearm(self, key: str | None, subject: SubjectState, holds_changed: bool) -> None:
+        """Re-arm the subject's rows (only those reading its activity if no hold changed)."""
+        engine = self.engine
+        store = self.store
+        for row_id in store.rows_of(key):
+            if holds_changed or reads_activity(engine, row_id[1]):
+                row = store.row(row_id)
+                if row is not None:
+                    store.arm(row_id, next_due(engine, row, subject))

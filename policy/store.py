@@ -1,0 +1,162 @@
+"""Where the driver keeps its state: the `Store` interface and the in-memory store.
+
+A store holds, for one driver:
+- row states, keyed by `RowId` = (subject, table, key), so a subject's rows live together;
+- the (table, key) -> subject index (`locate`), so a delete whose image holds only the
+  primary key, or an update that moves the row to another subject, finds the row's state;
+- a subject's rows (`rows_of`, `has_rows`);
+- subject states, keyed by subject;
+- a time-ordered due index: at most one timer per row (`arm`), popped in due order
+  (`pop_due`), costing O(log n) per timer, never a scan of every row.
+
+`MemoryStore` serves `lethe simulate`; the worker's store keeps the same in Faust tables.
+Every store must pass the contract suite in `tests/unit/test_store_contract.py`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import Protocol
+
+from policy.debezium import Key
+from policy.instants import Instant
+from policy.state import RowState, SubjectState
+
+RowId = tuple[str | None, str, Key]
+"""(subject, table, key): how row states are keyed, so a subject's rows live together."""
+
+
+class Store(Protocol):
+    """The state a `Driver` reads and writes; see the module docstring."""
+
+    def row(self, row_id: RowId) -> RowState | None:
+        """The row's state, or None when it is not tracked."""
+
+    def put_row(self, row_id: RowId, state: RowState) -> None:
+        """Store the row's state and index it under its subject. The same (table, key) must
+        not be stored under another subject: the driver deletes the old id first."""
+
+    def delete_row(self, row_id: RowId) -> None:
+        """Forget the row: its state, its place in the indexes and its timer."""
+
+    def locate(self, table: str, key: Key) -> RowId | None:
+        """The id the row with this primary key is stored under, or None."""
+
+    def rows_of(self, subject: str | None) -> list[RowId]:
+        """The ids of the subject's rows (a snapshot; any order)."""
+
+    def has_rows(self, subject: str | None) -> bool:
+        """Whether any row is stored under the subject."""
+
+    def subject(self, subject: str) -> SubjectState | None:
+        """The subject's state, or None when none is stored."""
+
+    def put_subject(self, subject: str, state: SubjectState) -> None:
+        """Store the subject's state."""
+
+    def delete_subject(self, subject: str) -> None:
+        """Forget the subject's state (nothing happens when none is stored)."""
+
+    def arm(self, row_id: RowId, at: Instant | None) -> None:
+        """Set the row's timer to `at`, replacing the one it had; None disarms it."""
+
+    def pop_due(self, until: Instant) -> tuple[Instant, RowId] | None:
+        """Remove and return the earliest timer due at or before `until`, or None.
+
+        Timers due at the same instant come in no particular order."""
+
+
+class MemoryStore:
+    """A `Store` in dicts and a heap: the state of one `lethe simulate` run."""
+
+    __slots__ = ("_armed", "_located", "_members", "_rows", "_sequence", "_subjects", "_timers")
+
+    def __init__(self) -> None:
+        self._rows: dict[RowId, RowState] = {}
+        self._located: dict[tuple[str, Key], str | None] = {}
+        self._members: dict[str | None, dict[tuple[str, Key], None]] = {}
+        self._subjects: dict[str, SubjectState] = {}
+        self._timers: list[tuple[Instant, int, RowId]] = []
+        self._armed: dict[RowId, Instant] = {}
+        self._sequence = 0
+
+    def row(self, row_id: RowId) -> RowState | None:
+        return self._rows.get(row_id)
+
+    def put_row(self, row_id: RowId, state: RowState) -> None:
+        rows = self._rows
+        if row_id not in rows:
+            subject, table, key = row_id
+            where = (table, key)
+            self._located[where] = subject
+            members = self._members.get(subject)
+            if members is None:
+                self._members[subject] = {where: None}
+            else:
+                members[where] = None
+        rows[row_id] = state
+
+    def delete_row(self, row_id: RowId) -> None:
+        if self._rows.pop(row_id, None) is None:
+            return
+        self._armed.pop(row_id, None)
+        subject, table, key = row_id
+        where = (table, key)
+        del self._located[where]
+        members = self._members[subject]
+        del members[where]
+        if not members:
+            del self._members[subject]
+
+    def locate(self, table: str, key: Key) -> RowId | None:
+        where = (table, key)
+        if where not in self._located:
+            return None
+        return (self._located[where], table, key)
+
+    def rows_of(self, subject: str | None) -> list[RowId]:
+        return [(subject, table, key) for table, key in self._members.get(subject, ())]
+
+    def has_rows(self, subject: str | None) -> bool:
+        return subject in self._members
+
+    def subject(self, subject: str) -> SubjectState | None:
+        return self._subjects.get(subject)
+
+    def put_subject(self, subject: str, state: SubjectState) -> None:
+        self._subjects[subject] = state
+
+    def delete_subject(self, subject: str) -> None:
+        self._subjects.pop(subject, None)
+
+    def arm(self, row_id: RowId, at: Instant | None) -> None:
+        armed = self._armed
+        if at is None:
+            armed.pop(row_id, None)
+            return
+        if armed.get(row_id) == at:
+            return
+        armed[row_id] = at
+        self._sequence += 1
+        heapq.heappush(self._timers, (at, self._sequence, row_id))
+
+    def pop_due(self, until: Instant) -> tuple[Instant, RowId] | None:
+        timers = self._timers
+        armed = self._armed
+        while timers and timers[0][0] <= until:
+            at, _, row_id = heapq.heappop(timers)
+            if armed.get(row_id) == at:
+                del armed[row_id]
+                return at, row_id
+        return None
+
+    # --- for inspection (tests, `lethe simulate` statistics) ---------------------------
+
+    def subjects(self) -> Iterable[str]:
+        """Every subject that has a stored state."""
+        return self._subjects.keys()
+
+    def row_ids(self) -> Iterable[RowId]:
+        """Every stored row's id."""
+        return self._rows.keys()

@@ -1,4 +1,4 @@
-"""Faust agents: thin loops that decode, call the policy core and produce.
+"""Faust agents (`lethe.agents`): thin loops that decode, call the policy core and produce.
 
 Agents are registered explicitly with `install(app)` (called by
 `lethe.app.create_app`) rather than discovered by import side effects: Faust's
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agents import change_counter
+from lethe.agents import change_counter
 
 if TYPE_CHECKING:
     from lethe.app import LetheApp

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import AgentT, ChannelT, EventT, Message
 
-import topics
+from lethe import topics
 from policy.debezium import DecodeError, DecodeReason, Record, parse_raw
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TopicT
 
-import topics
+from lethe import topics
 from lethe.errors import StackError
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
 from lethe.settings import APP_ID, Settings
@@ -136,7 +136,7 @@ def create_app(
     app.timer(TOPIC_REFRESH_S)(follow_change_topics)
 
     if install_agents:
-        import agents
+        from lethe import agents
 
         agents.install(app)
     return app

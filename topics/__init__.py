@@ -1,4 +1,4 @@
-"""Topic declarations: every Kafka topic Lethe reads or writes, in one place.
+"""Topic declarations (`lethe.topics`): every Kafka topic Lethe reads or writes, in one place.
 
 - The Debezium change topics of the demo database, `<prefix>.public.<table>`
   (prefix: the `cdc_topic_prefix` setting, `hosting` by default), matched by

@@ -31,7 +31,6 @@ def app(tmp_path: Path) -> Iterator[LetheApp]:
         store="memory://",
         change_topic_names=[TOPIC],
         web_enabled=False,
-        install_agents=False,
     )
     app.finalize()
     yield app
@@ -65,7 +64,7 @@ def test_bad_record_is_dead_lettered_and_the_next_one_still_counted(
 async def _bad_record_then_good_ones(app: LetheApp, caplog: pytest.LogCaptureFixture) -> None:
     deadletters: faust.ChannelT[bytes] = app.channel()
     reader = deadletters.clone(is_iterator=True)
-    agent = change_counter.install(app, app.change_topic, deadletters)
+    agent = change_counter.install(app, app.change_topic, deadletters, metrics=app.metrics)
     caplog.set_level("INFO", logger="lethe.agents.change_counter")
 
     async with agent.test_context() as agent_under_test:
@@ -112,7 +111,7 @@ def test_a_record_the_engine_would_refuse_is_dead_lettered_with_its_code_and_no_
 async def _refused_records(app: LetheApp, caplog: pytest.LogCaptureFixture) -> None:
     deadletters: faust.ChannelT[bytes] = app.channel()
     reader = deadletters.clone(is_iterator=True)
-    agent = change_counter.install(app, app.change_topic, deadletters)
+    agent = change_counter.install(app, app.change_topic, deadletters, metrics=app.metrics)
     caplog.set_level("INFO", logger="lethe.agents.change_counter")
     key, value = change("c", 7)
     no_time = orjson.dumps({"op": "c", "after": {"id": 7}})

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,18 +18,20 @@ from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 
 from lethe import stack
-from lethe.settings import REPO_ROOT, Settings
+from lethe.settings import Settings
 from lethe.stack.connect import SourceConnector
 from tests.demo_schema import DEMO_COLUMNS, DEMO_TABLES
 from tests.integration.conftest import ConsumerFactory, json_value, poll_json_until, poll_until
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def lethe_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lethe", *args],
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -185,7 +188,7 @@ def test_jdbc_sink_plugin_writes_change_events_into_postgres(
         "connection.url": f"jdbc:postgresql://{real_stack.pg_host}:{real_stack.pg_port}/"
         f"{real_stack.pg_database}",
         "connection.username": real_stack.pg_user,
-        "connection.password": real_stack.pg_password,
+        "connection.password": real_stack.pg_password.reveal(),
         "connection.provider": "org.hibernate.c3p0.internal.C3P0ConnectionProvider",
         "insert.mode": "upsert",
         "primary.key.mode": "record_key",

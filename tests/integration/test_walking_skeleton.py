@@ -43,9 +43,11 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from lethe.settings import REPO_ROOT, Settings
+from lethe.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 APP_ID_PREFIX = "lethe-it-skeleton-"
 """Each run gets its own app id (= consumer group), so runs never share partitions;
@@ -155,7 +157,7 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
-                cwd=REPO_ROOT,
+                cwd=ROOT,
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -139,14 +139,18 @@ class SourceConnector(_ConnectRest):
             state == "RUNNING" and bool(tasks) and all(t.get("state") == "RUNNING" for t in tasks)
         )
 
-    def up(self) -> bool:
-        """Register (PUT) the connector when its config differs; wait until it runs."""
+    def registered_as_configured(self) -> bool:
+        """Whether Connect holds the connector with exactly the config the settings give."""
         status, current = http("GET", f"{self.url}/config", timeout=5)
-        changed = not (
+        return (
             status == 200
             and isinstance(current, dict)
             and {k: v for k, v in current.items() if k != "name"} == self.config
         )
+
+    def up(self) -> bool:
+        """Register (PUT) the connector when its config differs; wait until it runs."""
+        changed = not self.registered_as_configured()
         if changed:
             status, body = http("PUT", f"{self.url}/config", self.config, timeout=30)
             if status not in (200, 201):

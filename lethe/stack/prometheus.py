@@ -55,18 +55,20 @@ class Prometheus(Part):
             text = text.replace("${" + key + "}", value)
         return text
 
+    def config_current(self) -> bool:
+        """Whether the config file Prometheus runs with is the one the settings render."""
+        return self.config_file.exists() and self.config_file.read_text() == self.render_config()
+
     def up(self) -> bool:
         """As Part.up; a running Prometheus reloads when its rendered config changed."""
-        if self.pid() is not None and self.config_file.exists():
-            wanted = self.render_config()
-            if self.config_file.read_text() != wanted:
-                self.config_file.write_text(wanted)
-                status, body = http("POST", f"{self.settings.prometheus_url}/-/reload", timeout=10)
-                if status != 200:
-                    raise StackError(
-                        f"prometheus: reloading {self.config_file} failed ({status}: {body}); "
-                        f"see {self.log_file}"
-                    )
+        if self.pid() is not None and self.config_file.exists() and not self.config_current():
+            self.config_file.write_text(self.render_config())
+            status, body = http("POST", f"{self.settings.prometheus_url}/-/reload", timeout=10)
+            if status != 200:
+                raise StackError(
+                    f"prometheus: reloading {self.config_file} failed ({status}: {body}); "
+                    f"see {self.log_file}"
+                )
         return super().up()
 
     def start(self) -> None:

@@ -1,21 +1,29 @@
-"""Faust agents: thin loops that decode, call the policy core and produce.
+"""Faust agents (`lethe.agents`): thin loops that decode, call the policy core and produce.
 
-Agents are registered explicitly with `install(app)` (called by
-`lethe.app.create_app`) rather than discovered by import side effects: Faust's
-autodiscovery binds every agent to one module-level app, which would leave a
-second app built by the factory (tests, another app id) without agents.
+The worker command (`lethe.commands.worker`) builds the app and registers the agents
+with `install`, passing what they use (metrics, topics); the agents do not import
+the app module. They are registered explicitly rather than discovered by import side
+effects: Faust's autodiscovery binds every agent to one module-level app, which would
+leave a second app (tests, another app id) without agents. Each agent runs with
+concurrency 1 (faust #606: higher concurrency can commit past an unprocessed event;
+scale with partitions instead).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import faust
+from faust.types import ChannelT
 
-from agents import change_counter
-
-if TYPE_CHECKING:
-    from lethe.app import LetheApp
+from lethe.agents import change_counter
+from lethe.metrics import WorkerMetrics
 
 
-def install(app: LetheApp) -> None:
-    """Register every agent of the worker on `app`."""
-    change_counter.install(app, app.change_topic, app.deadletters)
+def install(
+    app: faust.App,
+    *,
+    metrics: WorkerMetrics,
+    changes: ChannelT[bytes],
+    deadletters: ChannelT[bytes],
+) -> None:
+    """Register every agent of the worker on `app`: the change counter reads `changes`."""
+    change_counter.install(app, changes, deadletters, metrics=metrics)

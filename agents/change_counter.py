@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import faust
 from faust.types import AgentT, ChannelT, EventT, Message
 
-import topics
+from lethe import topics
+from lethe.metrics import WorkerMetrics
 from policy.debezium import DecodeError, DecodeReason, Record, parse_raw
-
-if TYPE_CHECKING:
-    from lethe.app import LetheApp
-    from lethe.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +29,14 @@ AGENT_NAME = "lethe.change_counter"
 DEADLETTER_RETRY_MAX_S = 30.0
 
 
-def install(app: LetheApp, changes: ChannelT[bytes], deadletters: ChannelT[bytes]) -> AgentT[Any]:
+def install(
+    app: faust.App,
+    changes: ChannelT[bytes],
+    deadletters: ChannelT[bytes],
+    *,
+    metrics: WorkerMetrics,
+) -> AgentT[Any]:
     """Register the change counter on `app`, reading `changes`, dead-lettering to `deadletters`."""
-    metrics = app.metrics
 
     async def count_changes(stream: Any) -> None:
         event: EventT[bytes]

@@ -7,9 +7,9 @@ What the app is made of:
   table partition);
 - a web server on LETHE_WEB_HOST:LETHE_WEB_PORT serving `/metrics`, with the
   `/table` views (they expose table contents) and the `/router` views off;
-- the agents of `agents/`, registered explicitly by `agents.install(app)`,
-  each with concurrency 1 (faust #606: higher concurrency can commit past an
-  unprocessed event; scale with partitions instead).
+- no agents: the worker command (`lethe.commands.worker`) installs them with
+  `lethe.agents.install`, so this module never imports the agents and the
+  agents never import it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TopicT
 
-import topics
+from lethe import topics
 from lethe.errors import StackError
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
 from lethe.settings import APP_ID, Settings
@@ -91,14 +91,12 @@ def create_app(
     store: str = "rocksdb://",
     change_topic_names: list[str] | None = None,
     web_enabled: bool = True,
-    install_agents: bool = True,
 ) -> LetheApp:
-    """Build the worker's app.
+    """Build the worker's app, without agents.
 
     `change_topic_names` are the change topics to start with (see
     `list_change_topics`); the worker follows new ones while it runs. Tests
-    pass `store="memory://"`, another `app_id`, and may skip the agents to
-    install them with their own channels.
+    pass `store="memory://"` and another `app_id`.
     """
     app = LetheApp(
         app_id,
@@ -134,11 +132,6 @@ def create_app(
 
     app.task(declare_deadletter_topic)
     app.timer(TOPIC_REFRESH_S)(follow_change_topics)
-
-    if install_agents:
-        import agents
-
-        agents.install(app)
     return app
 
 

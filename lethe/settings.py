@@ -1,24 +1,40 @@
 """Lethe's settings: the one place that reads the environment.
 
-Every setting has a default that matches the local stack (`lethe stack up`),
-so nothing needs to be set for the demo. Override with the LETHE_* variables
-listed on `Settings`; a malformed value stops start-up with a ConfigError
-that names the variable.
+Every setting has a default that matches the local stack (`lethe stack up`) run from
+a checkout, so nothing needs to be set for the demo. Override with the LETHE_*
+variables listed on `Settings`; a malformed value stops start-up with a ConfigError
+that names the variable. Paths default to folders of the working directory (`.stack`,
+`.cache`, `config`), never to where the code is installed, and are made absolute when
+the settings are built. Secrets are `Secret`s: repr, str and formatting print stars.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from lethe.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 APP_ID = "lethe"
 """The worker's default Faust app id: its Kafka consumer group and the prefix of its topics."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A password or key: printed as stars; `reveal()` hands it to the one call that needs it."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __str__(self) -> str:
+        return "********"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +57,7 @@ class Settings:
     """LETHE_PG_DATABASE: name of the demo business database."""
     pg_user: str = "lethe"
     """LETHE_PG_USER: database user (also used by Debezium)."""
-    pg_password: str = "lethe"
+    pg_password: Secret = Secret("lethe")
     """LETHE_PG_PASSWORD: its password (local stack only; set a real one elsewhere)."""
     prometheus_url: str = "http://127.0.0.1:9090"
     """LETHE_PROMETHEUS_URL: Prometheus HTTP endpoint."""
@@ -49,21 +65,36 @@ class Settings:
     """LETHE_WEB_HOST: address the worker's web server (metrics) binds to."""
     web_port: int = 6066
     """LETHE_WEB_PORT: port of the worker's web server; metrics at /metrics."""
-    data_dir: Path = REPO_ROOT / ".stack" / "worker"
-    """LETHE_DATA_DIR: where the worker keeps its RocksDB tables."""
-    stack_dir: Path = REPO_ROOT / ".stack"
-    """LETHE_STACK_DIR: data, logs and pid files of the local stack."""
-    cache_dir: Path = REPO_ROOT / ".cache"
-    """LETHE_CACHE_DIR: downloads (Maven jars) kept between runs."""
-    policy_path: Path = REPO_ROOT / "config" / "policy.yaml"
-    """LETHE_POLICY: the policy file the worker enforces."""
+    data_dir: Path = Path(".stack/worker")
+    """LETHE_DATA_DIR: where the worker keeps its RocksDB tables (default `.stack/worker`)."""
+    stack_dir: Path = Path(".stack")
+    """LETHE_STACK_DIR: data, logs and pid files of the local stack (default `.stack`)."""
+    cache_dir: Path = Path(".cache")
+    """LETHE_CACHE_DIR: downloads (Maven jars) kept between runs (default `.cache`)."""
+    config_dir: Path = Path("config")
+    """LETHE_CONFIG_DIR: the demo database's SQL and the Connect and Prometheus configuration
+    the local stack is set up with (default `config`)."""
+    policy_path: Path = Path("config/policy.yaml")
+    """LETHE_POLICY: the policy file the worker enforces (default `config/policy.yaml`; the
+    Docker image sets it)."""
+
+    def __post_init__(self) -> None:
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if isinstance(value, Path) and not value.is_absolute():
+                object.__setattr__(self, setting.name, value.absolute())
 
     @property
     def pg_dsn(self) -> str:
-        return (
-            f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
-            f"user={self.pg_user} password={self.pg_password}"
-        )
+        """libpq connection string of the demo database; it holds the password: never print it."""
+        parts = {
+            "host": self.pg_host,
+            "port": str(self.pg_port),
+            "dbname": self.pg_database,
+            "user": self.pg_user,
+            "password": self.pg_password.reveal(),
+        }
+        return " ".join(f"{key}={_conninfo_quoted(value)}" for key, value in parts.items())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,8 +107,6 @@ class Settings:
             if raw is None or raw == "":
                 continue
             current = getattr(defaults, field_name)
-            if isinstance(current, bool):
-                raise AssertionError("no boolean settings yet")
             if isinstance(current, int):
                 try:
                     values[field_name] = int(raw)
@@ -87,9 +116,16 @@ class Settings:
                     ) from None
             elif isinstance(current, Path):
                 values[field_name] = Path(raw).expanduser()
+            elif isinstance(current, Secret):
+                values[field_name] = Secret(raw)
             else:
                 values[field_name] = raw
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _conninfo_quoted(value: str) -> str:
+    """A libpq keyword value in single quotes (spaces, quotes and backslashes kept)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 _VARIABLES: dict[str, str] = {
@@ -108,5 +144,6 @@ _VARIABLES: dict[str, str] = {
     "data_dir": "LETHE_DATA_DIR",
     "stack_dir": "LETHE_STACK_DIR",
     "cache_dir": "LETHE_CACHE_DIR",
+    "config_dir": "LETHE_CONFIG_DIR",
     "policy_path": "LETHE_POLICY",
 }

@@ -1,4 +1,4 @@
-"""Topic declarations: every Kafka topic Lethe reads or writes, in one place.
+"""Topic declarations (`lethe.topics`): every Kafka topic Lethe reads or writes, in one place.
 
 - The Debezium change topics of the demo database, `<prefix>.public.<table>`
   (prefix: the `cdc_topic_prefix` setting, `hosting` by default), matched by
@@ -49,7 +49,7 @@ def change_topics(app: faust.App, names: list[str]) -> TopicT:
     Faust cannot subscribe by regular expression (its conductor only routes
     named topics), so the names are resolved against the broker by the caller.
     The list object is kept by the topic and its clones: appending a name to it
-    and flagging the conductor (see `lethe.app.follow_change_topics`)
+    and flagging the conductor (see `lethe.app.follow_new_change_topics`)
     subscribes to a topic created later.
     """
     topic = app.topic(

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         type=Path,
         metavar="POLICY",
-        help="the policy file (default: $LETHE_POLICY, else config/policy.yaml)",
+        help="the policy file (default: $LETHE_POLICY, else config/policy.yaml "
+        "in the working directory)",
     )
 
 

@@ -1,18 +1,24 @@
 """`lethe worker`: run the Faust worker that follows the demo database's changes.
 
-It lists the change topics `<LETHE_CDC_TOPIC_PREFIX>.public.*` on the broker,
-builds the app (`lethe.app.create_app`) and runs it until interrupted. Metrics
-are served at http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics. Stop it with Ctrl-C
-or SIGTERM. Faust and the Kafka clients are imported by `run` only, so other
-subcommands start without them.
+The composition root: it reads the settings, lists the change topics
+`<LETHE_CDC_TOPIC_PREFIX>.public.*` on the broker, builds the app
+(`lethe.app.create_app`), installs the agents (`lethe.agents.install`) and runs
+it until interrupted. Metrics are served at
+http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics. Stop it with Ctrl-C or SIGTERM.
+Faust and the Kafka clients are imported by `run` only, so other subcommands
+start without them.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from lethe.errors import StackError
-from lethe.settings import APP_ID
+from lethe.settings import APP_ID, Settings
+
+if TYPE_CHECKING:
+    from lethe.app import LetheApp
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -29,11 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def build_worker_app(settings: Settings, app_id: str, change_topic_names: list[str]) -> LetheApp:
+    """The worker's app with every agent installed."""
+    from lethe import agents
+    from lethe.app import create_app
+
+    app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
+    agents.install(app, metrics=app.metrics, changes=app.change_topic, deadletters=app.deadletters)
+    return app
+
+
 def run(args: argparse.Namespace) -> int:
     import faust
 
-    from lethe.app import create_app, list_change_topics
-    from lethe.settings import Settings
+    from lethe.app import list_change_topics
 
     settings = Settings.from_env()
     names = list_change_topics(settings)
@@ -43,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             f"{settings.kafka_bootstrap}; is the Debezium connector registered (check with "
             "`lethe stack status`), and does LETHE_CDC_TOPIC_PREFIX match its topic.prefix?"
         )
-    app = create_app(settings, app_id=args.app_id, change_topic_names=names)
+    app = build_worker_app(settings, args.app_id, names)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
     worker = faust.Worker(app, loglevel=args.loglevel)
     try:

@@ -17,13 +17,13 @@ from lethe.errors import StackError
 from lethe.settings import Settings
 from lethe.stack.base import Part, PartStatus
 from lethe.stack.connect import Connect, SourceConnector
-from lethe.stack.install import ensure_jars, ensure_packages
+from lethe.stack.install import ensure_jars, ensure_packages, jars_current, missing_packages
 from lethe.stack.kafka import Kafka
 from lethe.stack.postgres import Postgres
 from lethe.stack.process import owns_pid, pids_listening, stop_pid
 from lethe.stack.prometheus import Prometheus
 
-__all__ = ["PART_NAMES", "down", "parts", "status", "up"]
+__all__ = ["PART_NAMES", "down", "parts", "pending", "status", "up"]
 
 PART_NAMES = ("postgres", "kafka", "connect", "source", "prometheus")
 
@@ -75,6 +75,23 @@ def up(
             )
     say(f"stack healthy in {time.monotonic() - begin:.1f}s")
     return started
+
+
+def pending(settings: Settings) -> list[str]:
+    """What `up` would change on the stack as it is now; empty when `up` would only check it."""
+    found = [f"install the Debian package {name}" for name in missing_packages()]
+    if not jars_current(settings):
+        found.append(f"fetch the jars into {settings.cache_dir} again (the poms changed)")
+    found += [
+        f"start {part.name}" for part in parts(settings) if not (part.pid() and part.healthy())
+    ]
+    source = SourceConnector(settings)
+    if not source.registered_as_configured():
+        found.append(f"register {source.url} with the config the settings give")
+    prometheus = Prometheus(settings)
+    if not prometheus.config_current():
+        found.append(f"rewrite {prometheus.config_file} from {prometheus.template} and reload")
+    return found
 
 
 def status(settings: Settings) -> list[PartStatus]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +124,3 @@ class Part:
         import shutil
 
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def elapsed(since: float) -> str:
-    return f"{time.monotonic() - since:.1f}s"

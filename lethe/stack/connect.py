@@ -9,13 +9,12 @@ import urllib.parse
 from typing import Any
 
 from lethe.errors import StackError
-from lethe.settings import REPO_ROOT, Settings
+from lethe.settings import Settings
 from lethe.stack.base import Part
 from lethe.stack.install import Jars
 from lethe.stack.kafka import java_command, render
 from lethe.stack.process import http, log_tail, start_background
 
-SOURCE_CONFIG = REPO_ROOT / "config" / "connect" / "hosting-source.json"
 REQUIRED_PLUGINS = (
     "io.debezium.connector.postgresql.PostgresConnector",
     "io.debezium.connector.jdbc.JdbcSinkConnector",
@@ -86,18 +85,19 @@ class Connect(_ConnectRest):
 
 def source_config(settings: Settings) -> tuple[str, dict[str, str]]:
     """The `hosting` source connector's name and config, placeholders filled from settings."""
-    text = SOURCE_CONFIG.read_text()
+    template = settings.config_dir / "connect" / "hosting-source.json"
+    text = template.read_text()
     values = {
         "LETHE_PG_HOST": settings.pg_host,
         "LETHE_PG_PORT": str(settings.pg_port),
         "LETHE_PG_USER": settings.pg_user,
-        "LETHE_PG_PASSWORD": settings.pg_password,
+        "LETHE_PG_PASSWORD": settings.pg_password.reveal(),
         "LETHE_PG_DATABASE": settings.pg_database,
         "LETHE_CDC_TOPIC_PREFIX": settings.cdc_topic_prefix,
     }
     unknown = sorted(set(re.findall(r"\$\{(\w+)\}", text)) - values.keys())
     if unknown:
-        raise StackError(f"{SOURCE_CONFIG}: no setting fills {', '.join(unknown)}")
+        raise StackError(f"{template}: no setting fills {', '.join(unknown)}")
     for key, value in values.items():
         text = text.replace("${" + key + "}", json.dumps(value)[1:-1])
     document = json.loads(text)
@@ -139,14 +139,18 @@ class SourceConnector(_ConnectRest):
             state == "RUNNING" and bool(tasks) and all(t.get("state") == "RUNNING" for t in tasks)
         )
 
-    def up(self) -> bool:
-        """Register (PUT) the connector when its config differs; wait until it runs."""
+    def registered_as_configured(self) -> bool:
+        """Whether Connect holds the connector with exactly the config the settings give."""
         status, current = http("GET", f"{self.url}/config", timeout=5)
-        changed = not (
+        return (
             status == 200
             and isinstance(current, dict)
             and {k: v for k, v in current.items() if k != "name"} == self.config
         )
+
+    def up(self) -> bool:
+        """Register (PUT) the connector when its config differs; wait until it runs."""
+        changed = not self.registered_as_configured()
         if changed:
             status, body = http("PUT", f"{self.url}/config", self.config, timeout=30)
             if status not in (200, 201):

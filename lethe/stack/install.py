@@ -146,8 +146,8 @@ def postgres_bin_dir() -> Path | None:
     return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
 
 
-def ensure_packages(settings: Settings) -> None:
-    """Install the Debian packages whose binaries are missing, in one apt-get run."""
+def missing_packages() -> list[str]:
+    """The Debian packages whose binaries are missing."""
     missing: list[str] = []
     if shutil.which("java") is None:
         missing.append("openjdk-17-jre-headless")
@@ -155,12 +155,18 @@ def ensure_packages(settings: Settings) -> None:
         missing.append("maven")
     if postgres_bin_dir() is None or shutil.which("psql") is None:
         missing.append("postgresql")
-        if not PG_CREATECLUSTER_CONF.exists() and os.geteuid() == 0:
-            PG_CREATECLUSTER_CONF.parent.mkdir(parents=True, exist_ok=True)
-            PG_CREATECLUSTER_CONF.write_text("create_main_cluster = false\n")
-            say(f"wrote {PG_CREATECLUSTER_CONF}: Debian creates no `main` cluster on port 5432")
     if shutil.which("prometheus") is None:
         missing.append("prometheus")
+    return missing
+
+
+def ensure_packages(settings: Settings) -> None:
+    """Install the Debian packages whose binaries are missing, in one apt-get run."""
+    missing = missing_packages()
+    if "postgresql" in missing and not PG_CREATECLUSTER_CONF.exists() and os.geteuid() == 0:
+        PG_CREATECLUSTER_CONF.parent.mkdir(parents=True, exist_ok=True)
+        PG_CREATECLUSTER_CONF.write_text("create_main_cluster = false\n")
+        say(f"wrote {PG_CREATECLUSTER_CONF}: Debian creates no `main` cluster on port 5432")
     if missing:
         apt_install(missing, settings)
 
@@ -173,14 +179,28 @@ def poms_digest() -> str:
     return digest.hexdigest()
 
 
+def cached_jars(settings: Settings) -> Jars:
+    root = settings.cache_dir / "stack" / "jars"
+    return Jars(kafka_libs=root / "kafka", plugin_path=root / "plugins")
+
+
+def jars_current(settings: Settings) -> bool:
+    """Whether the cached jars were fetched for the current poms."""
+    jars = cached_jars(settings)
+    stamp = jars.kafka_libs.parent / ".poms-sha256"
+    return (
+        stamp.exists() and stamp.read_text().strip() == poms_digest() and jars.kafka_libs.is_dir()
+    )
+
+
 def ensure_jars(settings: Settings) -> Jars:
     """Fetch the Kafka, Connect and Debezium jars with Maven unless the cache is current."""
-    root = settings.cache_dir / "stack" / "jars"
-    jars = Jars(kafka_libs=root / "kafka", plugin_path=root / "plugins")
+    jars = cached_jars(settings)
+    if jars_current(settings):
+        return jars
+    root = jars.kafka_libs.parent
     stamp = root / ".poms-sha256"
     wanted = poms_digest()
-    if stamp.exists() and stamp.read_text().strip() == wanted and jars.kafka_libs.is_dir():
-        return jars
     log_file = logs_dir(settings) / "maven.log"
     begin = time.monotonic()
     staging = root.with_name("jars.new")

@@ -19,14 +19,14 @@ import stat
 from pathlib import Path
 
 from lethe.errors import StackError
-from lethe.settings import REPO_ROOT, Settings
+from lethe.settings import Settings
 from lethe.stack.base import Part, PartStatus
 from lethe.stack.install import postgres_bin_dir
 from lethe.stack.process import run, wait_until
 
-SCHEMA_SQL = REPO_ROOT / "config" / "demo" / "hosting-schema.sql"
-DATA_SQL = REPO_ROOT / "config" / "demo" / "hosting-data.sql"
 SERVER_USER = "postgres"
+ROLE_PASSWORD_VARIABLE = "LETHE_ROLE_PASSWORD"
+"""The environment variable that hands the demo role's password to psql (`\\getenv`, psql 15+)."""
 
 
 class Postgres(Part):
@@ -44,6 +44,8 @@ class Postgres(Part):
             self.log_file = self.dir / "postgres.log"
         self.data_dir = self.dir / "data"
         self.socket_dir = self.dir / "run"
+        demo = settings.config_dir / "demo"
+        self.demo_sql = (demo / "hosting-schema.sql", demo / "hosting-data.sql")
 
     def status(self) -> PartStatus:
         found = super().status()
@@ -199,7 +201,9 @@ class Postgres(Part):
             timeout=self.start_timeout + 10,
         )
 
-    def _superuser_psql(self, *args: str, sql: str | None = None) -> str:
+    def _superuser_psql(
+        self, *args: str, sql: str | None = None, env: dict[str, str] | None = None
+    ) -> str:
         return run(
             [
                 *self._as_server_user(),
@@ -220,21 +224,27 @@ class Postgres(Part):
             what="postgres bootstrap (psql as postgres)",
             cwd=Path("/"),
             log_file=self.log_file,
+            env=None if env is None else {**os.environ, **env},
             input_text=sql,
             timeout=120,
         )
 
     def bootstrap(self) -> None:
-        """Create the demo role and database when missing; load schema and seed rows once."""
+        """Create the demo role and database when missing; load schema and seed rows once.
+
+        The password reaches psql in the environment (ROLE_PASSWORD_VARIABLE, PGPASSWORD),
+        never on its command line, which `run` writes to the log.
+        """
         s = self.settings
+        password = s.pg_password.reveal()
         self._superuser_psql(
             "-d",
             "postgres",
             "-v",
             f"role={s.pg_user}",
-            "-v",
-            f"password={s.pg_password}",
+            env={ROLE_PASSWORD_VARIABLE: password},
             sql=(
+                f"\\getenv password {ROLE_PASSWORD_VARIABLE}\n"
                 "SELECT format('CREATE ROLE %I', :'role')"
                 " WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
                 "SELECT format('ALTER ROLE %I LOGIN REPLICATION PASSWORD %L', :'role', :'password')"
@@ -259,7 +269,7 @@ class Postgres(Part):
             f"role={s.pg_user}",
             sql="SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role') \\gexec\n",
         )
-        for sql_file in (SCHEMA_SQL, DATA_SQL):
+        for sql_file in self.demo_sql:
             run(
                 [
                     self._bin("psql"),
@@ -280,7 +290,7 @@ class Postgres(Part):
                 ],
                 what=f"postgres load {sql_file.name}",
                 log_file=self.log_file,
-                env={**os.environ, "PGPASSWORD": s.pg_password},
+                env={**os.environ, "PGPASSWORD": password},
                 timeout=120,
             )
 

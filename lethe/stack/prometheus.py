@@ -6,12 +6,9 @@ import shutil
 import urllib.parse
 
 from lethe.errors import StackError
-from lethe.settings import REPO_ROOT, Settings
+from lethe.settings import Settings
 from lethe.stack.base import Part
 from lethe.stack.process import http, start_background
-
-TEMPLATE = REPO_ROOT / "config" / "prometheus" / "prometheus.yml"
-RULES_DIR = REPO_ROOT / "config" / "prometheus" / "rules"
 
 
 class Prometheus(Part):
@@ -28,6 +25,8 @@ class Prometheus(Part):
         super().__init__(settings)
         self.config_file = self.dir / "prometheus.yml"
         self.data_dir = self.dir / "data"
+        self.template = settings.config_dir / "prometheus" / "prometheus.yml"
+        self.rules_dir = settings.config_dir / "prometheus" / "rules"
 
     @property
     def host(self) -> str:
@@ -46,28 +45,30 @@ class Prometheus(Part):
         return status == 200
 
     def render_config(self) -> str:
-        text = TEMPLATE.read_text()
+        text = self.template.read_text()
         values = {
             "LETHE_METRICS_TARGET": f"{self.settings.web_host}:{self.settings.web_port}",
             "LETHE_PROMETHEUS_TARGET": f"{self.host}:{self.port}",
-            "LETHE_RULES_DIR": str(RULES_DIR),
+            "LETHE_RULES_DIR": str(self.rules_dir),
         }
         for key, value in values.items():
             text = text.replace("${" + key + "}", value)
         return text
 
+    def config_current(self) -> bool:
+        """Whether the config file Prometheus runs with is the one the settings render."""
+        return self.config_file.exists() and self.config_file.read_text() == self.render_config()
+
     def up(self) -> bool:
         """As Part.up; a running Prometheus reloads when its rendered config changed."""
-        if self.pid() is not None and self.config_file.exists():
-            wanted = self.render_config()
-            if self.config_file.read_text() != wanted:
-                self.config_file.write_text(wanted)
-                status, body = http("POST", f"{self.settings.prometheus_url}/-/reload", timeout=10)
-                if status != 200:
-                    raise StackError(
-                        f"prometheus: reloading {self.config_file} failed ({status}: {body}); "
-                        f"see {self.log_file}"
-                    )
+        if self.pid() is not None and self.config_file.exists() and not self.config_current():
+            self.config_file.write_text(self.render_config())
+            status, body = http("POST", f"{self.settings.prometheus_url}/-/reload", timeout=10)
+            if status != 200:
+                raise StackError(
+                    f"prometheus: reloading {self.config_file} failed ({status}: {body}); "
+                    f"see {self.log_file}"
+                )
         return super().up()
 
     def start(self) -> None:

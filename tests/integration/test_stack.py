@@ -1,5 +1,9 @@
 """The local stack as other tests and the demo rely on it: change topics, Debezium events,
 status reporting and an idempotent `up`. Needs `lethe stack up` first; fails when it is down.
+
+The stack is shared: every test leaves it as it found it. Rows it adds are deleted, a part it
+stops is started again (and waited for) in a fixture's teardown, a connector it registers is
+removed with its consumer group, and `up` runs only on a stack it would not change.
 """
 
 from __future__ import annotations
@@ -9,26 +13,30 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
 from lethe import stack
-from lethe.settings import REPO_ROOT, Settings
+from lethe.settings import Settings
 from lethe.stack.connect import SourceConnector
 from tests.demo_schema import DEMO_COLUMNS, DEMO_TABLES
 from tests.integration.conftest import ConsumerFactory, json_value, poll_json_until, poll_until
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def lethe_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lethe", *args],
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -76,12 +84,14 @@ def test_insert_arrives_as_debezium_create_event(
     ).fetchone()
     assert row is not None
     customer_id = row[0]
-
-    event = poll_json_until(
-        consumer,
-        lambda value: (value.get("payload") or {}).get("after", {}).get("id") == customer_id,
-        what=f"the create event of customers id={customer_id}",
-    )
+    try:
+        event = poll_json_until(
+            consumer,
+            lambda value: (value.get("payload") or {}).get("after", {}).get("id") == customer_id,
+            what=f"the create event of customers id={customer_id}",
+        )
+    finally:
+        pg.execute("DELETE FROM customers WHERE id = %s", (customer_id,))
     assert "schema" in event, "JsonConverter must send schemas (the JDBC sink needs them)"
     payload = event["payload"]
     assert payload["op"] == "c"
@@ -142,25 +152,50 @@ def test_date_arrives_as_days_and_delete_carries_the_whole_row_then_a_tombstone(
     )
 
 
-def test_status_reports_a_stopped_part_until_up_brings_it_back(real_stack: Settings) -> None:
-    assert stack.stop_part(real_stack, "prometheus") is True
+@pytest.fixture
+def unchanged_by_up(real_stack: Settings) -> Settings:
+    """The stack, when `up` would start, install or rewrite nothing on it; else the test fails
+    before touching it (run the tests with the LETHE_* settings the stack was started with)."""
+    changes = stack.pending(real_stack)
+    if changes:
+        pytest.fail(
+            "`lethe stack up` would change the running stack, so this test does not run it:\n  "
+            + "\n  ".join(changes),
+            pytrace=False,
+        )
+    return real_stack
+
+
+@pytest.fixture
+def prometheus_stopped(unchanged_by_up: Settings) -> Iterator[Settings]:
+    """Prometheus stopped for the test; started again and healthy afterwards, whatever happens."""
+    assert stack.stop_part(unchanged_by_up, "prometheus") is True
     try:
-        result = lethe_cli("stack", "status")
-        assert result.returncode == 1, result.stdout + result.stderr
-        line = next(li for li in result.stdout.splitlines() if li.startswith("prometheus"))
-        assert "stopped" in line
-        assert "prometheus.log" in line
-        kafka_line = next(li for li in result.stdout.splitlines() if li.startswith("kafka"))
-        assert "running" in kafka_line
+        yield unchanged_by_up
     finally:
-        started = stack.up(real_stack, only={"prometheus"}, say=lambda _line: None)
+        stack.up(unchanged_by_up, only={"prometheus"}, say=lambda _line: None)
+
+
+def test_status_reports_a_stopped_part(prometheus_stopped: Settings) -> None:
+    result = lethe_cli("stack", "status")
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = next(li for li in result.stdout.splitlines() if li.startswith("prometheus"))
+    assert "stopped" in line
+    assert "prometheus.log" in line
+    kafka_line = next(li for li in result.stdout.splitlines() if li.startswith("kafka"))
+    assert "running" in kafka_line
+
+
+def test_up_brings_a_stopped_part_back(prometheus_stopped: Settings) -> None:
+    started = stack.up(prometheus_stopped, only={"prometheus"}, say=lambda _line: None)
     assert started == {"prometheus": True}
     result = lethe_cli("stack", "status")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_up_on_a_running_stack_changes_nothing(real_stack: Settings) -> None:
+def test_up_on_a_running_stack_changes_nothing(unchanged_by_up: Settings) -> None:
     """No part restarted, and the source connector's config was not written again."""
+    real_stack = unchanged_by_up
     pids_before = {part.name: part.pid for part in stack.status(real_stack)}
 
     started = stack.up(real_stack, say=lambda _line: None)
@@ -185,7 +220,7 @@ def test_jdbc_sink_plugin_writes_change_events_into_postgres(
         "connection.url": f"jdbc:postgresql://{real_stack.pg_host}:{real_stack.pg_port}/"
         f"{real_stack.pg_database}",
         "connection.username": real_stack.pg_user,
-        "connection.password": real_stack.pg_password,
+        "connection.password": real_stack.pg_password.reveal(),
         "connection.provider": "org.hibernate.c3p0.internal.C3P0ConnectionProvider",
         "insert.mode": "upsert",
         "primary.key.mode": "record_key",
@@ -217,3 +252,20 @@ def test_jdbc_sink_plugin_writes_change_events_into_postgres(
     finally:
         http("DELETE", url, timeout=30)
         pg.execute(f'DROP TABLE IF EXISTS "{target}"')
+        forget_consumer_group(real_stack, f"connect-{name}")
+
+
+def forget_consumer_group(settings: Settings, group: str) -> None:
+    """Delete a sink's consumer group once its members have left (Connect stops the task)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            admin.delete_consumer_groups([group])[group].result(timeout=30)
+            return
+        except KafkaException as exc:
+            if "GROUP_ID_NOT_FOUND" in str(exc):
+                return
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1)

@@ -15,7 +15,7 @@ import faust
 import orjson
 import pytest
 
-from agents import change_counter
+from lethe.agents import change_counter
 from lethe.app import ROCKSDB_OPTIONS, LetheApp, create_app
 from lethe.settings import Settings
 
@@ -31,7 +31,6 @@ def app(tmp_path: Path) -> Iterator[LetheApp]:
         store="memory://",
         change_topic_names=[TOPIC],
         web_enabled=False,
-        install_agents=False,
     )
     app.finalize()
     yield app
@@ -65,8 +64,8 @@ def test_bad_record_is_dead_lettered_and_the_next_one_still_counted(
 async def _bad_record_then_good_ones(app: LetheApp, caplog: pytest.LogCaptureFixture) -> None:
     deadletters: faust.ChannelT[bytes] = app.channel()
     reader = deadletters.clone(is_iterator=True)
-    agent = change_counter.install(app, app.change_topic, deadletters)
-    caplog.set_level("INFO", logger="agents.change_counter")
+    agent = change_counter.install(app, app.change_topic, deadletters, metrics=app.metrics)
+    caplog.set_level("INFO", logger="lethe.agents.change_counter")
 
     async with agent.test_context() as agent_under_test:
         good_key, good_value = change("c", 7)
@@ -97,7 +96,7 @@ async def _bad_record_then_good_ones(app: LetheApp, caplog: pytest.LogCaptureFix
         == 1
     )
 
-    lines = [r.getMessage() for r in caplog.records if r.name == "agents.change_counter"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "lethe.agents.change_counter"]
     assert "change table=public.customers op=c key=id=7" in lines
     assert "change table=public.customers op=u key=id=9" in lines
     assert not any(SECRET in line for line in lines)
@@ -112,8 +111,8 @@ def test_a_record_the_engine_would_refuse_is_dead_lettered_with_its_code_and_no_
 async def _refused_records(app: LetheApp, caplog: pytest.LogCaptureFixture) -> None:
     deadletters: faust.ChannelT[bytes] = app.channel()
     reader = deadletters.clone(is_iterator=True)
-    agent = change_counter.install(app, app.change_topic, deadletters)
-    caplog.set_level("INFO", logger="agents.change_counter")
+    agent = change_counter.install(app, app.change_topic, deadletters, metrics=app.metrics)
+    caplog.set_level("INFO", logger="lethe.agents.change_counter")
     key, value = change("c", 7)
     no_time = orjson.dumps({"op": "c", "after": {"id": 7}})
     email_op = orjson.dumps({"op": SECRET, "after": {"id": 7}, "source": {"ts_ms": 1}})
@@ -130,7 +129,7 @@ async def _refused_records(app: LetheApp, caplog: pytest.LogCaptureFixture) -> N
     for reason in ("no_ts", "unknown_op", "bad_key"):
         sample = {"topic": TOPIC, "reason": reason}
         assert app.metrics.registry.get_sample_value("lethe_dead_letters_total", sample) == 1
-    logged = [r.getMessage() for r in caplog.records if r.name == "agents.change_counter"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "lethe.agents.change_counter"]
     assert not any(SECRET in line for line in logged)
 
 

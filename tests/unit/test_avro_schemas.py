@@ -12,7 +12,7 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-import topics
+from lethe import topics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND_SCHEMA = parse_schema(json.loads((ROOT / "schemas/retention_command.avsc").read_text()))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
-from lethe.settings import REPO_ROOT
+from pathlib import Path
 
 PROBE = """
 import sys
@@ -23,7 +22,7 @@ def test_building_the_parser_imports_no_kafka_stack() -> None:
     """A fresh interpreter, so modules imported by other tests do not count."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE],
-        cwd=REPO_ROOT,
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=60,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lethe.settings import _VARIABLES, Settings
+from lethe.settings import _VARIABLES, Secret, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -242,7 +242,7 @@ def test_postgres_matches_the_settings_and_streams_logical_changes(
     env = _env(postgres)
     assert env["POSTGRES_DB"] == defaults.pg_database
     assert env["POSTGRES_USER"] == defaults.pg_user
-    assert env["POSTGRES_PASSWORD"] == defaults.pg_password
+    assert env["POSTGRES_PASSWORD"] == defaults.pg_password.reveal()
     assert "wal_level=logical" in postgres["command"]
 
 
@@ -286,10 +286,14 @@ def test_connector_is_the_local_stacks_rendered_for_the_containers(
     settings the worker container sees, gives exactly docker's connector."""
     assert LOCAL_CONNECTOR.is_file(), f"{LOCAL_CONNECTOR.relative_to(REPO)} is missing"
     settings = Settings.from_env(_env(services["lethe"]))
-    values = {variable: str(getattr(settings, field)) for field, variable in _VARIABLES.items()}
+    values = {variable: _plain(getattr(settings, field)) for field, variable in _VARIABLES.items()}
     template = json.loads(LOCAL_CONNECTOR.read_text(encoding="utf-8"))
     rendered = json.loads(string.Template(json.dumps(template)).substitute(values))
     assert json.loads(CONNECTOR.read_text(encoding="utf-8")) == rendered
+
+
+def _plain(value: object) -> str:
+    return value.reveal() if isinstance(value, Secret) else str(value)
 
 
 # --- the Lethe worker -------------------------------------------------------------

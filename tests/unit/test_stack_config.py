@@ -7,17 +7,25 @@ from pathlib import Path
 
 import yaml
 
-from lethe.settings import REPO_ROOT, Settings
+from lethe.settings import Secret, Settings
 from lethe.stack.connect import source_config
 from lethe.stack.kafka import render
 from lethe.stack.prometheus import Prometheus
 from tests.demo_schema import DEMO_TABLES
 
-SCHEMA = (REPO_ROOT / "config" / "demo" / "hosting-schema.sql").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config"
+SCHEMA = (CONFIG / "demo" / "hosting-schema.sql").read_text()
 
 
 def test_source_connector_takes_the_database_from_settings() -> None:
-    settings = Settings(pg_host="db.test", pg_port=6543, pg_user="cdc", pg_password='p"w')
+    settings = Settings(
+        pg_host="db.test",
+        pg_port=6543,
+        pg_user="cdc",
+        pg_password=Secret('p"w'),
+        config_dir=CONFIG,
+    )
     name, config = source_config(settings)
     assert name == "hosting"
     assert config["database.hostname"] == "db.test"
@@ -40,12 +48,12 @@ def test_every_demo_table_is_created_published_and_full_replica_identity() -> No
 
 
 def test_seed_data_has_rows_for_every_table() -> None:
-    data = (REPO_ROOT / "config" / "demo" / "hosting-data.sql").read_text()
+    data = (CONFIG / "demo" / "hosting-data.sql").read_text()
     assert set(re.findall(r"INSERT INTO (\w+)", data)) == set(DEMO_TABLES)
 
 
 def test_prometheus_scrapes_the_worker_every_5s(tmp_path: Path) -> None:
-    settings = Settings(web_host="127.0.0.1", web_port=7077, stack_dir=tmp_path)
+    settings = Settings(web_host="127.0.0.1", web_port=7077, stack_dir=tmp_path, config_dir=CONFIG)
     config = yaml.safe_load(Prometheus(settings).render_config())
     job = next(job for job in config["scrape_configs"] if job["job_name"] == "lethe")
     assert job["static_configs"][0]["targets"] == ["127.0.0.1:7077"]
@@ -73,6 +81,6 @@ def test_kafka_binds_loopback_with_single_replica_internal_topics() -> None:
 
 
 def test_source_connector_topic_prefix_comes_from_settings() -> None:
-    _name, config = source_config(Settings(cdc_topic_prefix="shop"))
+    _name, config = source_config(Settings(cdc_topic_prefix="shop", config_dir=CONFIG))
     assert config["topic.prefix"] == "shop"
     assert "${" not in "".join(config.values())

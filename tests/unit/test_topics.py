@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import topics
+from lethe import topics
 from lethe.settings import Settings
 
 

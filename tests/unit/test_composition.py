@@ -1,0 +1,126 @@
+"""The worker command is the composition root; the modules it wires import no cycle.
+
+The import graph is read from the source (every import statement, including those
+inside functions and under TYPE_CHECKING, which can hide a cycle from a plain import).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import pkgutil
+from pathlib import Path
+
+import lethe
+import policy
+from lethe.agents.change_counter import AGENT_NAME
+from lethe.commands.worker import build_worker_app
+from lethe.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_modules() -> dict[str, Path]:
+    """Every module of `lethe` (with `lethe.agents` and `lethe.topics`) and `policy`."""
+    found: dict[str, Path] = {}
+    for package in (lethe, policy):
+        found[package.__name__] = Path(str(package.__file__))
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            spec = importlib.util.find_spec(info.name)
+            assert spec is not None and spec.origin is not None, info.name
+            found[info.name] = Path(spec.origin)
+    return found
+
+
+def imported_names(source: Path, module: str, is_package: bool) -> set[str]:
+    """The dotted names `source` imports anywhere: `from a import b` gives `a` and `a.b`."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = module.split(".")
+                anchor = parts if is_package else parts[:-1]
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (a package importing its own submodule via
+    `from package import submodule` is no edge to itself)."""
+    modules = project_modules()
+    return {
+        name: (imported_names(path, name, path.name == "__init__.py") & modules.keys()) - {name}
+        for name, path in modules.items()
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found: list[list[str]] = []
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                found.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle_among_lethe_agents_topics_and_policy() -> None:
+    graph = import_graph()
+    assert {"lethe.app", "lethe.agents", "lethe.agents.change_counter", "lethe.topics"} <= set(
+        graph
+    )
+    assert cycles(graph) == []
+
+
+def test_only_the_worker_command_imports_the_agents() -> None:
+    graph = import_graph()
+    importers = {
+        name
+        for name, targets in graph.items()
+        if "lethe.agents" in targets and not name.startswith("lethe.agents")
+    }
+    assert importers == {"lethe.commands.worker"}
+    assert not {"lethe.app", "lethe.commands.worker"} & graph["lethe.agents.change_counter"]
+
+
+def test_nothing_imports_the_bare_agents_or_topics_names() -> None:
+    """`agents` and `topics` are importable from a checkout, but the wheel has only lethe.*."""
+    sources = [*ROOT.glob("lethe/**/*.py"), *ROOT.glob("policy/**/*.py")]
+    sources += [*ROOT.glob("agents/**/*.py"), *ROOT.glob("topics/**/*.py")]
+    sources += [*ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/**/*.py")]
+    bare = {
+        str(source.relative_to(ROOT)): sorted(
+            name
+            for name in imported_names(source, "", False)
+            if name.split(".")[0] in {"agents", "topics"}
+        )
+        for source in sources
+    }
+    assert {file: names for file, names in bare.items() if names} == {}
+
+
+def test_the_worker_app_has_the_change_counter_on_the_change_topics(tmp_path: Path) -> None:
+    app = build_worker_app(
+        Settings(data_dir=tmp_path), "lethe-unit-wiring", ["hosting.public.customers"]
+    )
+    agent = app.agents[AGENT_NAME]
+    assert agent.channel is app.change_topic
+    assert list(app.change_topic.topics) == ["hosting.public.customers"]

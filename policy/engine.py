@@ -29,8 +29,11 @@ How a row's stages are combined from its rules (one rule per purpose):
 - a rule's own anonymise stages at their dues, if before the delete;
 - when a rule's delete falls before the row's delete, the columns only ended
   rules `needs` (and no clock reads) are anonymised then, naming the ended purposes;
-- once a stage is issued it is never issued again for that row; when the delete
-  is issued together with earlier stages (an overdue row), those are dropped.
+- once a stage is issued it is never issued again for that row while the row's values
+  keep scheduling it (a clock that moves does not repeat it); an update that stops its
+  clock forgets it, so it is issued anew when the clock runs again (an account closed,
+  reopened and closed again is archived twice); when the delete is issued together
+  with earlier stages (an overdue row), those are dropped.
 "At once" (`at_once`) is the instant its condition (the `when` around it) first
 became true for the row, kept in the row state while the condition holds: later
 updates do not move it. A command's `issued_at` is max(its due, `now`): the time the
@@ -810,6 +813,8 @@ def apply(
     if plan.at_once:
         _keep_at_once(plan.at_once, values, row, event.ts)
     issued = row.issued if row is not None else _NOTHING_ISSUED
+    if issued:
+        issued = _still_scheduled(plan, values, new_subject, issued)
     schedule: Schedule
     if plan.reads_activity:
         activity_now = new_subject.activity if new_subject is not None else _NO_ACTIVITY
@@ -825,6 +830,17 @@ def apply(
         new_row, new_subject, upcoming, reevaluate, subject_key, moved, left_key, left_state,
         reevaluate_left,
     )  # fmt: skip
+
+
+def _still_scheduled(
+    plan: SourcePlan, values: Values, subject: SubjectState | None, issued: frozenset[str]
+) -> frozenset[str]:
+    """The issued stages the row's new values still schedule. One whose clock stopped (an
+    account reopened: `closed_at` back to null) is forgotten, so that it is issued anew
+    once its clock runs again (the account closed again)."""
+    activity = subject.activity if subject is not None and plan.reads_activity else _NO_ACTIVITY
+    scheduled, _ = plan.stages(values, activity, _NOTHING_ISSUED)
+    return issued.intersection(stage[2] for stage in scheduled)
 
 
 def _keep_at_once(

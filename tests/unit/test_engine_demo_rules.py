@@ -50,7 +50,7 @@ def test_reopened_account_cancels_archive_and_delete(demo_policy: Policy):
     assert run(demo_policy, lines, until="2040-01-01T00:00:00Z") == []
 
 
-def test_reclosing_after_archive_restarts_delete_but_never_archives_twice(demo_policy: Policy):
+def test_account_closed_reopened_and_closed_again_is_archived_again(demo_policy: Policy):
     lines = [
         record("customers", "c", "2020-01-15T00:00:00Z",
                {"id": 6, "closed_at": "2020-01-15T00:00:00Z"}),
@@ -61,6 +61,9 @@ def test_reclosing_after_archive_restarts_delete_but_never_archives_twice(demo_p
     ]  # fmt: skip
     assert run(demo_policy, lines, until="2030-01-01T00:00:00Z") == [
         cmd("2021-01-15T00:00:00Z", "2021-01-15T00:00:00Z", "archive", "customers", 6,
+            "customer:6", CUSTOMER),
+        # the reopening stopped the clocks: a new archive from the new closed_at
+        cmd("2023-01-31T12:00:00Z", "2023-01-31T12:00:00Z", "archive", "customers", 6,
             "customer:6", CUSTOMER),
         cmd("2027-01-31T12:00:00Z", "2027-01-31T12:00:00Z", "delete", "customers", 6,
             "customer:6", CUSTOMER),

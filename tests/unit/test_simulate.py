@@ -53,7 +53,7 @@ EXPECTED = [
     {"issued_at": "2025-03-01T00:00:00Z", "due_at": "2025-03-01T00:00:00Z",
      "action": "anonymise", "table": "public.satisfaction_surveys", "key": {"id": 3},
      "subject": "customer:42", "purposes": ["satisfaction_surveys"],
-     "fields": ["customer_id", "respondent_email", "submitted_at"]},
+     "fields": ["customer_id", "respondent_email", "comments", "submitted_at"]},
 ]  # fmt: skip
 
 
@@ -152,7 +152,7 @@ def test_sample_stream_hand_checked_lines(capsys: pytest.CaptureFixture):
     out, err = capsys.readouterr()
     assert code == 0, err
     commands = _lines(out)
-    customer_account = ["business_management", "customer_account"]
+    customer_account = ["business_management", "customer_account", "litigation_evidence"]
 
     def line(issued: str, due: str, action: str, table: str, key: int, subject: str,
              purposes: list[str], **fields: list[str]) -> dict[str, object]:  # fmt: skip
@@ -160,8 +160,12 @@ def test_sample_stream_hand_checked_lines(capsys: pytest.CaptureFixture):
                 "key": {"id": key}, "subject": subject, "purposes": purposes, **fields}  # fmt: skip
 
     expected = [
-        # line 3: snapshot (ts_ms 1578297600000 = 2020-01-06 08:00) of customer 3, closed
-        # 2014-06-30 12:00: delete at + P5Y = 2019-06-30 12:00, overdue: sent at the snapshot
+        # line 2: snapshot (ts_ms 1578297600000 = 2020-01-06 08:00) of customer 2, closed
+        # 2019-03-31 17:00: archived at closed_at, overdue: sent at the snapshot
+        line("2020-01-06T08:00:00Z", "2019-03-31T17:00:00Z", "archive", "customers", 2,
+             "customer:2", customer_account),
+        # line 3: snapshot of customer 3, closed 2014-06-30 12:00: delete at + the limitation
+        # period P5Y = 2019-06-30 12:00, overdue: sent at the snapshot (not its archive)
         line("2020-01-06T08:00:00Z", "2019-06-30T12:00:00Z", "delete", "customers", 3,
              "customer:3", customer_account),
         # line 73: objected = true at ts_ms 1612366200000 = 2021-02-03 15:30: at once
@@ -171,7 +175,7 @@ def test_sample_stream_hand_checked_lines(capsys: pytest.CaptureFixture):
         # update coming back: no second command)
         line("2021-02-28T11:00:00Z", "2021-02-28T11:00:00Z", "anonymise", "satisfaction_surveys",
              1, "customer:1", ["satisfaction_surveys"],
-             fields=["customer_id", "respondent_email", "submitted_at"]),
+             fields=["customer_id", "respondent_email", "comments", "submitted_at"]),
         # line 10: expires_on 18870 days = 2021-08-31 (00:00 UTC) + P13M = 2022-09-31 -> 09-30
         line("2022-09-30T00:00:00Z", "2022-09-30T00:00:00Z", "delete", "payment_methods", 1,
              "customer:1", ["payment_management"]),
@@ -179,6 +183,16 @@ def test_sample_stream_hand_checked_lines(capsys: pytest.CaptureFixture):
         # lines 112-135 on customer 5: sent at its release, ts_ms 1664553600000 = 2022-09-30 16:00
         line("2022-09-30T16:00:00Z", "2022-06-01T10:00:00Z", "delete", "call_recordings", 3,
              "customer:5", ["support_training"]),
+        # lines 85, 107, 169: customer 4 closed at ts_ms 1622484000000 = 2021-05-31 18:00
+        # (archived then), reopened 2021-11-15 09:00, closed again at 1698775200000 =
+        # 2023-10-31 18:00: archived again, a second command
+        line("2021-05-31T18:00:00Z", "2021-05-31T18:00:00Z", "archive", "customers", 4,
+             "customer:4", customer_account),
+        line("2023-10-31T18:00:00Z", "2023-10-31T18:00:00Z", "archive", "customers", 4,
+             "customer:4", customer_account),
+        # line 58: answered at ts_ms 1600164000000 = 2020-09-15 10:00: archived then
+        line("2020-09-15T10:00:00Z", "2020-09-15T10:00:00Z", "archive", "dpo_requests", 1,
+             "customer:5", ["dpo_requests"]),
         # line 148: purchase consent withdrawn 2023-01-31 10:00 + P13M = 2024-02-31 -> 02-29
         line("2024-02-29T10:00:00Z", "2024-02-29T10:00:00Z", "delete", "payment_methods", 2,
              "customer:4", ["payment_management"]),
@@ -187,6 +201,10 @@ def test_sample_stream_hand_checked_lines(capsys: pytest.CaptureFixture):
         assert command in commands
     for table, key in (("public.satisfaction_surveys", 1), ("public.call_recordings", 3)):
         assert sum(c["table"] == table and c["key"] == {"id": key} for c in commands) == 1
+    # customer 4: the 2021 delete (2026-05-31) was cancelled by the reopening; the new one
+    # (2023-10-31 + P5Y = 2028-10-31) is after --until
+    assert [c["action"] for c in commands if c["table"] == "public.customers"
+            and c["key"] == {"id": 4}] == ["archive", "archive"]  # fmt: skip
     # support ticket 3 (line 52, last message 2020-08-01), deleted by the business on
     # 2020-12-01 (line 64, then its tombstone) before its archive: no command ever
     assert not [c for c in commands if c["table"] == "public.support_tickets" and

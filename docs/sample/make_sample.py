@@ -406,6 +406,15 @@ def story(s: Stream) -> None:
     )
     s.put("2022-02-02T08:00:00Z", "marketing_contacts", 3, "u", objected_at="2022-02-02T08:00:00Z")
     s.put(
+        "2020-10-01T10:00:00Z",
+        "marketing_contacts",
+        5,
+        email="uma@example.org",
+        basis="consent",
+        last_contact_at="2020-10-01T10:00:00Z",
+    )
+    s.put("2022-08-15T14:00:00Z", "marketing_contacts", 5, "u", objected_at="2022-08-15T14:00:00Z")
+    s.put(
         "2020-06-01T10:00:00Z",
         "marketing_contacts",
         4,
@@ -534,6 +543,32 @@ def story(s: Stream) -> None:
         2,
         "u",
         purchase_consent_withdrawn_at="2023-01-31T10:00:00Z",
+    )
+    # consent withdrawn while the subscription runs: the subscription keeps the method
+    s.put(
+        "2021-03-01T09:00:00Z",
+        "payment_methods",
+        3,
+        customer_id=1,
+        kind="sepa",
+        holder_name="Ada Byron",
+        iban="GB00BANK0000000000",
+        expires_on=days("2029-04-30"),
+        keep_for_purchases=True,
+    )
+    s.put(
+        "2022-11-30T09:00:00Z",
+        "payment_methods",
+        3,
+        "u",
+        purchase_consent_withdrawn_at="2022-11-30T09:00:00Z",
+    )
+    s.put(
+        "2024-01-31T12:00:00Z",
+        "payment_methods",
+        3,
+        "u",
+        subscription_cancelled_at="2024-01-31T12:00:00Z",
     )
 
     # --- a reopened account --------------------------------------------------------------

@@ -256,6 +256,7 @@ LEGAL = {
 @given(stream=streams())
 def test_legal_obligation_rules_never_fire_early(stream: list[str]):
     starts: dict[tuple[str, object], set[int]] = {}
+    started: dict[tuple[str, object], set[int]] = {}  # the instants the clocks run from
     for line in stream:
         document = json.loads(line)
         table = "public." + document["topic"].split(".")[-1]
@@ -267,9 +268,17 @@ def test_legal_obligation_rules_never_fire_early(stream: list[str]):
                 starts.setdefault((table, document["key"]["id"]), set()).add(
                     int(end.timestamp()) * 1_000_000
                 )
+                started.setdefault((table, document["key"]["id"]), set()).add(
+                    int(datetime.fromisoformat(start).timestamp()) * 1_000_000
+                )
     for command in simulate(ENGINE, stream, FAR).commands:
         if command.table in LEGAL:
-            assert command.action.value in ("delete", "anonymise")
+            assert command.action.value in ("archive", "delete", "anonymise")
+            if command.action.value == "archive":
+                # only "5 years in archive after handling": archived at the answer
+                assert command.table == "public.dpo_requests"
+                assert command.due_at in started[(command.table, command.key[0][1])]
+                assert command.issued_at >= command.due_at
             if command.action.value == "delete":
                 # due exactly at one of the row's start + period, issued no earlier
                 assert command.due_at in starts[(command.table, command.key[0][1])]

@@ -19,6 +19,7 @@ from policy.model import (
     Action,
     ActivityFeed,
     After,
+    AllOf,
     Bucket,
     ChangeTime,
     Clock,
@@ -79,7 +80,7 @@ INSTANTS = {
 
 # The seed rows each table serves (legal_holds: its holds serve row 23).
 SCHEDULE_ROWS: dict[str, set[int]] = {
-    "customers": {1, 3},
+    "customers": {1, 3, 23},
     "support_tickets": {6},
     "orders": {12},
     "invoices": {12},
@@ -122,12 +123,21 @@ def delete(due: Clock) -> Stage:
     return Stage(Action.DELETE, due)
 
 
-# The lead's expression of every demo rule (POLICY.md), written out by hand.
-EXPECTED_STAGES: dict[str, tuple[Stage, ...]] = {
-    "customers": (
-        Stage(Action.ARCHIVE, after("P1Y", col("closed_at"))),
-        delete(after("P5Y", col("closed_at"))),
+# Customers: rows 1 and 3 end with the contract (closed_at); row 23 then keeps the row,
+# archived, as evidence for the limitation period (demo-schema.md: archive at closed_at,
+# delete at closed_at + a limitation period of 5 years by default).
+CONTRACT_ENDS = (delete(col("closed_at")),)
+EXPECTED_CUSTOMER_RULES: dict[str, tuple[Stage, ...]] = {
+    "business_management": CONTRACT_ENDS,
+    "customer_account": CONTRACT_ENDS,
+    "litigation_evidence": (
+        Stage(Action.ARCHIVE, col("closed_at")),
+        delete(After(col("closed_at"), PeriodRef("limitation_period"))),
     ),
+}
+
+# The lead's expression of every other demo rule (POLICY.md), written out by hand.
+EXPECTED_STAGES: dict[str, tuple[Stage, ...]] = {
     "support_tickets": (
         Stage(Action.ARCHIVE, after("P1Y", col("last_message_at"))),
         delete(after("P5Y", col("last_message_at"))),
@@ -143,7 +153,21 @@ EXPECTED_STAGES: dict[str, tuple[Stage, ...]] = {
                         col("expires_on"),
                         When(
                             Equals("keep_for_purchases", True),
-                            col("purchase_consent_withdrawn_at"),
+                            # the later of the two, only once both are set
+                            When(
+                                AllOf(
+                                    (
+                                        IsSet("subscription_cancelled_at"),
+                                        IsSet("purchase_consent_withdrawn_at"),
+                                    )
+                                ),
+                                Latest(
+                                    (
+                                        col("subscription_cancelled_at"),
+                                        col("purchase_consent_withdrawn_at"),
+                                    )
+                                ),
+                            ),
                             col("subscription_cancelled_at"),
                         ),
                     )
@@ -156,7 +180,7 @@ EXPECTED_STAGES: dict[str, tuple[Stage, ...]] = {
         delete(
             When(
                 Equals("retention_consent", True),
-                after("P36M", col("last_contact_at")),
+                After(col("last_contact_at"), PeriodRef("recruitment_consent_retention")),
                 after("P15M", col("last_contact_at")),
             )
         ),
@@ -174,7 +198,7 @@ EXPECTED_STAGES: dict[str, tuple[Stage, ...]] = {
         delete(
             When(
                 Equals("basis", "consent"),
-                col("consent_withdrawn_at"),
+                Earliest((col("consent_withdrawn_at"), col("objected_at"))),
                 Earliest(
                     (
                         col("objected_at"),
@@ -195,6 +219,7 @@ EXPECTED_STAGES: dict[str, tuple[Stage, ...]] = {
             (
                 FieldAnonymisation("customer_id", Empty()),
                 FieldAnonymisation("respondent_email", Empty()),
+                FieldAnonymisation("comments", Empty()),
                 FieldAnonymisation("submitted_at", Coarsen(TimeUnit.MONTH)),
             ),
         ),
@@ -211,6 +236,7 @@ EXPECTED_STAGES: dict[str, tuple[Stage, ...]] = {
         ),
     ),
     "dpo_requests": (
+        Stage(Action.ARCHIVE, col("answered_at")),
         Stage(
             Action.ANONYMISE,
             after("P1Y", col("answered_at")),
@@ -255,6 +281,9 @@ def test_shipped_policy_declares_all_24_rows_of_the_schedule(shipped: Policy) ->
     rows = sorted(p.schedule_row for p in shipped.purposes.values() if p.schedule_row)
     assert rows == list(range(1, 25))
     by_row = {p.schedule_row: p for p in shipped.purposes.values()}
+    assert "communications" in by_row[1].data_categories
+    assert "identity and contact data" in by_row[4].data_categories
+    assert any("ID and address proofs" in c for c in by_row[13].data_categories)
     assert by_row[21].kept_for_legal_claims
     assert by_row[23].kept_for_legal_claims
     for row in (12, 13, 14, 15, 16, 17):  # seed section 4: legal obligations
@@ -283,6 +312,9 @@ def test_legal_obligation_tables_are_6_1c_only(shipped: Policy) -> None:
 
 
 def test_shipped_rules_are_exactly_those_of_the_demo_schema(shipped: Policy) -> None:
+    customers = shipped.sources["public.customers"].rules
+    assert {rule.purpose: rule.stages for rule in customers} == EXPECTED_CUSTOMER_RULES
+    assert all(rule.needs == () for rule in customers)
     for table, stages in EXPECTED_STAGES.items():
         source = shipped.sources[f"public.{table}"]
         assert source.rules, table
@@ -302,6 +334,10 @@ def test_shipped_parameters(shipped: Policy) -> None:
     assert period("identity_proof_retention") == Period.parse("P30D")
     assert period("fraud_proof_retention") == Period.parse("P12M")
     assert shipped.parameters["fraud_proof_retention"].cap == Period.parse("P12M")
+    assert period("limitation_period") == Period.parse("P5Y")
+    # the seed says only "longer with consent": the figure is the business's
+    assert period("recruitment_consent_retention") == Period.parse("P36M")
+    assert "no figure" in shipped.parameters["recruitment_consent_retention"].description
 
 
 def test_shipped_activity_feeds_and_anonymisation(shipped: Policy) -> None:

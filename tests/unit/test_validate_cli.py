@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 LETHE = REPO / ".venv" / "bin" / "lethe"
 ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<message>.+) \((?P<hint>.+)\)$")
 
-VALID_SUMMARY = "config/policy.yaml: valid: 24 purposes, 18 sources, 20 rules, 5 parameters\n"
+VALID_SUMMARY = "config/policy.yaml: valid: 24 purposes, 18 sources, 21 rules, 7 parameters\n"
 
 BROKEN = """\
 policy: broken

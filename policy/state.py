@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import orjson
 
-from policy.debezium import Key, KeyValue
+from policy.events import Key, KeyValue
 from policy.instants import Instant, format_instant
 from policy.model import Action
 

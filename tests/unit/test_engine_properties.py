@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy.debezium import ChangeEvent
 from policy.engine import Engine, next_due
+from policy.events import ChangeEvent
 from policy.simulation import RowId, Simulator, decode_line, simulate
 from policy.state import SubjectState
 from tests.unit.conftest import load_demo_policy, record

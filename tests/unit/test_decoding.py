@@ -9,18 +9,13 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from policy.debezium import (
-    ChangeEvent,
-    DecodeError,
-    DecodeReason,
-    Op,
-    Tombstone,
-    decode_raw,
-    decode_record,
-)
+from policy.decoding import Decoding, SourceDecoder, decode_raw, decode_record
 from policy.engine import Engine
+from policy.envelope import DecodeReason, Rejection
+from policy.events import ChangeEvent, Op, Tombstone
 
 TOPIC = "hosting.public.payment_methods"
+TABLE = "public.payment_methods"
 # 2024-02-29T10:00:00Z
 AT = datetime(2024, 2, 29, 10, 0, tzinfo=UTC)
 AT_MS = 1709200800000
@@ -175,7 +170,7 @@ def test_decode_raw_bytes(demo_engine: Engine):
         decode_raw(demo_engine.decoding, TOPIC, b'{"id": 3}', orjson.dumps(_envelope({"id": 3})))
     )
     assert event.key == (("id", 3),)
-    assert isinstance(decode_raw(demo_engine.decoding, TOPIC, b"{", None), DecodeError)
+    assert isinstance(decode_raw(demo_engine.decoding, TOPIC, b"{", None), Rejection)
 
 
 SECRET = "ada.lovelace@example.org"
@@ -223,8 +218,8 @@ def test_bad_records_are_errors_with_a_code_that_never_quote_values(
     demo_engine: Engine, topic: object, key: object, value: object, code: str, says: str
 ):
     result = decode_record(demo_engine.decoding, topic, key, value)
-    assert isinstance(result, DecodeError)
-    assert result.code is DecodeReason(code)
+    assert isinstance(result, Rejection)
+    assert result.reason is DecodeReason(code)
     assert says in result.detail
     assert SECRET not in result.detail
 
@@ -247,3 +242,32 @@ def test_simulate_skips_a_change_time_out_of_range_and_goes_on(demo_engine: Engi
         )
     ]
     assert result.events == 1
+
+
+def test_a_decoder_bug_is_a_rejection_that_keeps_its_traceback_but_not_the_value():
+    def broken(column: str, raw: object) -> object:
+        return int(str(raw))  # a bug: raises ValueError("invalid literal ...: '<the value>'")
+
+    topics = {TOPIC: SourceDecoder(TABLE, ("id",), {"email": broken}, (("id", None),))}
+    result = decode_record(
+        Decoding("demo", topics), TOPIC, {"id": 1}, _envelope({"id": 1, "email": SECRET})
+    )
+    assert isinstance(result, Rejection)
+    assert result.reason is DecodeReason.INTERNAL_ERROR
+    assert result.detail.startswith(
+        f"{TABLE}: cannot decode the record: the decoder failed with ValueError at "
+        "unit/test_decoding.py:"
+    )
+    assert result.detail.endswith(".<locals>.broken, a bug in Lethe to report")
+    assert result.trace is not None
+    frames = result.trace.splitlines()
+    assert frames[0] == "Traceback (most recent call last):"
+    assert [line.rsplit(", in ", 1)[1] for line in frames[1:-1]] == [
+        "decode_record",
+        "_typed",
+        "_values",
+        "test_a_decoder_bug_is_a_rejection_that_keeps_its_traceback_but_not_the_value"
+        ".<locals>.broken",
+    ]
+    assert frames[-1] == "ValueError"
+    assert SECRET not in result.detail + result.trace

@@ -17,7 +17,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
-from policy.instants import Instant, to_datetime
+from policy.instants import Instant
 
 Value = (
     str | int | float | bool | None | datetime | date | Decimal | list[object] | dict[str, object]
@@ -57,16 +57,6 @@ class ChangeEvent:
     before: Mapping[str, Value] | None
     after: Mapping[str, Value] | None
     ts: Instant
-
-    @property
-    def row(self) -> Mapping[str, Value]:
-        """The row image that describes the row: `after`, or `before` for a delete."""
-        image = self.before if self.op is Op.DELETE else self.after
-        return image if image is not None else {}
-
-    @property
-    def ts_datetime(self) -> datetime:
-        return to_datetime(self.ts)
 
 
 @dataclass(frozen=True, slots=True)

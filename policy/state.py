@@ -133,10 +133,6 @@ class SubjectState:
     holds: frozenset[str] = frozenset()
     """Open legal holds, as `<table>:<key>` ids."""
 
-    @property
-    def held(self) -> bool:
-        return bool(self.holds)
-
     def to_bytes(self) -> bytes:
         return orjson.dumps([_FORMAT, dict(self.activity), sorted(self.holds)])
 

@@ -200,6 +200,7 @@ class Document:
 
 
 def dotted_path(path: Iterable[str | int]) -> str:
+    """`sources.public.orders.rules[0]` for messages; the root is "the policy file"."""
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -207,6 +208,7 @@ def dotted_path(path: Iterable[str | int]) -> str:
 
 
 def show(value: Any) -> str:
+    """A value of the policy file as a message quotes it: a string in quotes, else as JSON."""
     if isinstance(value, str):
         return repr(value)
     return json.dumps(value, default=str)

@@ -1,12 +1,12 @@
 """Count the change events of the demo database, dead-letter what is unusable.
 
 For each change record (`<LETHE_CDC_TOPIC_PREFIX>.public.*`): check its structure
-with the engine's own envelope parser (`policy.debezium.parse_raw`, no policy needed,
+with the engine's own envelope parser (`policy.envelope.parse_raw`, no policy needed,
 so tables the policy lacks are counted too), count it in
 `lethe_change_events_total{table,op}` (table `public.<table>`, op c, u, d, r or
 tombstone) and log one line with table, op and key (the primary key only, never row
 values). A record the engine would refuse for its structure goes to `lethe.deadletter`
-with its topic, partition, offset, reason code (`policy.debezium.DecodeReason`) and
+with its topic, partition, offset, reason code (`policy.envelope.DecodeReason`) and
 detail, is counted in `lethe_dead_letters_total{topic,reason}`, and processing goes on.
 """
 
@@ -21,7 +21,7 @@ from faust.types import AgentT, ChannelT, EventT, Message
 
 from lethe import topics
 from lethe.metrics import WorkerMetrics
-from policy.debezium import DecodeError, DecodeReason, Record, parse_raw
+from policy.envelope import DecodeReason, Record, Rejection, parse_raw
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +54,18 @@ async def handle_change(
         outcome = parse_raw(message.topic, message.key, message.value)
     except Exception as exc:  # parse_raw never raises on bad input; a bug must not kill the agent
         log.exception("Decoding %s[%s]@%s failed", message.topic, message.partition, message.offset)
-        outcome = DecodeError(f"decoder raised {type(exc).__name__}", DecodeReason.INTERNAL_ERROR)
+        outcome = Rejection(DecodeReason.INTERNAL_ERROR, f"decoder raised {type(exc).__name__}")
     if isinstance(outcome, Record):
         op = outcome.op_label
         metrics.change_events.labels(table=outcome.table, op=op).inc()
         log.info("change table=%s op=%s key=%s", outcome.table, op, outcome.key_label)
         return
     await send_dead_letter(message, outcome, deadletters)
-    metrics.dead_letters.labels(topic=message.topic, reason=outcome.code.value).inc()
+    metrics.dead_letters.labels(topic=message.topic, reason=outcome.reason.value).inc()
 
 
 async def send_dead_letter(
-    message: Message, rejected: DecodeError, deadletters: ChannelT[bytes]
+    message: Message, rejected: Rejection, deadletters: ChannelT[bytes]
 ) -> None:
     """Send the dead letter and wait until the broker has it.
 
@@ -77,14 +77,14 @@ async def send_dead_letter(
         message.topic,
         message.partition,
         message.offset,
-        rejected.code.value,
+        rejected.reason.value,
         rejected.detail,
     )
     record = topics.dead_letter_record(
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        reason=rejected.code.value,
+        reason=rejected.reason.value,
         detail=rejected.detail,
         key=_raw(message.key),
         value=_raw(message.value),

@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lethe.policy_file import load_policy  # noqa: E402
-from policy.debezium import ChangeEvent, decode_raw  # noqa: E402
+from policy.decoding import decode_raw  # noqa: E402
 from policy.driver import Driver  # noqa: E402
 from policy.engine import Engine, apply, due  # noqa: E402
+from policy.events import ChangeEvent  # noqa: E402
 from policy.store import MemoryStore  # noqa: E402
 
 # share of each table in the stream (a hosting provider: logs, tickets and billing dominate)

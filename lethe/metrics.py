@@ -30,7 +30,7 @@ class WorkerMetrics:
     """lethe_change_events_total{table,op}: change records seen, by kind."""
     dead_letters: Counter
     """lethe_dead_letters_total{topic,reason}: records sent to lethe.deadletter; reason is a
-    `policy.debezium.DecodeReason` code."""
+    `policy.envelope.DecodeReason` code."""
 
     @classmethod
     def create(cls) -> WorkerMetrics:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
 
-from policy.debezium import Value
+from policy.events import Value
 from policy.model import (
     Action,
     Anonymiser,

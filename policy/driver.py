@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from policy.debezium import ChangeEvent
 from policy.engine import Engine, apply, due, event_subject, next_due, reads_activity
+from policy.events import ChangeEvent
 from policy.instants import Instant
 from policy.state import Command, SubjectState
 from policy.store import RowId, Store

@@ -19,7 +19,7 @@ A driver (the stream processor, or `lethe simulate`) keeps a row state per
   the new row state and the next due instant (at once, without working the stages
   out again, when the row state `apply` returned says its next due is later);
 - `next_due(engine, row, subject)` re-arms a row's timer after its subject changed;
-- `decode_record(engine.decoding, topic, key, value)` (in `policy.debezium`) turns a
+- `decode_record(engine.decoding, topic, key, value)` (in `policy.decoding`) turns a
   Debezium record into the `ChangeEvent` that `apply` takes.
 
 How a row's stages are combined from its rules (one rule per purpose):
@@ -52,7 +52,8 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
-from policy.debezium import ChangeEvent, Decoding, Key, Op, Value
+from policy.decoding import Decoding
+from policy.events import ChangeEvent, Key, Op, Value
 from policy.instants import EPOCH, Instant, add_months, from_datetime
 from policy.model import (
     Action,

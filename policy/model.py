@@ -75,10 +75,6 @@ class Purpose:
     schedule_row: int | None = None
     """The row of the retention schedule this purpose encodes (1-24 in the default policy)."""
 
-    @property
-    def is_legal_obligation(self) -> bool:
-        return LegalBasis.LEGAL_OBLIGATION in self.legal_basis
-
 
 @dataclass(frozen=True, slots=True)
 class Parameter:

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from policy.debezium import ChangeEvent, DecodeError, Tombstone, decode_record
+from policy.decoding import decode_record
 from policy.driver import Driver
 from policy.engine import Engine
+from policy.envelope import DecodeReason, Rejection
+from policy.events import ChangeEvent, Tombstone
 from policy.instants import Instant, format_instant
 from policy.state import Command
 from policy.store import MemoryStore
@@ -78,8 +80,8 @@ def simulate(
         if not line.strip():
             continue
         decoded = decode_line(engine, line)
-        if isinstance(decoded, DecodeError):
-            errors.append(LineError(number, decoded.reason))
+        if isinstance(decoded, Rejection):
+            errors.append(LineError(number, decoded.detail))
             continue
         if isinstance(decoded, Tombstone):
             continue
@@ -95,14 +97,19 @@ def simulate(
     return SimulationResult(tuple(commands), tuple(errors), events, clock)
 
 
-def decode_line(engine: Engine, line: str | bytes) -> ChangeEvent | Tombstone | DecodeError:
+def decode_line(engine: Engine, line: str | bytes) -> ChangeEvent | Tombstone | Rejection:
     """Decode one JSON line `{"topic": ..., "key": ..., "value": ...}`; never raises."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        return DecodeError(f"not JSON ({exc.msg}); each line must be one JSON object")
+        return Rejection(
+            DecodeReason.BAD_RECORD, f"not JSON ({exc.msg}); each line must be one JSON object"
+        )
     if not isinstance(record, dict):
-        return DecodeError('not a JSON object; write {"topic": ..., "key": ..., "value": ...}')
+        return Rejection(
+            DecodeReason.BAD_RECORD,
+            'not a JSON object; write {"topic": ..., "key": ..., "value": ...}',
+        )
     if "value" not in record:
-        return DecodeError('no "value"; write null for a tombstone')
+        return Rejection(DecodeReason.BAD_RECORD, 'no "value"; write null for a tombstone')
     return decode_record(engine.decoding, record.get("topic"), record.get("key"), record["value"])

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import orjson
 
-from policy.debezium import Key, KeyValue
+from policy.events import Key, KeyValue
 from policy.instants import Instant, format_instant
 from policy.model import Action
 
@@ -133,10 +133,6 @@ class SubjectState:
     """Latest instant per activity (e.g. `contact`)."""
     holds: frozenset[str] = frozenset()
     """Open legal holds, as `<table>:<key>` ids."""
-
-    @property
-    def held(self) -> bool:
-        return bool(self.holds)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps([_FORMAT, dict(self.activity), sorted(self.holds)])

@@ -19,7 +19,7 @@ import heapq
 from collections.abc import Iterable
 from typing import Protocol
 
-from policy.debezium import Key
+from policy.events import Key
 from policy.instants import Instant
 from policy.state import RowState, SubjectState
 

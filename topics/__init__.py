@@ -3,11 +3,11 @@
 - The Debezium change topics of the demo database, `<prefix>.public.<table>`
   (prefix: the `cdc_topic_prefix` setting, `hosting` by default), matched by
   `change_topic_pattern(prefix)`. Keys and values are read as raw bytes and
-  decoded in code (`policy.debezium`), so a bad record can be dead-lettered
+  decoded in code (`policy.envelope`, `policy.decoding`), so a bad record can be dead-lettered
   instead of failing inside Faust's deserializer.
 - `lethe.deadletter`: one JSON record per input record that could not be used,
   with its source topic, partition, offset, the reason (a
-  `policy.debezium.DecodeReason` code) and its detail, and the raw key and
+  `policy.envelope.DecodeReason` code) and its detail, and the raw key and
   value (base64) so that nothing is lost. These raw values may hold personal
   data, so the topic keeps them for `DEADLETTER_RETENTION_S` only: fix and
   replay (or discard) dead letters within that time.

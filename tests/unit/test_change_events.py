@@ -12,15 +12,10 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from policy.debezium import (
-    DecodeError,
-    DecodeReason,
-    Op,
-    Record,
-    decode_raw,
-    parse_raw,
-)
+from policy.decoding import decode_raw
 from policy.engine import Engine
+from policy.envelope import DecodeReason, Record, Rejection, parse_raw
+from policy.events import Op
 from policy.model import Policy
 
 TOPIC = "hosting.public.customers"
@@ -147,8 +142,8 @@ def test_bad_records_are_errors_with_a_reason_code(
     key: bytes | None, value: bytes | None, reason: DecodeReason
 ) -> None:
     outcome = parse_raw(TOPIC, key, value)
-    assert isinstance(outcome, DecodeError)
-    assert outcome.code is reason
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is reason
     assert outcome.detail
 
 
@@ -157,8 +152,8 @@ def test_the_engine_refuses_the_same_structures_for_the_same_reason(
     demo_engine: Engine, key: bytes | None, value: bytes | None, reason: DecodeReason
 ) -> None:
     outcome = decode_raw(demo_engine.decoding, TOPIC, key, value)
-    assert isinstance(outcome, DecodeError)
-    assert outcome.code is reason
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is reason
 
 
 GOOD = [
@@ -178,7 +173,7 @@ def test_what_the_agent_accepts_the_engine_accepts_at_the_same_time(
     record = parse_raw(TOPIC, key, value)
     decoded = decode_raw(demo_engine.decoding, TOPIC, key, value)
     assert isinstance(record, Record), record
-    assert not isinstance(decoded, DecodeError), decoded
+    assert not isinstance(decoded, Rejection), decoded
     assert getattr(decoded, "ts", None) == record.ts
 
 
@@ -200,22 +195,22 @@ def test_errors_name_the_field_and_json_type_never_the_value(
 ) -> None:
     raw = value if isinstance(value, bytes) else orjson.dumps(value)
     for outcome in (parse_raw(TOPIC, key, raw), decode_raw(demo_engine.decoding, TOPIC, key, raw)):
-        assert isinstance(outcome, DecodeError)
+        assert isinstance(outcome, Rejection)
         assert SECRET not in outcome.detail
 
 
 def test_a_key_that_is_an_email_is_refused_without_quoting_it(demo_engine: Engine) -> None:
     value = orjson.dumps(envelope("c", after=ROW))
     outcome = parse_raw(TOPIC, orjson.dumps(SECRET), value)
-    assert isinstance(outcome, DecodeError)
-    assert outcome.code is DecodeReason.BAD_KEY
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is DecodeReason.BAD_KEY
     assert outcome.detail == "the key is a JSON string, not an object of key columns"
 
 
 def test_topic_that_is_not_prefix_schema_table_is_refused() -> None:
     outcome = parse_raw("customers", KEY, orjson.dumps(envelope("c", after=ROW)))
-    assert isinstance(outcome, DecodeError)
-    assert outcome.code is DecodeReason.BAD_TOPIC
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason is DecodeReason.BAD_TOPIC
 
 
 def test_a_topic_prefix_with_dots_names_the_same_table_for_agent_and_engine(
@@ -227,5 +222,5 @@ def test_a_topic_prefix_with_dots_names_the_same_table_for_agent_and_engine(
     record = parse_raw(topic, KEY, value)
     decoded = decode_raw(engine.decoding, topic, KEY, value)
     assert isinstance(record, Record)
-    assert not isinstance(decoded, DecodeError), decoded
+    assert not isinstance(decoded, Rejection), decoded
     assert record.table == decoded.table == "public.customers"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from policy.debezium import ChangeEvent
 from policy.driver import Driver
 from policy.engine import Engine
+from policy.events import ChangeEvent
 from policy.simulation import decode_line
 from policy.state import Command
 from policy.store import MemoryStore

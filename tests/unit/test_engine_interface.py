@@ -9,9 +9,9 @@ import pytest
 
 from lethe.policy_file import policy_schema
 from policy.anonymise import anonymise_value, anonymised_fields
-from policy.debezium import ChangeEvent, Op
 from policy.driver import Driver
 from policy.engine import Engine, apply, due, next_due
+from policy.events import ChangeEvent, Op
 from policy.instants import add_period, format_instant, parse_instant
 from policy.loader import load_policy_text
 from policy.model import Action, Bucket, Coarsen, Constant, Empty, Policy, TimeUnit

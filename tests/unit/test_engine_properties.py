@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy.debezium import ChangeEvent
 from policy.driver import Driver
 from policy.engine import Engine, next_due
+from policy.events import ChangeEvent
 from policy.simulation import decode_line, simulate
 from policy.state import Command, SubjectState
 from policy.store import MemoryStore, RowId

@@ -9,18 +9,13 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from policy.debezium import (
-    ChangeEvent,
-    DecodeError,
-    DecodeReason,
-    Op,
-    Tombstone,
-    decode_raw,
-    decode_record,
-)
+from policy.decoding import Decoding, SourceDecoder, decode_raw, decode_record
 from policy.engine import Engine
+from policy.envelope import DecodeReason, Rejection
+from policy.events import ChangeEvent, Op, Tombstone
 
 TOPIC = "hosting.public.payment_methods"
+TABLE = "public.payment_methods"
 # 2024-02-29T10:00:00Z
 AT = datetime(2024, 2, 29, 10, 0, tzinfo=UTC)
 AT_MS = 1709200800000
@@ -80,7 +75,6 @@ def test_plain_record_uses_the_policy_column_types(demo_engine: Engine):
     assert event.key == (("id", 3),)
     assert event.op is Op.CREATE
     assert event.ts == AT_MS * 1000
-    assert event.ts_datetime == AT
     assert event.after is not None
     assert event.after["expires_on"] == date(2024, 2, 29)
     assert event.after["revoked_at"] == AT
@@ -149,20 +143,20 @@ def test_delete_keeps_the_before_image(demo_engine: Engine):
     envelope = {"op": "d", "ts_ms": AT_MS, "before": {"id": 3, "customer_id": 42}, "after": None}
     event = _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope))
     assert event.op is Op.DELETE
-    assert event.row == {"id": 3, "customer_id": 42}
+    assert event.before == {"id": 3, "customer_id": 42}
 
 
 def test_the_clock_is_the_envelope_ts_ms_as_simulate_states(demo_engine: Engine):
     committed = AT_MS - 3_600_000  # committed in the database an hour before the connector saw it
     envelope = {"op": "r", "after": {"id": 3}, "ts_ms": AT_MS, "source": {"ts_ms": committed}}
     event = _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope))
-    assert event.ts_datetime == AT
+    assert event.ts == AT_MS * 1000
 
 
 def test_without_an_envelope_ts_ms_source_ts_ms_is_the_clock(demo_engine: Engine):
     envelope = {"op": "r", "after": {"id": 3}, "source": {"table": "x", "ts_ms": AT_MS}}
     event = _event(decode_record(demo_engine.decoding, TOPIC, {"id": 3}, envelope))
-    assert event.ts_datetime == AT
+    assert event.ts == AT_MS * 1000
 
 
 def test_without_a_key_the_key_comes_from_the_decoded_row(demo_engine: Engine):
@@ -175,7 +169,7 @@ def test_decode_raw_bytes(demo_engine: Engine):
         decode_raw(demo_engine.decoding, TOPIC, b'{"id": 3}', orjson.dumps(_envelope({"id": 3})))
     )
     assert event.key == (("id", 3),)
-    assert isinstance(decode_raw(demo_engine.decoding, TOPIC, b"{", None), DecodeError)
+    assert isinstance(decode_raw(demo_engine.decoding, TOPIC, b"{", None), Rejection)
 
 
 SECRET = "ada.lovelace@example.org"
@@ -223,8 +217,8 @@ def test_bad_records_are_errors_with_a_code_that_never_quote_values(
     demo_engine: Engine, topic: object, key: object, value: object, code: str, says: str
 ):
     result = decode_record(demo_engine.decoding, topic, key, value)
-    assert isinstance(result, DecodeError)
-    assert result.code is DecodeReason(code)
+    assert isinstance(result, Rejection)
+    assert result.reason is DecodeReason(code)
     assert says in result.detail
     assert SECRET not in result.detail
 
@@ -247,3 +241,32 @@ def test_simulate_skips_a_change_time_out_of_range_and_goes_on(demo_engine: Engi
         )
     ]
     assert result.events == 1
+
+
+def test_a_decoder_bug_is_a_rejection_that_keeps_its_traceback_but_not_the_value():
+    def broken(column: str, raw: object) -> object:
+        return int(str(raw))  # a bug: raises ValueError("invalid literal ...: '<the value>'")
+
+    topics = {TOPIC: SourceDecoder(TABLE, ("id",), {"email": broken}, (("id", None),))}
+    result = decode_record(
+        Decoding("demo", topics), TOPIC, {"id": 1}, _envelope({"id": 1, "email": SECRET})
+    )
+    assert isinstance(result, Rejection)
+    assert result.reason is DecodeReason.INTERNAL_ERROR
+    assert result.detail.startswith(
+        f"{TABLE}: cannot decode the record: the decoder failed with ValueError at "
+        "unit/test_decoding.py:"
+    )
+    assert result.detail.endswith(".<locals>.broken, a bug in Lethe to report")
+    assert result.trace is not None
+    frames = result.trace.splitlines()
+    assert frames[0] == "Traceback (most recent call last):"
+    assert [line.rsplit(", in ", 1)[1] for line in frames[1:-1]] == [
+        "decode_record",
+        "_typed",
+        "_values",
+        "test_a_decoder_bug_is_a_rejection_that_keeps_its_traceback_but_not_the_value"
+        ".<locals>.broken",
+    ]
+    assert frames[-1] == "ValueError"
+    assert SECRET not in result.detail + result.trace

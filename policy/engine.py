@@ -22,6 +22,8 @@ A driver (the stream processor, or `lethe simulate`) keeps a row state per
 - `decode_record(engine.decoding, topic, key, value)` (in `policy.decoding`) turns a
   Debezium record into the `ChangeEvent` that `apply` takes.
 
+The policy itself is compiled in `policy.plans`; this module runs the plans.
+
 How a row's stages are combined from its rules (one rule per purpose):
 - delete at the latest of the rules' delete dues, once every rule has a running
   delete; archive when every rule is past its active phase (its archive due, or
@@ -45,39 +47,21 @@ last hold (now = that event's time).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
-from policy.decoding import Decoding
+from policy.clock_closures import ConditionFn, Values
 from policy.events import ChangeEvent, Key, Op, Value
-from policy.instants import EPOCH, Instant, add_months, from_datetime
-from policy.model import (
-    Action,
-    After,
-    AllOf,
-    AnyOf,
-    ChangeTime,
-    Clock,
-    ColumnInstant,
-    Condition,
-    Earliest,
-    Equals,
-    IsSet,
-    Latest,
-    Not,
-    Policy,
-    Source,
-    SubjectActivity,
-    When,
-)
+from policy.instants import EPOCH, EPOCH_ORDINAL, US_PER_DAY, Instant, from_datetime
+from policy.model import Source
+from policy.plans import ACTION_OF_RANK, DELETE_RANK, NEVER, Engine, SourcePlan
 from policy.state import (
     EMPTY_SUBJECT,
     Command,
-    PendingStage,
     RowState,
     Schedule,
     StateValue,
@@ -87,7 +71,6 @@ from policy.state import (
 
 __all__ = [
     "Engine",
-    "SourcePlan",
     "Step",
     "apply",
     "due",
@@ -95,33 +78,15 @@ __all__ = [
     "hold_id",
     "next_due",
     "reads_activity",
-    "subject_of",
 ]
-
-Values = Mapping[str, StateValue]
-Activity = Mapping[str, Instant]
-ClockFn = Callable[[Values, Activity], Instant | None]
-ConditionFn = Callable[[Values], bool]
 
 _NO_ACTIVITY: Final[Mapping[str, Instant]] = MappingProxyType({})
 _NO_IMAGE: Final[Mapping[str, Value]] = MappingProxyType({})
 _NOTHING_ISSUED: Final[frozenset[str]] = frozenset()
-_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
-_US_PER_DAY: Final = 86_400_000_000
-_NEVER: Final = -(2**62)
 _ONE_US: Final = datetime.resolution
-_ANONYMISE_RANK: Final = 0
-_ARCHIVE_RANK: Final = 1
-_DELETE_RANK: Final = 2
-_ACTION_OF_RANK: Final = (Action.ANONYMISE, Action.ARCHIVE, Action.DELETE)
 _DELETE_OP: Final = Op.DELETE
 _PLAIN_TYPES: Final = (str, bool, int, float)
 _TEXT_OR_INT: Final = (str, int)
-
-ARCHIVE_STAGE: Final = "archive"
-AT_ONCE_PREFIX: Final = "@"
-"""Row values under `@<n>` (never a column name) keep since when an `at_once` condition holds."""
-DELETE_STAGE: Final = "delete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,458 +117,7 @@ class Step:
     """`left_subject`'s holds changed: re-arm its rows with `next_due`."""
 
 
-# --- compiled policy -----------------------------------------------------------------------
-
-Pending = PendingStage
-StagesFn = Callable[[Values, Activity, frozenset[str]], tuple[tuple[Pending, ...], Instant | None]]
-"""(values, activity, issued) -> (stages not issued yet, the earliest due)."""
-UpcomingFn = Callable[[Values, Activity, frozenset[str]], Instant | None]
-Guard = tuple[tuple[Condition, bool], ...]
-"""The conditions (and whether each must hold or not) of the `when`s around an `at_once`."""
-
-
-@dataclass(frozen=True, slots=True)
-class _RuleClocks:
-    purpose: str
-    archive: ClockFn | None
-    delete: ClockFn | None
-    anonymise: tuple[tuple[str, ClockFn, tuple[str, ...]], ...]
-    needs: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class SourcePlan:
-    """One source's rules compiled to closures over the row's values."""
-
-    source: Source
-    rules: tuple[_RuleClocks, ...]
-    purposes: tuple[str, ...]
-    reads: tuple[str, ...]
-    """The columns the clocks and conditions read: what a row state keeps."""
-    tracked: bool
-    has_archive: bool
-    anonymisable: tuple[str, ...]
-    """Columns early anonymisation may touch: not the key, not read by any clock."""
-    reads_activity: bool
-    """Some clock of this source reads the subject's activity."""
-    table: str
-    changes_subject: bool
-    """Its rows feed the subject's activity or are legal holds."""
-    token: object
-    """This plan's mark on the row schedules it works out (an object the GC does not track)."""
-    subject_ways: tuple[tuple[str, str, bool], ...]
-    """(column, `kind:` prefix, lower-case it) per way of naming the subject, in order."""
-    stages: StagesFn
-    """The row's stages not issued yet, and the earliest of their dues."""
-    upcoming: UpcomingFn
-    """Only the earliest due of those stages (what `apply` needs), without building them."""
-    at_once: tuple[tuple[str, ConditionFn], ...]
-    """Per `at_once` condition: the values key (`@0`) that keeps since when it holds."""
-
-
-@dataclass(frozen=True, slots=True)
-class Engine:
-    """The policy compiled once for the hot path: `engine = Engine.compile(policy)`.
-
-    Immutable and free of caches: build it at worker start (or per `lethe simulate`
-    run) and pass it to `apply`, `due`, `next_due`; `engine.decoding` decodes the
-    Debezium records of the policy's topics (`decode_record`, `decode_raw`).
-    """
-
-    policy: Policy
-    plans: Mapping[str, SourcePlan]
-    """Per source table (`public.orders`), its compiled rules."""
-    decoding: Decoding
-
-    @classmethod
-    def compile(cls, policy: Policy) -> Engine:
-        plans = {table: _plan_source(policy, s) for table, s in policy.sources.items()}
-        return cls(policy, MappingProxyType(plans), Decoding.compile(policy))
-
-
-def _plan_source(policy: Policy, source: Source) -> SourcePlan:
-    reads: dict[str, None] = {}
-    rules: list[_RuleClocks] = []
-    slots: dict[Guard, str] = {}
-    for rule in source.rules:
-        archive = delete = None
-        anonymise: list[tuple[str, ClockFn, tuple[str, ...]]] = []
-        for index, stage in enumerate(rule.stages):
-            _collect_reads(stage.due, reads)
-            fn = _compile_clock(policy, stage.due, (), slots)
-            if stage.action is Action.ARCHIVE and archive is None:
-                archive = fn
-            elif stage.action is Action.DELETE and delete is None:
-                delete = fn
-            elif stage.action is Action.ANONYMISE:
-                stage_id = f"anonymise:{rule.purpose}:{index}"
-                anonymise.append((stage_id, fn, tuple(f.column for f in stage.fields)))
-        rules.append(
-            _RuleClocks(rule.purpose, archive, delete, tuple(anonymise), frozenset(rule.needs))
-        )
-    anonymisable = tuple(
-        c for c in source.columns if c not in source.primary_key and c not in reads
-    )
-    compiled = tuple(rules)
-    purposes = tuple(r.purpose for r in source.rules)
-    has_archive = any(r.archive is not None for r in rules)
-    stages = _compile_stages(compiled, purposes, has_archive, anonymisable)
-    return SourcePlan(
-        source=source,
-        rules=compiled,
-        purposes=purposes,
-        reads=tuple(reads),
-        tracked=bool(source.rules) or source.hold is not None,
-        has_archive=has_archive,
-        anonymisable=anonymisable,
-        reads_activity=any(
-            _uses_activity(stage.due) for rule in source.rules for stage in rule.stages
-        ),
-        table=source.table,
-        changes_subject=bool(source.activity) or source.hold is not None,
-        token=object(),
-        subject_ways=tuple((way.column, way.kind + ":", way.lower) for way in source.subject),
-        stages=stages,
-        upcoming=_compile_upcoming(compiled, stages, has_archive, anonymisable),
-        at_once=tuple((key, _compile_guard(guard)) for guard, key in slots.items()),
-    )
-
-
-def _compile_guard(guard: Guard) -> ConditionFn:
-    if not guard:
-        return _always
-    return _compile_condition(
-        AllOf(tuple(condition if holds else Not(condition) for condition, holds in guard))
-    )
-
-
-def _always(values: Values) -> bool:
-    return True
-
-
-def _no_stages(
-    values: Values, activity: Activity, issued: frozenset[str]
-) -> tuple[tuple[Pending, ...], Instant | None]:
-    return (), None
-
-
-def _compile_stages(
-    rules: tuple[_RuleClocks, ...],
-    purposes: tuple[str, ...],
-    has_archive: bool,
-    anonymisable: tuple[str, ...],
-) -> StagesFn:
-    """How a source's rules combine into a row's pending stages (see the module docstring)."""
-    if not rules:
-        return _no_stages
-    if len(rules) == 1 and not rules[0].anonymise:
-        return _single_rule_stages(rules[0], purposes)
-
-    def stages(
-        values: Values, activity: Activity, issued: frozenset[str]
-    ) -> tuple[tuple[Pending, ...], Instant | None]:
-        if DELETE_STAGE in issued:
-            return (), None
-        pending: list[Pending] = []
-        if len(rules) == 1:
-            rule = rules[0]
-            delete = rule.delete(values, activity) if rule.delete is not None else None
-            archive = (
-                rule.archive(values, activity)
-                if rule.archive is not None and ARCHIVE_STAGE not in issued
-                else None
-            )
-        else:
-            dues, delete, archive = _combined_dues(rules, has_archive, values, activity, issued)
-            _early_anonymisation(anonymisable, dues, delete, issued, pending)
-
-        if delete is not None:
-            pending.append((delete, _DELETE_RANK, DELETE_STAGE, purposes, ()))
-        if archive is not None and (delete is None or archive < delete):
-            pending.append((archive, _ARCHIVE_RANK, ARCHIVE_STAGE, purposes, ()))
-        for rule in rules:
-            for stage_id, clock, fields in rule.anonymise:
-                if stage_id in issued:
-                    continue
-                at = clock(values, activity)
-                if at is not None and (delete is None or at < delete):
-                    pending.append((at, _ANONYMISE_RANK, stage_id, (rule.purpose,), fields))
-        if not pending:
-            return (), None
-        return tuple(pending), min(stage[0] for stage in pending)
-
-    return stages
-
-
-def _compile_upcoming(
-    rules: tuple[_RuleClocks, ...],
-    stages: StagesFn,
-    has_archive: bool,
-    anonymisable: tuple[str, ...],
-) -> UpcomingFn:
-    if len(rules) > 1:
-        return _several_rules_upcoming(rules, has_archive, anonymisable)
-    if not rules or rules[0].anonymise:
-
-        def earliest(values: Values, activity: Activity, issued: frozenset[str]) -> Instant | None:
-            return stages(values, activity, issued)[1]
-
-        return earliest
-    rule = rules[0]
-    delete_fn = rule.delete if rule.delete is not None else _not_running
-    archive_fn = rule.archive
-
-    def single_rule_upcoming(
-        values: Values, activity: Activity, issued: frozenset[str]
-    ) -> Instant | None:
-        if DELETE_STAGE in issued:
-            return None
-        delete = delete_fn(values, activity)
-        if archive_fn is None or ARCHIVE_STAGE in issued:
-            return delete
-        archive = archive_fn(values, activity)
-        if delete is None or (archive is not None and archive < delete):
-            return archive
-        return delete
-
-    return single_rule_upcoming
-
-
-def _several_rules_upcoming(
-    rules: tuple[_RuleClocks, ...], has_archive: bool, anonymisable: tuple[str, ...]
-) -> UpcomingFn:
-    """The earliest due `_compile_stages` would give, working out early anonymisation only
-    when a rule ends before every other pending stage (it can only be due at such an end)."""
-
-    def several_rules_upcoming(
-        values: Values, activity: Activity, issued: frozenset[str]
-    ) -> Instant | None:
-        if DELETE_STAGE in issued:
-            return None
-        dues, delete, archive = _combined_dues(rules, has_archive, values, activity, issued)
-        earliest = delete
-        if archive is not None and (delete is None or archive < delete):
-            earliest = archive
-        for rule in rules:
-            for stage_id, clock, _ in rule.anonymise:
-                if stage_id in issued:
-                    continue
-                at = clock(values, activity)
-                if (
-                    at is not None
-                    and (delete is None or at < delete)
-                    and (earliest is None or at < earliest)
-                ):
-                    earliest = at
-        ends = [d for _, _, d in dues if d is not None and (earliest is None or d < earliest)]
-        if ends:
-            early: list[Pending] = []
-            _early_anonymisation(anonymisable, dues, delete, issued, early)
-            for stage in early:
-                if earliest is None or stage[0] < earliest:
-                    earliest = stage[0]
-        return earliest
-
-    return several_rules_upcoming
-
-
-def _single_rule_stages(rule: _RuleClocks, purposes: tuple[str, ...]) -> StagesFn:
-    """The common case: one rule, an optional archive before an optional delete."""
-    delete_fn = rule.delete if rule.delete is not None else _not_running
-    archive_fn = rule.archive
-
-    def single_rule(
-        values: Values, activity: Activity, issued: frozenset[str]
-    ) -> tuple[tuple[Pending, ...], Instant | None]:
-        if DELETE_STAGE in issued:
-            return (), None
-        delete = delete_fn(values, activity)
-        archive = (
-            archive_fn(values, activity)
-            if archive_fn is not None and ARCHIVE_STAGE not in issued
-            else None
-        )
-        if delete is None:
-            if archive is None:
-                return (), None
-            return ((archive, _ARCHIVE_RANK, ARCHIVE_STAGE, purposes, ()),), archive
-        deleting = (delete, _DELETE_RANK, DELETE_STAGE, purposes, ())
-        if archive is not None and archive < delete:
-            return (
-                (deleting, (archive, _ARCHIVE_RANK, ARCHIVE_STAGE, purposes, ())),
-                archive,
-            )
-        return (deleting,), delete
-
-    return single_rule
-
-
-def _uses_activity(clock: Clock | None) -> bool:
-    if isinstance(clock, SubjectActivity):
-        return True
-    if isinstance(clock, After):
-        return _uses_activity(clock.start)
-    if isinstance(clock, Earliest | Latest):
-        return any(_uses_activity(operand) for operand in clock.operands)
-    if isinstance(clock, When):
-        return _uses_activity(clock.then) or _uses_activity(clock.otherwise)
-    return False
-
-
-def _collect_reads(clock: Clock | Condition | None, reads: dict[str, None]) -> None:
-    if isinstance(clock, ColumnInstant | IsSet | Equals):
-        reads[clock.column] = None
-    elif isinstance(clock, After):
-        _collect_reads(clock.start, reads)
-    elif isinstance(clock, Earliest | Latest):
-        for operand in clock.operands:
-            _collect_reads(operand, reads)
-    elif isinstance(clock, When):
-        _collect_reads(clock.condition, reads)
-        _collect_reads(clock.then, reads)
-        _collect_reads(clock.otherwise, reads)
-    elif isinstance(clock, Not):
-        _collect_reads(clock.condition, reads)
-    elif isinstance(clock, AllOf | AnyOf):
-        for condition in clock.conditions:
-            _collect_reads(condition, reads)
-
-
-def _not_running(values: Values, activity: Activity) -> Instant | None:
-    return None
-
-
-def _compile_clock(
-    policy: Policy, clock: Clock | None, guard: Guard, slots: dict[Guard, str]
-) -> ClockFn:
-    """Turn a clock expression into a closure over (values, activity).
-
-    `guard` is the conditions of the `when`s around `clock`; an `at_once` inside reads
-    the values key `slots` gives its guard (since when that guard has held).
-    """
-    if clock is None:
-        return _not_running
-    if isinstance(clock, ColumnInstant):
-        column = clock.column
-
-        def column_instant(values: Values, activity: Activity) -> Instant | None:
-            value = values.get(column)
-            return value if type(value) is int else None
-
-        return column_instant
-    if isinstance(clock, SubjectActivity):
-        name = clock.activity
-
-        def subject_activity(values: Values, activity: Activity) -> Instant | None:
-            return activity.get(name)
-
-        return subject_activity
-    if isinstance(clock, ChangeTime):
-        slot = slots.setdefault(guard, f"{AT_ONCE_PREFIX}{len(slots)}")
-
-        def at_once(values: Values, activity: Activity) -> Instant | None:
-            since = values.get(slot)
-            return since if type(since) is int else None
-
-        return at_once
-    if isinstance(clock, After):
-        return _compile_after(policy, clock, guard, slots)
-    if isinstance(clock, Earliest | Latest):
-        operands = tuple(
-            _compile_clock(policy, operand, guard, slots) for operand in clock.operands
-        )
-        pick = min if isinstance(clock, Earliest) else max
-
-        def combined(values: Values, activity: Activity) -> Instant | None:
-            running = [t for t in (fn(values, activity) for fn in operands) if t is not None]
-            return pick(running) if running else None
-
-        return combined
-    condition = _compile_condition(clock.condition)
-    then = _compile_clock(policy, clock.then, (*guard, (clock.condition, True)), slots)
-    otherwise = _compile_clock(policy, clock.otherwise, (*guard, (clock.condition, False)), slots)
-
-    def when(values: Values, activity: Activity) -> Instant | None:
-        if condition(values):
-            return then(values, activity)
-        return otherwise(values, activity)
-
-    return when
-
-
-def _compile_after(policy: Policy, clock: After, guard: Guard, slots: dict[Guard, str]) -> ClockFn:
-    period = policy.period(clock.period)
-    months = period.months
-    exact = period.days * _US_PER_DAY + period.seconds * 1_000_000
-    if isinstance(clock.start, ColumnInstant):
-        return _after_column(clock.start.column, months, exact)
-    start = _compile_clock(policy, clock.start, guard, slots)
-    if not months:
-
-        def after_exact(values: Values, activity: Activity) -> Instant | None:
-            begin = start(values, activity)
-            return None if begin is None else begin + exact
-
-        return after_exact
-
-    def after_calendar(values: Values, activity: Activity) -> Instant | None:
-        begin = start(values, activity)
-        return None if begin is None else add_months(begin, months) + exact
-
-    return after_calendar
-
-
-def _after_column(column: str, months: int, exact: int) -> ClockFn:
-    """`After(ColumnInstant(column), period)`, the most common clock, in one closure."""
-    if not months:
-
-        def after_column_exact(values: Values, activity: Activity) -> Instant | None:
-            begin = values.get(column)
-            return begin + exact if type(begin) is int else None
-
-        return after_column_exact
-
-    def after_column(values: Values, activity: Activity) -> Instant | None:
-        begin = values.get(column)
-        return add_months(begin, months) + exact if type(begin) is int else None
-
-    return after_column
-
-
-def _compile_condition(condition: Condition) -> ConditionFn:
-    if isinstance(condition, IsSet):
-        column = condition.column
-        return lambda values: values.get(column) is not None
-    if isinstance(condition, Equals):
-        column, expected = condition.column, condition.value
-        expected_bool = isinstance(expected, bool)
-
-        def equals(values: Values) -> bool:
-            value = values.get(column)
-            return value == expected and isinstance(value, bool) == expected_bool
-
-        return equals
-    if isinstance(condition, Not):
-        inner = _compile_condition(condition.condition)
-        return lambda values: not inner(values)
-    parts = tuple(_compile_condition(c) for c in condition.conditions)
-    if isinstance(condition, AllOf):
-        return lambda values: all(part(values) for part in parts)
-    return lambda values: any(part(values) for part in parts)
-
-
 # --- subjects ------------------------------------------------------------------------------
-
-
-def subject_of(source: Source, image: Mapping[str, Value]) -> str | None:
-    """The subject a row image is about (`customer:42`, `email:a@b.example`), or None."""
-    for way in source.subject:
-        value = image.get(way.column)
-        if value is None or value == "":
-            continue
-        text = str(value)
-        return f"{way.kind}:{text.lower() if way.lower else text}"
-    return None
 
 
 def _subject_in(ways: tuple[tuple[str, str, bool], ...], image: Mapping[str, Value]) -> str | None:
@@ -645,7 +159,7 @@ def _state_value(value: Value) -> StateValue:
     if isinstance(value, datetime):
         return from_datetime(value)
     if isinstance(value, date):
-        return (value.toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
+        return (value.toordinal() - EPOCH_ORDINAL) * US_PER_DAY
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return None
@@ -671,7 +185,7 @@ def _instant(value: Value) -> Instant | None:
     if isinstance(value, datetime):
         return (value - EPOCH) // _ONE_US if value.tzinfo is not None else from_datetime(value)
     if isinstance(value, date):
-        return (value.toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
+        return (value.toordinal() - EPOCH_ORDINAL) * US_PER_DAY
     return None
 
 
@@ -742,7 +256,7 @@ def _subject_change(
         activity: dict[str, Instant] | None = None
         for feed in source.activity:
             moment = _instant(image.get(feed.column))
-            if moment is not None and moment > known.get(feed.activity, _NEVER):
+            if moment is not None and moment > known.get(feed.activity, NEVER):
                 if activity is None:
                     activity = dict(known)
                 activity[feed.activity] = moment
@@ -881,69 +395,6 @@ def _upcoming(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> 
     return plan.upcoming(row.values, _NO_ACTIVITY, row.issued)
 
 
-def _combined_dues(
-    rules: tuple[_RuleClocks, ...],
-    has_archive: bool,
-    values: Values,
-    activity: Activity,
-    issued: frozenset[str],
-) -> tuple[
-    list[tuple[_RuleClocks, Instant | None, Instant | None]], Instant | None, Instant | None
-]:
-    """Each rule's (archive, delete) dues, and the row's delete and archive from them: delete
-    at the latest delete once every rule has one; archive once every rule is past its active
-    phase (its archive, else its delete), unless archive was issued."""
-    dues = [
-        (
-            r,
-            r.archive(values, activity) if r.archive is not None else None,
-            r.delete(values, activity) if r.delete is not None else None,
-        )
-        for r in rules
-    ]
-    delete = _latest_of_all([d for _, _, d in dues])
-    archive = None
-    if has_archive and ARCHIVE_STAGE not in issued:
-        archive = _latest_of_all([a if r.archive is not None else d for r, a, d in dues])
-    return dues, delete, archive
-
-
-def _latest_of_all(instants: list[Instant | None]) -> Instant | None:
-    """The latest instant, or None when any of them is not running."""
-    latest = _NEVER
-    for instant in instants:
-        if instant is None:
-            return None
-        if instant > latest:
-            latest = instant
-    return latest
-
-
-def _early_anonymisation(
-    anonymisable: tuple[str, ...],
-    dues: list[tuple[_RuleClocks, Instant | None, Instant | None]],
-    delete: Instant | None,
-    issued: frozenset[str],
-    pending: list[Pending],
-) -> None:
-    """Columns only ended rules need are anonymised when those rules end before the row."""
-    ends = sorted({d for _, _, d in dues if d is not None and (delete is None or d < delete)})
-    done: set[str] = set()
-    for at in ends:
-        ended = [r for r, _, d in dues if d is not None and d <= at]
-        still = [r for r, _, d in dues if d is None or d > at]
-        if any(not r.needs for r in still):
-            return
-        kept = set().union(*(r.needs for r in still))
-        wanted = set().union(*(r.needs or anonymisable for r in ended))
-        fields = tuple(c for c in anonymisable if c in wanted and c not in kept and c not in done)
-        done.update(fields)
-        now_ended = tuple(r.purpose for r, _, d in dues if d == at)
-        stage_id = "ended:" + ",".join(sorted(now_ended))
-        if fields and stage_id not in issued:
-            pending.append((at, _ANONYMISE_RANK, stage_id, now_ended, fields))
-
-
 def next_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Instant | None:
     """When the row's next stage falls due; None when nothing is pending or it is held."""
     if subject is not None and subject.holds:
@@ -975,12 +426,12 @@ def due(
         activity = subject.activity if subject is not None else _NO_ACTIVITY
     stages, _ = plan.stages(row.values, _NO_ACTIVITY if activity is None else activity, row.issued)
     firing = sorted(stage for stage in stages if stage[0] <= now)
-    deleting = any(stage[1] == _DELETE_RANK for stage in firing)
+    deleting = any(stage[1] == DELETE_RANK for stage in firing)
     commands = [
         Command(
             now,
             at,
-            _ACTION_OF_RANK[rank],
+            ACTION_OF_RANK[rank],
             stage_id,
             row.table,
             row.key,
@@ -989,7 +440,7 @@ def due(
             fields,
         )
         for at, rank, stage_id, purposes, fields in firing
-        if not deleting or rank == _DELETE_RANK
+        if not deleting or rank == DELETE_RANK
     ]
     issued = row.issued | {stage[2] for stage in firing}
     later = None

@@ -178,7 +178,7 @@ def declare_change_topics(
     """Create the change topics among `names` that the broker lacks; return their names.
 
     They get the broker's default partition count and replication factor (1 and 1 on
-    the local stack), as Debezium's topics do when the broker creates them. Run it
+    the local stack, as the source connector creates its topics there). Run it
     before the app starts, so the consumer subscribes to existing topics only and reads
     each from its first record. A topic created meanwhile by Debezium is fine.
     StackError if the broker does not answer or refuses.
@@ -186,9 +186,11 @@ def declare_change_topics(
     missing = sorted(set(names) - set(list_topic_names(settings)))
     if not missing:
         return []
-    futures = _admin(settings).create_topics(
+    admin = _admin(settings)  # kept alive until every future is done
+    futures = admin.create_topics(
         [NewTopic(name, num_partitions=-1, replication_factor=-1) for name in missing]
     )
+    created: list[str] = []
     for name, future in futures.items():
         try:
             future.result(timeout=timeout_s)
@@ -201,7 +203,8 @@ def declare_change_topics(
             ) from exc
         except Exception as exc:
             raise _unreachable(settings, exc) from exc
-    return missing
+        created.append(name)
+    return sorted(created)
 
 
 class UnclassifiedWatch:

@@ -48,10 +48,13 @@ def policy_change_topics(policy: Policy, prefix: str) -> tuple[str, ...]:
         if not source.topic.startswith(f"{prefix}.")
     )
     if outside:
+        shown = ", ".join(outside[:3]) + (
+            f" and {len(outside) - 3} more" if len(outside) > 3 else ""
+        )
         raise ConfigError(
             f"the policy {policy.name!r} reads change topics outside LETHE_CDC_TOPIC_PREFIX="
-            f"{prefix!r} (Debezium's topic.prefix): {', '.join(outside)}; set the policy's "
-            "topic_prefix and LETHE_CDC_TOPIC_PREFIX to the same value"
+            f"{prefix!r} (Debezium's topic.prefix): {shown}; set the policy's topic_prefix "
+            "and LETHE_CDC_TOPIC_PREFIX to the same value"
         )
     return tuple(sorted(source.topic for source in policy.sources.values()))
 

@@ -7,6 +7,14 @@ What the app is made of:
   table partition);
 - a web server on LETHE_WEB_HOST:LETHE_WEB_PORT serving `/metrics`, with the
   `/table` views (they expose table contents) and the `/router` views off;
+- a subscription fixed at start: the change topics the policy names
+  (`lethe.topics.policy_change_topics`), created beforehand if missing
+  (`declare_change_topics`), never changed while it runs (a subscription change
+  can lose the first record of a new partition in Faust 0.15; a new table is a
+  policy change and a restart);
+- a check at start and every `UNCLASSIFIED_CHECK_S` for change topics of tables
+  the policy does not name: counted in `lethe_unclassified_tables`, logged once
+  each, never read;
 - no agents: the worker command (`lethe.commands.worker`) installs them with
   `lethe.agents.install`, so this module never imports the agents and the
   agents never import it.
@@ -16,13 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import faust
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TopicT
+from prometheus_client import Gauge
 
 from lethe import topics
 from lethe.errors import StackError
@@ -44,8 +54,8 @@ CONSUMER_MAX_FETCH_BYTES: Final = 4 * 1024 * 1024
 """Per partition and fetch. Faust's 1 MiB default held a one-partition topic to
 ~1.5k events/s of 800-byte records on the local stack; 4 MiB gives ~3.9k/s."""
 
-TOPIC_REFRESH_S: Final = 30.0
-"""How often the worker looks for new change topics (`<LETHE_CDC_TOPIC_PREFIX>.public.*`)."""
+UNCLASSIFIED_CHECK_S: Final = 30.0
+"""How often the worker lists the broker's topics for change topics the policy does not name."""
 
 
 class LetheApp(faust.App):
@@ -58,7 +68,7 @@ class LetheApp(faust.App):
     settings: Settings
     metrics: WorkerMetrics
     change_topic: TopicT
-    change_topic_names: list[str]
+    change_topic_names: tuple[str, ...]
     deadletters: TopicT
 
     def Table(self, name: str, **kwargs: Any) -> Any:
@@ -89,14 +99,14 @@ def create_app(
     *,
     app_id: str = APP_ID,
     store: str = "rocksdb://",
-    change_topic_names: list[str] | None = None,
+    change_topic_names: Sequence[str] = (),
     web_enabled: bool = True,
 ) -> LetheApp:
     """Build the worker's app, without agents.
 
-    `change_topic_names` are the change topics to start with (see
-    `list_change_topics`); the worker follows new ones while it runs. Tests
-    pass `store="memory://"` and another `app_id`.
+    `change_topic_names` are the change topics it reads, for its whole life
+    (`lethe.topics.policy_change_topics`; create them first with
+    `declare_change_topics`). Tests pass `store="memory://"` and another `app_id`.
     """
     app = LetheApp(
         app_id,
@@ -120,51 +130,122 @@ def create_app(
     app.settings = settings
     app.metrics = WorkerMetrics.create()
     setup_prometheus_sensors(app, registry=app.metrics.registry, name_prefix=FAUST_METRICS_PREFIX)
-    app.change_topic_names = list(change_topic_names or [])
+    app.change_topic_names = tuple(change_topic_names)
     app.change_topic = topics.change_topics(app, app.change_topic_names)
     app.deadletters = topics.deadletter_topic(app)
+    watch = UnclassifiedWatch(
+        settings.cdc_topic_prefix, app.change_topic_names, app.metrics.unclassified_tables
+    )
 
     async def declare_deadletter_topic() -> None:
         await app.deadletters.maybe_declare()
 
-    async def follow_change_topics() -> None:
-        await follow_new_change_topics(app, lambda: list_change_topics(settings))
+    async def report_unclassified_tables() -> None:
+        await watch.check(lambda: list_topic_names(settings))
+
+    async def report_unclassified_tables_at_start() -> None:
+        await watch.check(lambda: list_topic_names(settings))
 
     app.task(declare_deadletter_topic)
-    app.timer(TOPIC_REFRESH_S)(follow_change_topics)
+    app.task(report_unclassified_tables_at_start)
+    app.timer(UNCLASSIFIED_CHECK_S)(report_unclassified_tables)
     return app
 
 
-def list_change_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
-    """Ask the broker for the `<cdc_topic_prefix>.public.*` topics; StackError if no answer."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+
+
+def _unreachable(settings: Settings, exc: Exception) -> StackError:
+    return StackError(
+        f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
+        "start the stack with `lethe stack up` or set LETHE_KAFKA_BOOTSTRAP"
+    )
+
+
+def list_topic_names(settings: Settings, timeout_s: float = 10.0) -> list[str]:
+    """Every topic on the broker (names only, nothing subscribed); StackError if no answer."""
     try:
-        metadata = admin.list_topics(timeout=timeout_s)
+        metadata = _admin(settings).list_topics(timeout=timeout_s)
     except Exception as exc:
-        raise StackError(
-            f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
-            "start the stack with `lethe stack up` or set LETHE_KAFKA_BOOTSTRAP"
-        ) from exc
-    return topics.matching_change_topics(metadata.topics, settings.cdc_topic_prefix)
+        raise _unreachable(settings, exc) from exc
+    return list(metadata.topics)
 
 
-async def follow_new_change_topics(app: LetheApp, lister: Callable[[], list[str]]) -> list[str]:
-    """Subscribe to change topics created since start-up; return the new names.
+def declare_change_topics(
+    settings: Settings, names: Sequence[str], timeout_s: float = 30.0
+) -> list[str]:
+    """Create the change topics among `names` that the broker lacks; return their names.
 
-    Faust has no pattern subscription, so the names are appended to the list
-    the change topic (and its clones) share, and the conductor is told that
-    the subscription changed; it resubscribes, and the consumer group
-    rebalances.
+    They get the broker's default partition count and replication factor (1 and 1 on
+    the local stack, as the source connector creates its topics there). Run it
+    before the app starts, so the consumer subscribes to existing topics only and reads
+    each from its first record. A topic created meanwhile by Debezium is fine.
+    StackError if the broker does not answer or refuses.
     """
-    loop = asyncio.get_running_loop()
-    try:
-        current = await loop.run_in_executor(None, lister)
-    except StackError as exc:
-        log.warning("Could not list change topics: %s", exc)
+    missing = sorted(set(names) - set(list_topic_names(settings)))
+    if not missing:
         return []
-    new = [name for name in current if name not in app.change_topic_names]
-    if new:
-        log.info("Subscribing to new change topics: %s", ", ".join(new))
-        app.change_topic_names.extend(new)
-        app.topics._flag_changes()  # type: ignore[attr-defined]  # no public resubscribe
-    return new
+    admin = _admin(settings)  # kept alive until every future is done
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=-1, replication_factor=-1) for name in missing]
+    )
+    created: list[str] = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise StackError(
+                f"could not create the change topic {name} on {settings.kafka_bootstrap} "
+                f"({exc}); create it, or check the broker's permissions and log"
+            ) from exc
+        except Exception as exc:
+            raise _unreachable(settings, exc) from exc
+        created.append(name)
+    return sorted(created)
+
+
+class UnclassifiedWatch:
+    """Reports change topics of tables the policy does not name: unclassified personal data.
+
+    Each one is set to 1 in `lethe_unclassified_tables{topic}` (removed when the topic
+    is gone) and logged once at WARNING with the fix. The worker never reads them.
+    """
+
+    def __init__(self, prefix: str, named: Sequence[str], gauge: Gauge) -> None:
+        self.prefix = prefix
+        self.named = frozenset(named)
+        self.gauge = gauge
+        self.current: set[str] = set()
+        self.logged: set[str] = set()
+
+    def update(self, names: Iterable[str]) -> list[str]:
+        """Take the broker's topic names; return the unclassified change topics."""
+        found = topics.unclassified_change_topics(names, self.prefix, self.named)
+        for topic in found:
+            self.gauge.labels(topic=topic).set(1)
+            if topic not in self.logged:
+                self.logged.add(topic)
+                log.warning(
+                    "Unclassified personal data: change topic %s holds a table the policy does "
+                    "not name; the worker does not read it. Add the table to the policy, then "
+                    "restart the worker.",
+                    topic,
+                )
+        for gone in self.current - set(found):
+            self.gauge.remove(gone)
+        self.current = set(found)
+        return found
+
+    async def check(self, lister: Callable[[], list[str]]) -> None:
+        """List the broker's topics in an executor and update; a broker that does not
+        answer is logged and tried again at the next check."""
+        loop = asyncio.get_running_loop()
+        try:
+            names = await loop.run_in_executor(None, lister)
+        except StackError as exc:
+            log.warning("Could not list topics to look for unclassified tables: %s", exc)
+            return
+        self.update(names)

@@ -5,7 +5,7 @@ process). Faust's own PrometheusMonitor (`faust.sensors.prometheus`) writes
 into the same registry under the `lethe_faust_` prefix: messages received per
 topic, committed and end offsets per partition (lag = end - committed),
 rebalances, send latency. Labels carry tables, topics, operations and reasons
-only, never row values.
+only, never row values (a topic name is a table name).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     PlatformCollector,
     ProcessCollector,
@@ -31,6 +32,9 @@ class WorkerMetrics:
     dead_letters: Counter
     """lethe_dead_letters_total{topic,reason}: records sent to lethe.deadletter; reason is a
     `policy.envelope.DecodeReason` code."""
+    unclassified_tables: Gauge
+    """lethe_unclassified_tables{topic}: 1 for each change topic on the broker whose table the
+    policy does not name (unclassified personal data, never read); sum it to count them."""
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -52,6 +56,14 @@ class WorkerMetrics:
                 "Input records that could not be used and went to lethe.deadletter, "
                 "by source topic and reason.",
                 ["topic", "reason"],
+                registry=registry,
+            ),
+            unclassified_tables=Gauge(
+                "lethe_unclassified_tables",
+                "Change topics of tables the policy does not name (1 each, by topic): "
+                "unclassified personal data the worker does not read. Add the table to the "
+                "policy, then restart the worker.",
+                ["topic"],
                 registry=registry,
             ),
         )

@@ -48,7 +48,8 @@ class Settings:
     connect_url: str = "http://127.0.0.1:8083"
     """LETHE_CONNECT_URL: Kafka Connect REST endpoint."""
     cdc_topic_prefix: str = "hosting"
-    """LETHE_CDC_TOPIC_PREFIX: Debezium's `topic.prefix`; the worker reads `<prefix>.public.*`."""
+    """LETHE_CDC_TOPIC_PREFIX: Debezium's `topic.prefix`; the policy's `topic_prefix` must be the
+    same. The worker reports the `<prefix>.<schema>.<table>` topics the policy does not name."""
     pg_host: str = "127.0.0.1"
     """LETHE_PG_HOST: PostgreSQL host of the demo database."""
     pg_port: int = 5432

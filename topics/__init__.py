@@ -1,10 +1,13 @@
 """Topic declarations (`lethe.topics`): every Kafka topic Lethe reads or writes, in one place.
 
-- The Debezium change topics of the demo database, `<prefix>.public.<table>`
-  (prefix: the `cdc_topic_prefix` setting, `hosting` by default), matched by
-  `change_topic_pattern(prefix)`. Keys and values are read as raw bytes and
-  decoded in code (`policy.envelope`, `policy.decoding`), so a bad record can be dead-lettered
-  instead of failing inside Faust's deserializer.
+- The Debezium change topics the policy names, `<prefix>.<schema>.<table>`
+  (prefix: the `cdc_topic_prefix` setting, Debezium's `topic.prefix`, `hosting`
+  by default; `policy_change_topics`). The worker subscribes to exactly these at
+  start and never changes its subscription: a new table is a policy change and a
+  restart. Keys and values are read as raw bytes and decoded in code
+  (`policy.envelope`, `policy.decoding`), so a bad record can be dead-lettered instead of failing
+  inside Faust's deserializer. Change topics of tables the policy does not name
+  are reported (`unclassified_change_topics`), never read.
 - `lethe.deadletter`: one JSON record per input record that could not be used,
   with its source topic, partition, offset, the reason (a
   `policy.envelope.DecodeReason` code) and its detail, and the raw key and
@@ -17,42 +20,64 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Final
 
 import faust
 import orjson
 from faust.types import TopicT
 
-CHANGE_TOPIC_SCHEMA: Final = "public"
-"""The PostgreSQL schema Debezium captures (`schema.include.list` of the source connector)."""
+from lethe.errors import ConfigError
+from policy.model import Policy
 
 DEADLETTER_TOPIC: Final = "lethe.deadletter"
 DEADLETTER_PARTITIONS: Final = 1
 DEADLETTER_RETENTION_S: Final = 30 * 24 * 3600
 
 
-def change_topic_pattern(prefix: str) -> re.Pattern[str]:
-    """Matches `<prefix>.public.<table>`: Debezium's `topic.prefix`, the schema, a table."""
-    return re.compile(rf"^{re.escape(prefix)}\.{CHANGE_TOPIC_SCHEMA}\..+")
+def policy_change_topics(policy: Policy, prefix: str) -> tuple[str, ...]:
+    """The change topics of every source of `policy`, sorted.
+
+    ConfigError when a source's topic is not under `<prefix>.`: the policy's
+    `topic_prefix` and LETHE_CDC_TOPIC_PREFIX (Debezium's `topic.prefix`, which
+    `lethe stack` configures) must be the same.
+    """
+    outside = sorted(
+        f"{table} -> {source.topic}"
+        for table, source in policy.sources.items()
+        if not source.topic.startswith(f"{prefix}.")
+    )
+    if outside:
+        shown = ", ".join(outside[:3]) + (
+            f" and {len(outside) - 3} more" if len(outside) > 3 else ""
+        )
+        raise ConfigError(
+            f"the policy {policy.name!r} reads change topics outside LETHE_CDC_TOPIC_PREFIX="
+            f"{prefix!r} (Debezium's topic.prefix): {shown}; set the policy's topic_prefix "
+            "and LETHE_CDC_TOPIC_PREFIX to the same value"
+        )
+    return tuple(sorted(source.topic for source in policy.sources.values()))
 
 
-def matching_change_topics(names: Iterable[str], prefix: str) -> list[str]:
-    """The names among `names` that are change topics of `prefix`, sorted."""
-    pattern = change_topic_pattern(prefix)
-    return sorted(name for name in names if pattern.match(name))
+def unclassified_change_topics(
+    names: Iterable[str], prefix: str, named: Collection[str]
+) -> list[str]:
+    """The change topics among `names` that the policy does not name, sorted.
+
+    A change topic is `<prefix>.<schema>.<table>`; other topics under the prefix
+    (Debezium's `<prefix>` schema-change and `<prefix>.transaction` topics) are not.
+    """
+    pattern = re.compile(rf"^{re.escape(prefix)}\.[^.]+\..+")
+    return sorted(name for name in set(names) if pattern.match(name) and name not in named)
 
 
-def change_topics(app: faust.App, names: list[str]) -> TopicT:
-    """The change topics as one Faust topic of raw bytes.
+def change_topics(app: faust.App, names: Sequence[str]) -> TopicT:
+    """The change topics `names` as one Faust topic of raw bytes.
 
     Faust cannot subscribe by regular expression (its conductor only routes
-    named topics), so the names are resolved against the broker by the caller.
-    The list object is kept by the topic and its clones: appending a name to it
-    and flagging the conductor (see `lethe.app.follow_new_change_topics`)
-    subscribes to a topic created later.
+    named topics); the names come from the policy (`policy_change_topics`).
     """
-    topic = app.topic(
+    return app.topic(
         *names,
         key_type=bytes,
         value_type=bytes,
@@ -60,8 +85,6 @@ def change_topics(app: faust.App, names: list[str]) -> TopicT:
         value_serializer="raw",
         allow_empty=True,
     )
-    topic.topics = names  # the caller's list itself, not the tuple app.topic() made
-    return topic
 
 
 def deadletter_topic(app: faust.App) -> TopicT:

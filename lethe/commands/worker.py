@@ -1,9 +1,13 @@
-"""`lethe worker`: run the Faust worker that follows the demo database's changes.
+"""`lethe worker`: run the Faust worker that reads the change topics the policy names.
 
-The composition root: it reads the settings, lists the change topics
-`<LETHE_CDC_TOPIC_PREFIX>.public.*` on the broker, builds the app
-(`lethe.app.create_app`), installs the agents (`lethe.agents.install`) and runs
-it until interrupted. Metrics are served at
+The composition root: it reads the settings and the policy (LETHE_POLICY), takes
+the change topic of every source the policy names (`<LETHE_CDC_TOPIC_PREFIX>.
+<schema>.<table>`; the policy's `topic_prefix` must be the same), creates those the
+broker lacks, builds the app (`lethe.app.create_app`) subscribed to exactly these,
+installs the agents (`lethe.agents.install`) and runs it until interrupted. The
+subscription never changes while it runs: to read a new table, add it to the
+policy and restart; until then the worker counts its topic in
+`lethe_unclassified_tables`. Metrics are served at
 http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics. Stop it with Ctrl-C or SIGTERM.
 Faust and the Kafka clients are imported by `run` only, so other subcommands
 start without them.
@@ -12,9 +16,11 @@ start without them.
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lethe.errors import StackError
+from lethe.policy_file import load_policy
 from lethe.settings import APP_ID, Settings
 
 if TYPE_CHECKING:
@@ -35,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_worker_app(settings: Settings, app_id: str, change_topic_names: list[str]) -> LetheApp:
+def build_worker_app(
+    settings: Settings, app_id: str, change_topic_names: Sequence[str]
+) -> LetheApp:
     """The worker's app with every agent installed."""
     from lethe import agents
     from lethe.app import create_app
@@ -48,15 +56,18 @@ def build_worker_app(settings: Settings, app_id: str, change_topic_names: list[s
 def run(args: argparse.Namespace) -> int:
     import faust
 
-    from lethe.app import list_change_topics
+    from lethe import topics
+    from lethe.app import declare_change_topics
 
     settings = Settings.from_env()
-    names = list_change_topics(settings)
-    if not names:
-        raise StackError(
-            f"no change topics matching {settings.cdc_topic_prefix}.public.* on "
-            f"{settings.kafka_bootstrap}; is the Debezium connector registered (check with "
-            "`lethe stack status`), and does LETHE_CDC_TOPIC_PREFIX match its topic.prefix?"
+    policy = load_policy(settings.policy_path)
+    names = topics.policy_change_topics(policy, settings.cdc_topic_prefix)
+    created = declare_change_topics(settings, names)
+    if created:
+        print(
+            f"lethe worker: created {len(created)} change topic(s) the policy names and the "
+            f"broker lacked: {', '.join(created)}",
+            file=sys.stderr,
         )
     app = build_worker_app(settings, args.app_id, names)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only

@@ -1,24 +1,26 @@
 """The walking skeleton through the real stack: PostgreSQL -> Debezium -> Kafka -> worker.
 
-Runs `lethe worker` as a subprocess (own app id and data dir, web port picked
-free), then:
-1. produces a garbage record into a `hosting.public.*` topic of its own and
-   reads its dead letter back from `lethe.deadletter` (topic, partition,
-   offset, reason, raw value);
-2. inserts, updates and deletes a row of `info_requests` in PostgreSQL, reads
-   `hosting.public.info_requests` from its start until that row's c, u, d and
-   the tombstone Debezium writes after a delete are on it, and waits until the
-   worker's /metrics count exactly the topic's records of that table, by
-   operation;
-3. creates a new `hosting.public.*` topic while the worker runs and waits
-   until the worker's /metrics count its record (Faust has no pattern
-   subscription; the worker follows new topics itself).
+Runs `lethe worker` as a subprocess (own app id, data dir and policy file, web
+port picked free). The policy is config/policy.yaml plus one source per change
+topic of the run's own (`hosting.public.lethe_it_<kind>_<run>`), none of which
+exists when the worker starts. Then:
+1. a topic the policy names but the broker lacked is there once the worker is up
+   (the worker created it before subscribing), and the record produced into it
+   right away is counted;
+2. a garbage record is dead-lettered to `lethe.deadletter` (topic, partition,
+   offset, reason, raw value), and the worker goes on counting: a row of
+   `info_requests` inserted, updated and deleted in PostgreSQL is counted exactly
+   as `hosting.public.info_requests` holds it, by operation;
+3. a change topic of a table the policy does not name, created while the worker
+   runs, shows in `lethe_unclassified_tables` and is never read;
+4. a change record compressed with gzip, snappy, lz4 or zstd is counted, and the
+   worker lives on.
 
 What the worker logs is not checked, except that no row value reaches it.
 
-The run's topics (garbage, new table) and consumer group are deleted at the end,
-so other workers reading `hosting.public.*` never meet them later.
-Fails (never skips) when the stack is down: start it with `lethe stack up`.
+The run's topics and consumer group are deleted at the end, so other workers
+never meet them later. Fails (never skips) when the stack is down: start it with
+`lethe stack up`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import TypeVar
 
 import orjson
 import pytest
+import yaml
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -54,6 +57,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
+from lethe.policy_file import load_policy
 from lethe.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -71,6 +75,11 @@ TABLE_LABEL = f"public.{TABLE}"
 TIMEOUT_S = 120.0
 TOMBSTONE = "tombstone"
 """The op label the worker counts for Debezium's null-value record after a delete."""
+CODECS = ("gzip", "snappy", "lz4", "zstd")
+NAMED_KINDS = ("absent", "garbage", *CODECS)
+"""The run's own tables the worker's policy names, one change topic each."""
+STRAY_KIND = "stray"
+"""The run's own table the policy does not name."""
 
 T = TypeVar("T")
 
@@ -171,6 +180,37 @@ class WorkerProcess:
         }
 
 
+def run_topic(app_id: str, kind: str) -> str:
+    """`hosting.public.lethe_it_<kind>_<run>`: a change topic of the run's own."""
+    return f"hosting.public.lethe_it_{kind}_{app_id.rsplit('-', 1)[-1]}"
+
+
+def table_of(topic: str) -> str:
+    """`public.<table>`, as the worker names the table in its metric labels."""
+    return topic.split(".", 1)[-1]
+
+
+def write_policy(app_id: str, path: Path) -> Path:
+    """config/policy.yaml plus a minimal source for each of the run's named tables."""
+    document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text(encoding="utf-8"))
+    for kind in NAMED_KINDS:
+        document["sources"][table_of(run_topic(app_id, kind))] = {
+            "primary_key": ["id"],
+            "subject": [{"kind": "customer", "column": "id"}],
+            "columns": {"id": "bigint", "handled_at": "timestamptz"},
+            "rules": [
+                {
+                    "purpose": "information_requests",
+                    "stages": [{"action": "delete", "due": {"after": "P1Y", "from": "handled_at"}}],
+                }
+            ],
+        }
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    named = {source.topic for source in load_policy(path).sources.values()}
+    assert {run_topic(app_id, kind) for kind in NAMED_KINDS} <= named
+    return path
+
+
 @pytest.fixture(scope="module")
 def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
@@ -181,11 +221,11 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         **os.environ,
         "LETHE_DATA_DIR": str(workdir / "data"),
         "LETHE_WEB_PORT": str(port),
+        "LETHE_POLICY": str(write_policy(app_id, workdir / "policy.yaml")),
         "PYTHONUNBUFFERED": "1",
     }
     process: subprocess.Popen[bytes] | None = None
     try:
-        ensure_topic(stack, garbage_topic_name(app_id))  # must exist when the worker lists topics
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
@@ -211,7 +251,7 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def forget_app(settings: Settings, app_id: str) -> None:
     """Delete the run's consumer group, the app's internal topics and the run's own topics."""
     admin = AdminClient(quiet(settings))
-    own = {garbage_topic_name(app_id), new_topic_name(app_id)}
+    own = {run_topic(app_id, kind) for kind in (*NAMED_KINDS, STRAY_KIND)}
     internal = [
         t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{app_id}-") or t in own
     ]
@@ -223,9 +263,19 @@ def forget_app(settings: Settings, app_id: str) -> None:
             future.result(timeout=30)
 
 
-def produce(settings: Settings, topic: str, key: bytes | None, value: bytes) -> tuple[int, int]:
-    """Produce one record; return its (partition, offset)."""
-    producer = Producer(quiet(settings))
+def change_record(row_id: int, note: str = "") -> tuple[bytes, bytes]:
+    """A Debezium create of row `row_id` (key, value), without schema envelope."""
+    after = {"id": row_id, "note": note} if note else {"id": row_id}
+    value = {"op": "c", "before": None, "after": after, "source": {"ts_ms": 1_700_000_000_000}}
+    return orjson.dumps({"id": row_id}), orjson.dumps(value)
+
+
+def produce(
+    settings: Settings, topic: str, key: bytes | None, value: bytes, **config: str
+) -> tuple[int, int]:
+    """Produce one record (producer `config` added, e.g. compression.type); return its
+    (partition, offset)."""
+    producer = Producer({**quiet(settings), **config})
     delivered: list[tuple[int, int]] = []
 
     def on_delivery(err: object, msg: object) -> None:
@@ -300,12 +350,33 @@ def insert_update_delete(settings: Settings) -> int:
     return row_id
 
 
+def test_a_topic_the_policy_names_is_created_before_subscribing_and_its_first_record_counted(
+    worker: WorkerProcess,
+) -> None:
+    """Runs first: the record is produced as soon as the worker serves /metrics."""
+    settings = Settings.from_env()
+    topic = run_topic(worker.app_id, "absent")
+    assert topic in AdminClient(quiet(settings)).list_topics(timeout=10).topics, (
+        f"{topic} is named by the policy: the worker creates it before it subscribes"
+    )
+    key, value = change_record(4242)
+    produce(settings, topic, key, value)
+    wait_for(
+        lambda: (
+            f"/metrics to count the first record of {topic}: "
+            f"{worker.change_counts(table_of(topic))}"
+        ),
+        lambda: True if worker.change_counts(table_of(topic)) == {"c": 1} else None,
+        worker,
+    )
+
+
 def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -> None:
     settings = Settings.from_env()
     wait_for_topic(settings, DEADLETTER_TOPIC, worker)
     start = deadletter_end(settings)
 
-    garbage_topic = garbage_topic_name(worker.app_id)
+    garbage_topic = run_topic(worker.app_id, "garbage")
     garbage = b"\x00this is not a debezium record " + uuid.uuid4().hex.encode()
     partition, offset = produce(settings, garbage_topic, b'{"id": -1}', garbage)
     record = read_dead_letter(settings, start, garbage_topic, partition, offset, worker)
@@ -356,30 +427,53 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
     assert worker.process.poll() is None, "the worker died"
 
 
-def new_topic_name(app_id: str) -> str:
-    return f"hosting.public.lethe_it_new_{app_id.rsplit('-', 1)[-1]}"
-
-
-def garbage_topic_name(app_id: str) -> str:
-    return f"hosting.public.lethe_it_garbage_{app_id.rsplit('-', 1)[-1]}"
-
-
-def test_worker_follows_a_change_topic_created_after_start(worker: WorkerProcess) -> None:
-    """A table published later (a new hosting.public.* topic) is picked up without a restart."""
+def test_a_table_the_policy_does_not_name_is_reported_and_never_read(
+    worker: WorkerProcess,
+) -> None:
     settings = Settings.from_env()
-    topic = new_topic_name(worker.app_id)
+    topic = run_topic(worker.app_id, STRAY_KIND)
     ensure_topic(settings, topic)
-    value = orjson.dumps(
-        {"op": "c", "before": None, "after": {"id": 4242}, "source": {"ts_ms": 1_700_000_000_000}}
-    )
-    produce(settings, topic, orjson.dumps({"id": 4242}), value)
-    table = topic.split(".", 1)[-1]  # public.<table>
+    key, value = change_record(4343)
+    produce(settings, topic, key, value)
+    unclassified = ("lethe_unclassified_tables", frozenset({("topic", topic)}))
     wait_for(
-        f"the worker to subscribe to {topic} and count its record "
-        "(timer + Faust's 45 s resubscribe delay)",
-        lambda: True if worker.change_counts(table) == {"c": 1} else None,
+        f"/metrics to report {topic} in lethe_unclassified_tables",
+        lambda: True if (worker.metrics() or {}).get(unclassified) == 1 else None,
         worker,
     )
+    assigned = assigned_topics(settings, worker.app_id)
+    assert run_topic(worker.app_id, "absent") in assigned, f"the worker reads {sorted(assigned)}"
+    assert topic not in assigned, f"{topic} must not be read"
+    assert worker.change_counts(table_of(topic)) == {}, f"{topic} must not be read"
+    assert worker.process.poll() is None, "the worker died"
+
+
+def assigned_topics(settings: Settings, group: str) -> set[str]:
+    """The topics of the partitions assigned to the members of consumer group `group`."""
+    admin = AdminClient(quiet(settings))
+    description = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    return {
+        partition.topic
+        for member in description.members
+        for partition in member.assignment.topic_partitions
+    }
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_compressed_change_record_is_counted(worker: WorkerProcess, codec: str) -> None:
+    settings = Settings.from_env()
+    topic = run_topic(worker.app_id, codec)
+    key, value = change_record(4444, note=f"compressible {codec} " * 200)
+    produce(settings, topic, key, value, **{"compression.type": codec, "linger.ms": "0"})
+    wait_for(
+        lambda: (
+            f"/metrics to count the {codec} record of {topic}: "
+            f"{worker.change_counts(table_of(topic))}"
+        ),
+        lambda: True if worker.change_counts(table_of(topic)) == {"c": 1} else None,
+        worker,
+    )
+    assert worker.process.poll() is None, "the worker died"
 
 
 class TopicTally:

@@ -1,27 +1,102 @@
-"""Which topics the worker takes for Debezium change topics (LETHE_CDC_TOPIC_PREFIX)."""
+"""Which change topics the worker reads (those the policy names) and which it reports."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from lethe import topics
+from lethe.app import UnclassifiedWatch
+from lethe.errors import ConfigError
+from lethe.metrics import WorkerMetrics
 from lethe.settings import Settings
+from policy.model import Policy, Source
+
+NAMED = ("hosting.public.customers", "hosting.public.orders")
+
+ON_THE_BROKER = [
+    "hosting.public.orders",
+    "hosting.public.customers",
+    "hosting.public.leads",  # a table the policy does not name
+    "hosting.billing.ledger",  # another schema, not named either
+    "hosting",  # Debezium's schema-change topic
+    "hosting.transaction",  # Debezium's transaction metadata
+    "hostingXpublic.orders",
+    "shop.public.orders",
+    "lethe.deadletter",
+    "lethe-change_counter-changelog",
+    "__consumer_offsets",
+]
 
 
-def test_change_topics_are_the_prefix_public_tables_only() -> None:
-    names = [
-        "hosting.public.orders",
-        "hosting.public.customers",
-        "hosting.public.",
-        "hosting.other.orders",
-        "hostingXpublic.orders",
-        "shop.public.orders",
-        "lethe.deadletter",
-        "__consumer_offsets",
+def policy_reading(*topic_names: str) -> Policy:
+    sources = {
+        name.split(".", 1)[1]: Source(
+            table=name.split(".", 1)[1], topic=name, primary_key=("id",), columns={}
+        )
+        for name in topic_names
+    }
+    return Policy(name="test", purposes={}, parameters={}, sources=sources)
+
+
+def test_the_worker_reads_the_change_topic_of_every_source_of_the_policy() -> None:
+    policy = policy_reading("hosting.public.orders", "hosting.public.customers")
+    assert topics.policy_change_topics(policy, "hosting") == NAMED
+
+
+def test_a_policy_reading_outside_the_cdc_prefix_stops_the_worker_naming_both() -> None:
+    policy = policy_reading("shop.public.orders", "hosting.public.customers")
+    with pytest.raises(ConfigError) as error:
+        topics.policy_change_topics(policy, "hosting")
+    message = str(error.value)
+    assert "public.orders -> shop.public.orders" in message
+    assert "LETHE_CDC_TOPIC_PREFIX='hosting'" in message
+    assert "customers" not in message
+
+
+def test_unclassified_are_the_prefix_schema_table_topics_the_policy_does_not_name() -> None:
+    assert topics.unclassified_change_topics(ON_THE_BROKER, "hosting", NAMED) == [
+        "hosting.billing.ledger",
+        "hosting.public.leads",
     ]
-    assert topics.matching_change_topics(names, "hosting") == [
-        "hosting.public.customers",
-        "hosting.public.orders",
+    assert topics.unclassified_change_topics(ON_THE_BROKER, "shop", NAMED) == ["shop.public.orders"]
+    assert topics.unclassified_change_topics(NAMED, "hosting", NAMED) == []
+
+
+def test_a_prefix_with_dots_is_matched_literally() -> None:
+    names = ["eu.hosting.public.leads", "euXhosting.public.leads", "eu.hosting.public.orders"]
+    named = ["eu.hosting.public.orders"]
+    assert topics.unclassified_change_topics(names, "eu.hosting", named) == [
+        "eu.hosting.public.leads"
     ]
-    assert topics.matching_change_topics(names, "shop") == ["shop.public.orders"]
+
+
+def gauge(metrics: WorkerMetrics) -> dict[str, float]:
+    return {
+        sample.labels["topic"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "lethe_unclassified_tables"
+        for sample in family.samples
+    }
+
+
+def test_unclassified_topics_show_in_the_gauge_and_are_logged_once_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = WorkerMetrics.create()
+    watch = UnclassifiedWatch("hosting", NAMED, metrics.unclassified_tables)
+    caplog.set_level(logging.WARNING, logger="lethe.app")
+
+    watch.update(ON_THE_BROKER)
+    watch.update(ON_THE_BROKER)
+    assert gauge(metrics) == {"hosting.public.leads": 1.0, "hosting.billing.ledger": 1.0}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert any("hosting.public.leads" in w and "Add the table to the policy" in w for w in warnings)
+
+    watch.update([*NAMED, "hosting.public.leads"])
+    assert gauge(metrics) == {"hosting.public.leads": 1.0}, "a deleted topic leaves the gauge"
 
 
 def test_the_prefix_is_a_setting_with_the_demo_default() -> None:

@@ -248,12 +248,13 @@ def advance_manual_clock(
     """
     with ManualClockReader(settings) as reader:
         clock = reader.clock()
+    advanced_at = wall()
     try:
-        clock.advance(to, wall())
+        clock.advance(to, advanced_at)
     except ClockWouldGoBack as exc:
         raise ClockError(str(exc)) from None
     if to > clock.latest:
-        publish_advance(settings, to, wall())
+        publish_advance(settings, to, advanced_at)
     return clock.latest, to
 
 

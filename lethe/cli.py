@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "stack": "Start, stop or inspect the local Kafka/Connect/PostgreSQL/Prometheus stack.",
     "validate": "Check a policy file; list every error with file:line.",
     "simulate": "Dry-run the policy engine over a captured Debezium stream (JSON lines).",
+    "clock": "Show the enforcement clock, or advance the manual one.",
 }
 
 

@@ -11,3 +11,7 @@ class ConfigError(LetheError):
 
 class StackError(LetheError):
     """A part of the local stack is missing, not starting or not healthy."""
+
+
+class ClockError(LetheError):
+    """The enforcement clock cannot do what was asked (it never moves back)."""

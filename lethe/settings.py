@@ -11,14 +11,27 @@ the settings are built. Secrets are `Secret`s: repr, str and formatting print st
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from pathlib import Path
+from typing import Literal, get_args
 
 from lethe.errors import ConfigError
+from policy.enforcement_clock import (
+    WALL_CLOCK,
+    AcceleratedClock,
+    EnforcementClock,
+    ManualClock,
+    parse_speed,
+)
+from policy.instants import Instant, parse_instant
 
 APP_ID = "lethe"
 """The worker's default Faust app id: its Kafka consumer group and the prefix of its topics."""
+
+ClockMode = Literal["wall", "accelerated", "manual"]
+CLOCK_MODES: tuple[ClockMode, ...] = get_args(ClockMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +91,91 @@ class Settings:
     policy_path: Path = Path("config/policy.yaml")
     """LETHE_POLICY: the policy file the worker enforces (default `config/policy.yaml`; the
     Docker image sets it)."""
+    clock_mode: ClockMode = "wall"
+    """LETHE_CLOCK: the enforcement clock, `wall` (default, production), `accelerated` or
+    `manual` (demos and tests); see `clock` and the README's "Clock modes"."""
+    clock_start: Instant | None = None
+    """LETHE_CLOCK_START: accelerated: the enforcement instant at LETHE_CLOCK_WALL_START
+    (default: that same instant); manual (required): the instant before the first advance."""
+    clock_wall_start: Instant | None = None
+    """LETHE_CLOCK_WALL_START: accelerated (required): the wall instant the clock starts at,
+    e.g. the demo's start; give the worker and `lethe simulate` the same value."""
+    clock_speed: Fraction | None = None
+    """LETHE_CLOCK_SPEED: accelerated (required): enforcement seconds per wall second, more
+    than 0 (86400: a day a second; 0.5 and 1/60 work too)."""
+    clock_topic: str | None = None
+    """LETHE_CLOCK_TOPIC: manual: the compacted topic `lethe clock advance` writes to
+    (default `lethe.clock`, see `lethe.topics`)."""
 
     def __post_init__(self) -> None:
         for setting in fields(self):
             value = getattr(self, setting.name)
             if isinstance(value, Path) and not value.is_absolute():
                 object.__setattr__(self, setting.name, value.absolute())
+        self._check_clock()
+
+    def _check_clock(self) -> None:
+        """ConfigError when the clock variables do not make one clock of LETHE_CLOCK's mode."""
+        mode = self.clock_mode
+        if mode not in CLOCK_MODES:
+            raise ConfigError(
+                f"LETHE_CLOCK={mode!r} is not a clock mode; set it to wall (the default), "
+                "accelerated or manual"
+            )
+        given = {
+            "LETHE_CLOCK_START": self.clock_start is not None,
+            "LETHE_CLOCK_WALL_START": self.clock_wall_start is not None,
+            "LETHE_CLOCK_SPEED": self.clock_speed is not None,
+        }
+        allowed = {
+            "wall": set(),
+            "accelerated": set(given),
+            "manual": {"LETHE_CLOCK_START"},
+        }[mode]
+        needed = {
+            "wall": {},
+            "accelerated": {
+                "LETHE_CLOCK_WALL_START": "the wall instant the clock starts at (e.g. "
+                "LETHE_CLOCK_WALL_START=2026-11-30T09:00:00Z, the demo's start; give the worker "
+                "and `lethe simulate` the same value)",
+                "LETHE_CLOCK_SPEED": "enforcement seconds per wall second (e.g. "
+                "LETHE_CLOCK_SPEED=86400, a day a second)",
+            },
+            "manual": {
+                "LETHE_CLOCK_START": "the instant the clock shows until the first `lethe clock "
+                "advance` (e.g. LETHE_CLOCK_START=2026-01-01T00:00:00Z)",
+            },
+        }[mode]
+        for variable, is_set in given.items():
+            if is_set and variable not in allowed:
+                users = (
+                    "accelerated" if variable != "LETHE_CLOCK_START" else "accelerated or manual"
+                )
+                raise ConfigError(
+                    f"{variable} is set but LETHE_CLOCK is {mode}; it is read only by the "
+                    f"{users} clock: set LETHE_CLOCK to that mode, or unset {variable}"
+                )
+        for variable, meaning in needed.items():
+            if not given[variable]:
+                raise ConfigError(f"LETHE_CLOCK={mode} needs {variable}: {meaning}")
+        if self.clock_speed is not None and self.clock_speed <= 0:
+            raise ConfigError(
+                f"LETHE_CLOCK_SPEED={self.clock_speed} is not more than 0; set a speed factor "
+                "such as 86400"
+            )
+
+    @property
+    def clock(self) -> EnforcementClock:
+        """The enforcement clock's mapping from wall instants (a manual clock without the
+        operator's advances: `lethe.clock` follows them)."""
+        if self.clock_mode == "accelerated":
+            assert self.clock_wall_start is not None and self.clock_speed is not None
+            start = self.clock_wall_start if self.clock_start is None else self.clock_start
+            return AcceleratedClock(start, self.clock_wall_start, self.clock_speed)
+        if self.clock_mode == "manual":
+            assert self.clock_start is not None
+            return ManualClock(self.clock_start)
+        return WALL_CLOCK
 
     @property
     def pg_dsn(self) -> str:
@@ -108,7 +200,9 @@ class Settings:
             if raw is None or raw == "":
                 continue
             current = getattr(defaults, field_name)
-            if isinstance(current, int):
+            if field_name in _PARSERS:
+                values[field_name] = _parsed(variable, raw, _PARSERS[field_name])
+            elif isinstance(current, int):
                 try:
                     values[field_name] = int(raw)
                 except ValueError:
@@ -122,6 +216,31 @@ class Settings:
             else:
                 values[field_name] = raw
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _parsed(variable: str, raw: str, parse: Callable[[str], object]) -> object:
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}={exc}") from None
+
+
+def _instant_setting(raw: str) -> Instant:
+    try:
+        return parse_instant(raw)
+    except ValueError:
+        raise ValueError(
+            f"{raw!r} is not an ISO-8601 instant; write it like 2026-01-01T00:00:00Z"
+        ) from None
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "clock_start": _instant_setting,
+    "clock_wall_start": _instant_setting,
+    "clock_speed": parse_speed,
+}
+"""Settings whose text is parsed by more than a type; a ValueError's message starts with the
+value and says how to write it."""
 
 
 def _conninfo_quoted(value: str) -> str:
@@ -147,4 +266,9 @@ _VARIABLES: dict[str, str] = {
     "cache_dir": "LETHE_CACHE_DIR",
     "config_dir": "LETHE_CONFIG_DIR",
     "policy_path": "LETHE_POLICY",
+    "clock_mode": "LETHE_CLOCK",
+    "clock_start": "LETHE_CLOCK_START",
+    "clock_wall_start": "LETHE_CLOCK_WALL_START",
+    "clock_speed": "LETHE_CLOCK_SPEED",
+    "clock_topic": "LETHE_CLOCK_TOPIC",
 }

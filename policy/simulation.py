@@ -14,17 +14,24 @@ command's `issued_at` is when the enforcer would send it. After the last line th
 clock advances to `until` (default: the last event's time; an earlier `until`
 raises `UntilBeforeLastEvent`). A bad line is returned as a `LineError` with its
 line number and skipped; the rest goes on.
+
+Under another enforcement clock (`policy.enforcement_clock`, as the worker runs under it),
+`ts_ms` is the event's wall time and the event is applied at the clock's instant for it,
+`clock.at(ts)`; `until` is an enforcement instant. A manual clock's advances are made in
+wall order between the events (an advance at wall time W before any event at W or later),
+and those after the last event at its end, as the worker's sweeps would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
 from policy.decoding import decode_record
 from policy.driver import Driver
+from policy.enforcement_clock import WALL_CLOCK, EnforcementClock, ManualClock, WallClock
 from policy.engine import Engine
 from policy.envelope import DecodeReason, Rejection
 from policy.events import ChangeEvent, Tombstone
@@ -66,9 +73,13 @@ class SimulationResult:
 
 
 def simulate(
-    engine: Engine, lines: Iterable[str | bytes], until: Instant | None = None
+    engine: Engine,
+    lines: Iterable[str | bytes],
+    until: Instant | None = None,
+    clock: EnforcementClock = WALL_CLOCK,
 ) -> SimulationResult:
-    """Run the engine (`Engine.compile(policy)`) over JSON lines of Debezium records.
+    """Run the engine (`Engine.compile(policy)`) over JSON lines of Debezium records,
+    under the enforcement `clock` (default: the wall clock, each event at its `ts_ms`).
 
     Raises `UntilBeforeLastEvent` when `until` is earlier than the last event.
     """
@@ -76,6 +87,13 @@ def simulate(
     commands: list[Command] = []
     errors: list[LineError] = []
     events = 0
+    mapped = not isinstance(clock, WallClock)
+    advances = (
+        sorted(clock.advances, key=lambda advance: (advance.wall, advance.to))
+        if isinstance(clock, ManualClock)
+        else []
+    )
+    made = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -85,16 +103,24 @@ def simulate(
             continue
         if isinstance(decoded, Tombstone):
             continue
+        if mapped:
+            wall = decoded.ts
+            while made < len(advances) and advances[made].wall <= wall:
+                commands.extend(driver.advance(advances[made].to))
+                made += 1
+            decoded = replace(decoded, ts=clock.at(wall))
         commands.extend(driver.feed(decoded))
         events += 1
-    clock = driver.clock
-    if until is not None and clock is not None and until < clock:
-        raise UntilBeforeLastEvent(until, clock)
-    end = clock if until is None else until
+    for advance in advances[made:]:
+        commands.extend(driver.advance(advance.to))
+    stopped = driver.clock
+    if until is not None and stopped is not None and until < stopped:
+        raise UntilBeforeLastEvent(until, stopped)
+    end = stopped if until is None else until
     if end is not None:
         commands.extend(driver.advance(end))
     commands.sort(key=Command.sort_key)
-    return SimulationResult(tuple(commands), tuple(errors), events, clock)
+    return SimulationResult(tuple(commands), tuple(errors), events, stopped)
 
 
 def decode_line(engine: Engine, line: str | bytes) -> ChangeEvent | Tombstone | Rejection:

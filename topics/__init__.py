@@ -14,6 +14,10 @@
   value (base64) so that nothing is lost. These raw values may hold personal
   data, so the topic keeps them for `DEADLETTER_RETENTION_S` only: fix and
   replay (or discard) dead letters within that time.
+- `lethe.clock` (LETHE_CLOCK_TOPIC): the manual enforcement clock. `lethe clock advance`
+  writes one JSON record `{"instant": ..., "advanced_at": ...}` under the key `clock`
+  (`lethe.clock.ManualClockReader` follows it); compacted, so the latest advance stays
+  for good. One partition, created by the first `lethe clock advance`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from policy.model import Policy
 DEADLETTER_TOPIC: Final = "lethe.deadletter"
 DEADLETTER_PARTITIONS: Final = 1
 DEADLETTER_RETENTION_S: Final = 30 * 24 * 3600
+CLOCK_TOPIC: Final = "lethe.clock"
+CLOCK_TOPIC_CONFIG: Final = {"cleanup.policy": "compact"}
+CLOCK_KEY: Final = b"clock"
 
 
 def policy_change_topics(policy: Policy, prefix: str) -> tuple[str, ...]:

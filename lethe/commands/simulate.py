@@ -6,6 +6,13 @@ then key) and reports every skipped line on stderr as `FILE:LINE: what is wrong`
 Exit status: 0 when every line was used, 1 when some lines were skipped (the
 output is complete for the others), 2 when the policy or the file cannot be read
 or `--until` is earlier than the last event (nothing is printed on stdout then).
+
+The run is under the enforcement clock of the LETHE_CLOCK* settings, the worker's: each
+event is applied at the clock's instant for its `ts_ms` (its wall time), and `--until` is
+an enforcement instant. Under the manual clock, `--clock-advances FILE` lists the advances
+an operator made, one a line: `WALL_INSTANT INSTANT` (at wall time WALL_INSTANT the clock
+was advanced to INSTANT), in wall order; `#` starts a comment. Without it the manual clock
+stands at LETHE_CLOCK_START until `--until`.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import orjson
 from lethe.errors import ConfigError
 from lethe.policy_file import load_policy
 from lethe.settings import Settings
-from policy.instants import Instant, parse_instant
+from policy.enforcement_clock import ClockWouldGoBack, ManualClock
+from policy.instants import Instant, format_instant, parse_instant
 
 
 def _instant(text: str) -> Instant:
@@ -44,20 +52,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_instant,
         metavar="INSTANT",
         help="advance the simulated clock to this instant after the last line; not before "
-        "the last event (e.g. 2031-01-01T00:00:00Z; default: the last event's time)",
+        "the last event (e.g. 2031-01-01T00:00:00Z; default: the last event's time); an "
+        "instant of the enforcement clock (LETHE_CLOCK)",
     )
+    parser.add_argument(
+        "--clock-advances",
+        type=Path,
+        metavar="FILE",
+        help="LETHE_CLOCK=manual only: the advances of the manual clock, one `WALL_INSTANT "
+        "INSTANT` a line, in wall order (default: none, the clock stands at LETHE_CLOCK_START)",
+    )
+
+
+def read_advances(path: Path, clock: ManualClock) -> ManualClock:
+    """`clock` advanced as `path` lists; ConfigError naming FILE:LINE for a bad line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    last_wall: Instant | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 2:
+            raise ConfigError(
+                f"{path}:{number}: write `WALL_INSTANT INSTANT`, e.g. "
+                "`2026-11-30T10:00:00Z 2027-01-01T00:00:00Z`"
+            )
+        try:
+            wall, to = (parse_instant(word) for word in words)
+        except ValueError as exc:
+            raise ConfigError(f"{path}:{number}: {exc}") from None
+        if last_wall is not None and wall < last_wall:
+            raise ConfigError(
+                f"{path}:{number}: wall time {format_instant(wall)} is before the line above's "
+                f"({format_instant(last_wall)}); list the advances in wall order"
+            )
+        try:
+            clock = clock.advance(to, wall)
+        except ClockWouldGoBack as exc:
+            raise ConfigError(f"{path}:{number}: {exc}") from None
+        last_wall = wall
+    return clock
 
 
 def run(args: argparse.Namespace) -> int:
     from policy.engine import Engine
     from policy.simulation import UntilBeforeLastEvent, simulate
 
-    path = args.policy if args.policy is not None else Settings.from_env().policy_path
+    settings = Settings.from_env()
+    clock = settings.clock
+    if args.clock_advances is not None:
+        if not isinstance(clock, ManualClock):
+            raise ConfigError(
+                f"--clock-advances is for the manual clock, but LETHE_CLOCK is "
+                f"{settings.clock_mode}; set LETHE_CLOCK=manual and LETHE_CLOCK_START, or leave "
+                "--clock-advances out"
+            )
+        clock = read_advances(args.clock_advances, clock)
+    path = args.policy if args.policy is not None else settings.policy_path
     policy = load_policy(path)  # raises PolicyFileInvalid (every error, file:line): exit 2
     engine = Engine.compile(policy)
     try:
         with open(args.events, "rb") as stream:
-            result = simulate(engine, stream, args.until)
+            result = simulate(engine, stream, args.until, clock)
     except OSError as exc:
         raise ConfigError(f"cannot read {args.events}: {exc.strerror}") from None
     except UntilBeforeLastEvent as exc:

@@ -38,3 +38,67 @@ def test_relative_and_home_paths_in_variables_become_absolute(
 def test_a_malformed_port_names_its_variable() -> None:
     with pytest.raises(ConfigError, match="LETHE_WEB_PORT='sixty'"):
         Settings.from_env({"LETHE_WEB_PORT": "sixty"})
+
+
+ACCELERATED = {
+    "LETHE_CLOCK": "accelerated",
+    "LETHE_CLOCK_WALL_START": "2026-11-30T09:00:00Z",
+    "LETHE_CLOCK_SPEED": "86400",
+}
+
+
+def test_the_clock_is_the_wall_clock_unless_set() -> None:
+    assert Settings.from_env({}).clock.describe() == "wall clock"
+
+
+def test_an_accelerated_clock_starts_at_its_wall_start_unless_told_otherwise() -> None:
+    assert Settings.from_env(ACCELERATED).clock.describe() == (
+        "accelerated clock: 2026-11-30T09:00:00Z at wall 2026-11-30T09:00:00Z, speed 86400"
+    )
+    shifted = Settings.from_env({**ACCELERATED, "LETHE_CLOCK_START": "2026-01-01"})
+    assert shifted.clock.describe() == (
+        "accelerated clock: 2026-01-01T00:00:00Z at wall 2026-11-30T09:00:00Z, speed 86400"
+    )
+
+
+def test_a_manual_clock_starts_at_its_start() -> None:
+    settings = Settings.from_env({"LETHE_CLOCK": "manual", "LETHE_CLOCK_START": "2026-01-01"})
+    assert settings.clock.describe() == (
+        "manual clock: 2026-01-01T00:00:00Z (its start, never advanced)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LETHE_CLOCK": "fast"}, "LETHE_CLOCK='fast' is not a clock mode; set it to wall"),
+        ({**ACCELERATED, "LETHE_CLOCK_SPEED": "0"}, "LETHE_CLOCK_SPEED='0' is not more than 0"),
+        ({**ACCELERATED, "LETHE_CLOCK_SPEED": "x2"}, "LETHE_CLOCK_SPEED='x2' is not a number"),
+        (
+            {**ACCELERATED, "LETHE_CLOCK_WALL_START": "now"},
+            "LETHE_CLOCK_WALL_START='now' is not an ISO-8601 instant; write it like 2026-01-01",
+        ),
+        (
+            {"LETHE_CLOCK": "accelerated", "LETHE_CLOCK_SPEED": "86400"},
+            "LETHE_CLOCK=accelerated needs LETHE_CLOCK_WALL_START",
+        ),
+        (
+            {"LETHE_CLOCK": "accelerated", "LETHE_CLOCK_WALL_START": "2026-11-30T09:00:00Z"},
+            "LETHE_CLOCK=accelerated needs LETHE_CLOCK_SPEED",
+        ),
+        ({"LETHE_CLOCK": "manual"}, "LETHE_CLOCK=manual needs LETHE_CLOCK_START"),
+        (
+            {"LETHE_CLOCK_SPEED": "86400"},
+            "LETHE_CLOCK_SPEED is set but LETHE_CLOCK is wall; .* unset LETHE_CLOCK_SPEED",
+        ),
+        (
+            {"LETHE_CLOCK": "manual", "LETHE_CLOCK_START": "2026-01-01", "LETHE_CLOCK_SPEED": "2"},
+            "LETHE_CLOCK_SPEED is set but LETHE_CLOCK is manual",
+        ),
+    ],
+)
+def test_a_clock_setting_that_makes_no_clock_names_its_variable(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)

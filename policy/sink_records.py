@@ -40,7 +40,7 @@ from policy.anonymise import anonymise_value, method_for
 from policy.clock_closures import collect_reads
 from policy.events import Value
 from policy.instants import EPOCH_ORDINAL, US_PER_DAY, format_instant, from_datetime, to_datetime
-from policy.model import Action, Bucket, Coarsen, ColumnType, Policy, Source
+from policy.model import Action, Bucket, Coarsen, ColumnType, Constant, Policy, Source
 from policy.state import Command, StateValue
 
 SINK_TOPIC_PREFIX: Final = "lethe.sink."
@@ -216,7 +216,9 @@ def sink_record(
 
     `values` are the row state's values (`RowState.values`: instants as µs, an absent
     column is null); methods that read the current value (coarsen, bucket) take it from
-    there, and a column the row state does not keep refuses the command.
+    there, and a column the row state does not keep refuses the command. A constant goes
+    as it is into a column the row state does not keep (even where the row holds null);
+    into a kept column, only where it is not null, as `policy.anonymise` does.
     """
     refused = check_key(policy, command)
     if refused is not None:
@@ -281,11 +283,12 @@ def _anonymise_document(
                 "needs its current value, and the row state does not keep it (no clock or "
                 "condition reads it)",
             )
-        current = _as_value(column_type, values.get(column))
+        if isinstance(method, Constant) and column not in kept:
+            anonymised: Value = method.value
+        else:
+            anonymised = anonymise_value(method, _as_value(column_type, values.get(column)))
         try:
-            field, payload[column] = _field(
-                column, column_type, anonymise_value(method, current), optional=True
-            )
+            field, payload[column] = _field(column, column_type, anonymised, optional=True)
         except _Unfit as exc:
             return Refusal(
                 command,

@@ -82,7 +82,8 @@ class RefusalReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A command Lethe will not send to a sink: dead-letter it with `reason` and `detail`.
+    """A command Lethe will not send anywhere: dead-letter it with `reason` and `detail`
+    (keep the command as `command.to_json()`: its Avro cannot hold every bad key, a null one).
 
     `detail` names the table and columns, never a value (values are personal data).
     """

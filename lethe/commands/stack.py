@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument(
         "--only",
         action="append",
-        choices=["postgres", "kafka", "connect", "source", "prometheus"],
+        choices=["postgres", "kafka", "connect", "source", "sink", "prometheus"],
         help="start only this part (repeatable); the parts it needs must already run",
     )
     down = actions.add_parser("down", help="stop every part of the stack")

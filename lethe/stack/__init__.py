@@ -1,5 +1,9 @@
 """The local real stack: PostgreSQL, Kafka (KRaft), Kafka Connect + Debezium, Prometheus.
 
+Connect runs two connectors: the Debezium source `hosting` (the demo database's change
+topics) and the Debezium JDBC sink `lethe-sink` (the `lethe.sink.public.<table>` topics
+applied to the demo database).
+
 `up` installs what is missing (Debian packages, Maven jars), starts each part that is not
 running and waits until it is healthy; on a running stack it only re-checks health.
 `down` stops every part (Connect first, PostgreSQL last) and kills leftovers that still
@@ -16,7 +20,7 @@ from pathlib import Path
 from lethe.errors import StackError
 from lethe.settings import Settings
 from lethe.stack.base import Part, PartStatus
-from lethe.stack.connect import Connect, SourceConnector
+from lethe.stack.connect import Connect, RegisteredConnector, SinkConnector, SourceConnector
 from lethe.stack.install import ensure_jars, ensure_packages, jars_current, missing_packages
 from lethe.stack.kafka import Kafka
 from lethe.stack.postgres import Postgres
@@ -25,7 +29,7 @@ from lethe.stack.prometheus import Prometheus
 
 __all__ = ["PART_NAMES", "down", "parts", "pending", "status", "up"]
 
-PART_NAMES = ("postgres", "kafka", "connect", "source", "prometheus")
+PART_NAMES = ("postgres", "kafka", "connect", "source", "sink", "prometheus")
 
 
 def parts(settings: Settings) -> list[Part]:
@@ -35,6 +39,7 @@ def parts(settings: Settings) -> list[Part]:
         Kafka(settings),
         Connect(settings),
         SourceConnector(settings),
+        SinkConnector(settings),
         Prometheus(settings),
     ]
 
@@ -52,6 +57,7 @@ def up(
         Kafka(settings, jars),
         Connect(settings, jars),
         SourceConnector(settings),
+        SinkConnector(settings),
         Prometheus(settings),
     ]
     started: dict[str, bool] = {}
@@ -85,9 +91,10 @@ def pending(settings: Settings) -> list[str]:
     found += [
         f"start {part.name}" for part in parts(settings) if not (part.pid() and part.healthy())
     ]
-    source = SourceConnector(settings)
-    if not source.registered_as_configured():
-        found.append(f"register {source.url} with the config the settings give")
+    connectors: list[RegisteredConnector] = [SourceConnector(settings), SinkConnector(settings)]
+    for connector in connectors:
+        if not connector.registered_as_configured():
+            found.append(f"register {connector.url} with the config the settings give")
     prometheus = Prometheus(settings)
     if not prometheus.config_current():
         found.append(f"rewrite {prometheus.config_file} from {prometheus.template} and reload")

@@ -83,9 +83,15 @@ class Connect(_ConnectRest):
         )
 
 
-def source_config(settings: Settings) -> tuple[str, dict[str, str]]:
-    """The `hosting` source connector's name and config, placeholders filled from settings."""
-    template = settings.config_dir / "connect" / "hosting-source.json"
+SOURCE_TEMPLATE = "hosting-source.json"
+SINK_TEMPLATE = "lethe-sink.json"
+
+
+def connector_config(settings: Settings, template_name: str) -> tuple[str, dict[str, str]]:
+    """A connector's name and config from `config/connect/<template_name>`, its `${LETHE_...}`
+    placeholders filled from settings (other `${...}`, such as the sink's `${topic}`, are
+    Connect's own and stay as they are)."""
+    template = settings.config_dir / "connect" / template_name
     text = template.read_text()
     values = {
         "LETHE_PG_HOST": settings.pg_host,
@@ -95,7 +101,7 @@ def source_config(settings: Settings) -> tuple[str, dict[str, str]]:
         "LETHE_PG_DATABASE": settings.pg_database,
         "LETHE_CDC_TOPIC_PREFIX": settings.cdc_topic_prefix,
     }
-    unknown = sorted(set(re.findall(r"\$\{(\w+)\}", text)) - values.keys())
+    unknown = sorted(set(re.findall(r"\$\{(LETHE_\w+)\}", text)) - values.keys())
     if unknown:
         raise StackError(f"{template}: no setting fills {', '.join(unknown)}")
     for key, value in values.items():
@@ -104,17 +110,32 @@ def source_config(settings: Settings) -> tuple[str, dict[str, str]]:
     return str(document["name"]), {k: str(v) for k, v in document["config"].items()}
 
 
-class SourceConnector(_ConnectRest):
-    """The Debezium PostgreSQL source `hosting`. Healthy when it and its task are RUNNING."""
+def source_config(settings: Settings) -> tuple[str, dict[str, str]]:
+    """The `hosting` source connector's name and config, placeholders filled from settings."""
+    return connector_config(settings, SOURCE_TEMPLATE)
 
-    name = "source"
+
+def sink_config(settings: Settings) -> tuple[str, dict[str, str]]:
+    """The `lethe-sink` JDBC sink connector's name and config, placeholders filled."""
+    return connector_config(settings, SINK_TEMPLATE)
+
+
+class RegisteredConnector(_ConnectRest):
+    """A connector registered on the worker from a template in `config/connect/`.
+
+    Healthy when it and its tasks are RUNNING. Its config, password included, goes only to
+    Connect's REST API (Connect keeps it in its config topic and logs passwords hidden).
+    """
+
     started_verb = "registered"
     unchanged_verb = "already registered"
     start_timeout = 90.0
+    template: str
+    """The file in `config/connect/` that holds the connector's name and config."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.connector, self.config = source_config(settings)
+        self.connector, self.config = connector_config(settings, self.template)
         self.url = f"{settings.connect_url}/connectors/{self.connector}"
         self.log_file = settings.stack_dir / "logs" / "connect.log"
 
@@ -155,8 +176,8 @@ class SourceConnector(_ConnectRest):
             status, body = http("PUT", f"{self.url}/config", self.config, timeout=30)
             if status not in (200, 201):
                 raise StackError(
-                    f"source: Connect refused the `{self.connector}` config ({status}: {body}); "
-                    f"see {self.log_file}"
+                    f"{self.name}: Connect refused the `{self.connector}` config "
+                    f"({status}: {body}); see {self.log_file}"
                 )
         self.wait_running()
         return changed
@@ -171,15 +192,16 @@ class SourceConnector(_ConnectRest):
             if state == "FAILED" or failed:
                 trace = str((failed[0] if failed else {}).get("trace", "")).splitlines()[:3]
                 raise StackError(
-                    f"source: connector `{self.connector}` FAILED; see {self.log_file}\n  "
+                    f"{self.name}: connector `{self.connector}` FAILED; see {self.log_file}\n  "
                     + "\n  ".join(trace)
                 )
             if self.healthy():
                 return
             time.sleep(0.5)
         raise StackError(
-            f"source: connector `{self.connector}` not RUNNING after {self.start_timeout:.0f}s "
-            f"(state {state}, tasks {[t.get('state') for t in tasks]}); see {self.log_file}"
+            f"{self.name}: connector `{self.connector}` not RUNNING after "
+            f"{self.start_timeout:.0f}s (state {state}, tasks {[t.get('state') for t in tasks]}); "
+            f"see {self.log_file}"
             f"{log_tail(self.log_file)}"
         )
 
@@ -189,3 +211,18 @@ class SourceConnector(_ConnectRest):
 
     def wipe(self) -> None:
         pass
+
+
+class SourceConnector(RegisteredConnector):
+    """The Debezium PostgreSQL source `hosting`: the change topics of the demo database."""
+
+    name = "source"
+    template = SOURCE_TEMPLATE
+
+
+class SinkConnector(RegisteredConnector):
+    """The Debezium JDBC sink `lethe-sink`: applies the `lethe.sink.public.<table>` topics
+    (anonymised columns, tombstones for deletes) to the tables of the demo database."""
+
+    name = "sink"
+    template = SINK_TEMPLATE

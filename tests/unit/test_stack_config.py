@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import yaml
 
 from lethe.settings import Secret, Settings
-from lethe.stack.connect import source_config
+from lethe.stack.connect import sink_config, source_config
 from lethe.stack.kafka import render
 from lethe.stack.prometheus import Prometheus
 from tests.demo_schema import DEMO_TABLES
@@ -84,3 +85,58 @@ def test_source_connector_topic_prefix_comes_from_settings() -> None:
     _name, config = source_config(Settings(cdc_topic_prefix="shop", config_dir=CONFIG))
     assert config["topic.prefix"] == "shop"
     assert "${" not in "".join(config.values())
+
+
+def test_sink_connector_applies_the_sink_topics_to_the_tables_of_the_database() -> None:
+    settings = Settings(
+        pg_host="db.test",
+        pg_port=6543,
+        pg_user="cdc",
+        pg_password=Secret('p"w'),
+        pg_database="shop",
+        config_dir=CONFIG,
+    )
+    name, config = sink_config(settings)
+    assert name == "lethe-sink"
+    assert config["connector.class"] == "io.debezium.connector.jdbc.JdbcSinkConnector"
+    assert config["connection.url"] == "jdbc:postgresql://db.test:6543/shop"
+    assert config["connection.username"] == "cdc"
+    assert config["connection.password"] == 'p"w'
+    assert config["connection.provider"] == "org.hibernate.c3p0.internal.C3P0ConnectionProvider"
+    # partial updates that never insert; tombstones delete by the record's key only
+    assert config["insert.mode"] == "update"
+    assert config["delete.enabled"] == "true"
+    assert config["primary.key.mode"] == "record_key"
+    assert "primary.key.fields" not in config
+    assert config["schema.evolution"] == "none"
+    assert config["use.reduction.buffer"] == "false"
+    for side in ("key", "value"):
+        assert config[f"{side}.converter"] == "org.apache.kafka.connect.json.JsonConverter"
+        assert config[f"{side}.converter.schemas.enable"] == "true"
+
+
+def test_sink_connector_routes_each_sink_topic_to_its_table() -> None:
+    """What Connect does with the config: RegexRouter, then the JDBC sink's default naming
+    (`${topic}` with dots as underscores) in `collection.name.format`."""
+    _name, config = sink_config(Settings(config_dir=CONFIG))
+    subscribed = re.compile(config["topics.regex"])
+    assert subscribed.fullmatch("lethe.sink.public.satisfaction_surveys")
+    assert not subscribed.fullmatch("hosting.public.satisfaction_surveys")
+    assert not subscribed.fullmatch("lethe.commands")
+    assert config["transforms"] == "table"
+    assert config["transforms.table.type"] == "org.apache.kafka.connect.transforms.RegexRouter"
+    routed = re.sub(
+        config["transforms.table.regex"],
+        config["transforms.table.replacement"].replace("$1", r"\1"),
+        "lethe.sink.public.satisfaction_surveys",
+    )
+    table = config["collection.name.format"].replace("${topic}", routed.replace(".", "_"))
+    assert table == "public.satisfaction_surveys"
+
+
+def test_no_committed_connector_config_holds_a_password() -> None:
+    for template in (CONFIG / "connect").glob("*.json"):
+        config = json.loads(template.read_text())["config"]
+        for key, value in config.items():
+            if "password" in key:
+                assert value == "${LETHE_PG_PASSWORD}", f"{template.name}: {key}"

@@ -15,6 +15,9 @@ What the app is made of:
 - a check at start and every `UNCLASSIFIED_CHECK_S` for change topics of tables
   the policy does not name: counted in `lethe_unclassified_tables`, logged once
   each, never read;
+- Kafka through `lethe.consumer.Transport`: Faust's, except that after every
+  rebalance a change-topic partition without a committed offset is read from its
+  beginning (Faust 0.15 could otherwise lose its first records);
 - no agents: the worker command (`lethe.commands.worker`) installs them with
   `lethe.agents.install`, so this module never imports the agents and the
   agents never import it.
@@ -32,9 +35,10 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TopicT
+from faust.types.transports import TransportT
 from prometheus_client import Gauge
 
-from lethe import topics
+from lethe import consumer, topics
 from lethe.errors import StackError
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
 from lethe.settings import APP_ID, Settings
@@ -70,6 +74,11 @@ class LetheApp(faust.App):
     change_topic: TopicT
     change_topic_names: tuple[str, ...]
     deadletters: TopicT
+
+    def _new_transport(self) -> TransportT:
+        # Faust's `by_url` would pick its stock aiokafka transport for kafka:// URLs;
+        # Lethe's only replaces the consumer (see lethe.consumer).
+        return consumer.Transport(self.conf.broker_consumer, self)
 
     def Table(self, name: str, **kwargs: Any) -> Any:
         return super().Table(name, **_capped(kwargs))

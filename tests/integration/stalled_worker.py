@@ -1,0 +1,83 @@
+"""`lethe worker`, with a stall at a rebalance that the test chooses (test_rebalance.py).
+
+Usage: python tests/integration/stalled_worker.py <lethe worker arguments>
+
+With LETHE_IT_STALL_DIR set, the worker talks to the test through files there:
+- it appends a line to `resumed` each time Faust has resumed its streams after an
+  assignment (`Recovery._resume_streams`, faust/tables/recovery.py ~305-336);
+- once `arm` exists, the next assignment stalls just before the streams are resumed:
+  the worker writes `stalled` and waits (the event loop keeps running other work,
+  like a loop busy elsewhere) until `resume` exists, at most STALL_MAX_S.
+
+LETHE_IT_STOCK_CONSUMER=1 runs it with Faust's own consumer instead of
+`lethe.consumer.Consumer`, to see what the test catches without Lethe's fix.
+LETHE_IT_FETCH_TIMEOUT_S sets how long one fetch of Faust's waits for records
+(Faust: 1 s), to keep a fetch begun before the rebalance waiting through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STALL_MAX_S = 120.0
+
+
+def patch_recovery(stall_dir: Path) -> None:
+    from faust.tables.recovery import Recovery
+
+    resume_streams = Recovery._resume_streams
+    stalled = False
+
+    async def stalling_resume_streams(self: Any, generation_id: int = 0) -> None:
+        nonlocal stalled
+        if not stalled and (stall_dir / "arm").exists():
+            stalled = True
+            (stall_dir / "stalled").write_text(f"{generation_id}\n")
+            deadline = time.monotonic() + STALL_MAX_S
+            while not (stall_dir / "resume").exists() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        await resume_streams(self, generation_id)
+        with (stall_dir / "resumed").open("a") as resumed:
+            resumed.write(f"{generation_id}\n")
+
+    Recovery._resume_streams = stalling_resume_streams  # type: ignore[method-assign]
+
+
+def patch_fetch_timeout(timeout_s: float) -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    getmany = AIOKafkaConsumerThread.getmany
+
+    async def long_getmany(self: Any, active_partitions: Any, timeout: float) -> Any:
+        return await getmany(self, active_partitions, max(timeout, timeout_s))
+
+    AIOKafkaConsumerThread.getmany = long_getmany  # type: ignore[method-assign]
+
+
+def use_stock_consumer() -> None:
+    import faust
+
+    from lethe.app import LetheApp
+
+    LetheApp._new_transport = faust.App._new_transport  # type: ignore[method-assign]
+
+
+def main() -> int:
+    if stall_dir := os.environ.get("LETHE_IT_STALL_DIR"):
+        patch_recovery(Path(stall_dir))
+    if fetch_timeout := os.environ.get("LETHE_IT_FETCH_TIMEOUT_S"):
+        patch_fetch_timeout(float(fetch_timeout))
+    if os.environ.get("LETHE_IT_STOCK_CONSUMER") == "1":
+        use_stock_consumer()
+    from lethe.cli import main as lethe_main
+
+    return lethe_main(["worker", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -45,7 +45,7 @@ T = TypeVar("T")
 class FaustHarness:
     """See the module docstring."""
 
-    def __init__(self, bootstrap: str, datadir: Path) -> None:
+    def __init__(self, bootstrap: str, datadir: Path, **app_options: Any) -> None:
         self.bootstrap = bootstrap
         self.app_id = f"{APP_ID_PREFIX}{uuid.uuid4().hex[:10]}"
         self.jobs_topic = f"{self.app_id}-jobs"
@@ -61,6 +61,7 @@ class FaustHarness:
             topic_replication_factor=1,
             topic_partitions=PARTITIONS,
             loop=self.loop,
+            **app_options,
         )
         self.tables: StateTables = declare_state_tables(self.app, PARTITIONS, ROCKSDB_OPTIONS)
         self._handlers: dict[bytes, Callable[[bytes], None]] = {}

@@ -200,6 +200,10 @@ def faust_snapshot(harness: FaustHarness, partition: int) -> Snapshot:
     return rows, subjects, locations
 
 
+@pytest.mark.filterwarnings(
+    # the app's event loop thread (aiokafka) draws from `random` while examples are generated
+    "ignore:Do not use the `random` module inside strategies"
+)
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(lines=streams(), restart_at=st.integers(min_value=0, max_value=25))
 def test_the_driver_over_faust_tables_does_what_it_does_in_memory(

@@ -12,7 +12,9 @@ Three tables on the RocksDB store, bytes in and out, one changelog topic each
 The due index is not a table: it is derived from the rows, so it lives in memory, one heap
 per partition, rebuilt on the first use of a partition after it was assigned (a scan of the
 partition's rows asking `next_due` for each) and dropped when the partition is revoked.
-Re-arming a timer therefore writes nothing to Kafka or RocksDB (no tombstones).
+Re-arming a timer therefore writes nothing to Kafka or RocksDB (no tombstones). Faust's
+rebalances revoke every partition, so after each rebalance the first event of a partition
+pays one scan of its rows (and of the subjects they name) before it is processed.
 
 Every method works on the partition of the event being processed (`faust.current_event()`),
 as Faust writes a table key to that partition's changelog: call them from an agent's stream,

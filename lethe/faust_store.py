@@ -1,0 +1,291 @@
+"""The driver's state in Faust tables: `FaustStore`, a `policy.store.Store` for the worker.
+
+Three tables on the RocksDB store, bytes in and out, one changelog topic each
+(`<app id>-<table>-changelog`), co-partitioned with the subject-keyed stream that writes them:
+- `rows`: row states (`RowState.to_bytes`), keyed by the row id encoded so that a subject's
+  rows are one contiguous key range (`row_key`): `rows_of` and `has_rows` are a prefix scan
+  of the current partition's RocksDB, never a scan of every row;
+- `subjects`: subject states (`SubjectState.to_bytes`), keyed by the subject;
+- `locations`: (table, key) -> subject, for `locate`. It costs one more changelog record when
+  a row is first stored, deleted or moved to another subject.
+
+The due index is not a table: it is derived from the rows, so it lives in memory, one heap
+per partition, rebuilt on the first use of a partition after it was assigned (a scan of the
+partition's rows asking `next_due` for each) and dropped when the partition is revoked.
+Re-arming a timer therefore writes nothing to Kafka or RocksDB (no tombstones). Faust's
+rebalances revoke every partition, so after each rebalance the first event of a partition
+pays one scan of its rows (and of the subjects they name) before it is processed.
+
+Every method works on the partition of the event being processed (`faust.current_event()`),
+as Faust writes a table key to that partition's changelog: call them from an agent's stream,
+never from a timer or task (the RocksDB store refuses writes outside stream context). Keep one
+`Driver` per partition over the store: the driver's clock is per stream partition.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import faust
+import orjson
+from faust.types import TP
+
+from policy.events import Key
+from policy.instants import Instant
+from policy.state import RowState, SubjectState
+from policy.store import RowId
+
+NextDue = Callable[[RowState, SubjectState | None], Instant | None]
+"""When a stored row falls due next given its subject's state (`policy.engine.next_due`
+with the engine bound): how the due index is rebuilt from the rows."""
+
+ROWS: Final = "rows"
+SUBJECTS: Final = "subjects"
+LOCATIONS: Final = "locations"
+
+_NO_SUBJECT: Final = b"\x00"
+_SUBJECT: Final = b"\x01"
+_END: Final = b"\x00\x01"
+_NUL: Final = b"\x00"
+_ESCAPED_NUL: Final = b"\x00\xff"
+
+
+@dataclass(frozen=True, slots=True)
+class StateTables:
+    """The three tables of a `FaustStore` (declare them with `declare_state_tables`)."""
+
+    rows: Any
+    subjects: Any
+    locations: Any
+
+
+def declare_state_tables(
+    app: faust.App, partitions: int, options: dict[str, Any] | None = None
+) -> StateTables:
+    """Declare the store's tables on `app` with `partitions` changelog partitions: as many
+    as the subject-keyed topic the agent reads (Faust refuses a mismatch at the first write)."""
+
+    def table(name: str) -> Any:
+        return app.Table(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=partitions,
+            options=None if options is None else dict(options),
+        )
+
+    return StateTables(table(ROWS), table(SUBJECTS), table(LOCATIONS))
+
+
+def subject_prefix(subject: str | None) -> bytes:
+    """The first bytes of the key of every row of the subject, and of no other row.
+
+    None is one byte; a subject is a tag byte, its UTF-8 with NUL escaped, and a terminator
+    that cannot occur inside: no subject's prefix starts another's."""
+    if subject is None:
+        return _NO_SUBJECT
+    return _SUBJECT + subject.encode().replace(_NUL, _ESCAPED_NUL) + _END
+
+
+def where_key(table: str, key: Key) -> bytes:
+    """The (table, key) part of a row's key, and the key of its `locations` entry."""
+    return orjson.dumps([table, [list(pair) for pair in key]])
+
+
+def row_key(row_id: RowId) -> bytes:
+    """The `rows` key of a row id: the subject's prefix, then table and key."""
+    subject, table, key = row_id
+    return subject_prefix(subject) + where_key(table, key)
+
+
+def _where(data: bytes) -> tuple[str, Key]:
+    table, pairs = orjson.loads(data)
+    return table, tuple((str(column), value) for column, value in pairs)
+
+
+def decode_row_key(data: bytes) -> RowId:
+    """The row id of a `rows` key (inverse of `row_key`)."""
+    if data[:1] == _NO_SUBJECT:
+        subject = None
+        rest = data[1:]
+    else:
+        end = data.index(_END, 1)
+        subject = data[1:end].replace(_ESCAPED_NUL, _NUL).decode()
+        rest = data[end + len(_END) :]
+    table, key = _where(rest)
+    return subject, table, key
+
+
+class _DueIndex:
+    """One partition's timers: a heap with lazy deletion, at most one live timer per row."""
+
+    __slots__ = ("armed", "sequence", "timers")
+
+    def __init__(self) -> None:
+        self.timers: list[tuple[Instant, int, RowId]] = []
+        self.armed: dict[RowId, Instant] = {}
+        self.sequence = 0
+
+    def arm(self, row_id: RowId, at: Instant | None) -> None:
+        armed = self.armed
+        if at is None:
+            armed.pop(row_id, None)
+            return
+        if armed.get(row_id) == at:
+            return
+        armed[row_id] = at
+        self.sequence += 1
+        heapq.heappush(self.timers, (at, self.sequence, row_id))
+
+    def pop(self, until: Instant) -> tuple[Instant, RowId] | None:
+        timers = self.timers
+        armed = self.armed
+        while timers and timers[0][0] <= until:
+            at, _, row_id = heapq.heappop(timers)
+            if armed.get(row_id) == at:
+                del armed[row_id]
+                return at, row_id
+        return None
+
+
+class FaustStore:
+    """A `policy.store.Store` over `StateTables`, for the partition of the current event.
+
+    `next_due(row, subject)` rebuilds a partition's due index from its rows; pass
+    `lambda row, subject: policy.engine.next_due(engine, row, subject)`.
+    With `app`, the due index of every revoked partition is dropped, to be rebuilt from the
+    recovered rows at its next use."""
+
+    __slots__ = ("_due", "_locations", "_next_due", "_rows", "_subjects", "tables")
+
+    def __init__(
+        self, tables: StateTables, next_due: NextDue, app: faust.App | None = None
+    ) -> None:
+        self.tables = tables
+        self._rows = tables.rows
+        self._subjects = tables.subjects
+        self._locations = tables.locations
+        self._next_due = next_due
+        self._due: dict[int, _DueIndex] = {}
+        if app is not None:
+
+            def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+                revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
+                self.forget({tp.partition for tp in revoked})
+
+            app.on_partitions_revoked.connect(forget_revoked)
+
+    # --- rows ----------------------------------------------------------------------------
+
+    def row(self, row_id: RowId) -> RowState | None:
+        data = self._rows.get(row_key(row_id))
+        return None if data is None else RowState.from_bytes(data)
+
+    def put_row(self, row_id: RowId, state: RowState) -> None:
+        self._index()
+        key = row_key(row_id)
+        data = state.to_bytes()
+        stored = self._rows.get(key)
+        if stored == data:
+            return
+        if stored is None:
+            subject, table, row_key_values = row_id
+            self._locations[where_key(table, row_key_values)] = orjson.dumps(subject)
+        self._rows[key] = data
+
+    def delete_row(self, row_id: RowId) -> None:
+        due = self._index()
+        key = row_key(row_id)
+        if self._rows.get(key) is None:
+            return
+        due.armed.pop(row_id, None)
+        _, table, row_key_values = row_id
+        del self._rows[key]
+        del self._locations[where_key(table, row_key_values)]
+
+    def locate(self, table: str, key: Key) -> RowId | None:
+        data = self._locations.get(where_key(table, key))
+        if data is None:
+            return None
+        subject: str | None = orjson.loads(data)
+        return subject, table, key
+
+    def rows_of(self, subject: str | None) -> list[RowId]:
+        self._index()
+        prefix = subject_prefix(subject)
+        return [(subject, *_where(key[len(prefix) :])) for key in self._keys_from(prefix)]
+
+    def has_rows(self, subject: str | None) -> bool:
+        self._index()
+        return next(self._keys_from(subject_prefix(subject)), None) is not None
+
+    # --- subjects ------------------------------------------------------------------------
+
+    def subject(self, subject: str) -> SubjectState | None:
+        data = self._subjects.get(subject.encode())
+        return None if data is None else SubjectState.from_bytes(data)
+
+    def put_subject(self, subject: str, state: SubjectState) -> None:
+        self._subjects[subject.encode()] = state.to_bytes()
+
+    def delete_subject(self, subject: str) -> None:
+        key = subject.encode()
+        if self._subjects.get(key) is not None:
+            del self._subjects[key]
+
+    # --- due index -----------------------------------------------------------------------
+
+    def arm(self, row_id: RowId, at: Instant | None) -> None:
+        self._index().arm(row_id, at)
+
+    def pop_due(self, until: Instant) -> tuple[Instant, RowId] | None:
+        return self._index().pop(until)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the due index of these partitions: it is rebuilt from their rows at next use."""
+        for partition in partitions:
+            self._due.pop(partition, None)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _partition(self) -> int:
+        event = faust.current_event()
+        if event is None:
+            raise RuntimeError("the Faust store is used outside an agent's stream")
+        partition: int = event.message.partition
+        return partition
+
+    def _index(self) -> _DueIndex:
+        """The current partition's due index, rebuilt from its rows on first use."""
+        partition = self._partition()
+        due = self._due.get(partition)
+        if due is None:
+            due = self._due[partition] = self._rebuild(partition)
+        return due
+
+    def _rebuild(self, partition: int) -> _DueIndex:
+        due = _DueIndex()
+        subjects: dict[str, SubjectState | None] = {}
+        for key, data in self._rows_db(partition).items():
+            if key[:1] not in (_NO_SUBJECT, _SUBJECT):
+                continue  # Faust's own keys (the persisted changelog offset)
+            row = RowState.from_bytes(data)
+            subject = None
+            if row.subject is not None:
+                if row.subject not in subjects:
+                    subjects[row.subject] = self.subject(row.subject)
+                subject = subjects[row.subject]
+            due.arm(decode_row_key(key), self._next_due(row, subject))
+        return due
+
+    def _rows_db(self, partition: int) -> Any:
+        return self._rows.data._db_for_partition(partition)
+
+    def _keys_from(self, prefix: bytes) -> Iterator[bytes]:
+        for key in self._rows_db(self._partition()).keys(from_key=prefix):
+            if not key.startswith(prefix):
+                return
+            yield key

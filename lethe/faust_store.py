@@ -24,7 +24,6 @@ never from a timer or task (the RocksDB store refuses writes outside stream cont
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,7 +35,7 @@ from faust.types import TP
 from policy.events import Key
 from policy.instants import Instant
 from policy.state import RowState, SubjectState
-from policy.store import RowId
+from policy.store import DueIndex, RowId
 
 NextDue = Callable[[RowState, SubjectState | None], Instant | None]
 """When a stored row falls due next given its subject's state (`policy.engine.next_due`
@@ -119,38 +118,6 @@ def decode_row_key(data: bytes) -> RowId:
     return subject, table, key
 
 
-class _DueIndex:
-    """One partition's timers: a heap with lazy deletion, at most one live timer per row."""
-
-    __slots__ = ("armed", "sequence", "timers")
-
-    def __init__(self) -> None:
-        self.timers: list[tuple[Instant, int, RowId]] = []
-        self.armed: dict[RowId, Instant] = {}
-        self.sequence = 0
-
-    def arm(self, row_id: RowId, at: Instant | None) -> None:
-        armed = self.armed
-        if at is None:
-            armed.pop(row_id, None)
-            return
-        if armed.get(row_id) == at:
-            return
-        armed[row_id] = at
-        self.sequence += 1
-        heapq.heappush(self.timers, (at, self.sequence, row_id))
-
-    def pop(self, until: Instant) -> tuple[Instant, RowId] | None:
-        timers = self.timers
-        armed = self.armed
-        while timers and timers[0][0] <= until:
-            at, _, row_id = heapq.heappop(timers)
-            if armed.get(row_id) == at:
-                del armed[row_id]
-                return at, row_id
-        return None
-
-
 class FaustStore:
     """A `policy.store.Store` over `StateTables`, for the partition of the current event.
 
@@ -169,7 +136,7 @@ class FaustStore:
         self._subjects = tables.subjects
         self._locations = tables.locations
         self._next_due = next_due
-        self._due: dict[int, _DueIndex] = {}
+        self._due: dict[int, DueIndex] = {}
         if app is not None:
 
             def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -201,7 +168,7 @@ class FaustStore:
         key = row_key(row_id)
         if self._rows.get(key) is None:
             return
-        due.armed.pop(row_id, None)
+        due.arm(row_id, None)
         _, table, row_key_values = row_id
         del self._rows[key]
         del self._locations[where_key(table, row_key_values)]
@@ -258,7 +225,7 @@ class FaustStore:
         partition: int = event.message.partition
         return partition
 
-    def _index(self) -> _DueIndex:
+    def _index(self) -> DueIndex:
         """The current partition's due index, rebuilt from its rows on first use."""
         partition = self._partition()
         due = self._due.get(partition)
@@ -266,8 +233,8 @@ class FaustStore:
             due = self._due[partition] = self._rebuild(partition)
         return due
 
-    def _rebuild(self, partition: int) -> _DueIndex:
-        due = _DueIndex()
+    def _rebuild(self, partition: int) -> DueIndex:
+        due = DueIndex()
         subjects: dict[str, SubjectState | None] = {}
         for key, data in self._rows_db(partition).items():
             if key[:1] not in (_NO_SUBJECT, _SUBJECT):

@@ -67,19 +67,55 @@ class Store(Protocol):
         Timers due at the same instant come in no particular order."""
 
 
+class DueIndex:
+    """Timers in a heap with lazy deletion: at most one live timer per row, O(log n) to arm,
+    O(due + log n) to pop what is due. Derived data: a store rebuilds it from its rows."""
+
+    __slots__ = ("_armed", "_sequence", "_timers")
+
+    def __init__(self) -> None:
+        self._timers: list[tuple[Instant, int, RowId]] = []
+        self._armed: dict[RowId, Instant] = {}
+        self._sequence = 0
+
+    def arm(self, row_id: RowId, at: Instant | None) -> None:
+        """Set the row's timer to `at`, replacing the one it had; None disarms it."""
+        armed = self._armed
+        if at is None:
+            armed.pop(row_id, None)
+            return
+        if armed.get(row_id) == at:
+            return
+        armed[row_id] = at
+        self._sequence += 1
+        heapq.heappush(self._timers, (at, self._sequence, row_id))
+
+    def pop(self, until: Instant) -> tuple[Instant, RowId] | None:
+        """Remove and return the earliest timer due at or before `until`, or None."""
+        timers = self._timers
+        armed = self._armed
+        while timers and timers[0][0] <= until:
+            at, _, row_id = heapq.heappop(timers)
+            if armed.get(row_id) == at:
+                del armed[row_id]
+                return at, row_id
+        return None
+
+    def __len__(self) -> int:
+        return len(self._armed)
+
+
 class MemoryStore:
     """A `Store` in dicts and a heap: the state of one `lethe simulate` run."""
 
-    __slots__ = ("_armed", "_located", "_members", "_rows", "_sequence", "_subjects", "_timers")
+    __slots__ = ("_due", "_located", "_members", "_rows", "_subjects")
 
     def __init__(self) -> None:
         self._rows: dict[RowId, RowState] = {}
         self._located: dict[tuple[str, Key], str | None] = {}
         self._members: dict[str | None, dict[tuple[str, Key], None]] = {}
         self._subjects: dict[str, SubjectState] = {}
-        self._timers: list[tuple[Instant, int, RowId]] = []
-        self._armed: dict[RowId, Instant] = {}
-        self._sequence = 0
+        self._due = DueIndex()
 
     def row(self, row_id: RowId) -> RowState | None:
         return self._rows.get(row_id)
@@ -100,7 +136,7 @@ class MemoryStore:
     def delete_row(self, row_id: RowId) -> None:
         if self._rows.pop(row_id, None) is None:
             return
-        self._armed.pop(row_id, None)
+        self._due.arm(row_id, None)
         subject, table, key = row_id
         where = (table, key)
         del self._located[where]
@@ -131,25 +167,10 @@ class MemoryStore:
         self._subjects.pop(subject, None)
 
     def arm(self, row_id: RowId, at: Instant | None) -> None:
-        armed = self._armed
-        if at is None:
-            armed.pop(row_id, None)
-            return
-        if armed.get(row_id) == at:
-            return
-        armed[row_id] = at
-        self._sequence += 1
-        heapq.heappush(self._timers, (at, self._sequence, row_id))
+        self._due.arm(row_id, at)
 
     def pop_due(self, until: Instant) -> tuple[Instant, RowId] | None:
-        timers = self._timers
-        armed = self._armed
-        while timers and timers[0][0] <= until:
-            at, _, row_id = heapq.heappop(timers)
-            if armed.get(row_id) == at:
-                del armed[row_id]
-                return at, row_id
-        return None
+        return self._due.pop(until)
 
     # --- for inspection (tests, `lethe simulate` statistics) ---------------------------
 

@@ -4,8 +4,10 @@
 - no command is ever issued for a held subject;
 - after a hold's release (by update, delete or a move to another customer), no subject
   stays held without an open hold row naming it;
-- legal-obligation rules never fire early;
-- simulate gives identical output for identical input.
+- legal-obligation rules never fire early.
+
+(That `lethe simulate` prints the same bytes whatever the hash seed is checked in
+test_sample_output.py, with two processes.)
 """
 
 from __future__ import annotations
@@ -283,12 +285,3 @@ def test_legal_obligation_rules_never_fire_early(stream: list[str]):
                 # due exactly at one of the row's start + period, issued no earlier
                 assert command.due_at in starts[(command.table, command.key[0][1])]
                 assert command.issued_at >= command.due_at
-
-
-@SETTINGS
-@given(stream=streams(), until=st.one_of(st.none(), st.just(FAR)))
-def test_simulate_gives_identical_output_for_identical_input(stream: list[str], until: int | None):
-    first = simulate(ENGINE, stream, until)
-    second = simulate(Engine.compile(load_demo_policy()), list(stream), until)
-    assert [c.to_json() for c in first.commands] == [c.to_json() for c in second.commands]
-    assert first.errors == second.errors == ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ import pytest
 from lethe.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-LETHE = REPO / ".venv" / "bin" / "lethe"
+LETHE = Path(sys.executable).parent / "lethe"
+"""The console script installed next to the interpreter running the tests."""
 ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<message>.+) \((?P<hint>.+)\)$")
 
 VALID_SUMMARY = "config/policy.yaml: valid: 24 purposes, 18 sources, 21 rules, 7 parameters\n"
@@ -122,7 +124,7 @@ def test_not_utf8(in_repo: None, tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_installed_command_exit_codes(tmp_path: Path) -> None:
-    assert LETHE.exists(), f"{LETHE} is missing; run `make venv`"
+    assert LETHE.exists(), f"{LETHE} is missing: install the project (pip install -e .)"
     ok = subprocess.run(
         [str(LETHE), "validate", "config/policy.yaml"],
         cwd=REPO,

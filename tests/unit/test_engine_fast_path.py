@@ -21,11 +21,12 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
 from lethe.policy_file import policy_schema
-from policy.debezium import ChangeEvent, Op, Value
-from policy.engine import Engine, SourcePlan, apply, due, next_due
+from policy.engine import Engine, apply, due, next_due
+from policy.events import ChangeEvent, Op, Value
 from policy.instants import from_datetime, to_datetime
 from policy.loader import load_policy_text, parse_policy
 from policy.model import Policy
+from policy.plans import SourcePlan
 from policy.state import RowState, StateValue, SubjectState
 from tests.unit.conftest import cmd, record, run
 

@@ -58,9 +58,8 @@ def install(
     locations = app.Table(
         LOCATIONS_TABLE,
         partitions=partitions,
-        schema=faust.Schema(
-            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
+        key_type=bytes,  # raw bytes in the store and the changelog
+        value_type=bytes,
         help="Row (<table>:<key JSON>) -> its subject, or - for none.",
     )
 

@@ -130,4 +130,5 @@ def test_the_worker_app_assigns_the_change_topics_to_its_own_subject_events(
     assert app.subject_events.partitions == 5
     locations = app.tables[LOCATIONS_TABLE]
     assert locations.partitions == 3, "co-partitioned with the change topics"
+    assert (locations.key_serializer, locations.value_serializer) == ("raw", "raw")
     assert locations.changelog_topic.get_topic_name() == "lethe-unit-wiring-locations-changelog"

@@ -12,8 +12,8 @@ the worker's `<app id>-subject-events` and checks what a later stage sees:
   the second with a `depart` keyed by the first, and its delete keyed by the second;
 - a delete whose before image holds only the key (REPLICA IDENTITY DEFAULT) arrives keyed
   by the subject of the row's create;
-and a worker whose policy names change topics of different partition counts stops at start,
-naming them.
+and a worker stops at start, saying what to do, when the change topics its policy names have
+different partition counts, or when its subject events topic exists with another count.
 
 Rows inserted here are the test's own (a marker in their text) and deleted by it; the run's
 topics and consumer group are deleted at the end. Fails (never skips) when the stack is down.
@@ -343,3 +343,27 @@ def test_change_topics_of_different_partition_counts_stop_the_worker(
         assert not [t for t in admin.list_topics(timeout=10).topics if t.startswith(app_id)]
     finally:
         forget(real_stack, app_id, {topic})
+
+
+def test_a_subject_events_topic_of_another_partition_count_stops_the_worker(
+    real_stack: Settings, tmp_path: Path
+) -> None:
+    app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
+    topic = f"{app_id}-subject-events"
+    admin = AdminClient(quiet(real_stack))
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(
+        timeout=30
+    )
+    try:
+        handle = start_worker(app_id, tmp_path, write_policy(tmp_path / "policy.yaml", []))
+        try:
+            handle.process.wait(timeout=60)
+        finally:
+            stop(handle)
+        assert handle.process.returncode != 0
+        assert (
+            f"topic {topic} has 2 partitions but LETHE_INTERNAL_PARTITIONS={PARTITIONS}; "
+            "set LETHE_INTERNAL_PARTITIONS=2"
+        ) in handle.log()
+    finally:
+        forget(real_stack, app_id, set())

@@ -12,18 +12,31 @@ scale with partitions instead).
 from __future__ import annotations
 
 import faust
-from faust.types import ChannelT
+from faust.types import ChannelT, TopicT
 
-from lethe.agents import change_counter
+from lethe.agents import assign
 from lethe.metrics import WorkerMetrics
+from policy.engine import Engine
 
 
 def install(
     app: faust.App,
     *,
+    engine: Engine,
     metrics: WorkerMetrics,
     changes: ChannelT[bytes],
+    change_partitions: int,
     deadletters: ChannelT[bytes],
+    subject_events: TopicT,
 ) -> None:
-    """Register every agent of the worker on `app`: the change counter reads `changes`."""
-    change_counter.install(app, changes, deadletters, metrics=metrics)
+    """Register every agent of the worker on `app`: the assign agent reads `changes` (each
+    with `change_partitions` partitions) and forwards to `subject_events`."""
+    assign.install(
+        app,
+        changes,
+        deadletters,
+        subject_events,
+        engine=engine,
+        metrics=metrics,
+        partitions=change_partitions,
+    )

@@ -12,6 +12,12 @@ What the app is made of:
   (`declare_change_topics`), never changed while it runs (a subscription change
   can lose the first record of a new partition in Faust 0.15; a new table is a
   policy change and a restart);
+- every change topic the policy names has the same partition count P
+  (`change_topic_partitions`, checked before the app is built): the assign agent keeps
+  its `locations` table co-partitioned with them;
+- its own topic between stages, `<app id>-subject-events`, with LETHE_INTERNAL_PARTITIONS
+  partitions (`declare_internal_topic` before the app starts; the assign agent declares
+  it again before it sends);
 - a check at start and every `UNCLASSIFIED_CHECK_S` for change topics of tables
   the policy does not name: counted in `lethe_unclassified_tables`, logged once
   each, never read;
@@ -39,7 +45,7 @@ from faust.types.transports import TransportT
 from prometheus_client import Gauge
 
 from lethe import consumer, topics
-from lethe.errors import StackError
+from lethe.errors import ConfigError, StackError
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
 from lethe.settings import APP_ID, Settings
 
@@ -74,6 +80,7 @@ class LetheApp(faust.App):
     change_topic: TopicT
     change_topic_names: tuple[str, ...]
     deadletters: TopicT
+    subject_events: TopicT
 
     def _new_transport(self) -> TransportT:
         # Faust's `by_url` would pick its stock aiokafka transport for kafka:// URLs;
@@ -142,6 +149,7 @@ def create_app(
     app.change_topic_names = tuple(change_topic_names)
     app.change_topic = topics.change_topics(app, app.change_topic_names)
     app.deadletters = topics.deadletter_topic(app)
+    app.subject_events = topics.subject_events_topic(app, settings.internal_partitions)
     watch = UnclassifiedWatch(
         settings.cdc_topic_prefix, app.change_topic_names, app.metrics.unclassified_tables
     )
@@ -214,6 +222,84 @@ def declare_change_topics(
             raise _unreachable(settings, exc) from exc
         created.append(name)
     return sorted(created)
+
+
+def topic_partitions(settings: Settings, names: Sequence[str]) -> dict[str, int]:
+    """The partition count of each of `names` the broker has; StackError if no answer."""
+    try:
+        metadata = _admin(settings).list_topics(timeout=10.0)
+    except Exception as exc:
+        raise _unreachable(settings, exc) from exc
+    return {
+        name: len(metadata.topics[name].partitions) for name in names if name in metadata.topics
+    }
+
+
+def same_partition_count(counts: dict[str, int]) -> int | None:
+    """The partition count all the change topics share (None for none); ConfigError naming
+    the topics and counts when they differ."""
+    distinct = sorted(set(counts.values()))
+    if len(distinct) <= 1:
+        return distinct[0] if distinct else None
+    groups = "; ".join(
+        f"{count} partition{'s' if count != 1 else ''}: "
+        + ", ".join(sorted(name for name, n in counts.items() if n == count))
+        for count in distinct
+    )
+    most = distinct[-1]
+    raise ConfigError(
+        f"the change topics the policy names have different partition counts ({groups}); "
+        "the worker keeps each row's location in a table partitioned like them, so they need "
+        f"one count: give them all the same one (e.g. {most}: recreate the others with "
+        f"{most} partitions and re-snapshot them, or set Debezium's "
+        "topic.creation.default.partitions before it creates them), or repartition them into "
+        "topics of one count and name those in the policy"
+    )
+
+
+def change_topic_partitions(settings: Settings, names: Sequence[str]) -> int:
+    """P: the partition count every change topic in `names` has (create them first). With
+    no names, LETHE_INTERNAL_PARTITIONS. ConfigError when they differ or one is missing."""
+    counts = topic_partitions(settings, names)
+    missing = sorted(set(names) - counts.keys())
+    if missing:
+        raise ConfigError(
+            f"the change topics {', '.join(missing)} are not on {settings.kafka_bootstrap}; "
+            "the worker creates them at start: check the broker's log"
+        )
+    shared = same_partition_count(counts)
+    return settings.internal_partitions if shared is None else shared
+
+
+def declare_internal_topic(
+    settings: Settings, name: str, partitions: int, timeout_s: float = 30.0
+) -> bool:
+    """Create the worker's own topic `name` with `partitions` partitions if the broker lacks
+    it; return whether it was created. ConfigError if it exists with another count (its
+    records are placed by key over that count); StackError if the broker does not answer."""
+    existing = topic_partitions(settings, [name])
+    if name in existing:
+        if existing[name] != partitions:
+            raise ConfigError(
+                f"topic {name} has {existing[name]} partitions but LETHE_INTERNAL_PARTITIONS="
+                f"{partitions}; set LETHE_INTERNAL_PARTITIONS={existing[name]}, or start the "
+                "worker with a new --app-id (it reads the change topics again from their start)"
+            )
+        return False
+    admin = _admin(settings)
+    future = admin.create_topics([NewTopic(name, num_partitions=partitions)])[name]
+    try:
+        future.result(timeout=timeout_s)
+    except KafkaException as exc:
+        if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return declare_internal_topic(settings, name, partitions, timeout_s)
+        raise StackError(
+            f"could not create topic {name} on {settings.kafka_bootstrap} ({exc}); create it "
+            f"with {partitions} partitions, or check the broker's permissions and log"
+        ) from exc
+    except Exception as exc:
+        raise _unreachable(settings, exc) from exc
+    return True
 
 
 class UnclassifiedWatch:

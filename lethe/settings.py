@@ -106,6 +106,10 @@ class Settings:
     clock_topic: str | None = None
     """LETHE_CLOCK_TOPIC: manual: the compacted topic `lethe clock advance` writes to
     (default `lethe.clock`, see `lethe.topics`)."""
+    internal_partitions: int = 8
+    """LETHE_INTERNAL_PARTITIONS: partition count of the worker's own topics between its stages
+    (`<app id>-subject-events`), set when the worker first creates them (default 8). The
+    worker refuses to start when an existing one has another count."""
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -113,6 +117,11 @@ class Settings:
             if isinstance(value, Path) and not value.is_absolute():
                 object.__setattr__(self, setting.name, value.absolute())
         self._check_clock()
+        if self.internal_partitions < 1:
+            raise ConfigError(
+                f"LETHE_INTERNAL_PARTITIONS={self.internal_partitions} is less than 1; set a "
+                "partition count such as 8 (the default)"
+            )
 
     def _check_clock(self) -> None:
         """ConfigError when the clock variables do not make one clock of LETHE_CLOCK's mode."""
@@ -207,7 +216,8 @@ class Settings:
                     values[field_name] = int(raw)
                 except ValueError:
                     raise ConfigError(
-                        f"{variable}={raw!r} is not a whole number; set it to a port such as 6066"
+                        f"{variable}={raw!r} is not a whole number; set it to one such as "
+                        f"{current} (the default)"
                     ) from None
             elif isinstance(current, Path):
                 values[field_name] = Path(raw).expanduser()
@@ -271,4 +281,5 @@ _VARIABLES: dict[str, str] = {
     "clock_wall_start": "LETHE_CLOCK_WALL_START",
     "clock_speed": "LETHE_CLOCK_SPEED",
     "clock_topic": "LETHE_CLOCK_TOPIC",
+    "internal_partitions": "LETHE_INTERNAL_PARTITIONS",
 }

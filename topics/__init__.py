@@ -18,6 +18,14 @@
   writes one JSON record `{"instant": ..., "advanced_at": ...}` under the key `clock`
   (`lethe.clock.ManualClockReader` follows it); compacted, so the latest advance stays
   for good. One partition, created by the first `lethe clock advance`.
+- `<app id>-subject-events` (`lethe-subject-events` for the default app id): every change
+  record of the policy's tables, keyed by the subject of its row, for the enforcing stage
+  (E). Prefixed by the app id, as Faust names its own topics, so two workers with
+  different ids never share it. LETHE_INTERNAL_PARTITIONS partitions (default 8), created
+  by the worker before its agents send. Its records (values: the raw Debezium value,
+  which holds personal data; metadata in headers) are described under "Wire format of
+  lethe-subject-events" in docs/design/enforcer.md; the header names are the
+  `*_HEADER` constants below.
 """
 
 from __future__ import annotations
@@ -40,6 +48,32 @@ DEADLETTER_RETENTION_S: Final = 30 * 24 * 3600
 CLOCK_TOPIC: Final = "lethe.clock"
 CLOCK_TOPIC_CONFIG: Final = {"cleanup.policy": "compact"}
 CLOCK_KEY: Final = b"clock"
+SUBJECT_EVENTS_SUFFIX: Final = "subject-events"
+
+KIND_HEADER: Final = "lethe-kind"
+"""`event` (a change of a row, value = the Debezium value) or `depart` (null value)."""
+EVENT_KIND: Final = b"event"
+DEPART_KIND: Final = b"depart"
+TABLE_HEADER: Final = "lethe-table"
+"""The row's schema-qualified table, `public.info_requests`."""
+KEY_HEADER: Final = "lethe-key"
+"""The row's primary key as a JSON object in the policy's primary-key order, `{"id":42}`."""
+OP_HEADER: Final = "lethe-op"
+"""Debezium's op of the event: c, u, d or r (events only)."""
+TS_HEADER: Final = "lethe-ts"
+"""The event's time (`ChangeEvent.ts`): microseconds since the epoch, decimal digits."""
+SOURCE_TOPIC_HEADER: Final = "lethe-source-topic"
+SOURCE_PARTITION_HEADER: Final = "lethe-source-partition"
+SOURCE_OFFSET_HEADER: Final = "lethe-source-offset"
+"""Where the change record is (topic; partition and offset in decimal digits): the record
+itself on an event, the record that moved the row on a depart."""
+SUBJECT_HEADER: Final = "lethe-subject"
+"""The record's key when it is a subject; absent when the row has no subject (the record
+key is then `<table>:<key JSON>`)."""
+MOVED_FROM_HEADER: Final = "lethe-moved-from"
+"""On an event that moved its row: the key the row's earlier records were sent under."""
+MOVED_TO_HEADER: Final = "lethe-moved-to"
+"""On a depart: the key the moving event was sent under."""
 
 
 def policy_change_topics(policy: Policy, prefix: str) -> tuple[str, ...]:
@@ -90,6 +124,25 @@ def change_topics(app: faust.App, names: Sequence[str]) -> TopicT:
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
+        allow_empty=True,
+    )
+
+
+def subject_events_topic_name(app_id: str) -> str:
+    """`<app id>-subject-events`: `lethe-subject-events` for the default app id `lethe`."""
+    return f"{app_id}-{SUBJECT_EVENTS_SUFFIX}"
+
+
+def subject_events_topic(app: faust.App, partitions: int) -> TopicT:
+    """The app's `<app id>-subject-events` with `partitions` partitions (raw bytes)."""
+    return app.topic(
+        subject_events_topic_name(app.conf.id),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        internal=True,
         allow_empty=True,
     )
 

@@ -3,8 +3,11 @@
 The composition root: it reads the settings and the policy (LETHE_POLICY), takes
 the change topic of every source the policy names (`<LETHE_CDC_TOPIC_PREFIX>.
 <schema>.<table>`; the policy's `topic_prefix` must be the same), creates those the
-broker lacks, builds the app (`lethe.app.create_app`) subscribed to exactly these,
-installs the agents (`lethe.agents.install`) and runs it until interrupted. The
+broker lacks, checks they all have the same partition count P (stops naming the topics
+and counts if not), creates the worker's `<app id>-subject-events` with
+LETHE_INTERNAL_PARTITIONS partitions, builds the app (`lethe.app.create_app`) subscribed
+to exactly the change topics, installs the agents (`lethe.agents.install`: the assign
+agent) and runs it until interrupted. The
 subscription never changes while it runs: to read a new table, add it to the
 policy and restart; until then the worker counts its topic in
 `lethe_unclassified_tables`. Metrics are served at
@@ -25,6 +28,7 @@ from lethe.settings import APP_ID, Settings
 
 if TYPE_CHECKING:
     from lethe.app import LetheApp
+    from policy.model import Policy
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -42,14 +46,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_worker_app(
-    settings: Settings, app_id: str, change_topic_names: Sequence[str]
+    settings: Settings,
+    app_id: str,
+    policy: Policy,
+    change_topic_names: Sequence[str],
+    change_partitions: int,
 ) -> LetheApp:
-    """The worker's app with every agent installed."""
+    """The worker's app with every agent installed; the change topics have
+    `change_partitions` partitions each."""
     from lethe import agents
     from lethe.app import create_app
+    from policy.engine import Engine
 
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
-    agents.install(app, metrics=app.metrics, changes=app.change_topic, deadletters=app.deadletters)
+    agents.install(
+        app,
+        engine=Engine.compile(policy),
+        metrics=app.metrics,
+        changes=app.change_topic,
+        change_partitions=change_partitions,
+        deadletters=app.deadletters,
+        subject_events=app.subject_events,
+    )
     return app
 
 
@@ -57,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from lethe import topics
-    from lethe.app import declare_change_topics
+    from lethe.app import change_topic_partitions, declare_change_topics, declare_internal_topic
 
     settings = Settings.from_env()
     policy = load_policy(settings.policy_path)
@@ -69,7 +87,15 @@ def run(args: argparse.Namespace) -> int:
             f"broker lacked: {', '.join(created)}",
             file=sys.stderr,
         )
-    app = build_worker_app(settings, args.app_id, names)
+    partitions = change_topic_partitions(settings, names)
+    subject_events = topics.subject_events_topic_name(args.app_id)
+    if declare_internal_topic(settings, subject_events, settings.internal_partitions):
+        print(
+            f"lethe worker: created {subject_events} with {settings.internal_partitions} "
+            "partitions",
+            file=sys.stderr,
+        )
+    app = build_worker_app(settings, args.app_id, policy, names, partitions)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
     worker = faust.Worker(app, loglevel=args.loglevel)
     try:

@@ -1,8 +1,8 @@
 """The structure of Debezium records, policy-free (`parse_raw`) and with the policy (`decode_raw`).
 
-The walking-skeleton agent checks structure with `parse_raw` (it counts tables the
-policy lacks); the engine decodes with `decode_raw`. Both run the same envelope
-parser, so for the structure of a record they must agree: same accept, same reason.
+`parse_raw` reads a record without a policy; the assign agent and the engine decode with
+`decode_raw`. Both run the same envelope parser, so for the structure of a record they must
+agree: same accept, same reason.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import lethe
 import policy
-from lethe.agents.change_counter import AGENT_NAME
+from lethe.agents.assign import AGENT_NAME, LOCATIONS_TABLE
 from lethe.commands.worker import build_worker_app
+from lethe.policy_file import load_policy
 from lethe.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,9 +85,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycle_among_lethe_agents_topics_and_policy() -> None:
     graph = import_graph()
-    assert {"lethe.app", "lethe.agents", "lethe.agents.change_counter", "lethe.topics"} <= set(
-        graph
-    )
+    assert {"lethe.app", "lethe.agents", "lethe.agents.assign", "lethe.topics"} <= set(graph)
     assert cycles(graph) == []
 
 
@@ -98,7 +97,7 @@ def test_only_the_worker_command_imports_the_agents() -> None:
         if "lethe.agents" in targets and not name.startswith("lethe.agents")
     }
     assert importers == {"lethe.commands.worker"}
-    assert not {"lethe.app", "lethe.commands.worker"} & graph["lethe.agents.change_counter"]
+    assert not {"lethe.app", "lethe.commands.worker"} & graph["lethe.agents.assign"]
 
 
 def test_nothing_imports_the_bare_agents_or_topics_names() -> None:
@@ -117,10 +116,19 @@ def test_nothing_imports_the_bare_agents_or_topics_names() -> None:
     assert {file: names for file, names in bare.items() if names} == {}
 
 
-def test_the_worker_app_has_the_change_counter_on_the_change_topics(tmp_path: Path) -> None:
-    app = build_worker_app(
-        Settings(data_dir=tmp_path), "lethe-unit-wiring", ["hosting.public.customers"]
-    )
+def test_the_worker_app_assigns_the_change_topics_to_its_own_subject_events(
+    tmp_path: Path,
+) -> None:
+    names = ["hosting.public.customers", "hosting.public.orders"]
+    settings = Settings(data_dir=tmp_path, internal_partitions=5)
+    policy = load_policy(ROOT / "config" / "policy.yaml")
+    app = build_worker_app(settings, "lethe-unit-wiring", policy, names, 3)
     agent = app.agents[AGENT_NAME]
     assert agent.channel is app.change_topic
-    assert list(app.change_topic.topics) == ["hosting.public.customers"]
+    assert list(app.change_topic.topics) == names
+    assert list(app.subject_events.topics) == ["lethe-unit-wiring-subject-events"]
+    assert app.subject_events.partitions == 5
+    locations = app.tables[LOCATIONS_TABLE]
+    assert locations.partitions == 3, "co-partitioned with the change topics"
+    assert (locations.key_serializer, locations.value_serializer) == ("raw", "raw")
+    assert locations.changelog_topic.get_topic_name() == "lethe-unit-wiring-locations-changelog"

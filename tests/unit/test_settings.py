@@ -40,6 +40,15 @@ def test_a_malformed_port_names_its_variable() -> None:
         Settings.from_env({"LETHE_WEB_PORT": "sixty"})
 
 
+def test_internal_topics_have_8_partitions_unless_set_to_at_least_1() -> None:
+    assert Settings().internal_partitions == 8
+    assert Settings.from_env({"LETHE_INTERNAL_PARTITIONS": "12"}).internal_partitions == 12
+    with pytest.raises(ConfigError, match="LETHE_INTERNAL_PARTITIONS=0 is less than 1"):
+        Settings.from_env({"LETHE_INTERNAL_PARTITIONS": "0"})
+    with pytest.raises(ConfigError, match=r"LETHE_INTERNAL_PARTITIONS='eight'.*such as 8"):
+        Settings.from_env({"LETHE_INTERNAL_PARTITIONS": "eight"})
+
+
 ACCELERATED = {
     "LETHE_CLOCK": "accelerated",
     "LETHE_CLOCK_WALL_START": "2026-11-30T09:00:00Z",

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from lethe import topics
-from lethe.app import UnclassifiedWatch
+from lethe.app import UnclassifiedWatch, same_partition_count
 from lethe.errors import ConfigError
 from lethe.metrics import WorkerMetrics
 from lethe.settings import Settings
@@ -102,3 +102,26 @@ def test_unclassified_topics_show_in_the_gauge_and_are_logged_once_each(
 def test_the_prefix_is_a_setting_with_the_demo_default() -> None:
     assert Settings().cdc_topic_prefix == "hosting"
     assert Settings.from_env({"LETHE_CDC_TOPIC_PREFIX": "shop"}).cdc_topic_prefix == "shop"
+
+
+def test_change_topics_of_one_partition_count_give_it() -> None:
+    assert same_partition_count({"hosting.public.orders": 3, "hosting.public.customers": 3}) == 3
+    assert same_partition_count({}) is None
+
+
+def test_change_topics_of_different_partition_counts_stop_the_worker_naming_them() -> None:
+    counts = {"hosting.public.orders": 1, "hosting.public.customers": 4, "hosting.public.leads": 1}
+    with pytest.raises(ConfigError) as error:
+        same_partition_count(counts)
+    message = str(error.value)
+    assert (
+        "different partition counts (1 partition: hosting.public.leads, hosting.public.orders; "
+        "4 partitions: hosting.public.customers)"
+    ) in message
+    assert "give them all the same one (e.g. 4" in message
+    assert "repartition them" in message
+
+
+def test_the_subject_events_topic_is_prefixed_by_the_app_id() -> None:
+    assert topics.subject_events_topic_name("lethe") == "lethe-subject-events"
+    assert topics.subject_events_topic_name("lethe-it-route-1") == "lethe-it-route-1-subject-events"

@@ -1,0 +1,195 @@
+"""Assign each change of the policy's tables to its subject, and forward it keyed by that subject.
+
+Reads the change topics the policy names (all with the same partition count P, checked at
+worker start). For each record:
+- decode it with the policy (`policy.decoding.decode_raw`). A record the policy refuses goes
+  to `lethe.deadletter` with its topic, partition, offset, reason code
+  (`policy.envelope.DecodeReason`) and detail, is counted in
+  `lethe_dead_letters_total{topic,reason}`, and processing goes on; so does a record whose
+  decoding or routing raised (a bug: reason `internal_error`, logged with its traceback);
+- count it in `lethe_change_events_total{table,op}` (op c, u, d, r or tombstone); a tombstone
+  is otherwise ignored;
+- find its subject and send it to `<app id>-subject-events` keyed by that subject, with the
+  Debezium value unchanged and the metadata in headers, plus a `depart` for the old key when
+  the row moved (`lethe.agents.routing.route`, which says when the `locations` table is
+  written: first sight, a move, a delete).
+
+`locations` (RocksDB, P partitions, changelog `<app id>-locations-changelog`) maps
+`<table>:<key JSON>` to the row's subject, or `-` for a row without subject. One line per
+event with table, op and key (the primary key only, never row values nor the subject, which
+may be an email address) is logged at DEBUG only (`-l debug`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+import faust
+from faust.types import AgentT, ChannelT, EventT, Message, TopicT
+
+from lethe import topics
+from lethe.agents.routing import Kind, Routing, route, row_id, wire_headers
+from lethe.metrics import WorkerMetrics
+from policy.decoding import decode_raw
+from policy.engine import Engine
+from policy.envelope import Rejection, rejection_of_bug
+from policy.events import TOMBSTONE, ChangeEvent, Key
+
+log = logging.getLogger(__name__)
+
+AGENT_NAME: Final = "lethe.assign"
+LOCATIONS_TABLE: Final = "locations"
+DEADLETTER_RETRY_MAX_S: Final = 30.0
+
+
+def install(
+    app: faust.App,
+    changes: ChannelT[bytes],
+    deadletters: ChannelT[bytes],
+    subject_events: TopicT,
+    *,
+    engine: Engine,
+    metrics: WorkerMetrics,
+    partitions: int,
+) -> AgentT[Any]:
+    """Register the assign agent on `app`, reading `changes` (P = `partitions` each)."""
+    locations = app.Table(
+        LOCATIONS_TABLE,
+        partitions=partitions,
+        key_type=bytes,  # raw bytes in the store and the changelog
+        value_type=bytes,
+        help="Row (<table>:<key JSON>) -> its subject, or - for none.",
+    )
+
+    async def assign(stream: Any) -> None:
+        await subject_events.maybe_declare()
+        event: EventT[bytes]
+        async for event in stream.events():
+            await handle_change(
+                event.message,
+                engine=engine,
+                locations=locations,
+                metrics=metrics,
+                deadletters=deadletters,
+                subject_events=subject_events,
+            )
+
+    return app.agent(changes, name=AGENT_NAME, concurrency=1)(assign)
+
+
+async def handle_change(
+    message: Message,
+    *,
+    engine: Engine,
+    locations: Any,
+    metrics: WorkerMetrics,
+    deadletters: ChannelT[bytes],
+    subject_events: ChannelT[bytes],
+) -> None:
+    """Process one change record; never raises for bad input."""
+    value = _raw(message.value)
+    try:
+        outcome = decode_raw(engine.decoding, message.topic, _raw(message.key), value)
+    except Exception as exc:  # decode_raw never raises on bad input; a bug must not kill the agent
+        log.exception("Decoding %s[%s]@%s failed", message.topic, message.partition, message.offset)
+        outcome = rejection_of_bug(exc)
+    if isinstance(outcome, Rejection):
+        await reject(message, outcome, metrics, deadletters)
+        return
+    op = TOMBSTONE if not isinstance(outcome, ChangeEvent) else outcome.op.value
+    metrics.change_events.labels(table=outcome.table, op=op).inc()
+    log.debug("change table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
+    if not isinstance(outcome, ChangeEvent):
+        return
+    row = row_id(outcome.table, outcome.key).encode()
+    try:
+        located = locations.get(row)
+        routing = route(engine, None if located is None else located.decode(), outcome)
+    except Exception as exc:
+        log.exception("Routing %s[%s]@%s failed", message.topic, message.partition, message.offset)
+        await reject(message, rejection_of_bug(exc, outcome.table), metrics, deadletters)
+        return
+    _write(locations, routing)
+    for record in routing.records:
+        await subject_events.send(
+            key=record.key.encode(),
+            value=value if record.kind is Kind.EVENT else None,
+            headers=wire_headers(record, outcome, message.topic, message.partition, message.offset),
+        )
+
+
+def _write(locations: Any, routing: Routing) -> None:
+    for key, subject in routing.writes:
+        if subject is None:
+            del locations[key.encode()]
+        else:
+            locations[key.encode()] = subject.encode()
+
+
+async def reject(
+    message: Message, rejected: Rejection, metrics: WorkerMetrics, deadletters: ChannelT[bytes]
+) -> None:
+    """Dead-letter the record and count it."""
+    await send_dead_letter(message, rejected, deadletters)
+    metrics.dead_letters.labels(topic=message.topic, reason=rejected.reason.value).inc()
+
+
+async def send_dead_letter(
+    message: Message, rejected: Rejection, deadletters: ChannelT[bytes]
+) -> None:
+    """Send the dead letter and wait until the broker has it.
+
+    Retries until it succeeds: the source record is acknowledged only after
+    this returns, so a broker outage delays processing instead of losing data.
+    """
+    log.warning(
+        "dead letter topic=%s partition=%s offset=%s reason=%s: %s",
+        message.topic,
+        message.partition,
+        message.offset,
+        rejected.reason.value,
+        rejected.detail,
+    )
+    record = topics.dead_letter_record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        reason=rejected.reason.value,
+        detail=rejected.detail,
+        key=_raw(message.key),
+        value=_raw(message.value),
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+    )
+    key = _raw(message.key)
+    delay = 0.5
+    while True:
+        try:
+            delivery = await deadletters.send(key=key, value=record)
+            await delivery
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "Could not send the dead letter for %s[%s]@%s; retrying in %.1fs",
+                message.topic,
+                message.partition,
+                message.offset,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DEADLETTER_RETRY_MAX_S)
+
+
+def _key_label(key: Key) -> str:
+    return ",".join(f"{column}={value}" for column, value in key)
+
+
+def _raw(data: object) -> bytes | None:
+    if data is None or isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return repr(data).encode()

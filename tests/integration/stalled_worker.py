@@ -4,7 +4,8 @@ Usage: python tests/integration/stalled_worker.py <lethe worker arguments>
 
 With LETHE_IT_STALL_DIR set, the worker talks to the test through files there:
 - it appends a line to `resumed` each time Faust has resumed its streams after an
-  assignment (`Recovery._resume_streams`, faust/tables/recovery.py ~305-336);
+  assignment (`Recovery._resume_streams`, faust/tables/recovery.py ~305-336, or
+  `Recovery.on_recovery_completed` ~624-667 when the app has tables);
 - once `arm` exists, the next assignment stalls just before the streams are resumed:
   the worker writes `stalled` and waits (the event loop keeps running other work,
   like a loop busy elsewhere) until `resume` exists, at most STALL_MAX_S.
@@ -28,24 +29,30 @@ STALL_MAX_S = 120.0
 
 
 def patch_recovery(stall_dir: Path) -> None:
+    """Wrap both ways Faust resumes its streams after an assignment: `_resume_streams` when
+    the app has no tables, `on_recovery_completed` after the tables' changelogs are read
+    (the worker's `locations` table)."""
     from faust.tables.recovery import Recovery
 
-    resume_streams = Recovery._resume_streams
     stalled = False
 
-    async def stalling_resume_streams(self: Any, generation_id: int = 0) -> None:
-        nonlocal stalled
-        if not stalled and (stall_dir / "arm").exists():
-            stalled = True
-            (stall_dir / "stalled").write_text(f"{generation_id}\n")
-            deadline = time.monotonic() + STALL_MAX_S
-            while not (stall_dir / "resume").exists() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        await resume_streams(self, generation_id)
-        with (stall_dir / "resumed").open("a") as resumed:
-            resumed.write(f"{generation_id}\n")
+    def stalling(resume: Any) -> Any:
+        async def stalling_resume(self: Any, generation_id: int = 0) -> None:
+            nonlocal stalled
+            if not stalled and (stall_dir / "arm").exists():
+                stalled = True
+                (stall_dir / "stalled").write_text(f"{generation_id}\n")
+                deadline = time.monotonic() + STALL_MAX_S
+                while not (stall_dir / "resume").exists() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            await resume(self, generation_id)
+            with (stall_dir / "resumed").open("a") as resumed:
+                resumed.write(f"{generation_id}\n")
 
-    Recovery._resume_streams = stalling_resume_streams  # type: ignore[method-assign]
+        return stalling_resume
+
+    Recovery._resume_streams = stalling(Recovery._resume_streams)  # type: ignore[method-assign]
+    Recovery.on_recovery_completed = stalling(Recovery.on_recovery_completed)  # type: ignore[method-assign]
 
 
 def patch_fetch_timeout(timeout_s: float) -> None:

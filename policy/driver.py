@@ -9,6 +9,8 @@ Faust tables), so the two cannot disagree on the bookkeeping:
 - `advance(to)` pops every timer due at or before `to`, in due order, and asks the engine
   what to issue. A timer armed in the past (an overdue row first seen, a hold released)
   fires at the driver's clock: the time of the event that armed it.
+- `depart(table, key, subject, at)` is the half of a move that a driver does when the row's
+  new subject lives elsewhere (the worker's partitions): forget the row, release its hold.
 - A subject's state is kept only while it has an open hold, or activity and a row: a person
   whose last row is gone leaves no identifier behind (`email:` subjects included).
 
@@ -20,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from policy.engine import Engine, apply, due, event_subject, next_due, reads_activity
-from policy.events import ChangeEvent
+from policy.engine import Engine, apply, due, event_subject, leave, next_due, reads_activity
+from policy.events import ChangeEvent, Key
 from policy.instants import Instant
 from policy.state import Command, SubjectState
 from policy.store import RowId, Store
@@ -93,6 +95,28 @@ class Driver:
             self._settle(step.subject_key, subject, step.subject)
             if step.reevaluate_subject:
                 self._rearm(step.subject_key, step.subject, step.holds_changed)
+        return commands
+
+    def depart(self, table: str, key: Key, subject: str | None, at: Instant) -> list[Command]:
+        """The row (table, key) moved from `subject` to another one whose state this driver's
+        store does not hold (the worker: another partition): issue what fell due up to `at`,
+        then forget the row here and release a hold it was. Its events then arrive at the
+        other subject's driver as those of a new row."""
+        if self.clock is not None and at < self.clock:
+            at = self.clock
+        commands = self.advance(at)
+        store = self.store
+        row_id: RowId = (subject, table, key)
+        if store.row(row_id) is None:
+            return commands
+        store.delete_row(row_id)
+        if subject is None:
+            return commands
+        stored = store.subject(subject)
+        released = leave(self.engine, table, key, stored) if stored is not None else None
+        self._settle(subject, stored, released if released is not None else stored)
+        if released is not None:
+            self._rearm(subject, released, True)
         return commands
 
     def _settle(self, key: str, stored: SubjectState | None, state: SubjectState | None) -> None:

@@ -76,6 +76,7 @@ __all__ = [
     "due",
     "event_subject",
     "hold_id",
+    "leave",
     "next_due",
     "reads_activity",
 ]
@@ -272,7 +273,14 @@ def _subject_change(
     return changed
 
 
-def _leave(source: Source, subject: SubjectState, event: ChangeEvent) -> SubjectState | None:
+def leave(engine: Engine, table: str, key: Key, subject: SubjectState) -> SubjectState | None:
+    """The new state of a subject that the row (table, key) moved away from; None when it
+    does not change. For a driver that learns of the move apart from the event itself (the
+    worker: the row's old subject lives in another partition)."""
+    return _leave(engine.plans[table].source, subject, key)
+
+
+def _leave(source: Source, subject: SubjectState, key: Key) -> SubjectState | None:
     """The new state of the subject a row moves away from; None when it does not change.
 
     A hold the row was is released there, as if the row were deleted. The latest
@@ -281,7 +289,7 @@ def _leave(source: Source, subject: SubjectState, event: ChangeEvent) -> Subject
     """
     if source.hold is None:
         return None
-    hold = hold_id(source.table, event.key)
+    hold = hold_id(source.table, key)
     if hold not in subject.holds:
         return None
     return SubjectState(subject.activity, subject.holds - {hold})
@@ -326,7 +334,7 @@ def apply(
         left_key = row.subject
         if left_key is not None:
             left_state = left if left is not None else EMPTY_SUBJECT
-            released = _leave(plan.source, left_state, event)
+            released = _leave(plan.source, left_state, event.key)
             if released is not None:
                 left_state, reevaluate_left = released, True
 

@@ -8,7 +8,7 @@ from policy.events import ChangeEvent
 from policy.simulation import decode_line
 from policy.state import Command
 from policy.store import MemoryStore
-from tests.unit.conftest import record
+from tests.unit.conftest import micros, record
 
 
 def feed(driver: Driver, *lines: str) -> list[Command]:
@@ -101,3 +101,37 @@ def test_command_ids_are_the_same_on_a_replay_and_differ_per_row_and_stage(demo_
     ]
     assert [c.command_id for c in once] == [c.command_id for c in again]
     assert len({c.command_id for c in once}) == 2
+
+
+def test_a_departed_hold_releases_its_subject_and_what_fell_due_is_issued(demo_engine: Engine):
+    """The worker's half of a move: the hold moved to a customer held in another partition."""
+    driver, store = new_driver(demo_engine)
+    hold = {"id": 9, "customer_id": 7, "case_ref": "X", "released_at": None}
+    recording = {"id": 3, "customer_id": 7, "agent_id": 1, "audio_ref": "r",
+                 "recorded_at": "2024-01-01T00:00:00Z", "objected": False}  # fmt: skip
+    feed(
+        driver,
+        record("legal_holds", "c", "2024-01-01T00:00:00Z", hold),
+        record("call_recordings", "c", "2024-01-01T00:00:00Z", recording),
+    )
+    # recorded + P6M = 2024-07-01: held, nothing
+    assert driver.advance(micros("2024-09-01T00:00:00Z")) == []
+    commands = driver.depart(
+        "public.legal_holds", (("id", 9),), "customer:7", micros("2024-09-02T00:00:00Z")
+    )
+    assert commands == []
+    assert store.locate("public.legal_holds", (("id", 9),)) is None
+    assert list(store.subjects()) == []  # no hold left, no activity
+    issued = driver.advance(micros("2024-09-02T00:00:00Z"))
+    assert [(c.table, c.action.value, c.issued_at, c.due_at) for c in issued] == [
+        ("public.call_recordings", "delete", micros("2024-09-02T00:00:00Z"),
+         micros("2024-07-01T00:00:00Z")),
+    ]  # fmt: skip
+
+
+def test_departing_a_row_this_driver_does_not_hold_changes_nothing(demo_engine: Engine):
+    driver, store = new_driver(demo_engine)
+    feed(driver, record("job_applications", "c", "2024-01-10T09:00:00Z", APPLICANT))
+    before = list(store.row_ids())
+    assert driver.depart("public.legal_holds", (("id", 1),), "customer:1", 0) == []
+    assert list(store.row_ids()) == before

@@ -30,6 +30,14 @@ from policy.instants import Instant, parse_instant
 APP_ID = "lethe"
 """The worker's default Faust app id: its Kafka consumer group and the prefix of its topics."""
 
+DEMO_AUDIT_HASH_KEY = "lethe-demo-audit-hash-key: public, for the local stack only"
+"""LETHE_AUDIT_HASH_KEY's default. IT IS NOT SECRET: it is in this source file, so anyone can
+hash a list of addresses with it and find their audit records. Set a key of your own (at
+least 32 characters, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)
+anywhere but the local demo, and keep it: records hashed under another key are found only
+with that key."""
+AUDIT_HASH_KEY_MIN_LENGTH = 32
+
 ClockMode = Literal["wall", "accelerated", "manual"]
 CLOCK_MODES: tuple[ClockMode, ...] = get_args(ClockMode)
 
@@ -73,6 +81,11 @@ class Settings:
     """LETHE_PG_USER: database user (also used by Debezium)."""
     pg_password: Secret = Secret("lethe")
     """LETHE_PG_PASSWORD: its password (local stack only; set a real one elsewhere)."""
+    audit_hash_key: Secret = Secret(DEMO_AUDIT_HASH_KEY)
+    """LETHE_AUDIT_HASH_KEY: the secret key under which the audit (`lethe.audit`) keeps an
+    `email:` subject, as an HMAC-SHA256 (`policy.audit`), at least 32 characters. The default
+    is a public demo key (`DEMO_AUDIT_HASH_KEY`, see `audit_hash_key_is_demo`): set your own
+    for any real data, and never change it while its records are kept."""
     prometheus_url: str = "http://127.0.0.1:9090"
     """LETHE_PROMETHEUS_URL: Prometheus HTTP endpoint."""
     web_host: str = "127.0.0.1"
@@ -117,6 +130,12 @@ class Settings:
             if isinstance(value, Path) and not value.is_absolute():
                 object.__setattr__(self, setting.name, value.absolute())
         self._check_clock()
+        if len(self.audit_hash_key.reveal()) < AUDIT_HASH_KEY_MIN_LENGTH:
+            raise ConfigError(
+                f"LETHE_AUDIT_HASH_KEY has {len(self.audit_hash_key.reveal())} characters, "
+                f"fewer than {AUDIT_HASH_KEY_MIN_LENGTH}; set a longer random key, e.g. the "
+                "output of `python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
         if self.internal_partitions < 1:
             raise ConfigError(
                 f"LETHE_INTERNAL_PARTITIONS={self.internal_partitions} is less than 1; set a "
@@ -185,6 +204,17 @@ class Settings:
             assert self.clock_start is not None
             return ManualClock(self.clock_start)
         return WALL_CLOCK
+
+    @property
+    def audit_hash_key_is_demo(self) -> bool:
+        """Whether LETHE_AUDIT_HASH_KEY is unset (the public demo key): a worker on real data
+        must refuse or warn loudly, as anyone could then test addresses against the audit."""
+        return self.audit_hash_key.reveal() == DEMO_AUDIT_HASH_KEY
+
+    @property
+    def audit_hash_key_bytes(self) -> bytes:
+        """The audit hash key as the `policy.audit` builders take it (UTF-8); never print it."""
+        return self.audit_hash_key.reveal().encode()
 
     @property
     def pg_dsn(self) -> str:
@@ -268,6 +298,7 @@ _VARIABLES: dict[str, str] = {
     "pg_database": "LETHE_PG_DATABASE",
     "pg_user": "LETHE_PG_USER",
     "pg_password": "LETHE_PG_PASSWORD",
+    "audit_hash_key": "LETHE_AUDIT_HASH_KEY",
     "prometheus_url": "LETHE_PROMETHEUS_URL",
     "web_host": "LETHE_WEB_HOST",
     "web_port": "LETHE_WEB_PORT",

@@ -14,6 +14,15 @@
   value (base64) so that nothing is lost. These raw values may hold personal
   data, so the topic keeps them for `DEADLETTER_RETENTION_S` only: fix and
   replay (or discard) dead letters within that time.
+- `lethe.audit`: one record per decision of the enforcer (`policy.audit`: tracked,
+  scheduled, held, released, issued, reissued, confirmed, dead_lettered), schemaless Avro
+  of `schemas/audit_record.avsc`, keyed by the row, `<table>:<key JSON>` (a dead letter:
+  `<topic>:<partition>`), so one row's decisions stay in order on one partition whichever
+  subject it moves between. Kept for good (`retention.ms=-1`, delete cleanup, never
+  compacted): the audit proves, years later, what was deleted, when and why, so it must
+  outlive the data; it may, because it holds no row values and no direct identifier (an
+  `email:` subject only as its keyed hash). `AUDIT_PARTITIONS` partitions, created by
+  the worker if missing.
 - `lethe.clock` (LETHE_CLOCK_TOPIC): the manual enforcement clock. `lethe clock advance`
   writes one JSON record `{"instant": ..., "advanced_at": ...}` under the key `clock`
   (`lethe.clock.ManualClockReader` follows it); compacted, so the latest advance stays
@@ -45,6 +54,10 @@ from policy.model import Policy
 DEADLETTER_TOPIC: Final = "lethe.deadletter"
 DEADLETTER_PARTITIONS: Final = 1
 DEADLETTER_RETENTION_S: Final = 30 * 24 * 3600
+AUDIT_TOPIC: Final = "lethe.audit"
+AUDIT_PARTITIONS: Final = 1
+AUDIT_TOPIC_CONFIG: Final = {"cleanup.policy": "delete", "retention.ms": "-1"}
+"""Infinite retention; delete (not compact), so every decision of a row stays."""
 CLOCK_TOPIC: Final = "lethe.clock"
 CLOCK_TOPIC_CONFIG: Final = {"cleanup.policy": "compact"}
 CLOCK_KEY: Final = b"clock"
@@ -158,6 +171,21 @@ def deadletter_topic(app: faust.App) -> TopicT:
         partitions=DEADLETTER_PARTITIONS,
         retention=DEADLETTER_RETENTION_S,
         deleting=True,
+        internal=True,
+    )
+
+
+def audit_topic(app: faust.App, partitions: int = AUDIT_PARTITIONS) -> TopicT:
+    """`lethe.audit`, created by the worker if missing, with infinite retention (raw bytes:
+    `policy.audit.audit_record_key` and `audit_avro`)."""
+    return app.topic(
+        AUDIT_TOPIC,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        config=AUDIT_TOPIC_CONFIG,
         internal=True,
     )
 

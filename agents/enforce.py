@@ -21,8 +21,9 @@ command's JSON (no row values), counted in `lethe_commands_refused_total{table,r
 commands are counted in `lethe_commands_issued_total{table,action}`. The log names tables,
 actions, reasons and command ids only.
 
-Ticks: a timer on every worker sends a `tick` (null key and value) to every partition of
-`<app id>-subject-events` each LETHE_TICK_INTERVAL seconds. Faust's tables can be written
+Ticks: a timer on every worker sends a `tick` to every partition of
+`<app id>-subject-events` each LETHE_TICK_INTERVAL seconds (null key, empty value: Kafka's
+client refuses a record with neither). Faust's tables can be written
 from an agent's stream only, so the sweep goes through the topic. Every worker rather than
 the leader: ticking then depends on no leader election (Faust's, by partition 0 of its
 assignor topic, which stops ticking for every partition while a dead leader's session
@@ -45,6 +46,7 @@ from faust.types import AgentT, ChannelT, Message, TopicT
 from lethe import topics
 from lethe.agents.assign import reject
 from lethe.agents.subject_records import (
+    TICK_VALUE,
     ChangeRecord,
     Depart,
     UnreadableRecord,
@@ -275,7 +277,7 @@ def install(
         try:
             for partition in range(partitions):
                 await subject_events.send(
-                    key=None, value=None, partition=partition, headers=tick_headers()
+                    key=None, value=TICK_VALUE, partition=partition, headers=tick_headers()
                 )
         except Exception:
             log.exception("Could not send the ticks; trying again in %.1fs", tick_interval)

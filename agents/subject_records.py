@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 import orjson
 
@@ -54,6 +55,8 @@ class Tick:
 
 
 TICK = Tick()
+TICK_VALUE: Final = b""
+"""A tick's value: empty (aiokafka refuses a record whose key and value are both null)."""
 
 SubjectRecord = ChangeRecord | Depart | Tick
 
@@ -64,7 +67,7 @@ def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, 
 
 
 def tick_headers() -> list[tuple[str, bytes]]:
-    """The headers of a tick record (its key and value are null)."""
+    """The headers of a tick record (its key is null, its value `TICK_VALUE`)."""
     return [(topics.KIND_HEADER, topics.TICK_KIND)]
 
 

@@ -1,6 +1,7 @@
 """Events per second through `lethe worker`: the assign stage alone, and assign + enforce.
 
-Run (needs the local broker; creates and deletes its own `bench_enforce_*` topics and app ids):
+Run (needs the local broker; creates and deletes its own `bench_enforce_*` topics, their sink
+topic `lethe.sink.public.bench_enforce_*` (left empty) and app ids):
 `.venv/bin/python bench/enforce_bench.py [--events N] [--subjects S]`
 
 Produces N Debezium creates of `connection_logs` rows (S customers, logged now: nothing falls
@@ -172,7 +173,7 @@ def main() -> int:
                     line += f", enforce {enforce_s:.1f} s ({rate:,.0f} ev/s)"
                 print(line, flush=True)
     finally:
-        forget(args.bootstrap, "bench-enforce-none", {topic})
+        forget(args.bootstrap, "bench-enforce-none", {topic, f"lethe.sink.public.{table}"})
     return 0
 
 

@@ -1,7 +1,7 @@
 """Faust agents (`lethe.agents`): thin loops that decode, call the policy core and produce.
 
 The worker command (`lethe.commands.worker`) builds the app and registers the agents
-with `install`, passing what they use (metrics, topics); the agents do not import
+with `install`, passing what they use (metrics, topics, the clock); the agents do not import
 the app module. They are registered explicitly rather than discovered by import side
 effects: Faust's autodiscovery binds every agent to one module-level app, which would
 leave a second app (tests, another app id) without agents. Each agent runs with
@@ -14,7 +14,8 @@ from __future__ import annotations
 import faust
 from faust.types import ChannelT, TopicT
 
-from lethe.agents import assign
+from lethe.agents import assign, enforce
+from lethe.clock import LiveClock
 from lethe.metrics import WorkerMetrics
 from policy.engine import Engine
 
@@ -28,9 +29,15 @@ def install(
     change_partitions: int,
     deadletters: ChannelT[bytes],
     subject_events: TopicT,
+    subject_partitions: int,
+    clock: LiveClock | None,
+    tick_interval: float,
 ) -> None:
     """Register every agent of the worker on `app`: the assign agent reads `changes` (each
-    with `change_partitions` partitions) and forwards to `subject_events`."""
+    with `change_partitions` partitions) and forwards to `subject_events`
+    (`subject_partitions` partitions), which the enforce agent reads under `clock`, swept
+    every `tick_interval` seconds. Without a clock (LETHE_ENFORCE=off) the enforce agent is
+    left out: nothing is issued."""
     assign.install(
         app,
         changes,
@@ -39,4 +46,16 @@ def install(
         engine=engine,
         metrics=metrics,
         partitions=change_partitions,
+    )
+    if clock is None:
+        return
+    enforce.install(
+        app,
+        subject_events,
+        deadletters,
+        engine=engine,
+        metrics=metrics,
+        clock=clock,
+        partitions=subject_partitions,
+        tick_interval=tick_interval,
     )

@@ -2,12 +2,12 @@
 
 Three tables on the RocksDB store, bytes in and out, one changelog topic each
 (`<app id>-<table>-changelog`), co-partitioned with the subject-keyed stream that writes them:
-- `rows`: row states (`RowState.to_bytes`), keyed by the row id encoded so that a subject's
-  rows are one contiguous key range (`row_key`): `rows_of` and `has_rows` are a prefix scan
-  of the current partition's RocksDB, never a scan of every row;
-- `subjects`: subject states (`SubjectState.to_bytes`), keyed by the subject;
-- `locations`: (table, key) -> subject, for `locate`. It costs one more changelog record when
-  a row is first stored, deleted or moved to another subject.
+- `subject-rows` (`ROWS`): row states (`RowState.to_bytes`), keyed by the row id encoded so
+  that a subject's rows are one contiguous key range (`row_key`): `rows_of` and `has_rows`
+  are a prefix scan of the current partition's RocksDB, never a scan of every row;
+- `subject-states` (`SUBJECTS`): subject states (`SubjectState.to_bytes`), keyed by subject;
+- `subject-row-locations` (`LOCATIONS`): (table, key) -> subject, for `locate`. It costs one
+  more changelog record when a row is first stored, deleted or moved to another subject.
 
 The due index is not a table: it is derived from the rows, so it lives in memory, one heap
 per partition, rebuilt on the first use of a partition after it was assigned (a scan of the
@@ -41,9 +41,10 @@ NextDue = Callable[[RowState, SubjectState | None], Instant | None]
 """When a stored row falls due next given its subject's state (`policy.engine.next_due`
 with the engine bound): how the due index is rebuilt from the rows."""
 
-ROWS: Final = "rows"
-SUBJECTS: Final = "subjects"
-LOCATIONS: Final = "locations"
+ROWS: Final = "subject-rows"
+SUBJECTS: Final = "subject-states"
+LOCATIONS: Final = "subject-row-locations"
+"""Not `locations`: the assign agent's table of the same app has that name."""
 
 _NO_SUBJECT: Final = b"\x00"
 _SUBJECT: Final = b"\x01"

@@ -33,6 +33,11 @@ class WorkerMetrics:
     """lethe_dead_letters_total{topic,reason}: records sent to lethe.deadletter; reason is a
     `policy.envelope.DecodeReason` code."""
     unclassified_tables: Gauge
+    commands_issued: Counter
+    """lethe_commands_issued_total{table,action}: commands produced (with their sink record)."""
+    commands_refused: Counter
+    """lethe_commands_refused_total{table,reason}: commands not produced because applying them
+    would be unsafe, dead-lettered; reason is a `policy.sink_records.RefusalReason` code."""
     """lethe_unclassified_tables{topic}: 1 for each change topic on the broker whose table the
     policy does not name (unclassified personal data, never read); sum it to count them."""
 
@@ -64,6 +69,20 @@ class WorkerMetrics:
                 "unclassified personal data the worker does not read. Add the table to the "
                 "policy, then restart the worker.",
                 ["topic"],
+                registry=registry,
+            ),
+            commands_issued=Counter(
+                "lethe_commands_issued",
+                "Retention commands sent to lethe.commands (and to the table's sink topic for "
+                "anonymise and delete), by table and action.",
+                ["table", "action"],
+                registry=registry,
+            ),
+            commands_refused=Counter(
+                "lethe_commands_refused",
+                "Retention commands not sent because applying them would be unsafe (see "
+                "lethe.deadletter), by table and reason.",
+                ["table", "reason"],
                 registry=registry,
             ),
         )

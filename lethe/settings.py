@@ -123,6 +123,14 @@ class Settings:
     """LETHE_INTERNAL_PARTITIONS: partition count of the worker's own topics between its stages
     (`<app id>-subject-events`), set when the worker first creates them (default 8). The
     worker refuses to start when an existing one has another count."""
+    tick_interval: float = 1.0
+    """LETHE_TICK_INTERVAL: seconds between two sweeps of the enforcer (default 1): how late
+    after its due instant a stage is issued at most, besides the worker's lag."""
+    enforce: bool = True
+    """LETHE_ENFORCE: `on` (default) issues the retention commands (`lethe.commands`, and the
+    sink topics the database is changed from); `off` runs the worker without its enforcing
+    stage: changes are assigned to subjects, nothing is issued and no row is changed (tests
+    of the first stage, or a look at a new policy's inputs before it acts)."""
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -140,6 +148,11 @@ class Settings:
             raise ConfigError(
                 f"LETHE_INTERNAL_PARTITIONS={self.internal_partitions} is less than 1; set a "
                 "partition count such as 8 (the default)"
+            )
+        if not self.tick_interval > 0:
+            raise ConfigError(
+                f"LETHE_TICK_INTERVAL={self.tick_interval} is not more than 0; set a number of "
+                "seconds such as 1 (the default)"
             )
 
     def _check_clock(self) -> None:
@@ -274,10 +287,28 @@ def _instant_setting(raw: str) -> Instant:
         ) from None
 
 
+def _seconds_setting(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number of seconds; write one such as 1") from None
+
+
+def _switch_setting(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("on", "true", "1", "yes"):
+        return True
+    if text in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(f"{raw!r} is neither on nor off; write on or off")
+
+
 _PARSERS: dict[str, Callable[[str], object]] = {
     "clock_start": _instant_setting,
     "clock_wall_start": _instant_setting,
     "clock_speed": parse_speed,
+    "tick_interval": _seconds_setting,
+    "enforce": _switch_setting,
 }
 """Settings whose text is parsed by more than a type; a ValueError's message starts with the
 value and says how to write it."""
@@ -313,4 +344,6 @@ _VARIABLES: dict[str, str] = {
     "clock_speed": "LETHE_CLOCK_SPEED",
     "clock_topic": "LETHE_CLOCK_TOPIC",
     "internal_partitions": "LETHE_INTERNAL_PARTITIONS",
+    "tick_interval": "LETHE_TICK_INTERVAL",
+    "enforce": "LETHE_ENFORCE",
 }

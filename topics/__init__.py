@@ -34,7 +34,12 @@
   by the worker before its agents send. Its records (values: the raw Debezium value,
   which holds personal data; metadata in headers) are described under "Wire format of
   lethe-subject-events" in docs/design/enforcer.md; the header names are the
-  `*_HEADER` constants below.
+  `*_HEADER` constants below. Every worker's timer also sends a `tick` to each of its
+  partitions every LETHE_TICK_INTERVAL seconds: the enforcer issues what fell due then.
+- `lethe.commands` (`policy.command_records.COMMANDS_TOPIC`) and `lethe.sink.<schema>.<table>`
+  (`policy.sink_records.sink_topic`): the retention commands and the records the JDBC sink
+  connector applies to the database (docs/commands.md). The worker declares them at start
+  (`COMMAND_PARTITIONS` partitions when it creates them) and writes them raw.
 """
 
 from __future__ import annotations
@@ -62,11 +67,16 @@ CLOCK_TOPIC: Final = "lethe.clock"
 CLOCK_TOPIC_CONFIG: Final = {"cleanup.policy": "compact"}
 CLOCK_KEY: Final = b"clock"
 SUBJECT_EVENTS_SUFFIX: Final = "subject-events"
+COMMAND_PARTITIONS: Final = 1
+"""Partitions of `lethe.commands` and of each sink topic when the worker creates them; their
+records are keyed (by subject, by primary key), so more partitions keep each key's order."""
 
 KIND_HEADER: Final = "lethe-kind"
-"""`event` (a change of a row, value = the Debezium value) or `depart` (null value)."""
+"""`event` (a change of a row, value = the Debezium value), `depart` (null value) or `tick`
+(null key, empty value, the only header: the enforcer's sweep of its partition)."""
 EVENT_KIND: Final = b"event"
 DEPART_KIND: Final = b"depart"
+TICK_KIND: Final = b"tick"
 TABLE_HEADER: Final = "lethe-table"
 """The row's schema-qualified table, `public.info_requests`."""
 KEY_HEADER: Final = "lethe-key"
@@ -156,6 +166,19 @@ def subject_events_topic(app: faust.App, partitions: int) -> TopicT:
         value_serializer="raw",
         partitions=partitions,
         internal=True,
+        allow_empty=True,
+    )
+
+
+def output_topic(app: faust.App, name: str) -> TopicT:
+    """A topic the enforcer writes raw records to (`lethe.commands`, a sink topic)."""
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=COMMAND_PARTITIONS,
         allow_empty=True,
     )
 

@@ -7,7 +7,8 @@ broker lacks, checks they all have the same partition count P (stops naming the 
 and counts if not), creates the worker's `<app id>-subject-events` with
 LETHE_INTERNAL_PARTITIONS partitions, builds the app (`lethe.app.create_app`) subscribed
 to exactly the change topics, installs the agents (`lethe.agents.install`: the assign
-agent) and runs it until interrupted. The
+agent, and the enforce agent under the enforcement clock of the LETHE_CLOCK* settings unless
+LETHE_ENFORCE=off) and runs it until interrupted. The
 subscription never changes while it runs: to read a new table, add it to the
 policy and restart; until then the worker counts its topic in
 `lethe_unclassified_tables`. Metrics are served at
@@ -56,6 +57,7 @@ def build_worker_app(
     `change_partitions` partitions each."""
     from lethe import agents
     from lethe.app import create_app
+    from lethe.clock import LiveClock
     from policy.engine import Engine
 
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
@@ -67,6 +69,9 @@ def build_worker_app(
         change_partitions=change_partitions,
         deadletters=app.deadletters,
         subject_events=app.subject_events,
+        subject_partitions=settings.internal_partitions,
+        clock=LiveClock(settings) if settings.enforce else None,
+        tick_interval=settings.tick_interval,
     )
     return app
 

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.unit.test_store_contract as contract
-from lethe.faust_store import FaustStore, decode_row_key, where_key
+from lethe.faust_store import LOCATIONS, ROWS, FaustStore, decode_row_key, where_key
 from lethe.settings import Settings
 from policy.driver import Driver
 from policy.engine import next_due
@@ -151,14 +151,12 @@ def test_storing_an_unchanged_row_state_writes_no_changelog_record(harness: Faus
     order = contract.rid("customer:5", "orders", 1)
     store = FaustStore(harness.tables, never_due)
     harness.run(lambda: fresh_store(harness, 1), partition=1)
-    rows_before = wait_for_changelog(harness, "rows", 1, 0)
-    locations_before = wait_for_changelog(harness, "locations", 1, 0)
+    rows_before = wait_for_changelog(harness, ROWS, 1, 0)
+    locations_before = wait_for_changelog(harness, LOCATIONS, 1, 0)
     for values in ({"ordered_at": 5}, {"ordered_at": 5}, {"ordered_at": 6}):
         harness.run(lambda values=values: store.put_row(order, contract.state(order, **values)), 1)
-    assert wait_for_changelog(harness, "rows", 1, rows_before + 2) == rows_before + 2
-    assert wait_for_changelog(harness, "locations", 1, locations_before + 1) == (
-        locations_before + 1
-    )
+    assert wait_for_changelog(harness, ROWS, 1, rows_before + 2) == rows_before + 2
+    assert wait_for_changelog(harness, LOCATIONS, 1, locations_before + 1) == (locations_before + 1)
 
 
 # --- the driver over both stores -------------------------------------------------------------

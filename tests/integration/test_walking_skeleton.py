@@ -222,6 +222,7 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "LETHE_DATA_DIR": str(workdir / "data"),
         "LETHE_WEB_PORT": str(port),
         "LETHE_POLICY": str(write_policy(app_id, workdir / "policy.yaml")),
+        "LETHE_ENFORCE": "off",  # its policy names the demo's tables: never change their rows
         "PYTHONUNBUFFERED": "1",
     }
     process: subprocess.Popen[bytes] | None = None

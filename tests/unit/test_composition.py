@@ -14,7 +14,10 @@ from pathlib import Path
 import lethe
 import policy
 from lethe.agents.assign import AGENT_NAME, LOCATIONS_TABLE
+from lethe.agents.enforce import AGENT_NAME as ENFORCE_AGENT
 from lethe.commands.worker import build_worker_app
+from lethe.faust_store import LOCATIONS as FAUST_LOCATIONS
+from lethe.faust_store import ROWS, SUBJECTS
 from lethe.policy_file import load_policy
 from lethe.settings import Settings
 
@@ -132,3 +135,25 @@ def test_the_worker_app_assigns_the_change_topics_to_its_own_subject_events(
     assert locations.partitions == 3, "co-partitioned with the change topics"
     assert (locations.key_serializer, locations.value_serializer) == ("raw", "raw")
     assert locations.changelog_topic.get_topic_name() == "lethe-unit-wiring-locations-changelog"
+
+
+def test_the_worker_app_enforces_from_its_subject_events_with_state_partitioned_like_them(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, internal_partitions=5)
+    policy = load_policy(ROOT / "config" / "policy.yaml")
+    app = build_worker_app(settings, "lethe-unit-enforce", policy, ["hosting.public.orders"], 3)
+    agent = app.agents[ENFORCE_AGENT]
+    assert agent.channel is app.subject_events
+    state = {name: app.tables[name] for name in (ROWS, SUBJECTS, FAUST_LOCATIONS)}
+    assert LOCATIONS_TABLE not in state, "no clash with the assign agent's table"
+    assert {table.partitions for table in state.values()} == {5}
+    assert app.tables[LOCATIONS_TABLE].partitions == 3
+
+
+def test_with_enforce_off_the_worker_app_only_assigns(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, enforce=False)
+    policy = load_policy(ROOT / "config" / "policy.yaml")
+    app = build_worker_app(settings, "lethe-unit-assign", policy, ["hosting.public.orders"], 1)
+    assert set(app.agents) == {AGENT_NAME}
+    assert set(app.tables) == {LOCATIONS_TABLE}

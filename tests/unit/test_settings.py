@@ -111,3 +111,20 @@ def test_a_clock_setting_that_makes_no_clock_names_its_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_the_enforcer_sweeps_every_second_unless_set_to_more_than_0() -> None:
+    assert Settings().tick_interval == 1.0
+    assert Settings.from_env({"LETHE_TICK_INTERVAL": "0.25"}).tick_interval == 0.25
+    with pytest.raises(ConfigError, match=r"LETHE_TICK_INTERVAL=0\.0 is not more than 0"):
+        Settings.from_env({"LETHE_TICK_INTERVAL": "0"})
+    with pytest.raises(ConfigError, match=r"LETHE_TICK_INTERVAL='soon'.*such as 1"):
+        Settings.from_env({"LETHE_TICK_INTERVAL": "soon"})
+
+
+def test_the_worker_enforces_unless_switched_off() -> None:
+    assert Settings.from_env({}).enforce is True
+    assert Settings.from_env({"LETHE_ENFORCE": "off"}).enforce is False
+    assert Settings.from_env({"LETHE_ENFORCE": "On"}).enforce is True
+    with pytest.raises(ConfigError, match=r"LETHE_ENFORCE='maybe' is neither on nor off"):
+        Settings.from_env({"LETHE_ENFORCE": "maybe"})

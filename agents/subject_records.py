@@ -1,0 +1,134 @@
+"""What a record of `<app id>-subject-events` asks the enforcer to do, read from its headers.
+
+`read_subject_record(headers, value)` is the enforce agent's reading of the wire format
+(docs/design/enforcer.md, "Wire format of lethe-subject-events") as a pure function:
+- `event`: a change of a row, to decode with the policy from its change topic
+  (`ChangeRecord.source_topic`) and feed to the partition's driver;
+- `depart`: the row (table, key) left the record's subject (`Depart.subject`, None when it
+  was keyed by the row) at `Depart.ts`: the driver forgets it here;
+- `tick`: the partition's sweep: advance the driver to the enforcement clock's now.
+A record it cannot read raises `UnreadableRecord`, naming the header, never a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from lethe import topics
+from policy.events import Key, KeyValue
+from policy.instants import Instant
+
+
+class UnreadableRecord(ValueError):
+    """The record does not follow the wire format (dead-letter it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """An `event`: the change record's value, from `source_topic` at `source_partition` and
+    `source_offset` (the record A forwarded)."""
+
+    value: bytes
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Depart:
+    """A `depart`: the row (table, key) moved from `subject` (None: keyed by the row) to
+    another key, by a change at `ts` (µs, the change's own time)."""
+
+    table: str
+    key: Key
+    subject: str | None
+    ts: Instant
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """A `tick`: sweep the partition."""
+
+
+TICK = Tick()
+TICK_VALUE: Final = b""
+"""A tick's value: empty (aiokafka refuses a record whose key and value are both null)."""
+
+SubjectRecord = ChangeRecord | Depart | Tick
+
+
+def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
+    """Kafka headers as a dict (the last value of a repeated name; null values left out)."""
+    return {name: value for name, value in headers or () if value is not None}
+
+
+def tick_headers() -> list[tuple[str, bytes]]:
+    """The headers of a tick record (its key is null, its value `TICK_VALUE`)."""
+    return [(topics.KIND_HEADER, topics.TICK_KIND)]
+
+
+def read_subject_record(headers: dict[str, bytes], value: bytes | None) -> SubjectRecord:
+    """What the record asks for; `UnreadableRecord` when it does not follow the format."""
+    kind = headers.get(topics.KIND_HEADER)
+    if kind == topics.TICK_KIND:
+        return TICK
+    if kind == topics.EVENT_KIND:
+        if value is None:
+            raise UnreadableRecord("an event record with a null value")
+        return ChangeRecord(
+            value,
+            _text(headers, topics.SOURCE_TOPIC_HEADER),
+            _integer(headers, topics.SOURCE_PARTITION_HEADER),
+            _integer(headers, topics.SOURCE_OFFSET_HEADER),
+        )
+    if kind == topics.DEPART_KIND:
+        subject = headers.get(topics.SUBJECT_HEADER)
+        return Depart(
+            _text(headers, topics.TABLE_HEADER),
+            parse_key(_text(headers, topics.KEY_HEADER)),
+            None if subject is None else _decoded(topics.SUBJECT_HEADER, subject),
+            _integer(headers, topics.TS_HEADER),
+        )
+    shown = "none" if kind is None else repr(kind[:20])
+    raise UnreadableRecord(f"header {topics.KIND_HEADER} is {shown}, not event, depart or tick")
+
+
+def parse_key(text: str) -> Key:
+    """A primary key as `lethe-key` writes it (`{"id":42}`, primary-key order) -> `Key`."""
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise UnreadableRecord(f"header {topics.KEY_HEADER} is not JSON") from None
+    if not isinstance(document, dict) or not document:
+        raise UnreadableRecord(f"header {topics.KEY_HEADER} is not a JSON object of columns")
+    key: list[tuple[str, KeyValue]] = []
+    for column, value in document.items():
+        if not isinstance(value, str | int | float | bool) and value is not None:
+            raise UnreadableRecord(f"header {topics.KEY_HEADER}: column {column} is not a scalar")
+        key.append((column, value))
+    return tuple(key)
+
+
+def _decoded(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise UnreadableRecord(f"header {name} is not UTF-8") from None
+
+
+def _text(headers: dict[str, bytes], name: str) -> str:
+    raw = headers.get(name)
+    if raw is None:
+        raise UnreadableRecord(f"header {name} is missing")
+    return _decoded(name, raw)
+
+
+def _integer(headers: dict[str, bytes], name: str) -> int:
+    text = _text(headers, name)
+    if not text.isascii() or not text.lstrip("-").isdigit():
+        raise UnreadableRecord(f"header {name} is not a whole number")
+    return int(text)

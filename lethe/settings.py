@@ -110,6 +110,17 @@ class Settings:
     """LETHE_INTERNAL_PARTITIONS: partition count of the worker's own topics between its stages
     (`<app id>-subject-events`), set when the worker first creates them (default 8). The
     worker refuses to start when an existing one has another count."""
+    consumer_max_fetch_bytes: int = 4 * 1024 * 1024
+    """LETHE_CONSUMER_MAX_FETCH_BYTES: the most bytes the worker fetches per partition in one
+    request (default 4 MiB; Faust's is 1 MiB). Must hold the largest record. Larger fetches
+    read a busy partition faster (bench/ingest_bench.py: 8 MiB) for more memory per partition."""
+    max_poll_records: int | None = None
+    """LETHE_MAX_POLL_RECORDS: the most records one poll hands to the streams (default: no
+    limit, Faust's default). bench/ingest_bench.py runs the worker with 5000."""
+    stream_buffer_maxsize: int = 4096
+    """LETHE_STREAM_BUFFER_MAXSIZE: records each agent's stream may hold read but unprocessed
+    before the consumer pauses (default 4096, Faust's). bench/ingest_bench.py runs the worker
+    with 32768; memory grows with it times the record size."""
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -122,6 +133,15 @@ class Settings:
                 f"LETHE_INTERNAL_PARTITIONS={self.internal_partitions} is less than 1; set a "
                 "partition count such as 8 (the default)"
             )
+        for variable, value, example in (
+            ("LETHE_CONSUMER_MAX_FETCH_BYTES", self.consumer_max_fetch_bytes, "4194304"),
+            ("LETHE_MAX_POLL_RECORDS", self.max_poll_records, "5000"),
+            ("LETHE_STREAM_BUFFER_MAXSIZE", self.stream_buffer_maxsize, "4096"),
+        ):
+            if value is not None and value < 1:
+                raise ConfigError(
+                    f"{variable}={value} is less than 1; set a count such as {example}"
+                )
 
     def _check_clock(self) -> None:
         """ConfigError when the clock variables do not make one clock of LETHE_CLOCK's mode."""
@@ -244,10 +264,18 @@ def _instant_setting(raw: str) -> Instant:
         ) from None
 
 
+def _count_setting(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a whole number; set it to one such as 5000") from None
+
+
 _PARSERS: dict[str, Callable[[str], object]] = {
     "clock_start": _instant_setting,
     "clock_wall_start": _instant_setting,
     "clock_speed": parse_speed,
+    "max_poll_records": _count_setting,
 }
 """Settings whose text is parsed by more than a type; a ValueError's message starts with the
 value and says how to write it."""
@@ -282,4 +310,7 @@ _VARIABLES: dict[str, str] = {
     "clock_speed": "LETHE_CLOCK_SPEED",
     "clock_topic": "LETHE_CLOCK_TOPIC",
     "internal_partitions": "LETHE_INTERNAL_PARTITIONS",
+    "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",
+    "max_poll_records": "LETHE_MAX_POLL_RECORDS",
+    "stream_buffer_maxsize": "LETHE_STREAM_BUFFER_MAXSIZE",
 }

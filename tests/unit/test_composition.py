@@ -132,3 +132,17 @@ def test_the_worker_app_assigns_the_change_topics_to_its_own_subject_events(
     assert locations.partitions == 3, "co-partitioned with the change topics"
     assert (locations.key_serializer, locations.value_serializer) == ("raw", "raw")
     assert locations.changelog_topic.get_topic_name() == "lethe-unit-wiring-locations-changelog"
+
+
+def test_the_worker_app_consumes_with_the_fetch_poll_and_buffer_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        consumer_max_fetch_bytes=8388608,
+        max_poll_records=5000,
+        stream_buffer_maxsize=32768,
+    )
+    policy = load_policy(ROOT / "config" / "policy.yaml")
+    app = build_worker_app(settings, "lethe-unit-tuning", policy, ["hosting.public.orders"], 1)
+    assert app.conf.consumer_max_fetch_size == 8388608
+    assert app.conf.broker_max_poll_records == 5000
+    assert app.conf.stream_buffer_maxsize == 32768

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import logging
 import pkgutil
 from pathlib import Path
 
 import lethe
 import policy
 from lethe.agents.assign import AGENT_NAME, LOCATIONS_TABLE
-from lethe.commands.worker import build_worker_app
+from lethe.commands.worker import build_worker_app, quiet_root_worker
 from lethe.policy_file import load_policy
 from lethe.settings import Settings
 
@@ -146,3 +147,20 @@ def test_the_worker_app_consumes_with_the_fetch_poll_and_buffer_settings(tmp_pat
     assert app.conf.consumer_max_fetch_size == 8388608
     assert app.conf.broker_max_poll_records == 5000
     assert app.conf.stream_buffer_maxsize == 32768
+
+
+def test_the_worker_at_warning_keeps_the_root_logger_at_warning(tmp_path: Path) -> None:
+    """Faust would set it to DEBUG, and every debug line of Faust and aiokafka would be built."""
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        settings = Settings(data_dir=tmp_path)
+        policy = load_policy(ROOT / "config" / "policy.yaml")
+        app = build_worker_app(settings, "lethe-unit-logs", policy, ["hosting.public.orders"], 1)
+        worker = quiet_root_worker()(app, loglevel="warning")
+        worker._setup_logging()
+        assert root.level == logging.WARNING
+        assert not logging.getLogger("aiokafka").isEnabledFor(logging.DEBUG)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]

@@ -7,7 +7,8 @@ until stopped (SIGTERM). It runs under the worker's Faust worker class, which ke
 logger at the chosen level as `lethe worker` does.
 Run by hand:
 `.venv/bin/python bench/bare_agent.py TOPIC --app-id ID --events N [--fetch-bytes B
---poll-records R --buffer E]` (no tuning flag: Faust's defaults).
+--poll-records R --buffer E] [--send-to TOPIC]` (no tuning flag: Faust's defaults;
+`--send-to`: also forward each record with one Faust send, as the worker's first stage does).
 """
 
 from __future__ import annotations
@@ -52,12 +53,23 @@ def build_app(args: argparse.Namespace, datadir: str) -> faust.App:
         value_serializer="raw",
     )
     wanted = args.events
+    output = None
+    if args.send_to is not None:
+        output = app.topic(
+            args.send_to,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
 
     async def bare(stream: Any) -> None:
         count = 0
         first = 0.0
         async for event in stream.events():
             orjson.loads(event.message.value)
+            if output is not None:
+                await output.send(key=event.message.key, value=event.message.value)
             count += 1
             if count == 1:
                 first = time.perf_counter()
@@ -79,6 +91,7 @@ def main() -> None:
     parser.add_argument("--fetch-bytes", type=int)
     parser.add_argument("--poll-records", type=int)
     parser.add_argument("--buffer", type=int)
+    parser.add_argument("--send-to", help="also send each record to this topic (Faust send)")
     parser.add_argument("--loglevel", default="warning")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lethe-bench-bare-") as datadir:

@@ -13,6 +13,8 @@ in turn, each with its own consumer group:
    and orjson-parses each value, tuned: 8 MiB fetches, 5000 records per poll, a stream
    buffer of 32768;
 3. the same bare agent with Faust's default fetch settings;
+3b. the tuned bare agent that also forwards each record with one Faust send (what the
+   worker's first stage does at the least, to `<app id>-subject-events`);
 4. `lethe worker` (a subprocess; LETHE_POLICY is config/policy.yaml with its sources cut to
    the bench table's), with the same tuning (LETHE_CONSUMER_MAX_FETCH_BYTES,
    LETHE_MAX_POLL_RECORDS, LETHE_STREAM_BUFFER_MAXSIZE);
@@ -358,11 +360,17 @@ def tuning_flags(tuned: bool) -> list[str]:
     ]
 
 
-def run_bare(bench: Bench, tuned: bool, profile: Path | None = None) -> Result:
+def run_bare(
+    bench: Bench, tuned: bool, profile: Path | None = None, *, send: bool = False
+) -> Result:
     name = "bare Faust agent, " + ("tuned" if tuned else "Faust defaults")
     app_id = bench.app_id(f"bare-{'tuned' if tuned else 'default'}-{uuid.uuid4().hex[:6]}")
     script = [str(ROOT / "bench" / "bare_agent.py"), bench.topic, "--app-id", app_id]
     script += ["--events", str(bench.events), "--bootstrap", bench.bootstrap]
+    if send:
+        name += ", 1 send per event"
+        create_topic(bench.bootstrap, f"{app_id}-forward")
+        script += ["--send-to", f"{app_id}-forward"]
     child = Child(
         python_argv(script + tuning_flags(tuned), profile), bench.workdir / f"{app_id}.log"
     )
@@ -665,6 +673,10 @@ def main() -> None:
                 ("confluent-kafka + orjson", lambda: run_confluent(bench)),
                 ("bare Faust agent, tuned", lambda: run_bare(bench, True)),
                 ("bare Faust agent, Faust defaults", lambda: run_bare(bench, False)),
+                (
+                    "bare Faust agent, tuned, 1 send per event",
+                    lambda: run_bare(bench, True, send=True),
+                ),
                 ("lethe worker, tuned", lambda: run_worker(bench, True)),
                 ("lethe worker, its defaults", lambda: run_worker(bench, False)),
             ]

@@ -7,8 +7,10 @@ until stopped (SIGTERM). It runs under the worker's Faust worker class, which ke
 logger at the chosen level as `lethe worker` does.
 Run by hand:
 `.venv/bin/python bench/bare_agent.py TOPIC --app-id ID --events N [--fetch-bytes B
---poll-records R --buffer E] [--send-to TOPIC]` (no tuning flag: Faust's defaults;
-`--send-to`: also forward each record with one Faust send, as the worker's first stage does).
+--poll-records R --buffer E] [--send-to TOPIC [--produce-with confluent]]`. Without a tuning
+flag Faust's defaults apply. `--send-to` also forwards each record with one Faust send, as
+the worker's first stage does; with `--produce-with confluent`, with a confluent-kafka
+producer instead, flushed before the N-th event is timed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import faust
 import orjson
+from confluent_kafka import Producer
 
 from lethe.commands.worker import quiet_root_worker
 
@@ -63,6 +66,11 @@ def build_app(args: argparse.Namespace, datadir: str) -> faust.App:
             value_serializer="raw",
         )
 
+    producer = None
+    if args.send_to is not None and args.produce_with == "confluent":
+        output = None
+        producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 5})
+
     async def bare(stream: Any) -> None:
         count = 0
         first = 0.0
@@ -70,16 +78,30 @@ def build_app(args: argparse.Namespace, datadir: str) -> faust.App:
             orjson.loads(event.message.value)
             if output is not None:
                 await output.send(key=event.message.key, value=event.message.value)
+            elif producer is not None:
+                produce(producer, args.send_to, event.message.key, event.message.value)
             count += 1
             if count == 1:
                 first = time.perf_counter()
             if count == wanted:
+                if producer is not None:
+                    producer.flush(60)
                 seconds = time.perf_counter() - first
                 # fd 1, not print: the Faust worker redirects sys.stdout to its log
                 os.write(1, orjson.dumps({"events": count, "seconds": seconds}) + b"\n")
 
     app.agent(topic, name="bench.bare", concurrency=1)(bare)
     return app
+
+
+def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key)
+            break
+        except BufferError:
+            producer.poll(0.05)
+    producer.poll(0)
 
 
 def main() -> None:
@@ -91,7 +113,13 @@ def main() -> None:
     parser.add_argument("--fetch-bytes", type=int)
     parser.add_argument("--poll-records", type=int)
     parser.add_argument("--buffer", type=int)
-    parser.add_argument("--send-to", help="also send each record to this topic (Faust send)")
+    parser.add_argument("--send-to", help="also send each record to this topic")
+    parser.add_argument(
+        "--produce-with",
+        choices=("faust", "confluent"),
+        default="faust",
+        help="send with Faust (default) or produce with confluent-kafka, flushed at the end",
+    )
     parser.add_argument("--loglevel", default="warning")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lethe-bench-bare-") as datadir:

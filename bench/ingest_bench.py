@@ -2,7 +2,8 @@
 
 Run (needs the local stack's Kafka; creates and deletes its own `hosting.public.bench_*`
 topic, `lethe-bench-*` apps and groups and their topics):
-`.venv/bin/python bench/ingest_bench.py [--events 200000] [--runs 2] [--profile DIR]`
+`.venv/bin/python bench/ingest_bench.py [--events 200000] [--runs 2] [--profile DIR]
+[--contenders ck,bare,...]`
 
 It writes N Debezium JSON change records (schemaless, about 431 bytes each: creates and
 updates of a table with the connection-log columns and rule, a few seconds apart) to a new
@@ -14,7 +15,8 @@ in turn, each with its own consumer group:
    buffer of 32768;
 3. the same bare agent with Faust's default fetch settings;
 3b. the tuned bare agent that also forwards each record with one Faust send (what the
-   worker's first stage does at the least, to `<app id>-subject-events`);
+   worker's first stage does at the least, to `<app id>-subject-events`), and 3c. with one
+   confluent-kafka produce instead (flushed before the last event is timed);
 4. `lethe worker` (a subprocess; LETHE_POLICY is config/policy.yaml with its sources cut to
    the bench table's), with the same tuning (LETHE_CONSUMER_MAX_FETCH_BYTES,
    LETHE_MAX_POLL_RECORDS, LETHE_STREAM_BUFFER_MAXSIZE);
@@ -66,6 +68,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_TABLE = "public.connection_logs"
 TUNED = {"fetch_bytes": 8 * 1024 * 1024, "poll_records": 5000, "buffer": 32768}
+CONTENDERS = ("ck", "bare", "bare-default", "bare-send", "bare-produce", "worker", "worker-default")
 SAMPLE_S = 0.2
 START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 60.0
@@ -361,16 +364,16 @@ def tuning_flags(tuned: bool) -> list[str]:
 
 
 def run_bare(
-    bench: Bench, tuned: bool, profile: Path | None = None, *, send: bool = False
+    bench: Bench, tuned: bool, profile: Path | None = None, *, send: str | None = None
 ) -> Result:
     name = "bare Faust agent, " + ("tuned" if tuned else "Faust defaults")
     app_id = bench.app_id(f"bare-{'tuned' if tuned else 'default'}-{uuid.uuid4().hex[:6]}")
     script = [str(ROOT / "bench" / "bare_agent.py"), bench.topic, "--app-id", app_id]
     script += ["--events", str(bench.events), "--bootstrap", bench.bootstrap]
-    if send:
-        name += ", 1 send per event"
+    if send is not None:
+        name += ", 1 send per event" if send == "faust" else ", 1 confluent-kafka produce per event"
         create_topic(bench.bootstrap, f"{app_id}-forward")
-        script += ["--send-to", f"{app_id}-forward"]
+        script += ["--send-to", f"{app_id}-forward", "--produce-with", send]
     child = Child(
         python_argv(script + tuning_flags(tuned), profile), bench.workdir / f"{app_id}.log"
     )
@@ -641,6 +644,11 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
     parser.add_argument("--profile", type=Path, help="also profile one run of each Faust app")
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated, in run order (default: all: {','.join(CONTENDERS)})",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on the way out
     run_id = uuid.uuid4().hex[:8]
@@ -669,17 +677,25 @@ def main() -> None:
                 f"{time.perf_counter() - started:.1f} s",
                 flush=True,
             )
-            contenders: list[tuple[str, Callable[[], Result]]] = [
-                ("confluent-kafka + orjson", lambda: run_confluent(bench)),
-                ("bare Faust agent, tuned", lambda: run_bare(bench, True)),
-                ("bare Faust agent, Faust defaults", lambda: run_bare(bench, False)),
-                (
-                    "bare Faust agent, tuned, 1 send per event",
-                    lambda: run_bare(bench, True, send=True),
+            everyone: dict[str, tuple[str, Callable[[], Result]]] = {
+                "ck": ("confluent-kafka + orjson", lambda: run_confluent(bench)),
+                "bare": ("bare Faust agent, tuned", lambda: run_bare(bench, True)),
+                "bare-default": (
+                    "bare Faust agent, Faust defaults",
+                    lambda: run_bare(bench, False),
                 ),
-                ("lethe worker, tuned", lambda: run_worker(bench, True)),
-                ("lethe worker, its defaults", lambda: run_worker(bench, False)),
-            ]
+                "bare-send": (
+                    "bare Faust agent, tuned, 1 send per event",
+                    lambda: run_bare(bench, True, send="faust"),
+                ),
+                "bare-produce": (
+                    "bare Faust agent, tuned, 1 confluent-kafka produce per event",
+                    lambda: run_bare(bench, True, send="confluent"),
+                ),
+                "worker": ("lethe worker, tuned", lambda: run_worker(bench, True)),
+                "worker-default": ("lethe worker, its defaults", lambda: run_worker(bench, False)),
+            }
+            contenders = [everyone[key] for key in args.contenders.split(",")]
             results: dict[str, list[Result]] = {name: [] for name, _ in contenders}
             for round_no in range(1, args.runs + 1):
                 for name, run in contenders:

@@ -5,6 +5,8 @@ What the app is made of:
 - tables in RocksDB under `<LETHE_DATA_DIR>/<id>`, with capped caches and
   write buffers (`ROCKSDB_OPTIONS`; Faust's default is a 2 GiB block cache per
   table partition);
+- a consumer tuned by LETHE_CONSUMER_MAX_FETCH_BYTES, LETHE_MAX_POLL_RECORDS and
+  LETHE_STREAM_BUFFER_MAXSIZE (`lethe.settings`; their effect: docs/benchmarks.md);
 - a web server on LETHE_WEB_HOST:LETHE_WEB_PORT serving `/metrics`, with the
   `/table` views (they expose table contents) and the `/router` views off;
 - a subscription fixed at start: the change topics the policy names
@@ -59,10 +61,6 @@ ROCKSDB_OPTIONS: Final[dict[str, int]] = {
     "max_open_files": 256,
 }
 """Per table partition (one RocksDB per partition): at most ~24 MiB of memory each."""
-
-CONSUMER_MAX_FETCH_BYTES: Final = 4 * 1024 * 1024
-"""Per partition and fetch. Faust's 1 MiB default held a one-partition topic to
-~1.5k events/s of 800-byte records on the local stack; 4 MiB gives ~3.9k/s."""
 
 UNCLASSIFIED_CHECK_S: Final = 30.0
 """How often the worker lists the broker's topics for change topics the policy does not name."""
@@ -131,7 +129,9 @@ def create_app(
         datadir=str(settings.data_dir / app_id),
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=CONSUMER_MAX_FETCH_BYTES,
+        consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
+        broker_max_poll_records=settings.max_poll_records,
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
         topic_replication_factor=1,
         web_enabled=web_enabled,
         web_bind=settings.web_host,

@@ -131,6 +131,17 @@ class Settings:
     sink topics the database is changed from); `off` runs the worker without its enforcing
     stage: changes are assigned to subjects, nothing is issued and no row is changed (tests
     of the first stage, or a look at a new policy's inputs before it acts)."""
+    consumer_max_fetch_bytes: int = 4 * 1024 * 1024
+    """LETHE_CONSUMER_MAX_FETCH_BYTES: the most bytes the worker fetches per partition in one
+    request (default 4 MiB; Faust's is 1 MiB). Must hold the largest record. Larger fetches
+    read a busy partition faster (bench/ingest_bench.py: 8 MiB) for more memory per partition."""
+    max_poll_records: int | None = None
+    """LETHE_MAX_POLL_RECORDS: the most records one poll hands to the streams (default: no
+    limit, Faust's default). bench/ingest_bench.py runs the worker with 5000."""
+    stream_buffer_maxsize: int = 4096
+    """LETHE_STREAM_BUFFER_MAXSIZE: records each agent's stream may hold read but unprocessed
+    before the consumer pauses (default 4096, Faust's). bench/ingest_bench.py runs the worker
+    with 32768; memory grows with it times the record size."""
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -154,6 +165,15 @@ class Settings:
                 f"LETHE_TICK_INTERVAL={self.tick_interval} is not more than 0; set a number of "
                 "seconds such as 1 (the default)"
             )
+        for variable, value, example in (
+            ("LETHE_CONSUMER_MAX_FETCH_BYTES", self.consumer_max_fetch_bytes, "4194304"),
+            ("LETHE_MAX_POLL_RECORDS", self.max_poll_records, "5000"),
+            ("LETHE_STREAM_BUFFER_MAXSIZE", self.stream_buffer_maxsize, "4096"),
+        ):
+            if value is not None and value < 1:
+                raise ConfigError(
+                    f"{variable}={value} is less than 1; set a count such as {example}"
+                )
 
     def _check_clock(self) -> None:
         """ConfigError when the clock variables do not make one clock of LETHE_CLOCK's mode."""
@@ -303,12 +323,20 @@ def _switch_setting(raw: str) -> bool:
     raise ValueError(f"{raw!r} is neither on nor off; write on or off")
 
 
+def _count_setting(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a whole number; set it to one such as 5000") from None
+
+
 _PARSERS: dict[str, Callable[[str], object]] = {
     "clock_start": _instant_setting,
     "clock_wall_start": _instant_setting,
     "clock_speed": parse_speed,
     "tick_interval": _seconds_setting,
     "enforce": _switch_setting,
+    "max_poll_records": _count_setting,
 }
 """Settings whose text is parsed by more than a type; a ValueError's message starts with the
 value and says how to write it."""
@@ -346,4 +374,7 @@ _VARIABLES: dict[str, str] = {
     "internal_partitions": "LETHE_INTERNAL_PARTITIONS",
     "tick_interval": "LETHE_TICK_INTERVAL",
     "enforce": "LETHE_ENFORCE",
+    "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",
+    "max_poll_records": "LETHE_MAX_POLL_RECORDS",
+    "stream_buffer_maxsize": "LETHE_STREAM_BUFFER_MAXSIZE",
 }

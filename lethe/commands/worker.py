@@ -20,6 +20,7 @@ start without them.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ from lethe.policy_file import load_policy
 from lethe.settings import APP_ID, Settings
 
 if TYPE_CHECKING:
+    import faust
+
     from lethe.app import LetheApp
     from policy.model import Policy
 
@@ -76,9 +79,25 @@ def build_worker_app(
     return app
 
 
-def run(args: argparse.Namespace) -> int:
+def quiet_root_worker() -> type[faust.Worker]:
+    """Faust's worker, except that the root logger stays at the chosen level.
+
+    At `-l warning` and above Faust sets the root logger to DEBUG for its terminal spinner,
+    so every debug line of Faust and aiokafka (several per record) was built and then
+    dropped by the handler: about a tenth of the worker's time (docs/benchmarks.md).
+    """
     import faust
 
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            if level:
+                logger.setLevel(level)
+
+    return Worker
+
+
+def run(args: argparse.Namespace) -> int:
     from lethe import topics
     from lethe.app import change_topic_partitions, declare_change_topics, declare_internal_topic
 
@@ -102,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         )
     app = build_worker_app(settings, args.app_id, policy, names, partitions)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
-    worker = faust.Worker(app, loglevel=args.loglevel)
+    worker = quiet_root_worker()(app, loglevel=args.loglevel)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -49,6 +49,27 @@ def test_internal_topics_have_8_partitions_unless_set_to_at_least_1() -> None:
         Settings.from_env({"LETHE_INTERNAL_PARTITIONS": "eight"})
 
 
+def test_the_consumer_reads_4_mib_per_fetch_without_a_poll_limit_unless_set() -> None:
+    settings = Settings()
+    assert (settings.consumer_max_fetch_bytes, settings.max_poll_records) == (4194304, None)
+    assert settings.stream_buffer_maxsize == 4096
+    tuned = Settings.from_env(
+        {
+            "LETHE_CONSUMER_MAX_FETCH_BYTES": "8388608",
+            "LETHE_MAX_POLL_RECORDS": "5000",
+            "LETHE_STREAM_BUFFER_MAXSIZE": "32768",
+        }
+    )
+    assert (tuned.consumer_max_fetch_bytes, tuned.max_poll_records) == (8388608, 5000)
+    assert tuned.stream_buffer_maxsize == 32768
+    with pytest.raises(ConfigError, match="LETHE_MAX_POLL_RECORDS=0 is less than 1"):
+        Settings.from_env({"LETHE_MAX_POLL_RECORDS": "0"})
+    with pytest.raises(ConfigError, match=r"LETHE_MAX_POLL_RECORDS='many' is not a whole"):
+        Settings.from_env({"LETHE_MAX_POLL_RECORDS": "many"})
+    with pytest.raises(ConfigError, match="LETHE_STREAM_BUFFER_MAXSIZE=-1 is less than 1"):
+        Settings.from_env({"LETHE_STREAM_BUFFER_MAXSIZE": "-1"})
+
+
 ACCELERATED = {
     "LETHE_CLOCK": "accelerated",
     "LETHE_CLOCK_WALL_START": "2026-11-30T09:00:00Z",

@@ -25,7 +25,8 @@ What the app is made of:
   each, never read;
 - Kafka through `lethe.consumer.Transport`: Faust's, except that after every
   rebalance a change-topic partition without a committed offset is read from its
-  beginning (Faust 0.15 could otherwise lose its first records);
+  beginning, and that no change record reaches a stream until a rebalance is over
+  (Faust 0.15 could otherwise lose records at a rebalance);
 - no agents: the worker command (`lethe.commands.worker`) installs them with
   `lethe.agents.install`, so this module never imports the agents and the
   agents never import it.

@@ -1,5 +1,6 @@
 """The worker's Kafka consumer: Faust's own, except that after every rebalance each
-change-topic partition without a committed offset is read from its beginning.
+change-topic partition without a committed offset is read from its beginning, and that
+no change record reaches a stream while a rebalance is in progress.
 
 Why: in faust-streaming 0.15.3 with aiokafka 0.14.0 a rebalance (a second worker
 joining, a worker leaving) can hand records to Faust that it then discards: a fetch
@@ -24,26 +25,92 @@ records (counted twice), never skip one. Only partitions whose offsets Faust
 commits are concerned: table changelogs (Faust's recovery positions them itself)
 and topics read without acks are left alone.
 
+Second loss, with a table (the worker's `locations`): Faust empties the stream buffers
+when it resumes the streams at the end of a rebalance, after it has resumed and sought
+the partitions, and a record buffered in between is discarded for good (`getmany` says
+how). Lethe does not hand such a partition's records to the streams until the rebalance
+is over (`app.rebalancing` false); what it held back is fetched again after a seek to
+committed offsets (and to the beginning where none is), so it is read once more, never
+skipped.
+
 The worker uses it through `lethe.app.LetheApp`; an operator has nothing to set. The
-log says at INFO which partitions were sent back to their beginning.
+log says at INFO which partitions were sent back to their beginning, and which had
+records fetched during a rebalance.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar, Final
 
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 
 log = logging.getLogger(__name__)
+
+SEEK_RETRY_S: Final = 1.0
 
 
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer; partitions without a committed offset restart at their
-    beginning whenever Faust seeks to committed offsets."""
+    beginning whenever Faust seeks to committed offsets, and no record reaches a stream
+    while a rebalance is in progress."""
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Faust's fetch, minus the records of partitions whose offsets Faust commits that
+        arrive while a rebalance is in progress: those are fetched again after a seek to
+        committed offsets (`seek_back`), once the rebalance is over.
+
+        Why: in an app with a table, Faust's recovery resumes the flow control to read the
+        changelogs (`Recovery._restart_recovery`, "Resuming flow..."), then, in
+        `Recovery.on_recovery_completed`, resumes the stream partitions, seeks them to their
+        committed offsets (one request per partition, ~0.2 s) and resumes the flow control
+        again: `FlowControlEvent.resume` empties every stream buffer. A record fetched
+        after that seek and buffered before that resume is discarded, never processed nor
+        acknowledged, while Faust's read offset and the consumer's position are already
+        past it, and Faust commits the next records' offsets past it (nothing was committed
+        before, so it sees no gap). Seen on 2026-11-30: offset 0 of a partition lost, 25
+        committed. `app.rebalancing` is true from the start of a rebalance until
+        `App.on_rebalance_end`, which Faust calls after that last resume, so a record handed
+        over afterwards is never discarded that way.
+        """
+        held_back: set[TP] = set()
+        async for tp, message in super().getmany(timeout):
+            if self.app.rebalancing and self._commits_for(tp):
+                held_back.add(tp)
+                continue
+            yield tp, message
+        if held_back:
+            log.info(
+                "Records fetched during a rebalance are read again once it ends: %s",
+                _names(sorted(held_back)),
+            )
+            await self.seek_back(held_back)
+
+    async def seek_back(self, held_back: set[TP]) -> None:
+        """Seek to committed offsets (Faust's `perform_seek`, then the partitions without
+        one to their beginning) so that the held-back records are fetched again; retried
+        every `SEEK_RETRY_S` until it succeeds, the partitions are reassigned (the new
+        assignment ends with its own seek) or the worker stops."""
+        while not self.should_stop:
+            try:
+                await self.perform_seek()
+                return
+            except IllegalStateError:
+                return
+            except Exception:
+                log.exception(
+                    "Could not seek back %s to committed offsets; retrying in %.0fs",
+                    _names(sorted(held_back)),
+                    SEEK_RETRY_S,
+                )
+                await self.sleep(SEEK_RETRY_S)
+
+    def _commits_for(self, tp: TP) -> bool:
+        """Whether Faust commits offsets for `tp` (read with acks, not a table changelog)."""
+        return self.app.topics.acks_enabled_for(tp.topic) and not self._is_changelog_tp(tp)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
@@ -60,18 +127,20 @@ class Consumer(faust_aiokafka.Consumer):
         `<app id>-__assignor-__leader`) never have a commit and are left where they are.
         If a new rebalance took the partitions away meanwhile, nothing is done: that
         rebalance ends with its own seek.
+
+        The beginning is asked for (their earliest offsets), then sought to: aiokafka's
+        `seek_to_beginning` would leave the position unknown until its reset is done, and
+        Faust's livelock check (`verify_event_path`, every 7 s outside a rebalance)
+        stops the worker with an AssertionError when it meets such a position.
         """
         uncommitted = sorted(
-            tp
-            for tp, offset in committed.items()
-            if not offset
-            and self.app.topics.acks_enabled_for(tp.topic)
-            and not self._is_changelog_tp(tp)
+            tp for tp, offset in committed.items() if not offset and self._commits_for(tp)
         )
         if not uncommitted:
             return
         try:
-            await self._thread.seek_to_beginning(*uncommitted)
+            beginnings = await self._thread.earliest_offsets(*uncommitted)
+            await self._thread.seek_wait({tp: beginnings[tp] for tp in uncommitted})
         except IllegalStateError:
             log.info(
                 "Partitions without committed offset were reassigned before they could be "

@@ -10,6 +10,12 @@ With LETHE_IT_STALL_DIR set, the worker talks to the test through files there:
   the worker writes `stalled` and waits (the event loop keeps running other work,
   like a loop busy elsewhere) until `resume` exists, at most STALL_MAX_S.
 
+LETHE_IT_SEEK_PAUSE_S makes every seek of Faust's to committed offsets (`perform_seek`)
+take that much longer, and LETHE_IT_HANDLE_DELAY_S every change record take that long
+to process: after its last seek of a rebalance, Faust has records fetched and waiting
+in the stream's buffer when it resumes the streams (which empties the buffers), as on
+a busy machine.
+
 LETHE_IT_STOCK_CONSUMER=1 runs it with Faust's own consumer instead of
 `lethe.consumer.Consumer`, to see what the test catches without Lethe's fix.
 LETHE_IT_FETCH_TIMEOUT_S sets how long one fetch of Faust's waits for records
@@ -66,6 +72,30 @@ def patch_fetch_timeout(timeout_s: float) -> None:
     AIOKafkaConsumerThread.getmany = long_getmany  # type: ignore[method-assign]
 
 
+def patch_seek_pause(pause_s: float) -> None:
+    from faust.transport.consumer import Consumer
+
+    perform_seek = Consumer.perform_seek
+
+    async def slow_perform_seek(self: Any) -> None:
+        await perform_seek(self)
+        await asyncio.sleep(pause_s)
+
+    Consumer.perform_seek = slow_perform_seek  # type: ignore[method-assign]
+
+
+def patch_handle_delay(delay_s: float) -> None:
+    from lethe.agents import assign
+
+    handle_change = assign.handle_change
+
+    async def slow_handle_change(message: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(delay_s)
+        await handle_change(message, **kwargs)
+
+    assign.handle_change = slow_handle_change  # type: ignore[assignment]
+
+
 def use_stock_consumer() -> None:
     import faust
 
@@ -79,6 +109,10 @@ def main() -> int:
         patch_recovery(Path(stall_dir))
     if fetch_timeout := os.environ.get("LETHE_IT_FETCH_TIMEOUT_S"):
         patch_fetch_timeout(float(fetch_timeout))
+    if seek_pause := os.environ.get("LETHE_IT_SEEK_PAUSE_S"):
+        patch_seek_pause(float(seek_pause))
+    if handle_delay := os.environ.get("LETHE_IT_HANDLE_DELAY_S"):
+        patch_handle_delay(float(handle_delay))
     if os.environ.get("LETHE_IT_STOCK_CONSUMER") == "1":
         use_stock_consumer()
     from lethe.cli import main as lethe_main

@@ -9,6 +9,9 @@ partition, their first ones. Then worker 1 goes on. Every record must be counted
 in `lethe_change_events_total`, summed over both workers: each partition gets
 records of one operation (c, u, d, r), so the count per operation is the count per
 partition; a record counted twice is allowed (at least once), one missing is not.
+No record of the topic may be dead-lettered either (`lethe_dead_letters_total`): a
+record that fails after it is counted (routing, the `locations` table) goes to
+lethe.deadletter instead of being processed.
 
 In faust-streaming 0.15.3 the fetch worker 1 began before the rebalance returns
 those records while its flow is stopped; Faust drops them and seeks back only
@@ -18,6 +21,14 @@ fetch waits for records 1 s at most; here it waits `FETCH_TIMEOUT_S`, so that it
 still waiting when the records arrive and the test does not depend on timing.
 With Faust's own consumer (LETHE_IT_STOCK_CONSUMER=1 in the environment) the test
 fails: on 2026-11-30 the 25 records of partition 2 were never counted.
+
+Since the worker has a table, Faust also empties the stream buffers at the end of the
+rebalance, after its seek: a record worker 1 fetched in between and had not processed
+yet was lost (the first record of partition 2 or 3, in 6 of 11 runs on 2026-11-30).
+The test makes it happen every time: each seek takes `SEEK_PAUSE_S` longer and each
+record `HANDLE_DELAY_S` to process, so that records wait in the buffer when the
+rebalance ends. Before `lethe.consumer` held such records back until the rebalance is
+over, worker 1 then counted 5 of the 25 records of each of its partitions.
 
 The run's topic, consumer group and Faust's internal topics are deleted at the end,
 and both workers stopped (SIGTERM, then SIGKILL). Fails (never skips) when the
@@ -66,6 +77,14 @@ FETCH_TIMEOUT_S = 30.0
 """How long one fetch of Faust's waits for records in the test (Faust: 1 s), so that
 the fetch worker 1 began before the rebalance is still waiting when they arrive."""
 
+SEEK_PAUSE_S = 0.5
+"""How much longer each seek to committed offsets takes in the test (stalled_worker.py),
+so that worker 1 fetches records between its last seek of the rebalance and the end of
+that rebalance."""
+HANDLE_DELAY_S = 0.05
+"""How long each change record takes to process in the test, so that fetched records
+are still waiting in the stream's buffer when the rebalance ends."""
+
 T = TypeVar("T")
 
 
@@ -86,18 +105,31 @@ class Worker:
         path = self.stall_dir / "resumed"
         return len(path.read_text().splitlines()) if path.exists() else 0
 
-    def counts(self, table: str) -> dict[str, int] | None:
-        """lethe_change_events_total of `table` by op; None while /metrics does not answer."""
+    def metrics(self) -> str | None:
+        """The worker's /metrics page; None while it does not answer."""
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
-                text = response.read().decode()
+                return str(response.read().decode())
         except OSError:
             return None
+
+    def counts(self, table: str) -> dict[str, int] | None:
+        """lethe_change_events_total of `table` by op; None while /metrics does not answer."""
+        return self.samples("lethe_change_events_total", "table", table, "op")
+
+    def dead_letters(self, topic: str) -> dict[str, int] | None:
+        """lethe_dead_letters_total of `topic` by reason; None while /metrics does not answer."""
+        return self.samples("lethe_dead_letters_total", "topic", topic, "reason")
+
+    def samples(self, name: str, label: str, value: str, by: str) -> dict[str, int] | None:
+        text = self.metrics()
+        if text is None:
+            return None
         return {
-            sample.labels["op"]: int(sample.value)
+            sample.labels[by]: int(sample.value)
             for family in text_string_to_metric_families(text)
             for sample in family.samples
-            if sample.name == "lethe_change_events_total" and sample.labels.get("table") == table
+            if sample.name == name and sample.labels.get(label) == value
         }
 
 
@@ -238,6 +270,8 @@ def start_worker(run: tuple[str, str, Path], tmp_path: Path) -> Iterator[Callabl
             "LETHE_IT_STALL_DIR": str(stall_dir),
             "LETHE_IT_FETCH_TIMEOUT_S": str(FETCH_TIMEOUT_S),
             "LETHE_ENFORCE": "off",  # the assign stage is under test; no table of its own
+            "LETHE_IT_SEEK_PAUSE_S": str(SEEK_PAUSE_S),
+            "LETHE_IT_HANDLE_DELAY_S": str(HANDLE_DELAY_S),
             "PYTHONUNBUFFERED": "1",
         }
         with log_path.open("wb") as log_file:
@@ -304,5 +338,11 @@ def test_a_second_worker_joining_loses_no_first_record(
         lambda: True if all(counted()[op] >= n for op, n in expected.items()) else None,
         workers,
     )
+    for worker in workers:
+        dead = worker.dead_letters(topic)
+        assert dead == {}, (
+            f"{worker.name} sent records of {topic} to lethe.deadletter instead of processing "
+            f"them (by reason: {dead}; None: /metrics did not answer)\n{worker.tail()}"
+        )
     assert first.counts(table), "worker 1 kept no partition of the topic: nothing was at risk"
     assert second.resumed() >= 1, "worker 2 never read an assignment"

@@ -22,7 +22,6 @@ may be an email address) is logged at DEBUG only (`-l debug`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Final
 
@@ -30,6 +29,7 @@ import faust
 from faust.types import AgentT, ChannelT, EventT, Message, TopicT
 
 from lethe import topics
+from lethe.agents.delivery import deliver_retrying
 from lethe.agents.routing import Kind, Routing, route, row_id, wire_headers
 from lethe.metrics import WorkerMetrics
 from policy.decoding import decode_raw
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 AGENT_NAME: Final = "lethe.assign"
 LOCATIONS_TABLE: Final = "locations"
-DEADLETTER_RETRY_MAX_S: Final = 30.0
 
 
 def install(
@@ -162,25 +161,8 @@ async def send_dead_letter(
         value=_raw(message.value),
         timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
     )
-    key = _raw(message.key)
-    delay = 0.5
-    while True:
-        try:
-            delivery = await deadletters.send(key=key, value=record)
-            await delivery
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception(
-                "Could not send the dead letter for %s[%s]@%s; retrying in %.1fs",
-                message.topic,
-                message.partition,
-                message.offset,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, DEADLETTER_RETRY_MAX_S)
+    what = f"the dead letter for {message.topic}[{message.partition}]@{message.offset}"
+    await deliver_retrying(deadletters, _raw(message.key), record, what)
 
 
 def _key_label(key: Key) -> str:

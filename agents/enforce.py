@@ -45,6 +45,7 @@ from faust.types import AgentT, ChannelT, Message, TopicT
 
 from lethe import topics
 from lethe.agents.assign import reject
+from lethe.agents.delivery import deliver_retrying, send_retrying
 from lethe.agents.subject_records import (
     TICK_VALUE,
     ChangeRecord,
@@ -70,7 +71,6 @@ from policy.state import Command
 log = logging.getLogger(__name__)
 
 AGENT_NAME: Final = "lethe.enforce"
-RETRY_MAX_S: Final = 30.0
 
 
 def output_topic_names(policy: Policy) -> tuple[str, ...]:
@@ -172,9 +172,9 @@ class Enforcer:
                 continue
             sent.append((command, [(record, await self.send(record)) for record in records]))
         for command, deliveries in sent:
-            for record, delivery in deliveries:
+            for record, pending in deliveries:
                 try:
-                    await delivery
+                    await pending
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -192,32 +192,11 @@ class Enforcer:
 
     async def send(self, record: OutboundRecord) -> Any:
         """Hand the record to the producer (retrying until it takes it); return its delivery."""
-        topic = self.topic(record.topic)
-        delay = 0.5
-        while True:
-            try:
-                return await topic.send(key=record.key, value=record.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("Could not send to %s; retrying in %.1fs", record.topic, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+        return await send_retrying(self.topic(record.topic), record.key, record.value, record.topic)
 
     async def deliver(self, topic: ChannelT[bytes], key: bytes | None, value: bytes | None) -> None:
         """Send and wait until the broker has it, retrying with a capped backoff."""
-        delay = 0.5
-        while True:
-            try:
-                delivery = await topic.send(key=key, value=value)
-                await delivery
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("Could not deliver a record; retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+        await deliver_retrying(topic, key, value, f"a record to {topic}")
 
     async def refuse(self, command: Command, reason: str, detail: str, message: Message) -> None:
         """Dead-letter a command that is not sent, with the command's JSON, and count it."""

@@ -40,14 +40,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import os
-import pstats
 import queue
-import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,32 +51,33 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
-import yaml
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaException
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_TABLE = "public.connection_logs"
+sys.path.insert(0, str(ROOT))
+
+from bench.ingest_report import Result, profile_summary, rate_text, table  # noqa: E402
+from bench.ingest_stream import (  # noqa: E402
+    admin,
+    bench_policy,
+    change_records,
+    create_topic,
+    end_offsets,
+    produce,
+    topics_of,
+)
+
 TUNED = {"fetch_bytes": 8 * 1024 * 1024, "poll_records": 5000, "buffer": 32768}
 CONTENDERS = ("ck", "bare", "bare-default", "bare-send", "bare-produce", "worker", "worker-default")
 SAMPLE_S = 0.2
 START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 45.0
-
-
-@dataclass
-class Result:
-    contender: str
-    rate: float | None
-    seconds: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,141 +97,6 @@ class Bench:
         self.app_ids.append(app_id)
         self.groups.append(app_id)
         return app_id
-
-
-# --- the records ------------------------------------------------------------------------
-
-
-def zoned(ms: int) -> str:
-    """Debezium's io.debezium.time.ZonedTimestamp text of a timestamptz (microseconds)."""
-    instant = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return instant.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
-
-
-def ip_address(rng: random.Random) -> str:
-    if rng.random() < 0.2:
-        return f"2001:db8:{rng.randrange(65536):x}::{rng.randrange(65536):x}"
-    return f"{rng.choice(('192.0.2', '198.51.100', '203.0.113'))}.{rng.randrange(1, 255)}"
-
-
-def change_records(
-    n: int, table: str, create_share: float, seed: int = 7
-) -> Iterator[tuple[bytes, bytes]]:
-    """N change records of `public.<table>` (connection-log columns) as Debezium's JSON
-    converter writes them without schemas, a few seconds apart: a create logs a connection,
-    an update rewrites an earlier one (REPLICA IDENTITY DEFAULT: no before image)."""
-    rng = random.Random(seed)
-    start_ms = int(dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC).timestamp() * 1000)
-    lsn = 24_023_928
-    rows: list[tuple[int, int, str, int]] = []
-    for index in range(n):
-        now_ms = start_ms + index * 3_000 + rng.randrange(3_000)
-        lsn += rng.randrange(200, 600)
-        if not rows or rng.random() < create_share:
-            row = (len(rows) + 1, rng.randrange(1, 20_000), ip_address(rng), now_ms)
-            rows.append(row)
-            op = "c"
-        else:
-            row_id, customer_id, _, logged_ms = rows[rng.randrange(len(rows))]
-            row = (row_id, customer_id, ip_address(rng), logged_ms)
-            op = "u"
-        row_id, customer_id, address, logged_ms = row
-        envelope = {
-            "before": None,
-            "after": {
-                "id": row_id,
-                "customer_id": customer_id,
-                "ip_address": address,
-                "logged_at": zoned(logged_ms),
-            },
-            "source": {
-                "version": "2.7.3.Final",
-                "connector": "postgresql",
-                "name": "hosting",
-                "ts_ms": now_ms,
-                "snapshot": "false",
-                "db": "hosting",
-                "sequence": f'["{lsn - 312}","{lsn}"]',
-                "schema": "public",
-                "table": table,
-                "txId": 800 + index,
-                "lsn": lsn,
-                "xmin": None,
-            },
-            "transaction": None,
-            "op": op,
-            "ts_ms": now_ms + 41,
-        }
-        yield orjson.dumps({"id": row_id}), orjson.dumps(envelope)
-
-
-def bench_policy(path: Path, table: str) -> Path:
-    """config/policy.yaml with its sources cut to the connection-log source, renamed `table`."""
-    document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text(encoding="utf-8"))
-    document["sources"] = {f"public.{table}": document["sources"][SOURCE_TABLE]}
-    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return path
-
-
-# --- Kafka ------------------------------------------------------------------------------
-
-
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-
-
-def create_topic(bootstrap: str, topic: str) -> None:
-    client = admin(bootstrap)  # alive until the future is done
-    future = client.create_topics([NewTopic(topic, num_partitions=1)])[topic]
-    future.result(timeout=30)
-
-
-def produce(bootstrap: str, topic: str, records: Iterator[tuple[bytes, bytes]]) -> tuple[int, int]:
-    """Write the records; return their count and total value bytes."""
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000, "acks": "all"}
-    )
-    count = size = 0
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        count += 1
-        size += len(value)
-        if count % 10_000 == 0:
-            producer.poll(0)
-    if producer.flush(120):
-        raise SystemExit(f"could not write all {count} records to {topic} within 120 s")
-    return count, size
-
-
-def end_offsets(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """Sum of the end offsets of each topic's partitions (0 for a topic that is not there)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "log_level": 0})
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        totals: dict[str, int] = {}
-        for topic in topics:
-            found = metadata.topics.get(topic)
-            totals[topic] = 0
-            if found is None or found.error is not None:
-                continue
-            for partition in found.partitions:
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=10
-                )
-                totals[topic] += max(high, 0)
-        return totals
-    finally:
-        consumer.close()
-
-
-def topics_of(bootstrap: str, prefix: str) -> list[str]:
-    names = admin(bootstrap).list_topics(timeout=10).topics
-    return sorted(name for name in names if name.startswith(prefix))
 
 
 def clean_up(bench: Bench) -> None:
@@ -529,110 +391,6 @@ def _written_per_event(bench: Bench, app_id: str) -> dict[str, float]:
 
 # --- report -----------------------------------------------------------------------------
 
-AREAS = (
-    ("lethe agents (stage A)", ("/lethe/agents/",)),
-    ("policy core (decode, route)", ("/policy/",)),
-    ("lethe other", ("/lethe/",)),
-    ("faust", ("/faust/",)),
-    ("aiokafka", ("/aiokafka/",)),
-    ("mode", ("/mode/",)),
-    ("asyncio, selectors", ("/asyncio/", "selectors.py")),
-    ("logging", ("/logging/",)),
-    ("prometheus_client", ("/prometheus_client/",)),
-    ("rocksdict", ("rocksdict",)),
-)
-
-
-def profile_summary(path: Path, top: int = 12) -> str:
-    """Own time by area, and the functions with the most own time."""
-    stats = pstats.Stats(str(path))
-    table: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
-    by_area: dict[str, float] = {}
-    total = 0.0
-    for (filename, _, function), (_, _, own, _, _) in table.items():
-        total += own
-        area = next(
-            (name for name, marks in AREAS if any(mark in filename for mark in marks)), None
-        )
-        if area is None:
-            area = f"builtins ({function})" if filename == "~" else "other"
-            if filename == "~" and own < 0.02 * max(total, 1e-9):
-                area = "builtins (rest)"
-        by_area[area] = by_area.get(area, 0.0) + own
-    lines = [f"  own time {total:.1f} s by area:"]
-    for area, own in sorted(by_area.items(), key=lambda item: -item[1])[:top]:
-        lines.append(f"    {own / total:6.1%}  {area}")
-    ranked = sorted(table.items(), key=lambda item: -item[1][2])[:top]
-    lines.append("  functions with the most own time:")
-    for (filename, line, function), (_, calls, own, _, _) in ranked:
-        short = "/".join(Path(filename).parts[-2:]) if filename != "~" else "~"
-        lines.append(f"    {own / total:6.1%}  {calls:>9}  {short}:{line} {function}")
-    return "\n".join(lines)
-
-
-def rate_text(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:,.0f}"
-
-
-def ratio_text(rate: float | None, base: float | None) -> str:
-    return "-" if rate is None or not base else f"{rate / base:.0%}"
-
-
-def table(results: dict[str, list[Result]], bench: Bench, mean_bytes: float) -> str:
-    def best(rates: list[float | None]) -> float | None:
-        known = [rate for rate in rates if rate is not None]
-        return max(known) if known else None
-
-    def median(rates: list[float | None]) -> float | None:
-        known = [rate for rate in rates if rate is not None]
-        return statistics.median(known) if known else None
-
-    rows: list[tuple[str, list[float | None]]] = []
-    for contender, runs in results.items():
-        rows.append((contender, [run.rate for run in runs]))
-        if contender.startswith("lethe worker"):
-            rows.append(
-                (
-                    f"{contender}, all agents",
-                    [run.extra.get("all_agents_rate") for run in runs],
-                )
-            )
-    bare = results.get("bare Faust agent, tuned", [])
-    base_best = best([run.rate for run in bare])
-    base_median = median([run.rate for run in bare])
-    runs = max((len(r) for r in results.values()), default=0)
-    out = [
-        f"{bench.events:,} records, mean {mean_bytes:.0f} B, 1 partition; nproc {nproc()}; "
-        f"{runs} run(s) of each, in turn",
-        "",
-        "| contender | best ev/s | median ev/s | best / tuned bare | median / tuned bare |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for contender, rates in rows:
-        b, m = best(rates), median(rates)
-        out.append(
-            f"| {contender} | {rate_text(b)} | {rate_text(m)} | {ratio_text(b, base_best)} | "
-            f"{ratio_text(m, base_median)} |"
-        )
-    out.append("")
-    for contender, runs_of in results.items():
-        for run in runs_of:
-            if "changelog_per_event" in run.extra:
-                out.append(
-                    f"{contender}: {run.extra['changelog_per_event']:.3f} changelog records "
-                    f"per event {run.extra['changelogs']}, {run.extra['sent_per_event']:.3f} "
-                    "records sent to <app id>-subject-events per event"
-                )
-                break
-    return "\n".join(out)
-
-
-def nproc() -> str:
-    try:
-        return subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -709,7 +467,7 @@ def main() -> None:
                         flush=True,
                     )
             print()
-            print(table(results, bench, size / count))
+            print(table(results, bench.events, size / count))
             if args.profile is not None:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 for name, runner in (

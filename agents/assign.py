@@ -88,9 +88,9 @@ async def handle_change(
     subject_events: ChannelT[bytes],
 ) -> None:
     """Process one change record; never raises for bad input."""
-    value = _raw(message.value)
+    value = raw_bytes(message.value)
     try:
-        outcome = decode_raw(engine.decoding, message.topic, _raw(message.key), value)
+        outcome = decode_raw(engine.decoding, message.topic, raw_bytes(message.key), value)
     except Exception as exc:  # decode_raw never raises on bad input; a bug must not kill the agent
         log.exception("Decoding %s[%s]@%s failed", message.topic, message.partition, message.offset)
         outcome = rejection_of_bug(exc)
@@ -157,19 +157,20 @@ async def send_dead_letter(
         offset=message.offset,
         reason=rejected.reason.value,
         detail=rejected.detail,
-        key=_raw(message.key),
-        value=_raw(message.value),
+        key=raw_bytes(message.key),
+        value=raw_bytes(message.value),
         timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
     )
     what = f"the dead letter for {message.topic}[{message.partition}]@{message.offset}"
-    await deliver_retrying(deadletters, _raw(message.key), record, what)
+    await deliver_retrying(deadletters, raw_bytes(message.key), record, what)
 
 
 def _key_label(key: Key) -> str:
     return ",".join(f"{column}={value}" for column, value in key)
 
 
-def _raw(data: object) -> bytes | None:
+def raw_bytes(data: object) -> bytes | None:
+    """A record's key or value as bytes, whatever Faust handed over."""
     if data is None or isinstance(data, bytes):
         return data
     if isinstance(data, str):

@@ -44,7 +44,7 @@ import orjson
 from faust.types import AgentT, ChannelT, Message, TopicT
 
 from lethe import topics
-from lethe.agents.assign import reject
+from lethe.agents.assign import raw_bytes, reject
 from lethe.agents.delivery import deliver_retrying, send_retrying
 from lethe.agents.subject_records import (
     TICK_VALUE,
@@ -124,7 +124,7 @@ class Enforcer:
     async def handle(self, message: Message) -> None:
         """Process one record of `<app id>-subject-events`; never raises for bad input."""
         try:
-            record = read_subject_record(_headers(message.headers), _raw(message.value))
+            record = read_subject_record(_headers(message.headers), raw_bytes(message.value))
             driver = self.driver(message.partition)
             if isinstance(record, ChangeRecord):
                 outcome = decode_raw(self.engine.decoding, record.source_topic, None, record.value)
@@ -269,11 +269,3 @@ def _headers(headers: Any) -> dict[str, bytes]:
     if isinstance(headers, Mapping):
         headers = headers.items()
     return header_map(headers)
-
-
-def _raw(data: object) -> bytes | None:
-    if data is None or isinstance(data, bytes):
-        return data
-    if isinstance(data, str):
-        return data.encode()
-    return repr(data).encode()

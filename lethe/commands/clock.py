@@ -11,15 +11,9 @@ from __future__ import annotations
 
 import argparse
 
+from lethe.commands import instant_argument
 from lethe.settings import Settings
-from policy.instants import Instant, format_instant, parse_instant
-
-
-def _instant(text: str) -> Instant:
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from policy.instants import format_instant
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Move the manual clock (LETHE_CLOCK=manual) to INSTANT; never back.",
     )
     advance.add_argument(
-        "instant", type=_instant, metavar="INSTANT", help="e.g. 2027-01-01T00:00:00Z"
+        "instant", type=instant_argument, metavar="INSTANT", help="e.g. 2027-01-01T00:00:00Z"
     )
 
 

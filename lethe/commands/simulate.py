@@ -23,18 +23,12 @@ from pathlib import Path
 
 import orjson
 
+from lethe.commands import instant_argument
 from lethe.errors import ConfigError
 from lethe.policy_file import load_policy
 from lethe.settings import Settings
 from policy.enforcement_clock import ClockWouldGoBack, ManualClock
 from policy.instants import Instant, format_instant, parse_instant
-
-
-def _instant(text: str) -> Instant:
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--until",
-        type=_instant,
+        type=instant_argument,
         metavar="INSTANT",
         help="advance the simulated clock to this instant after the last line; not before "
         "the last event (e.g. 2031-01-01T00:00:00Z; default: the last event's time); an "

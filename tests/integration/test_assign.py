@@ -38,7 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe.settings import Settings
-from tests.integration.test_walking_skeleton import (
+from tests.integration.workers import (
     WorkerProcess,
     free_port,
     produce,

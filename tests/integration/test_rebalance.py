@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,6 +59,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lethe.policy_file import load_policy
 from lethe.settings import Settings
+from tests.integration.workers import free_port, quiet
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -148,16 +148,6 @@ def wait_for(what: Callable[[], str], probe: Callable[[], T | None], workers: li
         time.sleep(0.2)
     tails = "\n".join(worker.tail() for worker in workers)
     pytest.fail(f"timed out after {TIMEOUT_S:.0f}s waiting for {what()}\n{tails}")
-
-
-def quiet(settings: Settings) -> dict[str, object]:
-    return {"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_policy(topic: str, path: Path) -> Path:

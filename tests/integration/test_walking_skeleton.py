@@ -30,18 +30,14 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import orjson
 import pytest
@@ -51,14 +47,19 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
-    Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
-from prometheus_client.parser import text_string_to_metric_families
 
 from lethe.policy_file import load_policy
 from lethe.settings import Settings
+from tests.integration.workers import (
+    WorkerProcess,
+    free_port,
+    produce,
+    quiet,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +73,6 @@ TABLE = "info_requests"
 TABLE_TOPIC = f"hosting.public.{TABLE}"
 TABLE_LABEL = f"public.{TABLE}"
 """How the worker names the table in its metric labels (as in commands)."""
-TIMEOUT_S = 120.0
 TOMBSTONE = "tombstone"
 """The op label the worker counts for Debezium's null-value record after a delete."""
 CODECS = ("gzip", "snappy", "lz4", "zstd")
@@ -80,34 +80,6 @@ NAMED_KINDS = ("absent", "garbage", *CODECS)
 """The run's own tables the worker's policy names, one change topic each."""
 STRAY_KIND = "stray"
 """The run's own table the policy does not name."""
-
-T = TypeVar("T")
-
-
-def wait_for(
-    what: str | Callable[[], str],
-    probe: Callable[[], T | None],
-    worker: WorkerProcess | None = None,
-) -> T:
-    """Poll `probe` until it returns something; fail with `what` (a text, or a function
-    that says what was seen last) and the worker log."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        if worker is not None and worker.process.poll() is not None:
-            pytest.fail(
-                f"lethe worker exited ({worker.process.returncode}) while waiting for "
-                f"{_text(what)}\n{worker.tail()}"
-            )
-        result = probe()
-        if result is not None:
-            return result
-        time.sleep(0.5)
-    tail = worker.tail() if worker is not None else ""
-    pytest.fail(f"timed out after {TIMEOUT_S:.0f}s waiting for {_text(what)}\n{tail}")
-
-
-def _text(what: str | Callable[[], str]) -> str:
-    return what if isinstance(what, str) else what()
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +94,6 @@ def stack(real_stack: Settings) -> Settings:
     return real_stack
 
 
-def quiet(settings: Settings) -> dict[str, object]:
-    """Client config; librdkafka's own connection logs off (failures raise anyway)."""
-    return {"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0}
-
-
 def ensure_topic(settings: Settings, name: str) -> None:
     admin = AdminClient(quiet(settings))
     futures = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
@@ -135,49 +102,6 @@ def ensure_topic(settings: Settings, name: str) -> None:
     except KafkaException as exc:
         if "TOPIC_ALREADY_EXISTS" not in str(exc):
             raise
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    metrics_url: str
-    app_id: str
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def tail(self, lines: int = 40) -> str:
-        return "--- worker log (tail) ---\n" + "\n".join(self.log().splitlines()[-lines:])
-
-    def change_counts(self, table: str) -> dict[str, int] | None:
-        """lethe_change_events_total of `table` by op, as /metrics shows it now."""
-        metrics = self.metrics()
-        if metrics is None:
-            return None
-        return {
-            dict(labels)["op"]: int(value)
-            for (name, labels), value in metrics.items()
-            if name == "lethe_change_events_total" and dict(labels).get("table") == table
-        }
-
-    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
-        try:
-            with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return None
-        return {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
 
 
 def run_topic(app_id: str, kind: str) -> str:
@@ -269,24 +193,6 @@ def change_record(row_id: int, note: str = "") -> tuple[bytes, bytes]:
     after = {"id": row_id, "note": note} if note else {"id": row_id}
     value = {"op": "c", "before": None, "after": after, "source": {"ts_ms": 1_700_000_000_000}}
     return orjson.dumps({"id": row_id}), orjson.dumps(value)
-
-
-def produce(
-    settings: Settings, topic: str, key: bytes | None, value: bytes, **config: str
-) -> tuple[int, int]:
-    """Produce one record (producer `config` added, e.g. compression.type); return its
-    (partition, offset)."""
-    producer = Producer({**quiet(settings), **config})
-    delivered: list[tuple[int, int]] = []
-
-    def on_delivery(err: object, msg: object) -> None:
-        assert err is None, f"produce to {topic} failed: {err}"
-        delivered.append((msg.partition(), msg.offset()))  # type: ignore[attr-defined]
-
-    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-    producer.flush(30)
-    assert delivered, f"no delivery report for the record sent to {topic}"
-    return delivered[0]
 
 
 def deadletter_end(settings: Settings) -> int:

@@ -29,7 +29,7 @@ import faust
 from faust.types import AgentT, ChannelT, EventT, Message, TopicT
 
 from lethe import topics
-from lethe.agents.delivery import deliver_retrying
+from lethe.agents.delivery import deliver_dead_letter
 from lethe.agents.routing import Kind, Routing, route, row_id, wire_headers
 from lethe.metrics import WorkerMetrics
 from policy.decoding import decode_raw
@@ -140,8 +140,10 @@ async def send_dead_letter(
 ) -> None:
     """Send the dead letter and wait until the broker has it.
 
-    Retries until it succeeds: the source record is acknowledged only after
-    this returns, so a broker outage delays processing instead of losing data.
+    The source record is acknowledged only after this returns, so a broker outage delays
+    processing instead of losing data. A dead letter the broker will not take with its raw
+    record (too large, or failing past a few tries) goes without it
+    (`lethe.agents.delivery.deliver_dead_letter`).
     """
     log.warning(
         "dead letter topic=%s partition=%s offset=%s reason=%s: %s",
@@ -151,18 +153,24 @@ async def send_dead_letter(
         rejected.reason.value,
         rejected.detail,
     )
-    record = topics.dead_letter_record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        reason=rejected.reason.value,
-        detail=rejected.detail,
-        key=raw_bytes(message.key),
-        value=raw_bytes(message.value),
-        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-    )
+    key = raw_bytes(message.key)
+    value = raw_bytes(message.value)
+
+    def record(raw_dropped: str | None = None) -> bytes:
+        return topics.dead_letter_record(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            reason=rejected.reason.value,
+            detail=rejected.detail,
+            key=key,
+            value=value,
+            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+            raw_dropped=raw_dropped,
+        )
+
     what = f"the dead letter for {message.topic}[{message.partition}]@{message.offset}"
-    await deliver_retrying(deadletters, raw_bytes(message.key), record, what)
+    await deliver_dead_letter(deadletters, key, record(), record, what)
 
 
 def _key_label(key: Key) -> str:

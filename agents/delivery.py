@@ -4,20 +4,32 @@ The source record is acknowledged only after the agent returns, so while the bro
 refuses a record the agent waits (and its consumer lag grows, which metrics show)
 instead of dropping it. Each failure is logged with what was being sent (topics and
 offsets, never record values).
+
+A dead letter is the exception: it carries the raw record, which can be what makes it fail
+(a record too large for the dead-letter topic once base64-encoded). It is tried at most
+`DEAD_LETTER_ATTEMPTS` times, or once when the error cannot heal (`retriable` false, as
+aiokafka's errors say, timeouts excepted); then the dead letter goes without its raw key and value
+(its reason, the sizes and the error instead), retried until the broker has it, so the
+agent is never blocked for good by one record and the record is still accounted for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from faust.types import ChannelT
 
 log = logging.getLogger(__name__)
 
 RETRY_FIRST_S: Final = 0.5
 RETRY_MAX_S: Final = 30.0
+DEAD_LETTER_ATTEMPTS: Final = 8
+"""Tries of a dead letter with its raw record before it goes without (about a minute of
+backoff), for an error that may heal."""
 
 
 async def send_retrying(
@@ -52,3 +64,46 @@ async def deliver_retrying(
             log.exception("Could not deliver %s; retrying in %.1fs", what, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+
+async def deliver_dead_letter(
+    channel: ChannelT[bytes],
+    key: bytes | None,
+    value: bytes,
+    without_raw: Callable[[str], bytes],
+    what: str,
+) -> bool:
+    """Deliver a dead letter; after `DEAD_LETTER_ATTEMPTS` failures (at once for an error that
+    cannot heal) deliver `without_raw(error)` instead, retrying until the broker has it.
+    Returns True when the raw record was left out."""
+    delay = RETRY_FIRST_S
+    for attempt in range(1, DEAD_LETTER_ATTEMPTS + 1):
+        try:
+            await (await channel.send(key=key, value=value))
+            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not _may_heal(exc) or attempt == DEAD_LETTER_ATTEMPTS:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                log.warning(
+                    "Could not deliver %s with its raw record (%s, attempt %d of %d); "
+                    "sending it without the raw key and value",
+                    what,
+                    error,
+                    attempt,
+                    DEAD_LETTER_ATTEMPTS,
+                )
+                await deliver_retrying(channel, None, without_raw(error), what)
+                return True
+            log.warning("Could not deliver %s (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _may_heal(error: Exception) -> bool:
+    """A timeout or lost connection may heal; so may an error that does not say it cannot."""
+    if isinstance(error, KafkaTimeoutError | KafkaConnectionError | TimeoutError | ConnectionError):
+        return True
+    return bool(getattr(error, "retriable", True))

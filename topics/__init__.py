@@ -223,8 +223,14 @@ def dead_letter_record(
     key: bytes | None,
     value: bytes | None,
     timestamp_ms: int | None,
+    raw_dropped: str | None = None,
 ) -> bytes:
-    """The JSON value of one dead letter; `key_b64`/`value_b64` are null for null."""
+    """The JSON value of one dead letter; `key_b64`/`value_b64` are null for null.
+
+    `key_bytes`/`value_bytes` give the raw record's sizes. With `raw_dropped` (the error that
+    kept the dead letter from being delivered with its raw record) `key_b64` and `value_b64`
+    are null whatever the record held: read it again from its topic, partition and offset
+    while the topic keeps it."""
     return orjson.dumps(
         {
             "topic": topic,
@@ -233,8 +239,11 @@ def dead_letter_record(
             "reason": reason,
             "detail": detail,
             "timestamp_ms": timestamp_ms,
-            "key_b64": _b64(key),
-            "value_b64": _b64(value),
+            "key_b64": None if raw_dropped else _b64(key),
+            "value_b64": None if raw_dropped else _b64(value),
+            "key_bytes": None if key is None else len(key),
+            "value_bytes": None if value is None else len(value),
+            "raw_dropped": raw_dropped,
         }
     )
 

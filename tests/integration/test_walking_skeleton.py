@@ -10,7 +10,8 @@ exists when the worker starts. Then:
 2. a garbage record is dead-lettered to `lethe.deadletter` (topic, partition,
    offset, reason, raw value), and the worker goes on counting: a row of
    `info_requests` inserted, updated and deleted in PostgreSQL is counted exactly
-   as `hosting.public.info_requests` holds it, by operation;
+   as `hosting.public.info_requests` holds it, by operation; a garbage record too
+   large to be dead-lettered with its raw value is dead-lettered without it;
 3. a change topic of a table the policy does not name, created while the worker
    runs, shows in `lethe_unclassified_tables` and is never read;
 4. a change record compressed with gzip, snappy, lz4 or zstd is counted, and the
@@ -331,6 +332,36 @@ def test_worker_counts_changes_and_dead_letters_garbage(worker: WorkerProcess) -
 
     personal = re.compile(r"it-[0-9a-f]{12}@example\.org")
     assert not personal.search(worker.log()), "a row value (email) leaked into the worker log"
+    assert worker.process.poll() is None, "the worker died"
+
+
+def test_a_dead_letter_too_large_for_its_topic_goes_without_its_raw_record(
+    worker: WorkerProcess,
+) -> None:
+    """900 kB of garbage fits a change topic, but not base64-encoded in a dead letter (over the
+    producer's 1 MB request limit, an error that cannot heal): the dead letter goes without
+    the raw record, with its size, and the worker goes on with the next record."""
+    settings = Settings.from_env()
+    wait_for_topic(settings, DEADLETTER_TOPIC, worker)
+    start = deadletter_end(settings)
+    garbage_topic = run_topic(worker.app_id, "garbage")
+    huge = b"\x00" + uuid.uuid4().hex.encode() * (900_000 // 32)
+    partition, offset = produce(settings, garbage_topic, b'{"id": -2}', huge)
+    record = read_dead_letter(settings, start, garbage_topic, partition, offset, worker)
+    assert record["reason"] == "not_json"
+    assert record["value_b64"] is None, "the raw record does not fit; it must be left out"
+    assert record["value_bytes"] == len(huge)
+    assert "MessageSizeTooLarge" in record["raw_dropped"]
+
+    topic = run_topic(worker.app_id, "absent")
+    before = worker.change_counts(table_of(topic)).get("c", 0)
+    key, value = change_record(4545)
+    produce(settings, topic, key, value)
+    wait_for(
+        f"/metrics to count the record of {topic} produced after the huge garbage",
+        lambda: True if worker.change_counts(table_of(topic)).get("c", 0) == before + 1 else None,
+        worker,
+    )
     assert worker.process.poll() is None, "the worker died"
 
 

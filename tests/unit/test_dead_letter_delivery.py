@@ -1,0 +1,108 @@
+"""Dead letters are delivered with their raw record when the broker takes them, without it
+when it will not (an error that cannot heal, or one that persists past a few tries), and
+never dropped. The channel here is a stand-in that fails as told; the real broker's refusal
+of a too-large dead letter is tested in tests/integration/test_walking_skeleton.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+from lethe import topics
+from lethe.agents import delivery
+
+
+class Channel:
+    """Fails the first sends with the given errors, then takes every record."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.delivered: list[tuple[bytes | None, bytes | None]] = []
+
+    async def send(self, *, key: bytes | None, value: bytes | None) -> Any:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.errors:
+            future.set_exception(self.errors.pop(0))
+        else:
+            self.delivered.append((key, value))
+            future.set_result(None)
+        return future
+
+
+def dead_letter(raw_dropped: str | None = None) -> bytes:
+    return topics.dead_letter_record(
+        topic="hosting.public.customers",
+        partition=3,
+        offset=42,
+        reason="not_json",
+        detail="not JSON",
+        key=b'{"id":1}',
+        value=b"\x00" * 2000,
+        timestamp_ms=None,
+        raw_dropped=raw_dropped,
+    )
+
+
+def deliver(channel: Channel) -> bool:
+    return asyncio.run(
+        delivery.deliver_dead_letter(channel, b'{"id":1}', dead_letter(), dead_letter, "it")  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "RETRY_FIRST_S", 0.0)
+
+
+def test_a_dead_letter_the_broker_takes_keeps_its_raw_record() -> None:
+    channel = Channel()
+    assert deliver(channel) is False
+    [(key, value)] = channel.delivered
+    record = orjson.loads(value or b"")
+    assert key == b'{"id":1}'
+    assert record["value_b64"] is not None
+    assert record["raw_dropped"] is None
+    assert record["value_bytes"] == 2000
+
+
+def test_an_error_that_cannot_heal_sends_it_at_once_without_the_raw_record() -> None:
+    channel = Channel(MessageSizeTooLargeError("too large"))
+    assert deliver(channel) is True
+    [(key, value)] = channel.delivered
+    record = orjson.loads(value or b"")
+    assert key is None
+    assert record["key_b64"] is None and record["value_b64"] is None
+    assert record["value_bytes"] == 2000 and record["key_bytes"] == 8
+    assert record["raw_dropped"].startswith("MessageSizeTooLargeError")
+    assert (record["topic"], record["partition"], record["offset"]) == (
+        "hosting.public.customers",
+        3,
+        42,
+    )
+
+
+def test_an_error_that_may_heal_is_retried_then_the_raw_record_is_given_up() -> None:
+    heals_late = [KafkaTimeoutError() for _ in range(delivery.DEAD_LETTER_ATTEMPTS)]
+    channel = Channel(*heals_late)
+    assert deliver(channel) is True
+    [(_, value)] = channel.delivered
+    assert orjson.loads(value or b"")["raw_dropped"].startswith("KafkaTimeoutError")
+
+
+def test_an_error_that_heals_within_the_tries_keeps_the_raw_record() -> None:
+    channel = Channel(*[KafkaTimeoutError() for _ in range(delivery.DEAD_LETTER_ATTEMPTS - 1)])
+    assert deliver(channel) is False
+    [(_, value)] = channel.delivered
+    assert orjson.loads(value or b"")["value_b64"] is not None
+
+
+def test_the_stripped_dead_letter_is_retried_until_delivered() -> None:
+    """The broker is down: the dead letter without its raw record waits for it; never lost."""
+    errors = [MessageSizeTooLargeError("too large"), KafkaTimeoutError(), KafkaTimeoutError()]
+    channel = Channel(*errors)
+    assert deliver(channel) is True
+    assert len(channel.delivered) == 1

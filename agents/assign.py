@@ -23,14 +23,17 @@ may be an email address) is logged at DEBUG only (`-l debug`).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any, Final
 
 import faust
+from faust.exceptions import PartitionsMismatch
 from faust.types import AgentT, ChannelT, EventT, Message, TopicT
 
 from lethe import topics
 from lethe.agents.delivery import deliver_dead_letter
 from lethe.agents.routing import Kind, Routing, route, row_id, wire_headers
+from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.metrics import WorkerMetrics
 from policy.decoding import decode_raw
 from policy.engine import Engine
@@ -64,15 +67,21 @@ def install(
 
     async def assign(stream: Any) -> None:
         await subject_events.maybe_declare()
+        await await_changelogs(app, [locations], partitions)
         event: EventT[bytes]
         async for event in stream.events():
-            await handle_change(
-                event.message,
-                engine=engine,
-                locations=locations,
-                metrics=metrics,
-                deadletters=deadletters,
-                subject_events=subject_events,
+            message = event.message
+            await retry_on_partitions_mismatch(
+                partial(
+                    handle_change,
+                    message,
+                    engine=engine,
+                    locations=locations,
+                    metrics=metrics,
+                    deadletters=deadletters,
+                    subject_events=subject_events,
+                ),
+                f"Assigning {message.topic}[{message.partition}]@{message.offset}",
             )
 
     return app.agent(changes, name=AGENT_NAME, concurrency=1)(assign)
@@ -106,6 +115,8 @@ async def handle_change(
     try:
         located = locations.get(row)
         routing = route(engine, None if located is None else located.decode(), outcome)
+    except PartitionsMismatch:
+        raise
     except Exception as exc:
         log.exception("Routing %s[%s]@%s failed", message.topic, message.partition, message.offset)
         await reject(message, rejection_of_bug(exc, outcome.table), metrics, deadletters)

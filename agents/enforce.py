@@ -37,10 +37,12 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any, Final
 
 import faust
 import orjson
+from faust.exceptions import PartitionsMismatch
 from faust.types import AgentT, ChannelT, Message, TopicT
 
 from lethe import topics
@@ -55,6 +57,7 @@ from lethe.agents.subject_records import (
     read_subject_record,
     tick_headers,
 )
+from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.clock import LiveClock
 from lethe.faust_store import FaustStore, declare_state_tables
 from lethe.metrics import WorkerMetrics
@@ -145,6 +148,8 @@ class Enforcer:
             unreadable = Rejection(DecodeReason.BAD_RECORD, str(exc))
             await reject(message, unreadable, self.metrics, self.deadletters)
             return
+        except PartitionsMismatch:
+            raise
         except Exception as exc:  # a bug must not stop the enforcer
             log.exception(
                 "Enforcing %s[%s]@%s failed", message.topic, message.partition, message.offset
@@ -249,8 +254,13 @@ def install(
 
     async def enforce(stream: Any) -> None:
         await enforcer.declare_outputs()
+        await await_changelogs(app, (tables.rows, tables.subjects, tables.locations), partitions)
         async for event in stream.events():
-            await enforcer.handle(event.message)
+            message = event.message
+            await retry_on_partitions_mismatch(
+                partial(enforcer.handle, message),
+                f"Enforcing {message.topic}[{message.partition}]@{message.offset}",
+            )
 
     async def tick_every_partition() -> None:
         try:

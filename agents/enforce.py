@@ -151,7 +151,7 @@ class Enforcer:
             )
             await reject(message, rejection_of_bug(exc), self.metrics, self.deadletters)
             return
-        await self.issue(commands, message)
+        await self.issue(commands.commands, message)
 
     async def issue(self, commands: Iterable[Command], message: Message) -> None:
         """Send each command's records and wait until the broker has them all."""

@@ -66,7 +66,7 @@ def build_worker_app(
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
     agents.install(
         app,
-        engine=Engine.compile(policy),
+        engine=Engine.compile(policy, confirm_after=settings.confirm_after),
         metrics=app.metrics,
         changes=app.change_topic,
         change_partitions=change_partitions,

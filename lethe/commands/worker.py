@@ -75,6 +75,7 @@ def build_worker_app(
         subject_partitions=settings.internal_partitions,
         clock=LiveClock(settings) if settings.enforce else None,
         tick_interval=settings.tick_interval,
+        audit_hash_key=settings.audit_hash_key_bytes,
     )
     return app
 

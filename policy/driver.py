@@ -88,6 +88,7 @@ class Driver:
         engine = self.engine
         store = self.store
         clock = self.clock if self.clock is not None else to
+        sweep = max(to, clock)
         commands: list[Command] = []
         while (timer := store.pop_due(to)) is not None:
             at, row_id = timer
@@ -95,7 +96,7 @@ class Driver:
             if row is None:
                 continue
             subject = store.subject(row.subject) if row.subject is not None else None
-            issued, new_row, later = due(engine, row, subject, max(at, clock))
+            issued, new_row, later = due(engine, row, subject, max(at, clock), sweep)
             if issued:
                 commands.extend(issued)
             if new_row is not row:

@@ -48,11 +48,12 @@ empties, coarsens, buckets or sets to a constant, exactly the value the command 
 (`policy.anonymise`) confirms that command. Archive is never kept: the business's archive
 job applies it and the stream shows nothing. With `engine.confirm_after` = T set, a command
 still unconfirmed is issued again by `due`, with the same id (`Command.attempt` counts the
-sends), at issued_at + T, then 2T, 4T, 8T and 16T after the send before, and every 16T
-after that: a row's next due is the earlier of its next stage and its next re-issue, so the
-due index fires both. Nothing is re-issued while the subject is held. An unconfirmed
-command is forgotten when its stage is (an update stopped its clock) and when the row
-moves to another driver (`Driver.depart`).
+sends), T after it was sent, then 2T, 4T, 8T after the send before, and every 16T after
+that, counted from when the sweep that sent it ran (`Unconfirmed.sent_at`), so a sweep
+over a long stretch of time re-issues a command once. A row's next due is the earlier of
+its next stage and its next re-issue, so the due index fires both. Nothing is re-issued
+while the subject is held. An unconfirmed command is forgotten when its stage is (an
+update stopped its clock) and when the row moves to another driver (`Driver.depart`).
 "At once" (`at_once`) is the instant its condition (the `when` around it) first
 became true for the row, kept in the row state while the condition holds: later
 updates do not move it. A command's `issued_at` is max(its due, `now`): the time the
@@ -65,7 +66,7 @@ last hold (now = that event's time).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
@@ -460,11 +461,20 @@ def next_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Ins
 
 
 def due(
-    engine: Engine, row: RowState, subject: SubjectState | None, now: Instant
+    engine: Engine,
+    row: RowState,
+    subject: SubjectState | None,
+    now: Instant,
+    sending_at: Instant | None = None,
 ) -> tuple[list[Command], RowState, Instant | None]:
     """Issue the row's stages due at or before `now`, stamped `issued_at = max(due, now)`,
     and re-issue its unconfirmed commands whose re-issue falls due by then (`reissued_at =
-    now`, same id); returns the commands, the new row state and its next due.
+    sending_at`, same id); returns the commands, the new row state and its next due.
+
+    `sending_at` (default `now`) is when the caller sends them: the instant of the sweep
+    that found the row due (later than `now` when it catches up on a stretch of time at
+    once). The next re-issue is worked out from it, so a long stretch re-issues a command
+    once, not once per backoff step it spans.
 
     Nothing while its subject is held. Call it when the row's timer fires, and at the
     time of an event that made a stage due (first sight, a clock moved into the past,
@@ -483,8 +493,9 @@ def due(
     if (upcoming is None or upcoming > now) and (reissue is None or reissue > now):
         return [], row, _earliest(upcoming, reissue)
     commands: list[Command] = []
+    sent_at = now if sending_at is None or sending_at < now else sending_at
     if reissue is not None and reissue <= now:
-        unconfirmed = _reissue(engine, plan, row, now, commands)
+        unconfirmed = _reissue(engine, plan, row, now, sent_at, commands)
     issued = row.issued
     later = upcoming
     new_schedule = schedule
@@ -517,7 +528,7 @@ def due(
         later = None
         if not deleting:
             later = min((stage[0] for stage in stages if stage[0] > now), default=None)
-        unconfirmed = _awaiting(unconfirmed, fresh)
+        unconfirmed = _awaiting(unconfirmed, fresh, sent_at)
         new_schedule = (plan.token, later, activity)
     new_row = build_row_state(
         row.table, row.key, row.subject, row.values, issued, unconfirmed, new_schedule
@@ -533,8 +544,8 @@ def due(
 def reissue_due(confirm_after: int, unconfirmed: Unconfirmed) -> Instant:
     """When the command is sent again if still unconfirmed: `confirm_after` (T) after it was
     first sent, then 2T, 4T, 8T after the send before, and 16T after each send from then on."""
-    waits = sum(min(1 << sent, _BACKOFF_CAP) for sent in range(unconfirmed.attempts))
-    return unconfirmed.issued_at + confirm_after * waits
+    backoff = min(1 << min(unconfirmed.attempts - 1, 8), _BACKOFF_CAP)
+    return unconfirmed.sent_at + confirm_after * backoff
 
 
 def _next_reissue(engine: Engine, unconfirmed: tuple[Unconfirmed, ...]) -> Instant | None:
@@ -553,27 +564,34 @@ def _earliest(first: Instant | None, second: Instant | None) -> Instant | None:
 
 
 def _reissue(
-    engine: Engine, plan: SourcePlan, row: RowState, now: Instant, commands: list[Command]
+    engine: Engine,
+    plan: SourcePlan,
+    row: RowState,
+    now: Instant,
+    sent_at: Instant,
+    commands: list[Command],
 ) -> tuple[Unconfirmed, ...]:
-    """Append the re-issues due by `now` to `commands`; the unconfirmed commands after them."""
+    """Append the re-issues due by `now`, sent at `sent_at`, to `commands`; return the
+    unconfirmed commands after them."""
     confirm_after = engine.confirm_after
     assert confirm_after is not None
     kept: list[Unconfirmed] = []
     for entry in row.unconfirmed:
         if reissue_due(confirm_after, entry) <= now:
             attempts = entry.attempts + 1
-            commands.append(_sent(plan, row, entry, attempts, now))
-            entry = Unconfirmed(entry.stage, entry.due_at, entry.issued_at, attempts, entry.fields)
+            commands.append(_sent(plan, row, entry, attempts, sent_at))
+            entry = replace(entry, attempts=attempts, sent_at=sent_at)
         kept.append(entry)
     return tuple(kept)
 
 
 def _awaiting(
-    unconfirmed: tuple[Unconfirmed, ...], commands: list[Command]
+    unconfirmed: tuple[Unconfirmed, ...], commands: list[Command], sent_at: Instant
 ) -> tuple[Unconfirmed, ...]:
-    """The unconfirmed commands once `commands` (first sends) are sent: archive needs none."""
+    """The unconfirmed commands once `commands` (first sends) are sent at `sent_at`: archive
+    needs no confirmation."""
     sent = [
-        Unconfirmed(c.stage, c.due_at, c.issued_at, 1, c.fields)
+        Unconfirmed(c.stage, c.due_at, c.issued_at, 1, sent_at, c.fields)
         for c in commands
         if c.action is not Action.ARCHIVE
     ]

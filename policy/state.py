@@ -68,20 +68,30 @@ class Unconfirmed:
     """The command's due instant: with the row and stage, its `command_id`."""
     issued_at: Instant
     """When it was first sent."""
-    attempts: int = 1
+    attempts: int
     """How often it was sent (1: not re-issued yet)."""
+    sent_at: Instant
+    """When it was last sent: the instant of the sweep (or event) that sent it, which is
+    later than `issued_at` when the enforcer caught up on a stretch of time at once."""
     fields: tuple[str, ...] = ()
     """The columns an anonymise command empties or coarsens (none for a delete)."""
 
     def to_json(self) -> list[object]:
-        return [self.stage, self.due_at, self.issued_at, self.attempts, list(self.fields)]
+        return [
+            self.stage,
+            self.due_at,
+            self.issued_at,
+            self.attempts,
+            self.sent_at,
+            list(self.fields),
+        ]
 
     @classmethod
     def from_json(cls, item: list[Any]) -> Unconfirmed:
-        stage, due_at, issued_at, attempts, fields = item
-        if not all(type(value) is int for value in (due_at, issued_at, attempts)):
+        stage, due_at, issued_at, attempts, sent_at, fields = item
+        if not all(type(value) is int for value in (due_at, issued_at, attempts, sent_at)):
             raise ValueError("unconfirmed: times and attempts must be integers")
-        return cls(str(stage), due_at, issued_at, attempts, tuple(str(f) for f in fields))
+        return cls(str(stage), due_at, issued_at, attempts, sent_at, tuple(str(f) for f in fields))
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,33 @@ def test_an_unconfirmed_delete_is_reissued_with_its_id_after_t_2t_4t_8t_then_eve
     assert driver.advance(10**17).commands == ()
 
 
+def test_a_sweep_over_a_long_stretch_reissues_once_and_backs_off_from_then(
+    demo_policy: Policy,
+):
+    """A manual clock advanced by ten days at once (or a worker stopped that long)."""
+    driver = driver_of(demo_policy, HOUR)
+    fed(driver, "connection_logs", "c", "2024-06-15T08:30:00Z", LOG)
+    (first,) = driver.advance(micros("2025-06-15T08:30:00Z")).commands
+    caught_up = driver.advance(micros("2025-06-25T08:30:00Z"))
+    assert sends(caught_up) == [("delete", first.command_id, 2, micros("2025-06-25T08:30:00Z"))]
+    assert driver.advance(micros("2025-06-25T10:29:59Z")).commands == ()
+    assert sends(driver.advance(micros("2025-06-25T10:30:00Z"))) == [  # + 2T
+        ("delete", first.command_id, 3, micros("2025-06-25T10:30:00Z"))
+    ]
+
+
+def test_a_stage_found_due_late_is_resent_from_when_it_was_sent(demo_policy: Policy):
+    """Issued at its due (issued_at) by a sweep that ran a day later: T counts from the sweep."""
+    driver = driver_of(demo_policy, HOUR)
+    fed(driver, "connection_logs", "c", "2024-06-15T08:30:00Z", LOG)
+    (first,) = driver.advance(micros("2025-06-16T08:30:00Z")).commands
+    assert first.issued_at == micros("2025-06-15T08:30:00Z")
+    assert driver.advance(micros("2025-06-16T09:29:59Z")).commands == ()
+    assert sends(driver.advance(micros("2025-06-16T09:30:00Z"))) == [
+        ("delete", first.command_id, 2, micros("2025-06-16T09:30:00Z"))
+    ]
+
+
 def test_without_confirm_after_nothing_is_reissued(demo_policy: Policy):
     driver = driver_of(demo_policy, None)
     fed(driver, "connection_logs", "c", "2024-06-15T08:30:00Z", LOG)
@@ -176,24 +203,24 @@ def test_the_unconfirmed_commands_round_trip_through_compact_bytes(demo_policy: 
     row_id = ("customer:42", "public.connection_logs", (("id", 1),))
     before = driver.store.row(row_id)
     assert before is not None
-    driver.advance(micros("2025-06-15T09:30:00Z"))  # issued at 08:30, re-issued at 09:30
+    driver.advance(micros("2025-06-15T08:30:00Z"))  # issued at 08:30
+    driver.advance(micros("2025-06-15T09:30:00Z"))  # re-issued at 09:30
     row = driver.store.row(row_id)
     assert row is not None
-    assert row.unconfirmed == (
-        Unconfirmed("delete", micros("2025-06-15T08:30:00Z"), micros("2025-06-15T08:30:00Z"), 2),
-    )
+    issued, resent = micros("2025-06-15T08:30:00Z"), micros("2025-06-15T09:30:00Z")
+    assert row.unconfirmed == (Unconfirmed("delete", issued, issued, 2, resent),)
     data = row.to_bytes()
     assert RowState.from_bytes(data) == row
-    assert data.endswith(b',[["delete",1749976200000000,1749976200000000,2,[]]]]')
-    assert len(data) - len(before.to_bytes()) < 64
+    assert data.endswith(b',[["delete",1749976200000000,1749976200000000,2,1749979800000000,[]]]]')
+    assert len(data) - len(before.to_bytes()) < 80  # "delete" issued, and one entry
     assert len(orjson.loads(before.to_bytes())) == 6  # nothing unconfirmed: no seventh item
     # a row state of format 2 (before confirmation was kept) reads as nothing unconfirmed
     old = b'[2,"public.connection_logs",[["id",1]],"customer:42",{},["delete"]]'
     assert RowState.from_bytes(old).unconfirmed == ()
     with pytest.raises(StateFormatError):
-        RowState.from_bytes(b'[2,"t",[],null,{},[],[["delete",1,1,1,[]]]]')
+        RowState.from_bytes(b'[2,"t",[],null,{},[],[["delete",1,1,1,1,[]]]]')
     with pytest.raises(StateFormatError):
-        RowState.from_bytes(b'[3,"t",[],null,{},[],[["delete","soon",1,1,[]]]]')
+        RowState.from_bytes(b'[3,"t",[],null,{},[],[["delete","soon",1,1,1,[]]]]')
 
 
 def test_a_hold_opened_and_released_is_reported(demo_policy: Policy):

@@ -75,12 +75,24 @@ NOTHING: Final = Outcome()
 class Driver:
     """The engine over a store; see the module docstring."""
 
-    __slots__ = ("clock", "engine", "store")
+    __slots__ = ("clock", "continuous", "engine", "store")
 
-    def __init__(self, engine: Engine, store: Store, clock: Instant | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        clock: Instant | None = None,
+        *,
+        continuous: bool = False,
+    ) -> None:
+        """`continuous`: the driver stands for a worker that sweeps at every instant
+        (`lethe simulate` between its events, under a wall or accelerated clock), so what
+        falls due is sent at its timer's instant; by default (the worker) it is sent at the
+        instant the driver is advanced to, which is when the next re-issue counts from."""
         self.engine = engine
         self.store = store
         self.clock = clock
+        self.continuous = continuous
 
     def advance(self, to: Instant) -> Outcome:
         """Issue every stage (and re-issue every unconfirmed command) due at or before `to`,
@@ -88,7 +100,7 @@ class Driver:
         engine = self.engine
         store = self.store
         clock = self.clock if self.clock is not None else to
-        sweep = max(to, clock)
+        sweep = None if self.continuous else max(to, clock)
         commands: list[Command] = []
         while (timer := store.pop_due(to)) is not None:
             at, row_id = timer

@@ -24,7 +24,8 @@ and those after the last event at its end, as the worker's sweeps would.
 An engine compiled with `confirm_after` re-issues the commands no event of the stream
 confirmed (`Command.attempt` > 1, printed after their first send); without it (the default
 of `lethe simulate`: a captured stream rarely holds the changes Lethe's own commands made)
-nothing is re-issued.
+nothing is re-issued. Re-issues are timed as by a worker that sweeps every instant (under a
+manual clock: at each advance, as the worker's sweeps would).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def simulate(
 
     Raises `UntilBeforeLastEvent` when `until` is earlier than the last event.
     """
-    driver = Driver(engine, MemoryStore())
+    driver = Driver(engine, MemoryStore(), continuous=not isinstance(clock, ManualClock))
     commands: list[Command] = []
     errors: list[LineError] = []
     events = 0

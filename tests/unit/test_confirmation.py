@@ -17,7 +17,7 @@ from policy.driver import Driver, HoldChange, Outcome
 from policy.engine import Engine
 from policy.events import ChangeEvent
 from policy.model import Policy
-from policy.simulation import decode_line
+from policy.simulation import decode_line, simulate
 from policy.state import RowState, StateFormatError, Unconfirmed
 from policy.store import MemoryStore
 from tests.unit.conftest import micros, record
@@ -236,3 +236,19 @@ def test_a_hold_opened_and_released_is_reported(demo_policy: Policy):
     assert released.holds == (
         HoldChange("public.legal_holds", key, "customer:7", False, micros("2024-02-01T00:00:00Z")),
     )
+
+
+def test_lethe_simulate_with_confirm_after_prints_the_reissues(demo_policy: Policy):
+    lines = [record("connection_logs", "c", "2024-06-15T08:30:00Z", LOG)]
+    engine = Engine.compile(demo_policy, confirm_after=HOUR)
+    result = simulate(engine, lines, micros("2025-06-15T12:00:00Z"))
+    printed = [
+        (c["issued_at"], c.get("attempt"), c.get("reissued_at"))
+        for c in (command.to_json() for command in result.commands)
+    ]
+    assert printed == [
+        ("2025-06-15T08:30:00Z", None, None),
+        ("2025-06-15T08:30:00Z", 2, "2025-06-15T09:30:00Z"),
+        ("2025-06-15T08:30:00Z", 3, "2025-06-15T11:30:00Z"),
+    ]
+    assert len({command.command_id for command in result.commands}) == 1

@@ -70,7 +70,7 @@ class UntilBeforeLastEvent(ValueError):
 @dataclass(frozen=True, slots=True)
 class SimulationResult:
     commands: tuple[Command, ...]
-    """Ordered by issued_at, then table, then key."""
+    """Ordered by when sent (issued_at; reissued_at for a re-issue), then table, then key."""
     errors: tuple[LineError, ...]
     events: int
     """Change events applied (tombstones not counted)."""

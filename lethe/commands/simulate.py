@@ -1,8 +1,9 @@
 """`lethe simulate`: dry-run the policy engine over a captured Debezium stream.
 
 Reads JSON lines (one Kafka record each, as Debezium's JsonConverter writes it),
-prints one JSON line per command on stdout (ordered by issued_at, then table,
-then key) and reports every skipped line on stderr as `FILE:LINE: what is wrong`.
+prints one JSON line per command on stdout (ordered by when it is sent, `issued_at` or a
+re-issue's `reissued_at`, then table, then key) and reports every skipped line on stderr
+as `FILE:LINE: what is wrong`.
 Exit status: 0 when every line was used, 1 when some lines were skipped (the
 output is complete for the others), 2 when the policy or the file cannot be read
 or `--until` is earlier than the last event (nothing is printed on stdout then).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policy.driver import Driver
+from policy.driver import Driver, HoldChange
 from policy.engine import Engine
 from policy.events import ChangeEvent
 from policy.simulation import decode_line
@@ -120,6 +120,11 @@ def test_a_departed_hold_releases_its_subject_and_what_fell_due_is_issued(demo_e
         "public.legal_holds", (("id", 9),), "customer:7", micros("2024-09-02T00:00:00Z")
     )
     assert outcome.commands == ()
+    assert outcome.holds == (
+        HoldChange(
+            "public.legal_holds", (("id", 9),), "customer:7", False, micros("2024-09-02T00:00:00Z")
+        ),
+    )
     assert store.locate("public.legal_holds", (("id", 9),)) is None
     assert list(store.subjects()) == []  # no hold left, no activity
     issued = driver.advance(micros("2024-09-02T00:00:00Z")).commands

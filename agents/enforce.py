@@ -209,35 +209,7 @@ class Enforcer:
                 audits.append(audit.issued(command, hash_key=hash_key))
             else:
                 audits.append(audit.reissued(command, at=command.reissued_at, hash_key=hash_key))
-        for confirmation in outcome.confirmations:
-            command = confirmation.command
-            topic, partition, offset = where if where is not None else (None, None, None)
-            audits.append(
-                audit.confirmed(
-                    command_id=command.command_id,
-                    table=command.table,
-                    key=command.key,
-                    subject=command.subject,
-                    at=confirmation.at,
-                    hash_key=hash_key,
-                    stage=command.stage,
-                    action=command.action,
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                )
-            )
-        for hold in outcome.holds:
-            change = audit.held if hold.opened else audit.released
-            audits.append(
-                change(
-                    table=hold.table,
-                    key=hold.key,
-                    subject=hold.subject,
-                    at=hold.at,
-                    hash_key=hash_key,
-                )
-            )
+        audits += _confirmed_and_holds(outcome, where, hash_key)
         audited = [await self.send_audit(record) for record in audits]
         for command, deliveries in sent:
             for record, pending in deliveries:
@@ -399,6 +371,37 @@ def install(
 
     app.timer(tick_interval, name="lethe.tick")(tick_every_partition)
     return app.agent(subject_events, name=AGENT_NAME, concurrency=1)(enforce)
+
+
+def _confirmed_and_holds(
+    outcome: Outcome, where: Where | None, hash_key: bytes
+) -> list[audit.AuditRecord]:
+    """The audit records of the outcome's confirmations (proved by the change record at
+    `where`) and of the legal holds it opened or released."""
+    topic, partition, offset = where if where is not None else (None, None, None)
+    records = [
+        audit.confirmed(
+            command_id=confirmation.command.command_id,
+            table=confirmation.command.table,
+            key=confirmation.command.key,
+            subject=confirmation.command.subject,
+            at=confirmation.at,
+            hash_key=hash_key,
+            stage=confirmation.command.stage,
+            action=confirmation.command.action,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
+        for confirmation in outcome.confirmations
+    ]
+    for hold in outcome.holds:
+        change = audit.held if hold.opened else audit.released
+        records.append(
+            change(table=hold.table, key=hold.key, subject=hold.subject, at=hold.at,
+                   hash_key=hash_key)
+        )  # fmt: skip
+    return records
 
 
 def _message_time(message: Message) -> int:

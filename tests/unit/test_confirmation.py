@@ -252,3 +252,17 @@ def test_lethe_simulate_with_confirm_after_prints_the_reissues(demo_policy: Poli
         ("2025-06-15T08:30:00Z", 3, "2025-06-15T11:30:00Z"),
     ]
     assert len({command.command_id for command in result.commands}) == 1
+
+
+def test_nothing_is_reissued_while_the_subject_is_held(demo_policy: Policy):
+    driver = driver_of(demo_policy, HOUR)
+    fed(driver, "connection_logs", "c", "2024-06-15T08:30:00Z", LOG)
+    (first,) = driver.advance(micros("2025-06-15T08:30:00Z")).commands
+    hold = {"id": 9, "customer_id": 42, "case_ref": "X", "released_at": None}
+    fed(driver, "legal_holds", "c", "2025-06-15T09:00:00Z", hold)
+    assert driver.advance(micros("2025-06-15T12:00:00Z")).commands == ()  # 09:30 passed, held
+    closed = {**hold, "released_at": "2025-06-15T12:00:00Z"}
+    fed(driver, "legal_holds", "u", "2025-06-15T12:00:00Z", closed)
+    assert sends(driver.advance(micros("2025-06-15T12:00:00Z"))) == [
+        ("delete", first.command_id, 2, micros("2025-06-15T12:00:00Z"))
+    ]

@@ -32,12 +32,13 @@ def install(
     subject_partitions: int,
     clock: LiveClock | None,
     tick_interval: float,
+    audit_hash_key: bytes,
 ) -> None:
     """Register every agent of the worker on `app`: the assign agent reads `changes` (each
     with `change_partitions` partitions) and forwards to `subject_events`
     (`subject_partitions` partitions), which the enforce agent reads under `clock`, swept
-    every `tick_interval` seconds. Without a clock (LETHE_ENFORCE=off) the enforce agent is
-    left out: nothing is issued."""
+    every `tick_interval` seconds, auditing under `audit_hash_key`. Without a clock
+    (LETHE_ENFORCE=off) the enforce agent is left out: nothing is issued."""
     assign.install(
         app,
         changes,
@@ -58,4 +59,5 @@ def install(
         clock=clock,
         partitions=subject_partitions,
         tick_interval=tick_interval,
+        audit_hash_key=audit_hash_key,
     )

@@ -11,8 +11,10 @@ worker start). For each record:
   is otherwise ignored;
 - find its subject and send it to `<app id>-subject-events` keyed by that subject, with the
   Debezium value unchanged and the metadata in headers, plus a `depart` for the old key when
-  the row moved (`lethe.agents.routing.route`, which says when the `locations` table is
-  written: first sight, a move, a delete).
+  the row moved, with the same value (the enforcer there checks whether the move confirms a
+  command: an anonymise that empties the subject's column moves the row)
+  (`lethe.agents.routing.route`, which says when the `locations` table is written: first
+  sight, a move, a delete).
 
 `locations` (RocksDB, P partitions, changelog `<app id>-locations-changelog`) maps
 `<table>:<key JSON>` to the row's subject, or `-` for a row without subject. One line per
@@ -32,7 +34,7 @@ from faust.types import AgentT, ChannelT, EventT, Message, TopicT
 
 from lethe import topics
 from lethe.agents.delivery import deliver_dead_letter
-from lethe.agents.routing import Kind, Routing, route, row_id, wire_headers
+from lethe.agents.routing import Routing, route, row_id, wire_headers
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.metrics import WorkerMetrics
 from policy.decoding import decode_raw
@@ -125,7 +127,7 @@ async def handle_change(
     for record in routing.records:
         await subject_events.send(
             key=record.key.encode(),
-            value=value if record.kind is Kind.EVENT else None,
+            value=value,
             headers=wire_headers(record, outcome, message.topic, message.partition, message.offset),
         )
 

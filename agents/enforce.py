@@ -5,7 +5,8 @@ activity are all in one partition) with one `policy.driver.Driver` per partition
 `lethe.faust_store.FaustStore`. For each record (`lethe.agents.subject_records`):
 - `event`: decode the Debezium value with the policy, map its time to the enforcement clock
   (`LiveClock.event_instant`) and feed it to the driver;
-- `depart`: the row moved to another subject: the driver forgets it here;
+- `depart`: the row moved to another subject: the driver forgets it here, after confirming
+  what the change that moved it (the depart's value) shows applied;
 - `tick`: advance the driver to the enforcement clock's now (`LiveClock.now`, read in a
   thread: the manual clock asks Kafka).
 A record that cannot be read or decoded, or whose processing raised, goes to
@@ -18,8 +19,18 @@ row state's values), sent and delivered before the record is acknowledged: at le
 command may be sent twice (same `command_id`), never lost. A command that would be unsafe to
 apply (a `Refusal`) is not sent: it goes to `lethe.deadletter` with its reason and the
 command's JSON (no row values), counted in `lethe_commands_refused_total{table,reason}`. Sent
-commands are counted in `lethe_commands_issued_total{table,action}`. The log names tables,
-actions, reasons and command ids only.
+commands are counted in `lethe_commands_issued_total{table,action}`, re-issues of commands not
+confirmed in time (`Command.attempt` > 1, sent exactly like the first send) in
+`lethe_commands_reissued_total{table,action}`, and the confirmations the change stream
+brought in `lethe_commands_confirmed_total{table,action}`. The log names tables, actions,
+reasons and command ids only.
+
+Each decision goes to `lethe.audit` (`policy.audit`, keyed by the row): `issued`, `reissued`,
+`confirmed` (with the confirming change record's topic, partition and offset), `held` and
+`released` (a legal hold opened or closed), and `dead_lettered` for a refused command or a
+record this agent could not use. Its audit records are sent with the commands and delivered
+before the record is acknowledged. Nothing is written to the audit for a record that
+decided nothing (most updates, most ticks): `tracked` and `scheduled` are not written.
 
 Ticks: a timer on every worker sends a `tick` to every partition of
 `<app id>-subject-events` each LETHE_TICK_INTERVAL seconds (null key, empty value: Kafka's
@@ -35,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any, Final
@@ -61,15 +72,19 @@ from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.clock import LiveClock
 from lethe.faust_store import FaustStore, declare_state_tables
 from lethe.metrics import WorkerMetrics
+from policy import audit
 from policy.command_records import COMMANDS_TOPIC, command_key, records_for
 from policy.decoding import decode_raw
-from policy.driver import Driver
+from policy.driver import NOTHING, Driver, Outcome
 from policy.engine import Engine, next_due
 from policy.envelope import DecodeReason, Rejection, rejection_of_bug
 from policy.events import ChangeEvent
 from policy.model import Action, Policy
 from policy.sink_records import OutboundRecord, Refusal, sink_topic
 from policy.state import Command
+
+Where = tuple[str, int, int]
+"""(topic, partition, offset) of the change record being processed."""
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +117,7 @@ class Enforcer:
         clock: LiveClock,
         metrics: WorkerMetrics,
         deadletters: ChannelT[bytes],
+        audit_hash_key: bytes,
     ) -> None:
         self.app = app
         self.engine = engine
@@ -109,13 +125,15 @@ class Enforcer:
         self.clock = clock
         self.metrics = metrics
         self.deadletters = deadletters
+        self.audit_hash_key = audit_hash_key
         self.drivers: dict[int, Driver] = {}
         self.outputs: dict[str, TopicT] = {
             name: topics.output_topic(app, name) for name in output_topic_names(engine.policy)
         }
+        self.audit = topics.audit_topic(app)
 
     async def declare_outputs(self) -> None:
-        for topic in self.outputs.values():
+        for topic in (*self.outputs.values(), self.audit):
             await topic.maybe_declare()
 
     def driver(self, partition: int) -> Driver:
@@ -126,27 +144,31 @@ class Enforcer:
 
     async def handle(self, message: Message) -> None:
         """Process one record of `<app id>-subject-events`; never raises for bad input."""
+        where: Where | None = None
         try:
             record = read_subject_record(_headers(message.headers), raw_bytes(message.value))
             driver = self.driver(message.partition)
             if isinstance(record, ChangeRecord):
-                outcome = decode_raw(self.engine.decoding, record.source_topic, None, record.value)
-                if isinstance(outcome, Rejection):
-                    await reject(message, outcome, self.metrics, self.deadletters)
+                decoded = decode_raw(self.engine.decoding, record.source_topic, None, record.value)
+                if isinstance(decoded, Rejection):
+                    await self.reject(message, decoded)
                     return
-                if not isinstance(outcome, ChangeEvent):
+                if not isinstance(decoded, ChangeEvent):
                     return  # a tombstone: the assign agent never forwards one
-                event = replace(outcome, ts=self.clock.event_instant(outcome.ts))
-                commands = driver.feed(event)
+                event = replace(decoded, ts=self.clock.event_instant(decoded.ts))
+                where = (record.source_topic, record.source_partition, record.source_offset)
+                outcome = driver.feed(event)
             elif isinstance(record, Depart):
                 at = self.clock.event_instant(record.ts)
-                commands = driver.depart(record.table, record.key, record.subject, at)
+                moved_by = self.moving_event(record)
+                if moved_by is not None:
+                    where = record.source
+                outcome = driver.depart(record.table, record.key, record.subject, at, moved_by)
             else:
                 now = await asyncio.get_running_loop().run_in_executor(None, self.clock.now)
-                commands = driver.advance(now)
+                outcome = driver.advance(now)
         except UnreadableRecord as exc:
-            unreadable = Rejection(DecodeReason.BAD_RECORD, str(exc))
-            await reject(message, unreadable, self.metrics, self.deadletters)
+            await self.reject(message, Rejection(DecodeReason.BAD_RECORD, str(exc)))
             return
         except PartitionsMismatch:
             raise
@@ -154,14 +176,26 @@ class Enforcer:
             log.exception(
                 "Enforcing %s[%s]@%s failed", message.topic, message.partition, message.offset
             )
-            await reject(message, rejection_of_bug(exc), self.metrics, self.deadletters)
+            await self.reject(message, rejection_of_bug(exc))
             return
-        await self.issue(commands, message)
+        if outcome is not NOTHING:
+            await self.issue(outcome, message, where)
 
-    async def issue(self, commands: Iterable[Command], message: Message) -> None:
-        """Send each command's records and wait until the broker has them all."""
+    def moving_event(self, depart: Depart) -> ChangeEvent | None:
+        """The change that moved the departing row, when the depart carries it; its own
+        partition dead-letters it if it cannot be decoded."""
+        if depart.value is None or depart.source_topic is None:
+            return None
+        decoded = decode_raw(self.engine.decoding, depart.source_topic, None, depart.value)
+        return decoded if isinstance(decoded, ChangeEvent) else None
+
+    async def issue(self, outcome: Outcome, message: Message, where: Where | None) -> None:
+        """Send each command's records and the outcome's audit records, and wait until the
+        broker has them all."""
+        hash_key = self.audit_hash_key
         sent: list[tuple[Command, list[tuple[OutboundRecord, Any]]]] = []
-        for command in commands:
+        audits: list[audit.AuditRecord] = []
+        for command in outcome.commands:
             try:
                 row = self.store.row((command.subject, command.table, command.key))
                 records = records_for(
@@ -176,24 +210,80 @@ class Enforcer:
                 await self.refuse(command, records.reason.value, records.detail, message)
                 continue
             sent.append((command, [(record, await self.send(record)) for record in records]))
+            if command.reissued_at is None:
+                audits.append(audit.issued(command, hash_key=hash_key))
+            else:
+                audits.append(audit.reissued(command, at=command.reissued_at, hash_key=hash_key))
+        audits += _confirmed_and_holds(outcome, where, hash_key)
+        audited = [await self.send_audit(record) for record in audits]
         for command, deliveries in sent:
             for record, pending in deliveries:
-                try:
-                    await pending
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("Command %s not delivered; sending it again", command.command_id)
-                    await self.deliver(self.topic(record.topic), record.key, record.value)
-            self.metrics.commands_issued.labels(
+                await self.delivered(pending, self.topic(record.topic), record.key, record.value)
+            labels = {"table": command.table, "action": command.action.value}
+            if command.reissued_at is None:
+                self.metrics.commands_issued.labels(**labels).inc()
+                log.info(
+                    "issued %s %s command_id=%s",
+                    command.action.value,
+                    command.table,
+                    command.command_id,
+                )
+            else:
+                self.metrics.commands_reissued.labels(**labels).inc()
+                log.warning(
+                    "reissued %s %s command_id=%s attempt=%d: not confirmed yet",
+                    command.action.value,
+                    command.table,
+                    command.command_id,
+                    command.attempt,
+                )
+        for key, value, pending in audited:
+            await self.delivered(pending, self.audit, key, value)
+        for confirmation in outcome.confirmations:
+            command = confirmation.command
+            self.metrics.commands_confirmed.labels(
                 table=command.table, action=command.action.value
             ).inc()
             log.info(
-                "issued %s %s command_id=%s",
+                "confirmed %s %s command_id=%s",
                 command.action.value,
                 command.table,
                 command.command_id,
             )
+
+    async def send_audit(self, record: audit.AuditRecord) -> tuple[bytes, bytes, Any]:
+        """Hand an audit record to the producer; return its key, value and delivery."""
+        key, value = audit.audit_record_key(record), audit.audit_avro(record)
+        return key, value, await send_retrying(self.audit, key, value, topics.AUDIT_TOPIC)
+
+    async def delivered(
+        self, pending: Any, topic: ChannelT[bytes], key: bytes | None, value: bytes | None
+    ) -> None:
+        """Wait for a record's delivery; if it failed, send it again until the broker has it."""
+        try:
+            await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("A record to %s was not delivered; sending it again", topic)
+            await self.deliver(topic, key, value)
+
+    async def reject(self, message: Message, rejection: Rejection) -> None:
+        """Dead-letter a record of `<app id>-subject-events` this agent cannot use, and audit
+        it (`dead_lettered`: where it is and why, nothing of its content)."""
+        await reject(message, rejection, self.metrics, self.deadletters)
+        await self.deliver_audit(
+            audit.dead_lettered(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                reason=rejection.reason.value,
+                at=self.clock.event_instant(_message_time(message)),
+            )
+        )
+
+    async def deliver_audit(self, record: audit.AuditRecord) -> None:
+        await self.deliver(self.audit, audit.audit_record_key(record), audit.audit_avro(record))
 
     async def send(self, record: OutboundRecord) -> Any:
         """Hand the record to the producer (retrying until it takes it); return its delivery."""
@@ -225,6 +315,16 @@ class Enforcer:
         )
         await self.deliver(self.deadletters, command_key(command), record)
         self.metrics.commands_refused.labels(table=command.table, reason=reason).inc()
+        await self.deliver_audit(
+            audit.dead_lettered(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                reason=reason,
+                at=command.sent_at,
+                table=command.table,
+            )
+        )
 
     def topic(self, name: str) -> TopicT:
         topic = self.outputs.get(name)
@@ -243,13 +343,21 @@ def install(
     clock: LiveClock,
     partitions: int,
     tick_interval: float,
+    audit_hash_key: bytes,
 ) -> AgentT[Any]:
     """Register the enforce agent on `app`, reading `subject_events` (`partitions` partitions),
-    and the timer that ticks every partition each `tick_interval` seconds."""
+    and the timer that ticks every partition each `tick_interval` seconds; `audit_hash_key`
+    (LETHE_AUDIT_HASH_KEY) hashes the subjects the audit may not keep as they are."""
     tables = declare_state_tables(app, partitions)
     store = FaustStore(tables, lambda row, subject: next_due(engine, row, subject), app=app)
     enforcer = Enforcer(
-        app, engine=engine, store=store, clock=clock, metrics=metrics, deadletters=deadletters
+        app,
+        engine=engine,
+        store=store,
+        clock=clock,
+        metrics=metrics,
+        deadletters=deadletters,
+        audit_hash_key=audit_hash_key,
     )
 
     async def enforce(stream: Any) -> None:
@@ -273,6 +381,42 @@ def install(
 
     app.timer(tick_interval, name="lethe.tick")(tick_every_partition)
     return app.agent(subject_events, name=AGENT_NAME, concurrency=1)(enforce)
+
+
+def _confirmed_and_holds(
+    outcome: Outcome, where: Where | None, hash_key: bytes
+) -> list[audit.AuditRecord]:
+    """The audit records of the outcome's confirmations (proved by the change record at
+    `where`) and of the legal holds it opened or released."""
+    topic, partition, offset = where if where is not None else (None, None, None)
+    records = [
+        audit.confirmed(
+            command_id=confirmation.command.command_id,
+            table=confirmation.command.table,
+            key=confirmation.command.key,
+            subject=confirmation.command.subject,
+            at=confirmation.at,
+            hash_key=hash_key,
+            stage=confirmation.command.stage,
+            action=confirmation.command.action,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
+        for confirmation in outcome.confirmations
+    ]
+    for hold in outcome.holds:
+        change = audit.held if hold.opened else audit.released
+        records.append(
+            change(table=hold.table, key=hold.key, subject=hold.subject, at=hold.at,
+                   hash_key=hash_key)
+        )  # fmt: skip
+    return records
+
+
+def _message_time(message: Message) -> int:
+    """The record's Kafka timestamp in µs (the wall time it was written)."""
+    return round((message.timestamp or 0) * 1_000_000)
 
 
 def _headers(headers: Any) -> dict[str, bytes]:

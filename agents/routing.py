@@ -46,7 +46,7 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One record for `<app id>-subject-events` (value: the change record's, or null)."""
+    """One record for `<app id>-subject-events` (value: the change record's, on a depart too)."""
 
     kind: Kind
     key: str

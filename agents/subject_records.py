@@ -5,7 +5,8 @@
 - `event`: a change of a row, to decode with the policy from its change topic
   (`ChangeRecord.source_topic`) and feed to the partition's driver;
 - `depart`: the row (table, key) left the record's subject (`Depart.subject`, None when it
-  was keyed by the row) at `Depart.ts`: the driver forgets it here;
+  was keyed by the row) at `Depart.ts`: the driver forgets it here, after checking whether
+  the change that moved it (`Depart.value`, when the record carries it) confirms a command;
 - `tick`: the partition's sweep: advance the driver to the enforcement clock's now.
 A record it cannot read raises `UnreadableRecord`, naming the header, never a value.
 """
@@ -41,12 +42,25 @@ class ChangeRecord:
 @dataclass(frozen=True, slots=True)
 class Depart:
     """A `depart`: the row (table, key) moved from `subject` (None: keyed by the row) to
-    another key, by a change at `ts` (µs, the change's own time)."""
+    another key, by a change at `ts` (µs, the change's own time); `value`: that change
+    record's value (None from an assign agent that sent none), from `source_topic` at
+    `source_partition` and `source_offset`."""
 
     table: str
     key: Key
     subject: str | None
     ts: Instant
+    value: bytes | None = None
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+
+    @property
+    def source(self) -> tuple[str, int, int] | None:
+        """(topic, partition, offset) of the change that moved the row, when carried."""
+        if self.source_topic is None or self.source_partition is None:
+            return None
+        return (self.source_topic, self.source_partition, self.source_offset or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +101,23 @@ def read_subject_record(headers: dict[str, bytes], value: bytes | None) -> Subje
         )
     if kind == topics.DEPART_KIND:
         subject = headers.get(topics.SUBJECT_HEADER)
-        return Depart(
+        depart = Depart(
             _text(headers, topics.TABLE_HEADER),
             parse_key(_text(headers, topics.KEY_HEADER)),
             None if subject is None else _decoded(topics.SUBJECT_HEADER, subject),
             _integer(headers, topics.TS_HEADER),
+        )
+        if not value:
+            return depart
+        return Depart(
+            depart.table,
+            depart.key,
+            depart.subject,
+            depart.ts,
+            value,
+            _text(headers, topics.SOURCE_TOPIC_HEADER),
+            _integer(headers, topics.SOURCE_PARTITION_HEADER),
+            _integer(headers, topics.SOURCE_OFFSET_HEADER),
         )
     shown = "none" if kind is None else repr(kind[:20])
     raise UnreadableRecord(f"header {topics.KIND_HEADER} is {shown}, not event, depart or tick")

@@ -216,7 +216,7 @@ def run_simulator(engine: Engine, events: list[ChangeEvent]) -> int:
     driver = Driver(engine, MemoryStore())
     issued = 0
     for event in events:
-        issued += len(driver.feed(event))
+        issued += len(driver.feed(event).commands)
     return issued
 
 

@@ -69,7 +69,7 @@ def main() -> None:
         for _ in range(args.rounds):
             driver = build(engine, size)
             started = time.perf_counter()
-            commands = driver.advance(SWEEP_AT)
+            commands = driver.advance(SWEEP_AT).commands
             times.append(time.perf_counter() - started)
             issued = len(commands)
             del driver

@@ -38,6 +38,12 @@ class WorkerMetrics:
     commands_refused: Counter
     """lethe_commands_refused_total{table,reason}: commands not produced because applying them
     would be unsafe, dead-lettered; reason is a `policy.sink_records.RefusalReason` code."""
+    commands_reissued: Counter
+    """lethe_commands_reissued_total{table,action}: commands sent again (same id) because the
+    change stream had not shown them applied within LETHE_CONFIRM_TIMEOUT (and its backoff)."""
+    commands_confirmed: Counter
+    """lethe_commands_confirmed_total{table,action}: commands the change stream showed applied
+    (the row's delete, its anonymised values)."""
     """lethe_unclassified_tables{topic}: 1 for each change topic on the broker whose table the
     policy does not name (unclassified personal data, never read); sum it to count them."""
 
@@ -83,6 +89,21 @@ class WorkerMetrics:
                 "Retention commands not sent because applying them would be unsafe (see "
                 "lethe.deadletter), by table and reason.",
                 ["table", "reason"],
+                registry=registry,
+            ),
+            commands_reissued=Counter(
+                "lethe_commands_reissued",
+                "Retention commands sent again, with the same command_id, because the change "
+                "stream had not shown them applied in time (LETHE_CONFIRM_TIMEOUT), by table and "
+                "action. Rising: the sink connector is not applying them.",
+                ["table", "action"],
+                registry=registry,
+            ),
+            commands_confirmed=Counter(
+                "lethe_commands_confirmed",
+                "Anonymise and delete commands the change stream showed applied (the row's "
+                "delete, its anonymised values), by table and action.",
+                ["table", "action"],
                 registry=registry,
             ),
         )

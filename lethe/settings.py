@@ -123,6 +123,11 @@ class Settings:
     """LETHE_INTERNAL_PARTITIONS: partition count of the worker's own topics between its stages
     (`<app id>-subject-events`), set when the worker first creates them (default 8). The
     worker refuses to start when an existing one has another count."""
+    confirm_timeout: float = 300.0
+    """LETHE_CONFIRM_TIMEOUT: seconds of wall time an anonymise or delete command may wait for
+    the change stream to show it applied (the row's delete, its anonymised values) before the
+    enforcer sends it again with the same `command_id` (default 300); then after 2x, 4x, 8x and
+    16x that. See `confirm_after` for what it is on the enforcement clock."""
     tick_interval: float = 1.0
     """LETHE_TICK_INTERVAL: seconds between two sweeps of the enforcer (default 1): how late
     after its due instant a stage is issued at most, besides the worker's lag."""
@@ -159,6 +164,11 @@ class Settings:
             raise ConfigError(
                 f"LETHE_INTERNAL_PARTITIONS={self.internal_partitions} is less than 1; set a "
                 "partition count such as 8 (the default)"
+            )
+        if not self.confirm_timeout > 0:
+            raise ConfigError(
+                f"LETHE_CONFIRM_TIMEOUT={self.confirm_timeout} is not more than 0; set a number "
+                "of seconds such as 300 (the default)"
             )
         if not self.tick_interval > 0:
             raise ConfigError(
@@ -237,6 +247,18 @@ class Settings:
             assert self.clock_start is not None
             return ManualClock(self.clock_start)
         return WALL_CLOCK
+
+    @property
+    def confirm_after(self) -> int:
+        """LETHE_CONFIRM_TIMEOUT on the enforcement clock, in µs: the same duration under the
+        wall clock; times LETHE_CLOCK_SPEED under the accelerated clock (the sink takes as long
+        in wall time, which is that much longer in enforcement time); the same duration of
+        enforcement time under the manual clock, so a command is re-issued only once the
+        operator has advanced the clock that far past its send."""
+        seconds = Fraction(self.confirm_timeout)
+        if self.clock_mode == "accelerated" and self.clock_speed is not None:
+            seconds *= self.clock_speed
+        return max(1, round(seconds * 1_000_000))
 
     @property
     def audit_hash_key_is_demo(self) -> bool:
@@ -335,6 +357,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "clock_wall_start": _instant_setting,
     "clock_speed": parse_speed,
     "tick_interval": _seconds_setting,
+    "confirm_timeout": _seconds_setting,
     "enforce": _switch_setting,
     "max_poll_records": _count_setting,
 }
@@ -373,6 +396,7 @@ _VARIABLES: dict[str, str] = {
     "clock_topic": "LETHE_CLOCK_TOPIC",
     "internal_partitions": "LETHE_INTERNAL_PARTITIONS",
     "tick_interval": "LETHE_TICK_INTERVAL",
+    "confirm_timeout": "LETHE_CONFIRM_TIMEOUT",
     "enforce": "LETHE_ENFORCE",
     "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",
     "max_poll_records": "LETHE_MAX_POLL_RECORDS",

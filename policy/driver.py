@@ -1,16 +1,21 @@
 """The driver: turns the engine's steps into stored state and timers, and timers into commands.
 
 One driver serves `lethe simulate` (over a `MemoryStore`) and the worker's agents (over
-Faust tables), so the two cannot disagree on the bookkeeping:
+Faust tables), so the two cannot disagree on the bookkeeping. Each call returns an
+`Outcome`: the commands to send (first sends and re-issues of unconfirmed ones), the
+confirmations the event brought, and the legal holds it opened or released.
 - `feed(event)` first issues what fell due before the event (`advance(event.ts)`), then
   applies it: finds the row's state by (table, key) whatever its subject, passes the state
   of the subject the row leaves when it moves, deletes the old key, stores the new row and
   arms its timer, and re-arms the subject's other rows when its activity or holds changed;
 - `advance(to)` pops every timer due at or before `to`, in due order, and asks the engine
-  what to issue. A timer armed in the past (an overdue row first seen, a hold released)
-  fires at the driver's clock: the time of the event that armed it.
+  what to issue (or re-issue: a row's timer is the earlier of its next stage and the next
+  re-issue of a command it has unconfirmed, see `policy.engine`). A timer armed in the
+  past (an overdue row first seen, a hold released) fires at the driver's clock: the time
+  of the event that armed it.
 - `depart(table, key, subject, at)` is the half of a move that a driver does when the row's
-  new subject lives elsewhere (the worker's partitions): forget the row, release its hold.
+  new subject lives elsewhere (the worker's partitions): forget the row (and the commands
+  it had unconfirmed: the other driver knows nothing of them), release its hold.
 - A subject's state is kept only while it has an open hold, or activity and a row: a person
   whose last row is gone leaves no identifier behind (`email:` subjects included).
 
@@ -20,30 +25,82 @@ applied at the clock's time. The driver reads no clock of its own.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Final
 
-from policy.engine import Engine, apply, due, event_subject, leave, next_due, reads_activity
+from policy.engine import (
+    Engine,
+    apply,
+    confirmed_by,
+    due,
+    event_subject,
+    hold_id,
+    leave,
+    next_due,
+    reads_activity,
+)
 from policy.events import ChangeEvent, Key
 from policy.instants import Instant
-from policy.state import Command, SubjectState
+from policy.state import Command, Confirmation, SubjectState
 from policy.store import RowId, Store
+
+
+@dataclass(frozen=True, slots=True)
+class HoldChange:
+    """The legal hold row (table, key) opened (`opened`) or released a hold on `subject` at
+    `at`: while a subject has an open hold, none of its commands is issued."""
+
+    table: str
+    key: Key
+    subject: str
+    opened: bool
+    at: Instant
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one call of the driver decided."""
+
+    commands: tuple[Command, ...] = ()
+    """To send, in due order: first sends, and re-issues (`Command.attempt` > 1, same id)."""
+    confirmations: tuple[Confirmation, ...] = ()
+    """Commands the change event showed applied."""
+    holds: tuple[HoldChange, ...] = ()
+    """Legal holds the change event opened or released (on its subject, or the one it left)."""
+
+
+NOTHING: Final = Outcome()
 
 
 class Driver:
     """The engine over a store; see the module docstring."""
 
-    __slots__ = ("clock", "engine", "store")
+    __slots__ = ("clock", "continuous", "engine", "store")
 
-    def __init__(self, engine: Engine, store: Store, clock: Instant | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        clock: Instant | None = None,
+        *,
+        continuous: bool = False,
+    ) -> None:
+        """`continuous`: the driver stands for a worker that sweeps at every instant
+        (`lethe simulate` between its events, under a wall or accelerated clock), so what
+        falls due is sent at its timer's instant; by default (the worker) it is sent at the
+        instant the driver is advanced to, which is when the next re-issue counts from."""
         self.engine = engine
         self.store = store
         self.clock = clock
+        self.continuous = continuous
 
-    def advance(self, to: Instant) -> list[Command]:
-        """Issue every stage due at or before `to`, in due order; the clock moves to `to`."""
+    def advance(self, to: Instant) -> Outcome:
+        """Issue every stage (and re-issue every unconfirmed command) due at or before `to`,
+        in due order; the clock moves to `to`."""
         engine = self.engine
         store = self.store
         clock = self.clock if self.clock is not None else to
+        sweep = None if self.continuous else max(to, clock)
         commands: list[Command] = []
         while (timer := store.pop_due(to)) is not None:
             at, row_id = timer
@@ -51,7 +108,7 @@ class Driver:
             if row is None:
                 continue
             subject = store.subject(row.subject) if row.subject is not None else None
-            issued, new_row, later = due(engine, row, subject, max(at, clock))
+            issued, new_row, later = due(engine, row, subject, max(at, clock), sweep)
             if issued:
                 commands.extend(issued)
             if new_row is not row:
@@ -59,14 +116,14 @@ class Driver:
             store.arm(row_id, later)
         if self.clock is None or to > self.clock:
             self.clock = to
-        return commands
+        return Outcome(tuple(commands)) if commands else NOTHING
 
-    def feed(self, event: ChangeEvent) -> list[Command]:
+    def feed(self, event: ChangeEvent) -> Outcome:
         """Apply one change event at its time (or the clock's, if it is older); returns the
-        commands that fell due up to that time."""
+        commands that fell due up to that time, and what the event confirmed and held."""
         if self.clock is not None and event.ts < self.clock:
             event = replace(event, ts=self.clock)
-        commands = self.advance(event.ts)
+        outcome = self.advance(event.ts)
         engine = self.engine
         store = self.store
         old_id = store.locate(event.table, event.key)
@@ -95,29 +152,57 @@ class Driver:
             self._settle(step.subject_key, subject, step.subject)
             if step.reevaluate_subject:
                 self._rearm(step.subject_key, step.subject, step.holds_changed)
-        return commands
+        if step.confirmed or step.holds_changed or step.reevaluate_left:
+            holds: list[HoldChange] = []
+            hold = hold_id(event.table, event.key)
+            if step.reevaluate_left and step.left_subject is not None:
+                holds.append(HoldChange(event.table, event.key, step.left_subject, False, event.ts))
+            if step.holds_changed and step.subject_key is not None and step.subject is not None:
+                was_open = subject is not None and hold in subject.holds
+                if was_open != (hold in step.subject.holds):
+                    holds.append(
+                        HoldChange(event.table, event.key, step.subject_key, not was_open, event.ts)
+                    )
+            outcome = Outcome(outcome.commands, step.confirmed, tuple(holds))
+        return outcome
 
-    def depart(self, table: str, key: Key, subject: str | None, at: Instant) -> list[Command]:
+    def depart(
+        self,
+        table: str,
+        key: Key,
+        subject: str | None,
+        at: Instant,
+        moved_by: ChangeEvent | None = None,
+    ) -> Outcome:
         """The row (table, key) moved from `subject` to another one whose state this driver's
         store does not hold (the worker: another partition): issue what fell due up to `at`,
         then forget the row here and release a hold it was. Its events then arrive at the
-        other subject's driver as those of a new row."""
+        other subject's driver as those of a new row. `moved_by`, the change event that moved
+        it, confirms the row's unconfirmed commands it shows applied (an anonymise that
+        emptied the subject's column moves the row); the others are forgotten with the row."""
         if self.clock is not None and at < self.clock:
             at = self.clock
-        commands = self.advance(at)
+        outcome = self.advance(at)
         store = self.store
         row_id: RowId = (subject, table, key)
-        if store.row(row_id) is None:
-            return commands
+        row = store.row(row_id)
+        if row is None:
+            return outcome
+        if moved_by is not None and row.unconfirmed:
+            confirmed = confirmed_by(self.engine, row, replace(moved_by, ts=at))
+            if confirmed:
+                outcome = Outcome(outcome.commands, confirmed, outcome.holds)
         store.delete_row(row_id)
         if subject is None:
-            return commands
+            return outcome
         stored = store.subject(subject)
         released = leave(self.engine, table, key, stored) if stored is not None else None
         self._settle(subject, stored, released if released is not None else stored)
         if released is not None:
             self._rearm(subject, released, True)
-        return commands
+            released_hold = HoldChange(table, key, subject, False, at)
+            return Outcome(outcome.commands, outcome.confirmations, (released_hold,))
+        return outcome
 
     def _settle(self, key: str, stored: SubjectState | None, state: SubjectState | None) -> None:
         """Keep the subject's state while it has an open hold, or activity and a row."""

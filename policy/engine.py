@@ -19,6 +19,10 @@ A driver (the stream processor, or `lethe simulate`) keeps a row state per
   the new row state and the next due instant (at once, without working the stages
   out again, when the row state `apply` returned says its next due is later);
 - `next_due(engine, row, subject)` re-arms a row's timer after its subject changed;
+- `reissue_due(confirm_after, unconfirmed)` says when an unconfirmed command is sent again;
+- `confirmed_by(engine, row, event)`: the row's unconfirmed commands a change event shows
+  applied (`apply` does it for the events it folds in; a driver calls it for the event that
+  moved a row away, before it forgets the row);
 - `decode_record(engine.decoding, topic, key, value)` (in `policy.decoding`) turns a
   Debezium record into the `ChangeEvent` that `apply` takes.
 
@@ -36,6 +40,20 @@ How a row's stages are combined from its rules (one rule per purpose):
   clock forgets it, so it is issued anew when the clock runs again (an account closed,
   reopened and closed again is archived twice); when the delete is issued together
   with earlier stages (an overdue row), those are dropped.
+Confirmation: every anonymise and delete command `due` issues is kept in the row state as
+`Unconfirmed` until the change stream shows it applied; `apply` returns the confirmations
+(`Step.confirmed`): the row's delete event (op d) confirms every unconfirmed command of the
+row; a change event (c, u, r) whose image holds, in every column an anonymise command
+empties, coarsens, buckets or sets to a constant, exactly the value the command writes
+(`policy.anonymise`) confirms that command. Archive is never kept: the business's archive
+job applies it and the stream shows nothing. With `engine.confirm_after` = T set, a command
+still unconfirmed is issued again by `due`, with the same id (`Command.attempt` counts the
+sends), T after it was sent, then 2T, 4T, 8T after the send before, and every 16T after
+that, counted from when the sweep that sent it ran (`Unconfirmed.sent_at`), so a sweep
+over a long stretch of time re-issues a command once. A row's next due is the earlier of
+its next stage and its next re-issue, so the due index fires both. Nothing is re-issued
+while the subject is held. An unconfirmed command is forgotten when its stage is (an
+update stopped its clock) and when the row moves to another driver (`Driver.depart`).
 "At once" (`at_once`) is the instant its condition (the `when` around it) first
 became true for the row, kept in the row state while the condition holds: later
 updates do not move it. A command's `issued_at` is max(its due, `now`): the time the
@@ -48,24 +66,27 @@ last hold (now = that event's time).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
+from policy.anonymise import anonymise_value, method_for
 from policy.clock_closures import ConditionFn, Values
 from policy.events import ChangeEvent, Key, Op, Value
 from policy.instants import EPOCH, EPOCH_ORDINAL, US_PER_DAY, Instant, from_datetime
-from policy.model import Source
-from policy.plans import ACTION_OF_RANK, DELETE_RANK, NEVER, Engine, SourcePlan
+from policy.model import Action, Bucket, Coarsen, Source
+from policy.plans import ACTION_OF_RANK, DELETE_RANK, DELETE_STAGE, NEVER, Engine, SourcePlan
 from policy.state import (
     EMPTY_SUBJECT,
     Command,
+    Confirmation,
     RowState,
     Schedule,
     StateValue,
     SubjectState,
+    Unconfirmed,
     build_row_state,
 )
 
@@ -73,12 +94,14 @@ __all__ = [
     "Engine",
     "Step",
     "apply",
+    "confirmed_by",
     "due",
     "event_subject",
     "hold_id",
     "leave",
     "next_due",
     "reads_activity",
+    "reissue_due",
 ]
 
 _NO_ACTIVITY: Final[Mapping[str, Instant]] = MappingProxyType({})
@@ -88,6 +111,12 @@ _ONE_US: Final = datetime.resolution
 _DELETE_OP: Final = Op.DELETE
 _PLAIN_TYPES: Final = (str, bool, int, float)
 _TEXT_OR_INT: Final = (str, int)
+_NO_UNCONFIRMED: Final[tuple[Unconfirmed, ...]] = ()
+_NO_CONFIRMATIONS: Final[tuple[Confirmation, ...]] = ()
+_BACKOFF_CAP: Final = 16
+"""Re-issues wait T, 2T, 4T, 8T, then 16T each (T: `Engine.confirm_after`)."""
+_ENDED_PREFIX: Final = "ended:"
+_ANONYMISE_PREFIX: Final = "anonymise:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +145,8 @@ class Step:
     """The new state of `left_subject` (a hold the row was is released there)."""
     reevaluate_left: bool = False
     """`left_subject`'s holds changed: re-arm its rows with `next_due`."""
+    confirmed: tuple[Confirmation, ...] = ()
+    """The row's unconfirmed commands this event shows applied."""
 
 
 # --- subjects ------------------------------------------------------------------------------
@@ -202,6 +233,7 @@ _new = object.__new__
     _set_step_left,
     _set_step_left_state,
     _set_step_reevaluate_left,
+    _set_step_confirmed,
 ) = (
     Step.__dict__[name].__set__
     for name in (
@@ -215,6 +247,7 @@ _new = object.__new__
         "left_subject",
         "left_state",
         "reevaluate_left",
+        "confirmed",
     )
 )
 
@@ -230,6 +263,7 @@ def _step(
     left_subject: str | None = None,
     left_state: SubjectState | None = None,
     reevaluate_left: bool = False,
+    confirmed: tuple[Confirmation, ...] = _NO_CONFIRMATIONS,
 ) -> Step:
     """`Step(...)` without the frozen dataclass's per-field `object.__setattr__` cost."""
     step: Step = _new(Step)
@@ -243,6 +277,7 @@ def _step(
     _set_step_left(step, left_subject)
     _set_step_left_state(step, left_state)
     _set_step_reevaluate_left(step, reevaluate_left)
+    _set_step_confirmed(step, confirmed)
     return step
 
 
@@ -338,14 +373,22 @@ def apply(
             if released is not None:
                 left_state, reevaluate_left = released, True
 
+    unconfirmed = _NO_UNCONFIRMED
+    confirmed = _NO_CONFIRMATIONS
+    if row is not None and row.unconfirmed:
+        unconfirmed, confirmed = _confirm(engine, plan, row, None if deleting else image, event.ts)
     if deleting or not plan.tracked:  # neither moves: a delete keeps row.subject
-        return _step(None, new_subject, None, reevaluate, subject_key, holds_changed)
+        return _step(
+            None, new_subject, None, reevaluate, subject_key, holds_changed, confirmed=confirmed
+        )
     values = _read_values(plan.reads, image)
     if plan.at_once:
         _keep_at_once(plan.at_once, values, row, event.ts)
     issued = row.issued if row is not None else _NOTHING_ISSUED
     if issued:
         issued = _still_scheduled(plan, values, new_subject, issued)
+        if unconfirmed:
+            unconfirmed = tuple(entry for entry in unconfirmed if entry.stage in issued)
     schedule: Schedule
     if plan.reads_activity:
         activity_now = new_subject.activity if new_subject is not None else _NO_ACTIVITY
@@ -354,12 +397,16 @@ def apply(
     else:
         upcoming = plan.upcoming(values, _NO_ACTIVITY, issued)
         schedule = (plan.token, upcoming, None)
-    new_row = build_row_state(plan.table, event.key, subject_key, values, issued, schedule)
+    new_row = build_row_state(
+        plan.table, event.key, subject_key, values, issued, unconfirmed, schedule
+    )
+    if unconfirmed:
+        upcoming = _earliest(upcoming, _next_reissue(engine, unconfirmed))
     if new_subject is not None and new_subject.holds:
         upcoming = None
     return _step(
         new_row, new_subject, upcoming, reevaluate, subject_key, holds_changed, moved, left_key,
-        left_state, reevaluate_left,
+        left_state, reevaluate_left, confirmed,
     )  # fmt: skip
 
 
@@ -407,13 +454,27 @@ def next_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Ins
     """When the row's next stage falls due; None when nothing is pending or it is held."""
     if subject is not None and subject.holds:
         return None
-    return _upcoming(engine.plans[row.table], row, subject)
+    upcoming = _upcoming(engine.plans[row.table], row, subject)
+    if row.unconfirmed:
+        return _earliest(upcoming, _next_reissue(engine, row.unconfirmed))
+    return upcoming
 
 
 def due(
-    engine: Engine, row: RowState, subject: SubjectState | None, now: Instant
+    engine: Engine,
+    row: RowState,
+    subject: SubjectState | None,
+    now: Instant,
+    sending_at: Instant | None = None,
 ) -> tuple[list[Command], RowState, Instant | None]:
-    """Issue the row's stages due at or before `now`, stamped `issued_at = max(due, now)`.
+    """Issue the row's stages due at or before `now`, stamped `issued_at = max(due, now)`,
+    and re-issue its unconfirmed commands whose re-issue falls due by then (`reissued_at =
+    sending_at`, same id); returns the commands, the new row state and its next due.
+
+    `sending_at` (default `now`) is when the caller sends them: the instant of the sweep
+    that found the row due (later than `now` when it catches up on a stretch of time at
+    once). The next re-issue is worked out from it, so a long stretch re-issues a command
+    once, not once per backoff step it spans.
 
     Nothing while its subject is held. Call it when the row's timer fires, and at the
     time of an event that made a stage due (first sight, a clock moved into the past,
@@ -427,39 +488,205 @@ def due(
         upcoming = schedule[1]
     else:
         upcoming = _upcoming(plan, row, subject)
-    if upcoming is None or upcoming > now:
-        return [], row, upcoming
-    activity = None
-    if plan.reads_activity:
-        activity = subject.activity if subject is not None else _NO_ACTIVITY
-    stages, _ = plan.stages(row.values, _NO_ACTIVITY if activity is None else activity, row.issued)
-    firing = sorted(stage for stage in stages if stage[0] <= now)
-    deleting = any(stage[1] == DELETE_RANK for stage in firing)
-    commands = [
-        Command(
-            now,
-            at,
-            ACTION_OF_RANK[rank],
-            stage_id,
-            row.table,
-            row.key,
-            row.subject,
-            purposes,
-            fields,
+    unconfirmed = row.unconfirmed
+    reissue = _next_reissue(engine, unconfirmed) if unconfirmed else None
+    if (upcoming is None or upcoming > now) and (reissue is None or reissue > now):
+        return [], row, _earliest(upcoming, reissue)
+    commands: list[Command] = []
+    sent_at = now if sending_at is None or sending_at < now else sending_at
+    if reissue is not None and reissue <= now:
+        unconfirmed = _reissue(engine, plan, row, now, sent_at, commands)
+    issued = row.issued
+    later = upcoming
+    new_schedule = schedule
+    if upcoming is not None and upcoming <= now:
+        activity = None
+        if plan.reads_activity:
+            activity = subject.activity if subject is not None else _NO_ACTIVITY
+        stages, _ = plan.stages(
+            row.values, _NO_ACTIVITY if activity is None else activity, row.issued
         )
-        for at, rank, stage_id, purposes, fields in firing
-        if not deleting or rank == DELETE_RANK
-    ]
-    issued = row.issued | {stage[2] for stage in firing}
-    later = None
-    if not deleting:
-        later = min((stage[0] for stage in stages if stage[0] > now), default=None)
+        firing = sorted(stage for stage in stages if stage[0] <= now)
+        deleting = any(stage[1] == DELETE_RANK for stage in firing)
+        fresh = [
+            Command(
+                now,
+                at,
+                ACTION_OF_RANK[rank],
+                stage_id,
+                row.table,
+                row.key,
+                row.subject,
+                purposes,
+                fields,
+            )
+            for at, rank, stage_id, purposes, fields in firing
+            if not deleting or rank == DELETE_RANK
+        ]
+        commands.extend(fresh)
+        issued = row.issued | {stage[2] for stage in firing}
+        later = None
+        if not deleting:
+            later = min((stage[0] for stage in stages if stage[0] > now), default=None)
+        unconfirmed = _awaiting(unconfirmed, fresh, sent_at)
+        new_schedule = (plan.token, later, activity)
     new_row = build_row_state(
+        row.table, row.key, row.subject, row.values, issued, unconfirmed, new_schedule
+    )
+    if unconfirmed:
+        return commands, new_row, _earliest(later, _next_reissue(engine, unconfirmed))
+    return commands, new_row, later
+
+
+# --- confirmation and re-issue ---------------------------------------------------------------
+
+
+def reissue_due(confirm_after: int, unconfirmed: Unconfirmed) -> Instant:
+    """When the command is sent again if still unconfirmed: `confirm_after` (T) after it was
+    first sent, then 2T, 4T, 8T after the send before, and 16T after each send from then on."""
+    backoff = min(1 << min(unconfirmed.attempts - 1, 8), _BACKOFF_CAP)
+    return unconfirmed.sent_at + confirm_after * backoff
+
+
+def _next_reissue(engine: Engine, unconfirmed: tuple[Unconfirmed, ...]) -> Instant | None:
+    confirm_after = engine.confirm_after
+    if confirm_after is None or not unconfirmed:
+        return None
+    return min(reissue_due(confirm_after, entry) for entry in unconfirmed)
+
+
+def _earliest(first: Instant | None, second: Instant | None) -> Instant | None:
+    if first is None:
+        return second
+    if second is None or first <= second:
+        return first
+    return second
+
+
+def _reissue(
+    engine: Engine,
+    plan: SourcePlan,
+    row: RowState,
+    now: Instant,
+    sent_at: Instant,
+    commands: list[Command],
+) -> tuple[Unconfirmed, ...]:
+    """Append the re-issues due by `now`, sent at `sent_at`, to `commands`; return the
+    unconfirmed commands after them."""
+    confirm_after = engine.confirm_after
+    assert confirm_after is not None
+    kept: list[Unconfirmed] = []
+    for entry in row.unconfirmed:
+        if reissue_due(confirm_after, entry) <= now:
+            attempts = entry.attempts + 1
+            commands.append(_sent(plan, row, entry, attempts, sent_at))
+            entry = replace(entry, attempts=attempts, sent_at=sent_at)
+        kept.append(entry)
+    return tuple(kept)
+
+
+def _awaiting(
+    unconfirmed: tuple[Unconfirmed, ...], commands: list[Command], sent_at: Instant
+) -> tuple[Unconfirmed, ...]:
+    """The unconfirmed commands once `commands` (first sends) are sent at `sent_at`: archive
+    needs no confirmation."""
+    sent = [
+        Unconfirmed(c.stage, c.due_at, c.issued_at, 1, sent_at, c.fields)
+        for c in commands
+        if c.action is not Action.ARCHIVE
+    ]
+    if not sent:
+        return unconfirmed
+    stages = {entry.stage for entry in sent}
+    return tuple(entry for entry in unconfirmed if entry.stage not in stages) + tuple(sent)
+
+
+def _sent(
+    plan: SourcePlan,
+    row: RowState,
+    entry: Unconfirmed,
+    attempt: int = 1,
+    reissued_at: Instant | None = None,
+) -> Command:
+    """The command `entry` records, as the row's stage issued it (the `attempt`-th send)."""
+    return Command(
+        entry.issued_at,
+        entry.due_at,
+        Action.DELETE if entry.stage == DELETE_STAGE else Action.ANONYMISE,
+        entry.stage,
         row.table,
         row.key,
         row.subject,
-        row.values,
-        issued,
-        (plan.token, later, activity),
+        _stage_purposes(plan, entry.stage),
+        entry.fields,
+        attempt,
+        reissued_at,
     )
-    return commands, new_row, later
+
+
+def _stage_purposes(plan: SourcePlan, stage: str) -> tuple[str, ...]:
+    """The purposes a stage id names, in the order of the source's rules."""
+    if stage == DELETE_STAGE:
+        return plan.purposes
+    if stage.startswith(_ENDED_PREFIX):
+        ended = set(stage[len(_ENDED_PREFIX) :].split(","))
+        return tuple(purpose for purpose in plan.purposes if purpose in ended)
+    return (stage[len(_ANONYMISE_PREFIX) :].rsplit(":", 1)[0],)
+
+
+def confirmed_by(engine: Engine, row: RowState, event: ChangeEvent) -> tuple[Confirmation, ...]:
+    """The row's unconfirmed commands that `event` (a change of this row) shows applied."""
+    if not row.unconfirmed:
+        return _NO_CONFIRMATIONS
+    deleting = event.op is _DELETE_OP
+    image = None if deleting else (event.after or _NO_IMAGE)
+    return _confirm(engine, engine.plans[row.table], row, image, event.ts)[1]
+
+
+def _confirm(
+    engine: Engine,
+    plan: SourcePlan,
+    row: RowState,
+    image: Mapping[str, Value] | None,
+    now: Instant,
+) -> tuple[tuple[Unconfirmed, ...], tuple[Confirmation, ...]]:
+    """(still unconfirmed, confirmed) after a change of the row: its delete (`image` None)
+    confirms them all, an image holding an anonymise command's values confirms that one."""
+    kept: list[Unconfirmed] = []
+    confirmed: list[Confirmation] = []
+    for entry in row.unconfirmed:
+        command = _sent(plan, row, entry)
+        if image is None or (
+            command.action is Action.ANONYMISE
+            and _shows_anonymised(engine, command, row.values, image)
+        ):
+            confirmed.append(Confirmation(command, now, entry.attempts))
+        else:
+            kept.append(entry)
+    if not confirmed:
+        return row.unconfirmed, _NO_CONFIRMATIONS
+    return tuple(kept), tuple(confirmed)
+
+
+def _shows_anonymised(
+    engine: Engine, command: Command, kept: Mapping[str, StateValue], image: Mapping[str, Value]
+) -> bool:
+    """Whether every column of the anonymise command holds what the command writes: the
+    coarsened or bucketed value of the one the row state kept, else a value the method
+    leaves as it is (null for empty, the constant)."""
+    for column in command.fields:
+        if column not in image:
+            return False
+        value = image[column]
+        method = method_for(engine.policy, command, column)
+        original = kept.get(column)
+        if isinstance(method, Coarsen | Bucket) and original is not None:
+            if isinstance(method, Coarsen) and type(original) is int:
+                before: Value = EPOCH + timedelta(microseconds=original)
+            else:
+                before = original
+            if _state_value(anonymise_value(method, before)) != _state_value(value):
+                return False
+        elif anonymise_value(method, value) != value:
+            return False
+    return True

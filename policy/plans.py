@@ -106,17 +106,23 @@ class Engine:
     Immutable and free of caches: build it at worker start (or per `lethe simulate`
     run) and pass it to `apply`, `due`, `next_due`; `engine.decoding` decodes the
     Debezium records of the policy's topics (`decode_record`, `decode_raw`).
+    `confirm_after` (µs of the enforcement clock; None: never) is how long an anonymise or
+    delete command may stay unconfirmed before it is re-issued (see `policy.engine`).
     """
 
     policy: Policy
     plans: Mapping[str, SourcePlan]
     """Per source table (`public.orders`), its compiled rules."""
     decoding: Decoding
+    confirm_after: int | None = None
+    """µs of the enforcement clock before an unconfirmed command is re-issued; None: never."""
 
     @classmethod
-    def compile(cls, policy: Policy) -> Engine:
+    def compile(cls, policy: Policy, *, confirm_after: int | None = None) -> Engine:
+        if confirm_after is not None and confirm_after <= 0:
+            raise ValueError(f"confirm_after must be more than 0 µs, not {confirm_after}")
         plans = {table: _plan_source(policy, s) for table, s in policy.sources.items()}
-        return cls(policy, MappingProxyType(plans), Decoding.compile(policy))
+        return cls(policy, MappingProxyType(plans), Decoding.compile(policy), confirm_after)
 
 
 def _plan_source(policy: Policy, source: Source) -> SourcePlan:

@@ -20,6 +20,12 @@ Under another enforcement clock (`policy.enforcement_clock`, as the worker runs 
 `clock.at(ts)`; `until` is an enforcement instant. A manual clock's advances are made in
 wall order between the events (an advance at wall time W before any event at W or later),
 and those after the last event at its end, as the worker's sweeps would.
+
+An engine compiled with `confirm_after` re-issues the commands no event of the stream
+confirmed (`Command.attempt` > 1, printed after their first send); without it (the default
+of `lethe simulate`: a captured stream rarely holds the changes Lethe's own commands made)
+nothing is re-issued. Re-issues are timed as by a worker that sweeps every instant (under a
+manual clock: at each advance, as the worker's sweeps would).
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ class UntilBeforeLastEvent(ValueError):
 @dataclass(frozen=True, slots=True)
 class SimulationResult:
     commands: tuple[Command, ...]
-    """Ordered by issued_at, then table, then key."""
+    """Ordered by when sent (issued_at; reissued_at for a re-issue), then table, then key."""
     errors: tuple[LineError, ...]
     events: int
     """Change events applied (tombstones not counted)."""
@@ -83,7 +89,7 @@ def simulate(
 
     Raises `UntilBeforeLastEvent` when `until` is earlier than the last event.
     """
-    driver = Driver(engine, MemoryStore())
+    driver = Driver(engine, MemoryStore(), continuous=not isinstance(clock, ManualClock))
     commands: list[Command] = []
     errors: list[LineError] = []
     events = 0
@@ -106,19 +112,19 @@ def simulate(
         if mapped:
             wall = decoded.ts
             while made < len(advances) and advances[made].wall <= wall:
-                commands.extend(driver.advance(advances[made].to))
+                commands.extend(driver.advance(advances[made].to).commands)
                 made += 1
             decoded = replace(decoded, ts=clock.at(wall))
-        commands.extend(driver.feed(decoded))
+        commands.extend(driver.feed(decoded).commands)
         events += 1
     for advance in advances[made:]:
-        commands.extend(driver.advance(advance.to))
+        commands.extend(driver.advance(advance.to).commands)
     stopped = driver.clock
     if until is not None and stopped is not None and until < stopped:
         raise UntilBeforeLastEvent(until, stopped)
     end = stopped if until is None else until
     if end is not None:
-        commands.extend(driver.advance(end))
+        commands.extend(driver.advance(end).commands)
     commands.sort(key=Command.sort_key)
     return SimulationResult(tuple(commands), tuple(errors), events, stopped)
 

@@ -3,10 +3,12 @@
 `RowState` keeps only what the rules need: the row's table, key and subject, the
 values of the columns its clocks and conditions read (instants as µs, never the
 personal text columns), since when each "at once" condition has held (under `@<n>`
-in the values), and the stages already issued. `SubjectState` keeps the subject's
-latest instant per activity and its open legal holds. Both are frozen and
+in the values), the stages already issued, and the anonymise and delete commands sent
+but not yet seen applied in the change stream (`Unconfirmed`). `SubjectState` keeps the
+subject's latest instant per activity and its open legal holds. Both are frozen and
 serialise to compact JSON bytes (`to_bytes`/`from_bytes`) for key-value tables and
-changelog topics; bytes of another format raise `StateFormatError`.
+changelog topics; bytes of another format raise `StateFormatError` (row states of format
+2, from before confirmation was kept, are read as having nothing unconfirmed).
 
 A row state built by the engine also carries its `schedule`: its next due, worked
 out for exactly its values and issued stages (and, for rows whose clocks read the
@@ -42,13 +44,54 @@ what the engine worked out for a row state's own values and issued stages. Only 
 values when the clocks do not read the activity, so the garbage collector stops tracking
 it: such a row state then costs the collector one object, not two."""
 
-_FORMAT: Final = 2
+_ROW_FORMAT: Final = 3
+"""Format 3 added the unconfirmed commands (a seventh item, left out when there are none)."""
+_ROW_FORMAT_WITHOUT_CONFIRMATION: Final = 2
+_SUBJECT_FORMAT: Final = 2
 """Format 1 also kept change and first-seen times (and release times per subject)."""
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 class StateFormatError(ValueError):
     """Stored state bytes are not a state of this format (a corrupt or foreign record)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    """An anonymise or delete command sent for the row and not yet seen applied: a delete is
+    confirmed by the row's delete event, an anonymise by a change event whose image holds the
+    anonymised values (or by the row's delete). Archive is never kept here: the business's
+    archive job applies it and the change stream shows nothing."""
+
+    stage: str
+    due_at: Instant
+    """The command's due instant: with the row and stage, its `command_id`."""
+    issued_at: Instant
+    """When it was first sent."""
+    attempts: int
+    """How often it was sent (1: not re-issued yet)."""
+    sent_at: Instant
+    """When it was last sent: the instant of the sweep (or event) that sent it, which is
+    later than `issued_at` when the enforcer caught up on a stretch of time at once."""
+    fields: tuple[str, ...] = ()
+    """The columns an anonymise command empties or coarsens (none for a delete)."""
+
+    def to_json(self) -> list[object]:
+        return [
+            self.stage,
+            self.due_at,
+            self.issued_at,
+            self.attempts,
+            self.sent_at,
+            list(self.fields),
+        ]
+
+    @classmethod
+    def from_json(cls, item: list[Any]) -> Unconfirmed:
+        stage, due_at, issued_at, attempts, sent_at, fields = item
+        if not all(type(value) is int for value in (due_at, issued_at, attempts, sent_at)):
+            raise ValueError("unconfirmed: times and attempts must be integers")
+        return cls(str(stage), due_at, issued_at, attempts, sent_at, tuple(str(f) for f in fields))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +105,8 @@ class RowState:
     """The columns the rules read (instants as µs); `@<n>`: since when an at-once condition held."""
     issued: frozenset[str] = frozenset()
     """Ids of the stages already issued (`archive`, `delete`, `anonymise:<purpose>:<n>`, ...)."""
+    unconfirmed: tuple[Unconfirmed, ...] = ()
+    """The anonymise and delete commands sent and not yet seen applied, by stage order."""
     schedule: Schedule | None = field(default=None, compare=False, repr=False)
     """The engine's worked-out next due for this very state (derived; not serialised). Only
     the engine sets it: one passed here is dropped, as it may be another state's."""
@@ -71,22 +116,27 @@ class RowState:
             object.__setattr__(self, "schedule", None)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            [
-                _FORMAT,
-                self.table,
-                [list(pair) for pair in self.key],
-                self.subject,
-                dict(self.values),
-                sorted(self.issued),
-            ]
-        )
+        items: list[object] = [
+            _ROW_FORMAT,
+            self.table,
+            [list(pair) for pair in self.key],
+            self.subject,
+            dict(self.values),
+            sorted(self.issued),
+        ]
+        if self.unconfirmed:
+            items.append([entry.to_json() for entry in self.unconfirmed])
+        return orjson.dumps(items)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RowState:
         try:
-            fmt, table, key, subject, values, issued = orjson.loads(data)
-            if fmt != _FORMAT:
+            fmt, table, key, subject, values, issued, *rest = orjson.loads(data)
+            if fmt == _ROW_FORMAT_WITHOUT_CONFIRMATION and not rest:
+                unconfirmed: tuple[Unconfirmed, ...] = ()
+            elif fmt == _ROW_FORMAT and len(rest) <= 1:
+                unconfirmed = tuple(Unconfirmed.from_json(item) for item in (rest or [[]])[0])
+            else:
                 raise ValueError(fmt)
             return cls(
                 table,
@@ -94,15 +144,24 @@ class RowState:
                 subject,
                 values,
                 frozenset(issued),
+                unconfirmed,
             )
         except (ValueError, TypeError) as exc:
-            raise StateFormatError(f"not a row state of format {_FORMAT}: {exc}") from None
+            raise StateFormatError(f"not a row state of format {_ROW_FORMAT}: {exc}") from None
 
 
 _new = object.__new__
-_set_table, _set_key, _set_subject, _set_values, _set_issued, _set_schedule = (
+(
+    _set_table,
+    _set_key,
+    _set_subject,
+    _set_values,
+    _set_issued,
+    _set_unconfirmed,
+    _set_schedule,
+) = (
     RowState.__dict__[name].__set__
-    for name in ("table", "key", "subject", "values", "issued", "schedule")
+    for name in ("table", "key", "subject", "values", "issued", "unconfirmed", "schedule")
 )
 
 
@@ -112,6 +171,7 @@ def build_row_state(
     subject: str | None,
     values: Mapping[str, StateValue],
     issued: frozenset[str],
+    unconfirmed: tuple[Unconfirmed, ...],
     schedule: Schedule | None,
 ) -> RowState:
     """`RowState(...)` at about half the cost (the engine's hot path builds one per event)."""
@@ -121,6 +181,7 @@ def build_row_state(
     _set_subject(row, subject)
     _set_values(row, values)
     _set_issued(row, issued)
+    _set_unconfirmed(row, unconfirmed)
     _set_schedule(row, schedule)
     return row
 
@@ -135,17 +196,19 @@ class SubjectState:
     """Open legal holds, as `<table>:<key>` ids."""
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([_FORMAT, dict(self.activity), sorted(self.holds)])
+        return orjson.dumps([_SUBJECT_FORMAT, dict(self.activity), sorted(self.holds)])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SubjectState:
         try:
             fmt, activity, holds = orjson.loads(data)
-            if fmt != _FORMAT:
+            if fmt != _SUBJECT_FORMAT:
                 raise ValueError(fmt)
             return cls(dict(activity), frozenset(holds))
         except (ValueError, TypeError) as exc:
-            raise StateFormatError(f"not a subject state of format {_FORMAT}: {exc}") from None
+            raise StateFormatError(
+                f"not a subject state of format {_SUBJECT_FORMAT}: {exc}"
+            ) from None
 
 
 EMPTY_SUBJECT: Final = SubjectState()
@@ -182,6 +245,15 @@ class Command:
     subject: str | None
     purposes: tuple[str, ...]
     fields: tuple[str, ...] = ()
+    attempt: int = 1
+    """1 when first sent; n > 1: the n-th send of a command not confirmed in time (same id)."""
+    reissued_at: Instant | None = None
+    """When this re-issue is sent (None on the first send, sent at `issued_at`)."""
+
+    @property
+    def sent_at(self) -> Instant:
+        """When this send of the command happens: `reissued_at`, else `issued_at`."""
+        return self.issued_at if self.reissued_at is None else self.reissued_at
 
     @property
     def command_id(self) -> str:
@@ -203,11 +275,27 @@ class Command:
         }
         if self.action is Action.ANONYMISE:
             document["fields"] = list(self.fields)
+        if self.reissued_at is not None:
+            document["attempt"] = self.attempt
+            document["reissued_at"] = format_instant(self.reissued_at)
         return document
 
     def sort_key(self) -> tuple[Instant, str, tuple[tuple[int, KeyValue], ...], int]:
-        """Order of output: issued_at, then table, then key (numbers before text), then stage."""
-        return (self.issued_at, self.table, key_order(self.key), _ACTION_ORDER[self.action])
+        """Order of output: when sent (`sent_at`), then table, then key (numbers before text),
+        then stage."""
+        return (self.sent_at, self.table, key_order(self.key), _ACTION_ORDER[self.action])
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """The change stream showed `command` applied to its row."""
+
+    command: Command
+    """The command as first sent (its id, stage, due and issue times)."""
+    at: Instant
+    """The confirming change event's time."""
+    attempts: int = 1
+    """How often the command had been sent."""
 
 
 _ACTION_ORDER: Final = MappingProxyType({Action.ANONYMISE: 0, Action.ARCHIVE: 1, Action.DELETE: 2})

@@ -1,8 +1,9 @@
 """`lethe simulate`: dry-run the policy engine over a captured Debezium stream.
 
 Reads JSON lines (one Kafka record each, as Debezium's JsonConverter writes it),
-prints one JSON line per command on stdout (ordered by issued_at, then table,
-then key) and reports every skipped line on stderr as `FILE:LINE: what is wrong`.
+prints one JSON line per command on stdout (ordered by when it is sent, `issued_at` or a
+re-issue's `reissued_at`, then table, then key) and reports every skipped line on stderr
+as `FILE:LINE: what is wrong`.
 Exit status: 0 when every line was used, 1 when some lines were skipped (the
 output is complete for the others), 2 when the policy or the file cannot be read
 or `--until` is earlier than the last event (nothing is printed on stdout then).
@@ -13,6 +14,12 @@ an enforcement instant. Under the manual clock, `--clock-advances FILE` lists th
 an operator made, one a line: `WALL_INSTANT INSTANT` (at wall time WALL_INSTANT the clock
 was advanced to INSTANT), in wall order; `#` starts a comment. Without it the manual clock
 stands at LETHE_CLOCK_START until `--until`.
+
+Nothing is re-issued unless `--confirm-after SECONDS` is given: then an anonymise or delete
+command that no later event of the file confirms (the row's delete, its anonymised values) is
+printed again, with the same `command_id`, `attempt` and `reissued_at`, SECONDS of the
+enforcement clock after it was issued, then after 2x, 4x, 8x and 16x that, as the worker
+does with LETHE_CONFIRM_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -56,6 +63,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="LETHE_CLOCK=manual only: the advances of the manual clock, one `WALL_INSTANT "
         "INSTANT` a line, in wall order (default: none, the clock stands at LETHE_CLOCK_START)",
     )
+    parser.add_argument(
+        "--confirm-after",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="re-issue an anonymise or delete command that no later event confirms, SECONDS of "
+        "the enforcement clock after it was issued, then after 2x, 4x, 8x and 16x (default: "
+        "never)",
+    )
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not more than 0 seconds")
+    return seconds
 
 
 def read_advances(path: Path, clock: ManualClock) -> ManualClock:
@@ -107,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
         clock = read_advances(args.clock_advances, clock)
     path = args.policy if args.policy is not None else settings.policy_path
     policy = load_policy(path)  # raises PolicyFileInvalid (every error, file:line): exit 2
-    engine = Engine.compile(policy)
+    confirm_after = None
+    if args.confirm_after is not None:
+        confirm_after = round(args.confirm_after * 1_000_000)
+    engine = Engine.compile(policy, confirm_after=confirm_after)
     try:
         with open(args.events, "rb") as stream:
             result = simulate(engine, stream, args.until, clock)

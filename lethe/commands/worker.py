@@ -66,7 +66,7 @@ def build_worker_app(
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
     agents.install(
         app,
-        engine=Engine.compile(policy),
+        engine=Engine.compile(policy, confirm_after=settings.confirm_after),
         metrics=app.metrics,
         changes=app.change_topic,
         change_partitions=change_partitions,
@@ -75,6 +75,7 @@ def build_worker_app(
         subject_partitions=settings.internal_partitions,
         clock=LiveClock(settings) if settings.enforce else None,
         tick_interval=settings.tick_interval,
+        audit_hash_key=settings.audit_hash_key_bytes,
     )
     return app
 

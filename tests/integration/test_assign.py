@@ -291,7 +291,7 @@ def test_a_ticket_moved_to_another_customer_departs_from_the_first(
     moved = next(r for r in records if r.get("lethe-op") == "u")
     assert moved["lethe-moved-from"] == f"customer:{first}"
     depart = next(r for r in records if r["lethe-kind"] == "depart")
-    assert depart["value"] is None
+    assert depart["value"] == moved["value"], "the depart carries the change that moved the row"
     assert depart["lethe-subject"] == f"customer:{first}"
     assert depart["lethe-moved-to"] == f"customer:{second}"
     assert depart["lethe-ts"] == moved["lethe-ts"]

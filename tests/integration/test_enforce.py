@@ -17,6 +17,16 @@ tables. Under the wall clock (LETHE_CLOCK=wall), rows dated years ago are overdu
 and `lethe.commands` carries those commands (Avro, read with schemas/retention_command.avsc)
 with the command ids `lethe simulate` gives for the same change records.
 
+Then the test plays Debezium for what the sink applied: it reads each changed row back from
+PostgreSQL and writes the change record Debezium would emit (a delete for a row gone, an
+update with the anonymised values), and the worker shows the three commands confirmed, in
+`lethe_commands_confirmed_total` on its /metrics and as `confirmed` records on `lethe.audit`
+(Avro, read with schemas/audit_record.avsc), next to their `issued` records and the hold's
+`held` and `released`. The worker runs with LETHE_CONFIRM_TIMEOUT=3: a delete of a row the
+table does not hold (the sink changes nothing, Debezium would write nothing) is sent again on
+`lethe.commands` with the same command id, counted in `lethe_commands_reissued_total` and
+audited as `reissued`.
+
 At the end the worker is stopped, the sink is let to apply what is left, and the run's topics,
 consumer group and tables are dropped. Fails (never skips) when the stack is down.
 """
@@ -33,7 +43,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +78,12 @@ LOGGER, SURVEYOR, HELD = 987_650_041, 987_650_042, 987_650_043
 COMMAND_SCHEMA = fastavro.parse_schema(
     json.loads((ROOT / "schemas" / "retention_command.avsc").read_text(encoding="utf-8"))
 )
+AUDIT_SCHEMA = fastavro.parse_schema(
+    json.loads((ROOT / "schemas" / "audit_record.avsc").read_text(encoding="utf-8"))
+)
+CONFIRM_TIMEOUT_S = 3
+COMMAND_NAMESPACE = uuid.UUID("6f1c1d8e-3b52-5d0e-9a57-1e7e5c0a4d21")
+"""docs/commands.md: a command id is UUID v5 in this namespace."""
 
 
 def instant(text: str) -> datetime:
@@ -117,6 +133,7 @@ def start_worker(run: Run) -> WorkerProcess:
             "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
             "LETHE_CLOCK": "wall",
             "LETHE_TICK_INTERVAL": "0.5",
+            "LETHE_CONFIRM_TIMEOUT": str(CONFIRM_TIMEOUT_S),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -315,6 +332,67 @@ class Commands:
         return {str(c["command_id"]): c for table in sorted(self.tables) for c in self.of(table)}
 
 
+class Audit:
+    """The run's records on `lethe.audit`, decoded with the published Avro schema."""
+
+    def __init__(self, settings: Settings, run: Run, worker: WorkerProcess) -> None:
+        wait_for("lethe.audit", lambda: topic_exists(settings, "lethe.audit"), worker)
+        self.reader = Reader(settings, "lethe.audit")
+        self.tables = {run.source(kind) for kind in KINDS}
+
+    def mine(self) -> list[dict[str, Any]]:
+        decoded = (
+            fastavro.schemaless_reader(io.BytesIO(message.value()), AUDIT_SCHEMA)
+            for message in self.reader.read()
+        )
+        return [record for record in decoded if record["table"] in self.tables]
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def command_id(table: str, row_id: int, stage: str, due_at: str) -> str:
+    """The id docs/commands.md defines, worked out here from its text."""
+    name = json.dumps([table, [["id", row_id]], stage, due_at], separators=(",", ":"))
+    return str(uuid.uuid5(COMMAND_NAMESPACE, name))
+
+
+def counter(worker: WorkerProcess, name: str, tables: set[str]) -> dict[tuple[str, str], int]:
+    """`name`{table,action} on the worker's /metrics, for `tables`."""
+    metrics = worker.metrics() or {}
+    return {
+        (dict(labels)["table"], dict(labels)["action"]): int(value)
+        for (sample, labels), value in metrics.items()
+        if sample == name and dict(labels).get("table") in tables
+    }
+
+
+def row_now(settings: Settings, run: Run, kind: str) -> dict[str, Any] | None:
+    """The run's row 1 of `kind` as a change record shows it (times as ISO text), or None."""
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        cursor = conn.execute(f"SELECT * FROM {run.table(kind)} WHERE id = 1")
+        found = cursor.fetchone()
+        names = [column.name for column in cursor.description or ()]
+    if found is None:
+        return None
+    return {
+        name: value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if isinstance(value, datetime)
+        else value
+        for name, value in zip(names, found, strict=True)
+    }
+
+
+def play_debezium(
+    changes: ChangeWriter, settings: Settings, run: Run, kind: str, before: dict[str, Any]
+) -> None:
+    """Write the change record Debezium would emit for row 1 of `kind` now that the sink
+    changed it (no connector captures the run's tables): a delete when the row is gone
+    (REPLICA IDENTITY FULL: the before image whole), else an update to what it holds."""
+    after = row_now(settings, run, kind)
+    changes.write(kind, "d" if after is None else "u", before, after)
+
+
 def select(settings: Settings, run: Run, kind: str, columns: str) -> tuple[Any, ...] | None:
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         return conn.execute(f"SELECT {columns} FROM {run.table(kind)} WHERE id = 1").fetchone()
@@ -416,44 +494,32 @@ def test_overdue_rows_are_deleted_and_anonymised_held_ones_only_once_released(
     hold_table = run.source("legal_holds")
     wait_for("the hold forwarded", lambda: forwarded(real_stack, run.app_id, hold_table), worker)
     assert wait_for("the hold processed", lambda: subject_events_processed(real_stack, run.app_id))
-    changes.write(
-        "support_tickets",
-        "c",
-        None,
-        {
-            "id": 1,
-            "customer_id": HELD,
-            "subject_line": "held",
-            "body": "kept",
-            "contact_email": "it-enforce@example.org",
-            "created_at": "2020-05-01T09:00:00Z",
-            "last_message_at": "2020-05-04T12:00:00Z",
-        },
-    )
-    changes.write(
-        "connection_logs",
-        "c",
-        None,
-        {
-            "id": 1,
-            "customer_id": LOGGER,
-            "ip_address": "192.0.2.41",
-            "logged_at": "2024-06-15T08:30:00Z",
-        },
-    )
-    changes.write(
-        "satisfaction_surveys",
-        "c",
-        None,
-        {
-            "id": 1,
-            "customer_id": SURVEYOR,
-            "respondent_email": "it-enforce@example.org",
-            "score": 7,
-            "comments": "fine",
-            "submitted_at": "2024-03-17T10:20:30Z",
-        },
-    )
+    ticket = {
+        "id": 1,
+        "customer_id": HELD,
+        "subject_line": "held",
+        "body": "kept",
+        "contact_email": "it-enforce@example.org",
+        "created_at": "2020-05-01T09:00:00Z",
+        "last_message_at": "2020-05-04T12:00:00Z",
+    }
+    changes.write("support_tickets", "c", None, ticket)
+    log = {
+        "id": 1,
+        "customer_id": LOGGER,
+        "ip_address": "192.0.2.41",
+        "logged_at": "2024-06-15T08:30:00Z",
+    }
+    changes.write("connection_logs", "c", None, log)
+    survey = {
+        "id": 1,
+        "customer_id": SURVEYOR,
+        "respondent_email": "it-enforce@example.org",
+        "score": 7,
+        "comments": "fine",
+        "submitted_at": "2024-03-17T10:20:30Z",
+    }
+    changes.write("satisfaction_surveys", "c", None, survey)
 
     wait_for(
         "the connection log deleted",
@@ -512,4 +578,111 @@ def test_overdue_rows_are_deleted_and_anonymised_held_ones_only_once_released(
         }, "the worker's commands are those `lethe simulate` gives for the same records"
     finally:
         commands.reader.close()
+
+    for kind, before in (
+        ("connection_logs", log),
+        ("satisfaction_surveys", survey),
+        ("support_tickets", ticket),
+    ):
+        play_debezium(changes, real_stack, run, kind, before)
+    confirmed_wanted = {
+        (run.source("connection_logs"), "delete"): 1,
+        (run.source("satisfaction_surveys"), "anonymise"): 1,
+        (run.source("support_tickets"), "delete"): 1,
+    }
+    tables = {run.source(kind) for kind in KINDS}
+    wait_for(
+        lambda: (
+            f"lethe_commands_confirmed_total {confirmed_wanted}, seen "
+            f"{counter(worker, 'lethe_commands_confirmed_total', tables)}"
+        ),
+        lambda: (
+            counter(worker, "lethe_commands_confirmed_total", tables) == confirmed_wanted or None
+        ),
+        worker,
+    )
+    ids = {
+        command_id(run.source("connection_logs"), 1, "delete", "2025-06-15T08:30:00Z"): (
+            "connection_logs", "delete", "delete"),
+        command_id(run.source("satisfaction_surveys"), 1, "anonymise:satisfaction_surveys:0",
+                   "2025-03-17T10:20:30Z"): (
+            "satisfaction_surveys", "anonymise:satisfaction_surveys:0", "anonymise"),
+        command_id(run.source("support_tickets"), 1, "delete", "2025-05-04T12:00:00Z"): (
+            "support_tickets", "delete", "delete"),
+    }  # fmt: skip
+    audit = Audit(real_stack, run, worker)
+    try:
+
+        def three_confirmed() -> list[dict[str, Any]] | None:
+            found = audit.mine()
+            return found if sum(r["decision"] == "confirmed" for r in found) >= 3 else None
+
+        records = wait_for("the confirmed records on lethe.audit", three_confirmed, worker)
+    finally:
+        audit.close()
+    confirmed = {
+        str(r["command_id"]): (r["table"], r["stage"], r["action"], r["topic"])
+        for r in records
+        if r["decision"] == "confirmed"
+    }
+    assert confirmed == {
+        i: (run.source(kind), stage, action, run.topic(kind))
+        for i, (kind, stage, action) in ids.items()
+    }, "each command confirmed once, by the change record of its own table"
+    assert set(ids) <= {str(r["command_id"]) for r in records if r["decision"] == "issued"}
+    assert [
+        (r["decision"], r["subject"], r["key"])
+        for r in records
+        if r["table"] == hold_table and r["decision"] in ("held", "released")
+    ] == [("held", f"customer:{HELD}", {"id": 1}), ("released", f"customer:{HELD}", {"id": 1})]
+    assert "it-enforce" not in repr(records), "no row value in the audit"
     assert "it-enforce@example.org" not in worker.log(), "no row value in the log"
+
+
+def test_a_command_the_change_stream_never_confirms_is_sent_again_with_its_id(
+    real_stack: Settings, run: Run, worker: WorkerProcess
+) -> None:
+    """Row 2 is in the change topic, not in the table: the sink's delete changes nothing and
+    Debezium would write nothing, so the delete stays unconfirmed and is re-issued."""
+    ghost = {
+        "id": 2,
+        "customer_id": LOGGER,
+        "ip_address": "192.0.2.42",
+        "logged_at": "2024-06-16T08:30:00Z",
+    }
+    ChangeWriter(real_stack, run).write("connection_logs", "c", None, ghost)
+    table = run.source("connection_logs")
+    wanted = command_id(table, 2, "delete", "2025-06-16T08:30:00Z")
+    commands = Commands(real_stack, run, worker)
+    try:
+
+        def sent_twice() -> list[dict[str, Any]] | None:
+            found = [c for c in commands.of(table) if str(c["command_id"]) == wanted]
+            return found if len(found) >= 2 else None
+
+        sent = wait_for(f"command {wanted} on lethe.commands twice", sent_twice, worker)
+    finally:
+        commands.reader.close()
+    assert {(c["action"], c["issued_at"], c["due_at"], c["record_key"]) for c in sent} == {
+        ("delete", sent[0]["issued_at"], "2025-06-16T08:30:00Z", f"customer:{LOGGER}")
+    }, "the same command, sent again"
+    assert counter(worker, "lethe_commands_reissued_total", {table}).get((table, "delete"), 0) >= 1
+    audit = Audit(real_stack, run, worker)
+    try:
+        reissued = wait_for(
+            "a reissued record on lethe.audit",
+            lambda: (
+                [
+                    r
+                    for r in audit.mine()
+                    if r["decision"] == "reissued" and str(r["command_id"]) == wanted
+                ]
+                or None
+            ),
+            worker,
+        )
+    finally:
+        audit.close()
+    first = instant(sent[0]["issued_at"])
+    assert reissued[0]["issued_at"] == first
+    assert reissued[0]["at"] >= first + timedelta(seconds=CONFIRM_TIMEOUT_S)

@@ -209,8 +209,8 @@ def test_the_driver_over_faust_tables_does_what_it_does_in_memory(
 ):
     events = change_events(lines)
     in_memory = Driver(ENGINE, MemoryStore())
-    expected = [command for event in events for command in in_memory.feed(event)]
-    expected += in_memory.advance(FAR)
+    expected = [command for event in events for command in in_memory.feed(event).commands]
+    expected += in_memory.advance(FAR).commands
 
     driver = harness.run(lambda: Driver(ENGINE, fresh_store(harness, 0, engine_due)))
     issued: list[Command] = []
@@ -220,13 +220,13 @@ def test_the_driver_over_faust_tables_does_what_it_does_in_memory(
         nonlocal driver, fed
         if fed == restart_at:  # a restart: the due index is rebuilt from the stored rows
             driver = Driver(ENGINE, FaustStore(harness.tables, engine_due), driver.clock)
-        issued.extend(driver.feed(events[fed]))
+        issued.extend(driver.feed(events[fed]).commands)
         fed += 1
 
     harness.feed([b"%d" % n for n in range(len(events))], feed, partition=0)
 
     def finish() -> Snapshot:
-        issued.extend(driver.advance(FAR))
+        issued.extend(driver.advance(FAR).commands)
         return faust_snapshot(harness, 0)
 
     assert fed == len(events)

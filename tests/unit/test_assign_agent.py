@@ -209,7 +209,7 @@ async def _ticket_moves_then_goes(app: LetheApp, engine: Engine) -> None:
     assert [(k, v, *move) for (k, v, _), move in zip(sent, moves, strict=True)] == [
         (b"customer:42", created, b"event", None, None),
         (b"customer:43", moved, b"event", b"customer:42", None),
-        (b"customer:42", None, b"depart", None, b"customer:43"),
+        (b"customer:42", moved, b"depart", None, b"customer:43"),
         (b"customer:43", deleted, b"event", None, None),
     ]  # fmt: skip
     depart = sent[2][2]

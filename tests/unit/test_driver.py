@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policy.driver import Driver
+from policy.driver import Driver, HoldChange
 from policy.engine import Engine
 from policy.events import ChangeEvent
 from policy.simulation import decode_line
@@ -16,7 +16,7 @@ def feed(driver: Driver, *lines: str) -> list[Command]:
     for line in lines:
         event = decode_line(driver.engine, line)
         assert isinstance(event, ChangeEvent), event
-        commands += driver.feed(event)
+        commands += driver.feed(event).commands
     return commands
 
 
@@ -70,7 +70,7 @@ def test_a_delete_with_only_the_primary_key_finds_the_row_and_its_subject(demo_e
     )
     assert commands == []
     assert list(store.row_ids()) == [] and list(store.subjects()) == []
-    assert driver.advance(10**17) == []  # its timer is gone with it
+    assert driver.advance(10**17).commands == ()  # its timer is gone with it
 
 
 def test_a_held_subject_keeps_its_state_until_the_hold_goes(demo_engine: Engine):
@@ -92,8 +92,8 @@ def test_command_ids_are_the_same_on_a_replay_and_differ_per_row_and_stage(demo_
     ]
     first, _ = new_driver(demo_engine)
     second, _ = new_driver(demo_engine)
-    once = feed(first, *lines) + first.advance(10**17)
-    again = feed(second, *lines) + second.advance(10**17)
+    once = feed(first, *lines) + list(first.advance(10**17).commands)
+    again = feed(second, *lines) + list(second.advance(10**17).commands)
     # each ticket: archive (2021-01-10) and delete (2025-01-10) are overdue: only the delete
     assert [(c.table, c.key, c.stage) for c in once] == [
         ("public.support_tickets", (("id", 1),), "delete"),
@@ -115,14 +115,19 @@ def test_a_departed_hold_releases_its_subject_and_what_fell_due_is_issued(demo_e
         record("call_recordings", "c", "2024-01-01T00:00:00Z", recording),
     )
     # recorded + P6M = 2024-07-01: held, nothing
-    assert driver.advance(micros("2024-09-01T00:00:00Z")) == []
-    commands = driver.depart(
+    assert driver.advance(micros("2024-09-01T00:00:00Z")).commands == ()
+    outcome = driver.depart(
         "public.legal_holds", (("id", 9),), "customer:7", micros("2024-09-02T00:00:00Z")
     )
-    assert commands == []
+    assert outcome.commands == ()
+    assert outcome.holds == (
+        HoldChange(
+            "public.legal_holds", (("id", 9),), "customer:7", False, micros("2024-09-02T00:00:00Z")
+        ),
+    )
     assert store.locate("public.legal_holds", (("id", 9),)) is None
     assert list(store.subjects()) == []  # no hold left, no activity
-    issued = driver.advance(micros("2024-09-02T00:00:00Z"))
+    issued = driver.advance(micros("2024-09-02T00:00:00Z")).commands
     assert [(c.table, c.action.value, c.issued_at, c.due_at) for c in issued] == [
         ("public.call_recordings", "delete", micros("2024-09-02T00:00:00Z"),
          micros("2024-07-01T00:00:00Z")),
@@ -133,5 +138,5 @@ def test_departing_a_row_this_driver_does_not_hold_changes_nothing(demo_engine: 
     driver, store = new_driver(demo_engine)
     feed(driver, record("job_applications", "c", "2024-01-10T09:00:00Z", APPLICANT))
     before = list(store.row_ids())
-    assert driver.depart("public.legal_holds", (("id", 1),), "customer:1", 0) == []
+    assert driver.depart("public.legal_holds", (("id", 1),), "customer:1", 0).commands == ()
     assert list(store.row_ids()) == before

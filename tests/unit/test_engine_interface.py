@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -16,6 +17,7 @@ from policy.instants import add_period, format_instant, parse_instant
 from policy.loader import load_policy_text
 from policy.model import Action, Bucket, Coarsen, Constant, Empty, Policy, TimeUnit
 from policy.periods import Period
+from policy.simulation import decode_line
 from policy.state import Command, RowState, StateFormatError, SubjectState
 from policy.store import MemoryStore
 from tests.unit.conftest import cmd, record, run
@@ -273,6 +275,45 @@ def test_several_rules_anonymise_fields_of_ended_purposes_early(small_policy: Po
         cmd("2034-01-31T00:00:00Z", "2034-01-31T00:00:00Z", "delete", "accounts", 1,
             "customer:1", every),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("birth_date", "score", "confirmed"),
+    [
+        ("1990-01-01", 30, True),  # the year of 1990-05-17, the bucket of 37
+        ("1990-05-01", 30, False),  # coarsened to the month, not the year
+        ("1990-01-01", 37, False),  # score not bucketed
+    ],
+)
+def test_an_early_anonymise_is_reissued_as_issued_and_confirmed_by_its_coarsened_values(
+    small_policy: Policy, birth_date: str, score: int, confirmed: bool
+):
+    day = 24 * 3_600_000_000
+    driver = Driver(Engine.compile(small_policy, confirm_after=day), MemoryStore())
+    account = {"id": 1, "email": "e@example.org", "phone": "555", "birth_date": 7441,
+               "score": 37, "opened_at": "2024-01-31T00:00:00Z"}  # fmt: skip
+    created = decode_line(
+        driver.engine, record("accounts", "c", "2024-01-31T00:00:00Z", account, prefix="shop")
+    )  # birth_date 7441 days after 1970-01-01: 1990-05-17
+    assert isinstance(created, ChangeEvent)
+    driver.feed(created)
+    (first,) = driver.advance(parse_instant("2025-02-28T00:00:00Z")).commands
+    assert (first.stage, first.purposes, first.fields) == (
+        "ended:newsletter",
+        ("newsletter",),
+        ("birth_date", "score"),
+    )
+    (again,) = driver.advance(parse_instant("2025-03-01T00:00:00Z")).commands
+    assert again == replace(first, attempt=2, reissued_at=parse_instant("2025-03-01T00:00:00Z"))
+    days = (date.fromisoformat(birth_date) - date(1970, 1, 1)).days
+    update = record("accounts", "u", "2025-03-01T01:00:00Z",
+                    {**account, "birth_date": days, "score": score}, prefix="shop")  # fmt: skip
+    applied = decode_line(driver.engine, update)
+    assert isinstance(applied, ChangeEvent)
+    outcome = driver.feed(applied)
+    assert [(c.command, c.attempts) for c in outcome.confirmations] == (
+        [(first, 2)] if confirmed else []
+    )
 
 
 def test_anonymised_values_use_the_source_methods(small_policy: Policy):

@@ -164,7 +164,7 @@ def test_later_activity_never_brings_a_sliding_deadline_earlier(
 def simulator_feed(simulator: Driver, line: str) -> list[Command]:
     event = decode_line(ENGINE, line)
     assert isinstance(event, ChangeEvent), event
-    return simulator.feed(event)
+    return list(simulator.feed(event).commands)
 
 
 def deadline_of(simulator: Driver, row_id: RowId) -> int | None:
@@ -235,7 +235,7 @@ def test_no_subject_stays_held_without_an_open_hold_row_naming_it(data: st.DataO
                 held_since.pop(customer, None)
             else:
                 held_since.setdefault(customer, now)
-    commands += simulator.advance(FAR)
+    commands += simulator.advance(FAR).commands
     deleted = {c.subject: c.issued_at for c in commands}
     for customer in customers:
         subject = f"customer:{customer}"

@@ -149,3 +149,31 @@ def test_the_worker_enforces_unless_switched_off() -> None:
     assert Settings.from_env({"LETHE_ENFORCE": "On"}).enforce is True
     with pytest.raises(ConfigError, match=r"LETHE_ENFORCE='maybe' is neither on nor off"):
         Settings.from_env({"LETHE_ENFORCE": "maybe"})
+
+
+def test_the_confirm_timeout_is_wall_seconds_made_enforcement_time_by_the_clock_mode():
+    assert Settings().confirm_timeout == 300.0
+    assert Settings().confirm_after == 300_000_000  # wall: the same 300 s, in µs
+    wall = Settings.from_env({"LETHE_CONFIRM_TIMEOUT": "2.5"})
+    assert wall.confirm_after == 2_500_000
+    accelerated = Settings.from_env(
+        {
+            "LETHE_CONFIRM_TIMEOUT": "2",
+            "LETHE_CLOCK": "accelerated",
+            "LETHE_CLOCK_WALL_START": "2026-11-30T09:00:00Z",
+            "LETHE_CLOCK_SPEED": "86400",
+        }
+    )
+    assert accelerated.confirm_after == 2 * 86_400 * 1_000_000  # two wall seconds: two days
+    manual = Settings.from_env(
+        {
+            "LETHE_CONFIRM_TIMEOUT": "60",
+            "LETHE_CLOCK": "manual",
+            "LETHE_CLOCK_START": "2026-01-01T00:00:00Z",
+        }
+    )
+    assert manual.confirm_after == 60_000_000
+    with pytest.raises(ConfigError, match=r"LETHE_CONFIRM_TIMEOUT=0\.0 is not more than 0"):
+        Settings.from_env({"LETHE_CONFIRM_TIMEOUT": "0"})
+    with pytest.raises(ConfigError, match=r"LETHE_CONFIRM_TIMEOUT='later'"):
+        Settings.from_env({"LETHE_CONFIRM_TIMEOUT": "later"})

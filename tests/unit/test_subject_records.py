@@ -50,6 +50,14 @@ def test_a_depart_names_the_row_the_subject_it_left_and_when() -> None:
     )
 
 
+def test_a_depart_carries_the_change_that_moved_the_row_and_where_it_is() -> None:
+    depart = Outgoing(Kind.DEPART, "customer:1", "customer:1", moved="customer:2")
+    assert read_subject_record(headers_of(depart), VALUE) == Depart(
+        "public.support_tickets", (("id", 42),), "customer:1", 1_764_000_000_123_000,
+        VALUE, "hosting.public.support_tickets", 0, 17,
+    )  # fmt: skip
+
+
 def test_a_depart_keyed_by_the_row_has_no_subject() -> None:
     depart = Outgoing(Kind.DEPART, 'public.support_tickets:{"id":42}', None, moved="customer:2")
     record = read_subject_record(headers_of(depart), None)

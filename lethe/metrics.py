@@ -40,6 +40,9 @@ class WorkerMetrics:
     would be unsafe, dead-lettered; reason is a `policy.sink_records.RefusalReason` code."""
     """lethe_unclassified_tables{topic}: 1 for each change topic on the broker whose table the
     policy does not name (unclassified personal data, never read); sum it to count them."""
+    input_watermark_lag: Gauge
+    """lethe_input_watermark_lag_seconds{table}: how far behind the enforcement clock's now
+    the table's change topic is processed (+Inf until every partition of it has reported)."""
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -83,6 +86,17 @@ class WorkerMetrics:
                 "Retention commands not sent because applying them would be unsafe (see "
                 "lethe.deadletter), by table and reason.",
                 ["table", "reason"],
+                registry=registry,
+            ),
+            input_watermark_lag=Gauge(
+                "lethe_input_watermark_lag_seconds",
+                "Seconds between the enforcement clock's now and the instant up to which the "
+                "table's change topic is processed, as the enforcer's last tick saw it "
+                "(+Inf: a partition of it has not reported since the enforcer started). A "
+                "stage of a row is issued only once every table that can change its fate is "
+                "processed past its due: a growing lag delays them; check the consumer lag of "
+                "that topic and the worker that reads it.",
+                ["table"],
                 registry=registry,
             ),
         )

@@ -1,0 +1,85 @@
+"""Watermarks: how far the assign agent processed each change-topic partition, carried by the
+ticks to the enforcer, which takes per table the earliest over its partitions."""
+
+from __future__ import annotations
+
+import pytest
+
+from lethe import topics
+from lethe.agents.subject_records import (
+    TICK,
+    Tick,
+    UnreadableRecord,
+    header_map,
+    read_subject_record,
+    tick_headers,
+    tick_value,
+)
+from lethe.agents.watermarks import ChangeProgress, InputWatermarks, PartitionEnd, watermark
+
+HOLDS, TICKETS = "hosting.public.legal_holds", "hosting.public.support_tickets"
+
+
+def test_a_partition_is_forwarded_up_to_its_newest_event_until_it_is_caught_up() -> None:
+    assert watermark(None, 0, None, None) is None, "nothing processed, never fetched"
+    assert watermark(1_000, 5, 9, 2_000) == 1_000, "records 5..8 not processed yet"
+    assert watermark(1_000, 9, 9, 2_000) == 2_000, "caught up at the fetch that saw the end 9"
+    assert watermark(None, 3, 3, 2_000) == 2_000, "an idle partition: caught up"
+    assert watermark(3_000, 9, 9, 2_000) == 3_000
+
+
+def test_progress_counts_committed_offsets_as_processed_and_keeps_the_newest_event() -> None:
+    progress = ChangeProgress([HOLDS, TICKETS])
+    progress.processed(TICKETS, 0, 7, 5_000)
+    progress.processed(TICKETS, 0, 8, None)  # a tombstone: processed, nothing forwarded
+    progress.processed(TICKETS, 1, 2, 4_000)
+    ends = [
+        PartitionEnd(TICKETS, 0, committed=3, highwater=9, polled_us=6_000),
+        PartitionEnd(TICKETS, 1, committed=None, highwater=10, polled_us=6_000),
+        PartitionEnd(HOLDS, 0, committed=4, highwater=4, polled_us=6_500),  # idle since start
+        PartitionEnd(HOLDS, 1, committed=None, highwater=None, polled_us=None),  # never fetched
+    ]
+    assert progress.watermarks(ends) == {
+        (TICKETS, 0): 6_000,
+        (TICKETS, 1): 4_000,
+        (HOLDS, 0): 6_500,
+    }
+
+
+def test_the_enforcer_takes_per_table_the_earliest_partition_once_all_have_reported() -> None:
+    inputs = InputWatermarks({HOLDS: "public.legal_holds", TICKETS: "public.support_tickets"}, 2)
+    inputs.report(0, [(TICKETS, 0, 900), (TICKETS, 1, 700), (HOLDS, 0, 800)])
+    assert inputs.processed(0) == {"public.support_tickets": 700}, "holds partition 1 missing"
+    assert inputs.processed(1) == {}, "watermarks are per subject events partition"
+    inputs.report(0, [(HOLDS, 1, 850), (TICKETS, 1, 600), ("hosting.public.other", 0, 1)])
+    assert inputs.processed(0) == {"public.support_tickets": 700, "public.legal_holds": 800}
+    inputs.forget(0)
+    assert inputs.processed(0) == {}
+
+
+def test_a_tick_carries_its_watermarks_as_compact_json() -> None:
+    value = tick_value({(TICKETS, 1): 700, (HOLDS, 0): 800, (TICKETS, 0): 900})
+    assert value == (
+        b'{"watermarks":{"hosting.public.legal_holds":{"0":800},'
+        b'"hosting.public.support_tickets":{"0":900,"1":700}}}'
+    )
+    assert read_subject_record(header_map(tick_headers()), value) == Tick(
+        ((HOLDS, 0, 800), (TICKETS, 0, 900), (TICKETS, 1, 700))
+    )
+    assert tick_value({}) == b""
+    assert read_subject_record(header_map(tick_headers()), b"") is TICK
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"{",
+        b"[]",
+        b'{"watermarks":[]}',
+        b'{"watermarks":{"t":{"x":1}}}',
+        b'{"watermarks":{"t":{"0":"1"}}}',
+    ],
+)
+def test_a_tick_with_unreadable_watermarks_is_refused(value: bytes) -> None:
+    with pytest.raises(UnreadableRecord):
+        read_subject_record({topics.KIND_HEADER: topics.TICK_KIND}, value)

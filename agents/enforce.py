@@ -29,8 +29,9 @@ commands are counted in `lethe_commands_issued_total{table,action}`. The log nam
 actions, reasons and command ids only.
 
 Ticks: a timer on every worker sends a `tick` to every partition of
-`<app id>-subject-events` each LETHE_TICK_INTERVAL seconds (null key, empty value: Kafka's
-client refuses a record with neither). Faust's tables can be written
+`<app id>-subject-events` each LETHE_TICK_INTERVAL seconds (null key; the value holds the
+worker's watermarks, never empty-and-null: Kafka's client refuses a record with neither key
+nor value). Faust's tables can be written
 from an agent's stream only, so the sweep goes through the topic. Every worker rather than
 the leader: ticking then depends on no leader election (Faust's, by partition 0 of its
 assignor topic, which stops ticking for every partition while a dead leader's session
@@ -130,10 +131,9 @@ class Enforcer:
         """Per partition, the rows' bounds as of its last tick (none yet: nothing issued)."""
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """The partitions were revoked: drop their drivers and watermarks (a partition
-        assigned again issues nothing until its ticks have reported every input again)."""
+        """The partitions were revoked: drop their watermarks (a partition assigned again
+        issues nothing until its ticks have reported every input again)."""
         for partition in partitions:
-            self.drivers.pop(partition, None)
             self.bounds.pop(partition, None)
             self.watermarks.forget(partition)
 

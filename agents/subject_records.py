@@ -110,7 +110,7 @@ def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, 
 
 
 def tick_headers() -> list[tuple[str, bytes]]:
-    """The headers of a tick record (its key is null, its value `TICK_VALUE`)."""
+    """The headers of a tick record (its key is null, its value `tick_value`'s)."""
     return [(topics.KIND_HEADER, topics.TICK_KIND)]
 
 

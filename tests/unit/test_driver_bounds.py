@@ -116,3 +116,18 @@ def test_a_rows_bound_is_the_earliest_of_the_inputs_that_can_change_its_fate(
     assert "public.marketing_contacts" not in found
     found = row_bounds(demo_engine, {**reported, "public.marketing_contacts": 800})
     assert found["public.marketing_contacts"] == 300
+
+
+def test_an_update_that_moves_the_due_while_the_delete_waits_is_what_counts(demo_engine: Engine):
+    driver = ticket_driver(demo_engine)
+    lagging = bounds(demo_engine, "2025-06-01T00:00:00Z", holds="2025-05-01T00:00:00Z")
+    driver.advance(micros("2025-06-01T00:00:00Z"), lagging)
+    # a new message on 2025-05-03 (read now): deleted 2030-05-03, no longer due
+    answered = {**TICKET, "last_message_at": "2025-05-03T00:00:00Z"}
+    update = event(demo_engine, record("support_tickets", "u", "2025-05-03T00:00:00Z", answered))
+    assert driver.feed(update, lagging) == []
+    assert driver.held() == 0
+    assert (
+        driver.advance(micros("2025-07-01T00:00:00Z"), bounds(demo_engine, "2025-07-01T00:00:00Z"))
+        == []
+    )

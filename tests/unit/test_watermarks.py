@@ -3,9 +3,15 @@ ticks to the enforcer, which takes per table the earliest over its partitions.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import faust
+import orjson
 import pytest
 
 from lethe import topics
+from lethe.agents import assign
 from lethe.agents.subject_records import (
     TICK,
     Tick,
@@ -16,6 +22,9 @@ from lethe.agents.subject_records import (
     tick_value,
 )
 from lethe.agents.watermarks import ChangeProgress, InputWatermarks, PartitionEnd, watermark
+from lethe.app import LetheApp, create_app
+from lethe.settings import Settings
+from policy.engine import Engine
 
 HOLDS, TICKETS = "hosting.public.legal_holds", "hosting.public.support_tickets"
 
@@ -83,3 +92,41 @@ def test_a_tick_carries_its_watermarks_as_compact_json() -> None:
 def test_a_tick_with_unreadable_watermarks_is_refused(value: bytes) -> None:
     with pytest.raises(UnreadableRecord):
         read_subject_record({topics.KIND_HEADER: topics.TICK_KIND}, value)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[LetheApp]:
+    settings = Settings(data_dir=tmp_path)
+    app = create_app(
+        settings, app_id="lethe-unit", store="memory://", change_topic_names=[TICKETS],
+        web_enabled=False,
+    )  # fmt: skip
+    app.finalize()
+    yield app
+
+
+def test_the_assign_agent_reports_each_record_it_processed(app: LetheApp, demo_engine: Engine):
+    progress = ChangeProgress([TICKETS])
+    app.loop.run_until_complete(_three_records(app, demo_engine, progress))
+    # offsets 0 (forwarded, 2025-01-01T00:00:00Z), 1 (a bad record), 2 (a tombstone)
+    not_caught_up = PartitionEnd(TICKETS, 0, committed=None, highwater=5, polled_us=None)
+    assert progress.watermarks([not_caught_up]) == {(TICKETS, 0): 1_735_689_600_000_000}
+    caught_up = PartitionEnd(
+        TICKETS, 0, committed=None, highwater=3, polled_us=1_735_689_700_000_000
+    )
+    assert progress.watermarks([caught_up]) == {(TICKETS, 0): 1_735_689_700_000_000}
+
+
+async def _three_records(app: LetheApp, engine: Engine, progress: ChangeProgress) -> None:
+    subject_events: faust.ChannelT[bytes] = app.channel()
+    agent = assign.install(
+        app, app.change_topic, app.channel(), subject_events,  # type: ignore[arg-type]
+        engine=engine, metrics=app.metrics, partitions=1, progress=progress,
+    )  # fmt: skip
+    ticket = {"id": 1, "customer_id": 42, "last_message_at": "2024-12-31T10:00:00Z"}
+    value = {"op": "c", "before": None, "after": ticket, "ts_ms": 1_735_689_600_000}
+    async with agent.test_context() as running:
+        running._get_strtopic = lambda channel: TICKETS
+        await running.put(key=b'{"id":1}', value=orjson.dumps(value), partition=0)
+        await running.put(key=b'{"id":2}', value=b"not json", partition=0)
+        await running.put(key=b'{"id":1}', value=None, partition=0)

@@ -67,7 +67,7 @@ from lethe.agents.subject_records import (
     tick_value,
 )
 from lethe.agents.watermarks import ChangeProgress, InputWatermarks, partition_ends
-from lethe.clock import LiveClock
+from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
 from lethe.metrics import WorkerMetrics
 from policy.command_records import COMMANDS_TOPIC, command_key, records_for
@@ -137,18 +137,18 @@ class Enforcer:
             self.bounds.pop(partition, None)
             self.watermarks.forget(partition)
 
-    def take_tick(self, partition: int, tick: Tick, now: int) -> Bounds:
-        """Keep the tick's watermarks; return the partition's new bounds (and set the lag)."""
+    def take_tick(self, partition: int, tick: Tick, wall: int) -> Bounds:
+        """Keep the tick's watermarks; return the partition's new bounds. Sets the lag of
+        each table's change topic, in wall seconds before `wall` (now), the worst over this
+        worker's partitions."""
         self.watermarks.report(partition, tick.watermarks)
-        event_instant = self.clock.event_instant
-        processed = {
-            table: event_instant(wall)
-            for table, wall in self.watermarks.processed(partition).items()
-        }
+        slowest = self.watermarks.slowest()
         lag = self.metrics.input_watermark_lag
         for table in self.engine.policy.sources:
-            bound = processed.get(table)
-            lag.labels(table=table).set(float("inf") if bound is None else (now - bound) / 1e6)
+            mark = slowest.get(table)
+            lag.labels(table=table).set(float("inf") if mark is None else (wall - mark) / 1e6)
+        reported = self.watermarks.processed(partition)
+        processed = {table: self.clock.event_instant(mark) for table, mark in reported.items()}
         bounds = self.bounds[partition] = row_bounds(self.engine, processed)
         return bounds
 
@@ -182,7 +182,8 @@ class Enforcer:
                 commands = driver.depart(record.table, record.key, record.subject, at, bounds)
             else:
                 now = await asyncio.get_running_loop().run_in_executor(None, self.clock.now)
-                commands = driver.advance(now, self.take_tick(message.partition, record, now))
+                bounds = self.take_tick(message.partition, record, wall_now())
+                commands = driver.advance(now, bounds)
         except UnreadableRecord as exc:
             unreadable = Rejection(DecodeReason.BAD_RECORD, str(exc))
             await reject(message, unreadable, self.metrics, self.deadletters)

@@ -158,6 +158,17 @@ class InputWatermarks:
                 found[table] = min(mark for mark in marks if mark is not None)
         return found
 
+    def slowest(self) -> dict[str, Instant]:
+        """Per table, the earliest of `processed` over every partition that had a tick; a
+        table that one of them lacks is left out."""
+        found: dict[str, Instant] = {}
+        views = [self.processed(partition) for partition in self._reported]
+        for table in self.tables.values():
+            marks = [view.get(table) for view in views]
+            if marks and all(mark is not None for mark in marks):
+                found[table] = min(mark for mark in marks if mark is not None)
+        return found
+
     def forget(self, partition: int) -> None:
         """Drop what the ticks on `partition` brought (it was revoked)."""
         self._reported.pop(partition, None)

@@ -41,8 +41,9 @@ class WorkerMetrics:
     """lethe_unclassified_tables{topic}: 1 for each change topic on the broker whose table the
     policy does not name (unclassified personal data, never read); sum it to count them."""
     input_watermark_lag: Gauge
-    """lethe_input_watermark_lag_seconds{table}: how far behind the enforcement clock's now
-    the table's change topic is processed (+Inf until every partition of it has reported)."""
+    """lethe_input_watermark_lag_seconds{table}: how far behind the wall clock the table's
+    change topic is processed, the worst over this worker's partitions of subject events
+    (+Inf until every partition of the topic has reported on each)."""
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -90,9 +91,10 @@ class WorkerMetrics:
             ),
             input_watermark_lag=Gauge(
                 "lethe_input_watermark_lag_seconds",
-                "Seconds between the enforcement clock's now and the instant up to which the "
-                "table's change topic is processed, as the enforcer's last tick saw it "
-                "(+Inf: a partition of it has not reported since the enforcer started). A "
+                "Wall seconds between now and the instant up to which the table's change "
+                "topic is processed (its newest event, or its last fetch once caught up), the "
+                "worst the ticks on this worker's partitions of subject events say (+Inf: a "
+                "partition of the topic has not reported on one of them yet). A "
                 "stage of a row is issued only once every table that can change its fate is "
                 "processed past its due: a growing lag delays them; check the consumer lag of "
                 "that topic and the worker that reads it.",

@@ -4,6 +4,7 @@ ticks to the enforcer, which takes per table the earliest over its partitions.""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import faust
@@ -12,6 +13,7 @@ import pytest
 
 from lethe import topics
 from lethe.agents import assign
+from lethe.agents.enforce import Enforcer
 from lethe.agents.subject_records import (
     TICK,
     Tick,
@@ -23,8 +25,10 @@ from lethe.agents.subject_records import (
 )
 from lethe.agents.watermarks import ChangeProgress, InputWatermarks, PartitionEnd, watermark
 from lethe.app import LetheApp, create_app
+from lethe.clock import LiveClock
 from lethe.settings import Settings
 from policy.engine import Engine
+from tests.unit.conftest import micros
 
 HOLDS, TICKETS = "hosting.public.legal_holds", "hosting.public.support_tickets"
 
@@ -130,3 +134,36 @@ async def _three_records(app: LetheApp, engine: Engine, progress: ChangeProgress
         await running.put(key=b'{"id":1}', value=orjson.dumps(value), partition=0)
         await running.put(key=b'{"id":2}', value=b"not json", partition=0)
         await running.put(key=b'{"id":1}', value=None, partition=0)
+
+
+def test_the_enforcer_bounds_rows_on_the_enforcement_clock_and_shows_the_lag_in_wall_seconds(
+    app: LetheApp, demo_engine: Engine, tmp_path: Path
+):
+    """A day a second from 2026-01-01 at wall 2026-11-30T09:00:00Z."""
+    wall_start = micros("2026-11-30T09:00:00Z")
+    settings = Settings(
+        data_dir=tmp_path, clock_mode="accelerated", clock_start=micros("2026-01-01T00:00:00Z"),
+        clock_wall_start=wall_start, clock_speed=Fraction(86_400),
+    )  # fmt: skip
+    enforcer = Enforcer(
+        app, engine=demo_engine, store=None, clock=LiveClock(settings),  # type: ignore[arg-type]
+        metrics=app.metrics, deadletters=app.channel(), change_partitions=1,
+    )  # fmt: skip
+    tick = Tick(((HOLDS, 0, wall_start + 1_000_000), (TICKETS, 0, wall_start + 2_000_000)))
+    bounds = enforcer.take_tick(0, tick, wall_start + 3_000_000)
+    assert bounds == {
+        "public.legal_holds": micros("2026-01-02T00:00:00Z"),
+        "public.support_tickets": micros("2026-01-02T00:00:00Z"),  # the holds are behind
+    }, "only the tables whose every input reported"
+    assert enforcer.take_tick(1, TICK, wall_start) == {}, "another partition: nothing reported"
+
+    def lag(table: str) -> float | None:
+        return app.metrics.registry.get_sample_value(
+            "lethe_input_watermark_lag_seconds", {"table": table}
+        )
+
+    assert lag("public.orders") == float("inf")
+    assert lag("public.legal_holds") == float("inf"), "partition 1 has not heard of the holds"
+    enforcer.forget([1])  # revoked
+    enforcer.take_tick(0, TICK, wall_start + 3_000_000)
+    assert (lag("public.legal_holds"), lag("public.support_tickets")) == (2.0, 1.0)

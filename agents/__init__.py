@@ -15,6 +15,7 @@ import faust
 from faust.types import ChannelT, TopicT
 
 from lethe.agents import assign, enforce
+from lethe.agents.watermarks import ChangeProgress
 from lethe.clock import LiveClock
 from lethe.metrics import WorkerMetrics
 from policy.engine import Engine
@@ -38,7 +39,9 @@ def install(
     with `change_partitions` partitions) and forwards to `subject_events`
     (`subject_partitions` partitions), which the enforce agent reads under `clock`, swept
     every `tick_interval` seconds, auditing under `audit_hash_key`. Without a clock
-    (LETHE_ENFORCE=off) the enforce agent is left out: nothing is issued."""
+    (LETHE_ENFORCE=off) the enforce agent is left out: nothing is issued. The ticks carry how
+    far the assign agent processed each change-topic partition (`lethe.agents.watermarks`)."""
+    progress = ChangeProgress(engine.policy.sources_by_topic)
     assign.install(
         app,
         changes,
@@ -47,6 +50,7 @@ def install(
         engine=engine,
         metrics=metrics,
         partitions=change_partitions,
+        progress=progress,
     )
     if clock is None:
         return
@@ -60,4 +64,6 @@ def install(
         partitions=subject_partitions,
         tick_interval=tick_interval,
         audit_hash_key=audit_hash_key,
+        progress=progress,
+        change_partitions=change_partitions,
     )

@@ -16,6 +16,9 @@ worker start). For each record:
   (`lethe.agents.routing.route`, which says when the `locations` table is written: first
   sight, a move, a delete).
 
+After each record, its offset (and the time of the event it forwarded) goes to the worker's
+`lethe.agents.watermarks.ChangeProgress`, which the ticks report to the enforcer.
+
 `locations` (RocksDB, P partitions, changelog `<app id>-locations-changelog`) maps
 `<table>:<key JSON>` to the row's subject, or `-` for a row without subject. One line per
 event with table, op and key (the primary key only, never row values nor the subject, which
@@ -36,11 +39,13 @@ from lethe import topics
 from lethe.agents.delivery import deliver_dead_letter
 from lethe.agents.routing import Routing, route, row_id, wire_headers
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
+from lethe.agents.watermarks import ChangeProgress
 from lethe.metrics import WorkerMetrics
 from policy.decoding import decode_raw
 from policy.engine import Engine
 from policy.envelope import Rejection, rejection_of_bug
 from policy.events import TOMBSTONE, ChangeEvent, Key
+from policy.instants import Instant
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,10 @@ def install(
     engine: Engine,
     metrics: WorkerMetrics,
     partitions: int,
+    progress: ChangeProgress | None = None,
 ) -> AgentT[Any]:
-    """Register the assign agent on `app`, reading `changes` (P = `partitions` each)."""
+    """Register the assign agent on `app`, reading `changes` (P = `partitions` each); each
+    record processed is told to `progress`."""
     locations = app.Table(
         LOCATIONS_TABLE,
         partitions=partitions,
@@ -73,7 +80,7 @@ def install(
         event: EventT[bytes]
         async for event in stream.events():
             message = event.message
-            await retry_on_partitions_mismatch(
+            forwarded = await retry_on_partitions_mismatch(
                 partial(
                     handle_change,
                     message,
@@ -85,6 +92,8 @@ def install(
                 ),
                 f"Assigning {message.topic}[{message.partition}]@{message.offset}",
             )
+            if progress is not None:
+                progress.processed(message.topic, message.partition, message.offset, forwarded)
 
     return app.agent(changes, name=AGENT_NAME, concurrency=1)(assign)
 
@@ -97,8 +106,9 @@ async def handle_change(
     metrics: WorkerMetrics,
     deadletters: ChannelT[bytes],
     subject_events: ChannelT[bytes],
-) -> None:
-    """Process one change record; never raises for bad input."""
+) -> Instant | None:
+    """Process one change record; never raises for bad input. Returns the time of the event
+    it forwarded to `subject_events` (None: nothing forwarded)."""
     value = raw_bytes(message.value)
     try:
         outcome = decode_raw(engine.decoding, message.topic, raw_bytes(message.key), value)
@@ -107,12 +117,12 @@ async def handle_change(
         outcome = rejection_of_bug(exc)
     if isinstance(outcome, Rejection):
         await reject(message, outcome, metrics, deadletters)
-        return
+        return None
     op = TOMBSTONE if not isinstance(outcome, ChangeEvent) else outcome.op.value
     metrics.change_events.labels(table=outcome.table, op=op).inc()
     log.debug("change table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
     if not isinstance(outcome, ChangeEvent):
-        return
+        return None
     row = row_id(outcome.table, outcome.key).encode()
     try:
         located = locations.get(row)
@@ -122,7 +132,7 @@ async def handle_change(
     except Exception as exc:
         log.exception("Routing %s[%s]@%s failed", message.topic, message.partition, message.offset)
         await reject(message, rejection_of_bug(exc, outcome.table), metrics, deadletters)
-        return
+        return None
     _write(locations, routing)
     for record in routing.records:
         await subject_events.send(
@@ -130,6 +140,7 @@ async def handle_change(
             value=value,
             headers=wire_headers(record, outcome, message.topic, message.partition, message.offset),
         )
+    return outcome.ts
 
 
 def _write(locations: Any, routing: Routing) -> None:

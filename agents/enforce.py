@@ -7,8 +7,15 @@ activity are all in one partition) with one `policy.driver.Driver` per partition
   (`LiveClock.event_instant`) and feed it to the driver;
 - `depart`: the row moved to another subject: the driver forgets it here, after confirming
   what the change that moved it (the depart's value) shows applied;
-- `tick`: advance the driver to the enforcement clock's now (`LiveClock.now`, read in a
-  thread: the manual clock asks Kafka).
+- `tick`: take the watermarks it carries (`lethe.agents.watermarks`), then advance the driver
+  to the enforcement clock's now (`LiveClock.now`, read in a thread: the manual clock asks
+  Kafka).
+Never early because an input lags: every call to the driver passes the partition's bounds
+(`policy.driver.row_bounds` over the watermarks the ticks on this partition brought, mapped
+to the enforcement clock like event times), so a stage due at T is issued only once every
+table that can change the row's fate is processed up to T; until each change-topic partition
+has been reported (after a start or a rebalance, a tick or so), nothing is issued. The lag
+per table is `lethe_input_watermark_lag_seconds{table}`.
 A record that cannot be read or decoded, or whose processing raised, goes to
 `lethe.deadletter` with its topic, partition, offset and reason, is counted in
 `lethe_dead_letters_total{topic,reason}`, and processing goes on.
@@ -33,20 +40,23 @@ before the record is acknowledged. Nothing is written to the audit for a record 
 decided nothing (most updates, most ticks): `tracked` and `scheduled` are not written.
 
 Ticks: a timer on every worker sends a `tick` to every partition of
-`<app id>-subject-events` each LETHE_TICK_INTERVAL seconds (null key, empty value: Kafka's
-client refuses a record with neither). Faust's tables can be written
+`<app id>-subject-events` each LETHE_TICK_INTERVAL seconds (null key; the value holds the
+worker's watermarks, never empty-and-null: Kafka's client refuses a record with neither key
+nor value). Faust's tables can be written
 from an agent's stream only, so the sweep goes through the topic. Every worker rather than
 the leader: ticking then depends on no leader election (Faust's, by partition 0 of its
 assignor topic, which stops ticking for every partition while a dead leader's session
-times out); it costs workers x partitions empty records per interval, each a heap peek
-when nothing is due.
+times out); it costs workers x partitions records per interval, each a heap peek when
+nothing is due. Each tick carries the watermarks of the change-topic partitions the sending
+worker's assign agent processed, taken before the producer is flushed, so that every event
+they cover is before the tick in the partition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any, Final
@@ -60,22 +70,24 @@ from lethe import topics
 from lethe.agents.assign import raw_bytes, reject
 from lethe.agents.delivery import deliver_retrying, send_retrying
 from lethe.agents.subject_records import (
-    TICK_VALUE,
     ChangeRecord,
     Depart,
+    Tick,
     UnreadableRecord,
     header_map,
     read_subject_record,
     tick_headers,
+    tick_value,
 )
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
-from lethe.clock import LiveClock
+from lethe.agents.watermarks import ChangeProgress, InputWatermarks, partition_ends
+from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
 from lethe.metrics import WorkerMetrics
 from policy import audit
 from policy.command_records import COMMANDS_TOPIC, command_key, records_for
 from policy.decoding import decode_raw
-from policy.driver import NOTHING, Driver, Outcome
+from policy.driver import NOTHING, Bounds, Driver, Outcome, row_bounds
 from policy.engine import Engine, next_due
 from policy.envelope import DecodeReason, Rejection, rejection_of_bug
 from policy.events import ChangeEvent
@@ -118,6 +130,7 @@ class Enforcer:
         metrics: WorkerMetrics,
         deadletters: ChannelT[bytes],
         audit_hash_key: bytes,
+        change_partitions: int = 1,
     ) -> None:
         self.app = app
         self.engine = engine
@@ -131,6 +144,34 @@ class Enforcer:
             name: topics.output_topic(app, name) for name in output_topic_names(engine.policy)
         }
         self.audit = topics.audit_topic(app)
+        self.watermarks = InputWatermarks(
+            {topic: source.table for topic, source in engine.policy.sources_by_topic.items()},
+            change_partitions,
+        )
+        self.bounds: dict[int, Bounds] = {}
+        """Per partition, the rows' bounds as of its last tick (none yet: nothing issued)."""
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """The partitions were revoked: drop their watermarks (a partition assigned again
+        issues nothing until its ticks have reported every input again)."""
+        for partition in partitions:
+            self.bounds.pop(partition, None)
+            self.watermarks.forget(partition)
+
+    def take_tick(self, partition: int, tick: Tick, wall: int) -> Bounds:
+        """Keep the tick's watermarks; return the partition's new bounds. Sets the lag of
+        each table's change topic, in wall seconds before `wall` (now), the worst over this
+        worker's partitions."""
+        self.watermarks.report(partition, tick.watermarks)
+        slowest = self.watermarks.slowest()
+        lag = self.metrics.input_watermark_lag
+        for table in self.engine.policy.sources:
+            mark = slowest.get(table)
+            lag.labels(table=table).set(float("inf") if mark is None else (wall - mark) / 1e6)
+        reported = self.watermarks.processed(partition)
+        processed = {table: self.clock.event_instant(mark) for table, mark in reported.items()}
+        bounds = self.bounds[partition] = row_bounds(self.engine, processed)
+        return bounds
 
     async def declare_outputs(self) -> None:
         for topic in (*self.outputs.values(), self.audit):
@@ -157,16 +198,20 @@ class Enforcer:
                     return  # a tombstone: the assign agent never forwards one
                 event = replace(decoded, ts=self.clock.event_instant(decoded.ts))
                 where = (record.source_topic, record.source_partition, record.source_offset)
-                outcome = driver.feed(event)
+                outcome = driver.feed(event, self.bounds.get(message.partition, {}))
             elif isinstance(record, Depart):
                 at = self.clock.event_instant(record.ts)
                 moved_by = self.moving_event(record)
                 if moved_by is not None:
                     where = record.source
-                outcome = driver.depart(record.table, record.key, record.subject, at, moved_by)
+                bounds = self.bounds.get(message.partition, {})
+                outcome = driver.depart(
+                    record.table, record.key, record.subject, at, moved_by, bounds
+                )
             else:
                 now = await asyncio.get_running_loop().run_in_executor(None, self.clock.now)
-                outcome = driver.advance(now)
+                bounds = self.take_tick(message.partition, record, wall_now())
+                outcome = driver.advance(now, bounds)
         except UnreadableRecord as exc:
             await self.reject(message, Rejection(DecodeReason.BAD_RECORD, str(exc)))
             return
@@ -344,10 +389,14 @@ def install(
     partitions: int,
     tick_interval: float,
     audit_hash_key: bytes,
+    progress: ChangeProgress,
+    change_partitions: int,
 ) -> AgentT[Any]:
     """Register the enforce agent on `app`, reading `subject_events` (`partitions` partitions),
-    and the timer that ticks every partition each `tick_interval` seconds; `audit_hash_key`
-    (LETHE_AUDIT_HASH_KEY) hashes the subjects the audit may not keep as they are."""
+    and the timer that ticks every partition each `tick_interval` seconds with the watermarks
+    of `progress` (the assign agent's, over change topics of `change_partitions` each);
+    `audit_hash_key` (LETHE_AUDIT_HASH_KEY) hashes the subjects the audit may not keep as they
+    are."""
     tables = declare_state_tables(app, partitions)
     store = FaustStore(tables, lambda row, subject: next_due(engine, row, subject), app=app)
     enforcer = Enforcer(
@@ -358,7 +407,15 @@ def install(
         metrics=metrics,
         deadletters=deadletters,
         audit_hash_key=audit_hash_key,
+        change_partitions=change_partitions,
     )
+    subject_topic = subject_events.get_topic_name()
+
+    def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())
+        enforcer.forget(tp.partition for tp in revoked if tp.topic == subject_topic)
+
+    app.on_partitions_revoked.connect(forget_revoked)
 
     async def enforce(stream: Any) -> None:
         await enforcer.declare_outputs()
@@ -372,9 +429,12 @@ def install(
 
     async def tick_every_partition() -> None:
         try:
+            watermarks = progress.watermarks(partition_ends(app.consumer, progress.topics))
+            await app.producer.flush()  # the events the watermarks cover are delivered first
+            value = tick_value(watermarks)
             for partition in range(partitions):
                 await subject_events.send(
-                    key=None, value=TICK_VALUE, partition=partition, headers=tick_headers()
+                    key=None, value=value, partition=partition, headers=tick_headers()
                 )
         except Exception:
             log.exception("Could not send the ticks; trying again in %.1fs", tick_interval)

@@ -7,13 +7,14 @@
 - `depart`: the row (table, key) left the record's subject (`Depart.subject`, None when it
   was keyed by the row) at `Depart.ts`: the driver forgets it here, after checking whether
   the change that moved it (`Depart.value`, when the record carries it) confirms a command;
-- `tick`: the partition's sweep: advance the driver to the enforcement clock's now.
+- `tick`: the partition's sweep: advance the driver to the enforcement clock's now, within
+  what the tick's watermarks say of the change topics (`Tick.watermarks`).
 A record it cannot read raises `UnreadableRecord`, naming the header, never a value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -65,12 +66,54 @@ class Depart:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """A `tick`: sweep the partition."""
+    """A `tick`: sweep the partition. `watermarks`: (change topic, partition, wall µs) per
+    change-topic partition the sending worker processed: every event of it at or before that
+    instant that it forwarded to this partition is before the tick (`lethe.agents.watermarks`)."""
+
+    watermarks: tuple[tuple[str, int, Instant], ...] = ()
 
 
 TICK = Tick()
 TICK_VALUE: Final = b""
-"""A tick's value: empty (aiokafka refuses a record whose key and value are both null)."""
+"""A tick without watermarks: an empty value (aiokafka refuses a record whose key and value
+are both null)."""
+WATERMARKS_FIELD: Final = "watermarks"
+
+
+def tick_value(watermarks: Mapping[tuple[str, int], Instant]) -> bytes:
+    """A tick's value: `{"watermarks":{"<change topic>":{"<partition>":<wall µs>}}}`, compact
+    JSON, topics and partitions in order; `TICK_VALUE` when there are none."""
+    if not watermarks:
+        return TICK_VALUE
+    by_topic: dict[str, dict[str, int]] = {}
+    for (topic, partition), instant in sorted(watermarks.items()):
+        by_topic.setdefault(topic, {})[str(partition)] = instant
+    return orjson.dumps({WATERMARKS_FIELD: by_topic})
+
+
+def read_tick(value: bytes | None) -> Tick:
+    """The tick of `value` (`tick_value`); an empty or null value is a tick without watermarks."""
+    if not value:
+        return TICK
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise UnreadableRecord("a tick whose value is not JSON") from None
+    by_topic = document.get(WATERMARKS_FIELD) if isinstance(document, dict) else None
+    if not isinstance(by_topic, dict):
+        raise UnreadableRecord(f"a tick whose value has no {WATERMARKS_FIELD} object")
+    found: list[tuple[str, int, Instant]] = []
+    for topic, partitions in by_topic.items():
+        if not isinstance(partitions, dict):
+            raise UnreadableRecord(f"a tick whose {WATERMARKS_FIELD} of a topic is not an object")
+        for partition, instant in partitions.items():
+            if not partition.isascii() or not partition.isdigit() or type(instant) is not int:
+                raise UnreadableRecord(
+                    f"a tick whose {WATERMARKS_FIELD} are not partition: whole µs"
+                )
+            found.append((topic, int(partition), instant))
+    return Tick(tuple(found))
+
 
 SubjectRecord = ChangeRecord | Depart | Tick
 
@@ -81,7 +124,7 @@ def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, 
 
 
 def tick_headers() -> list[tuple[str, bytes]]:
-    """The headers of a tick record (its key is null, its value `TICK_VALUE`)."""
+    """The headers of a tick record (its key is null, its value `tick_value`'s)."""
     return [(topics.KIND_HEADER, topics.TICK_KIND)]
 
 
@@ -89,7 +132,7 @@ def read_subject_record(headers: dict[str, bytes], value: bytes | None) -> Subje
     """What the record asks for; `UnreadableRecord` when it does not follow the format."""
     kind = headers.get(topics.KIND_HEADER)
     if kind == topics.TICK_KIND:
-        return TICK
+        return read_tick(value)
     if kind == topics.EVENT_KIND:
         if value is None:
             raise UnreadableRecord("an event record with a null value")

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from faust.exceptions import PartitionsMismatch
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WAIT_S: Final = 0.5
 LOG_EVERY_S: Final = 30.0
@@ -28,7 +30,8 @@ LOG_EVERY_S: Final = 30.0
 
 async def await_changelogs(app: Any, tables: Iterable[Any], partitions: int) -> None:
     """Return once the consumer's metadata shows each table's changelog with `partitions`
-    partitions (measured: a just-created one was seen with 0), or does not know it; log an error every 30 s while it does not (the agent waits, reading nothing)."""
+    partitions (measured: a just-created one was seen with 0), or does not know it; log an
+    error every 30 s while it does not (the agent waits, reading nothing)."""
     waited = 0.0
     names = [table.changelog_topic_name for table in tables]
     while True:
@@ -49,13 +52,12 @@ async def await_changelogs(app: Any, tables: Iterable[Any], partitions: int) -> 
         waited += WAIT_S
 
 
-async def retry_on_partitions_mismatch(handle: Callable[[], Awaitable[None]], what: str) -> None:
+async def retry_on_partitions_mismatch(handle: Callable[[], Awaitable[T]], what: str) -> T:
     """Run `handle` until it does not raise `PartitionsMismatch`, waiting between tries."""
     delay = WAIT_S
     while True:
         try:
-            await handle()
-            return
+            return await handle()
         except PartitionsMismatch as exc:
             log.error("%s: %s; processing the same record again in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)

@@ -46,6 +46,10 @@ class WorkerMetrics:
     (the row's delete, its anonymised values)."""
     """lethe_unclassified_tables{topic}: 1 for each change topic on the broker whose table the
     policy does not name (unclassified personal data, never read); sum it to count them."""
+    input_watermark_lag: Gauge
+    """lethe_input_watermark_lag_seconds{table}: how far behind the wall clock the table's
+    change topic is processed, the worst over this worker's partitions of subject events
+    (+Inf until every partition of the topic has reported on each)."""
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -104,6 +108,18 @@ class WorkerMetrics:
                 "Anonymise and delete commands the change stream showed applied (the row's "
                 "delete, its anonymised values), by table and action.",
                 ["table", "action"],
+                registry=registry,
+            ),
+            input_watermark_lag=Gauge(
+                "lethe_input_watermark_lag_seconds",
+                "Wall seconds between now and the instant up to which the table's change "
+                "topic is processed (its newest event, or its last fetch once caught up), the "
+                "worst the ticks on this worker's partitions of subject events say (+Inf: a "
+                "partition of the topic has not reported on one of them yet). A "
+                "stage of a row is issued only once every table that can change its fate is "
+                "processed past its due: a growing lag delays them; check the consumer lag of "
+                "that topic and the worker that reads it.",
+                ["table"],
                 registry=registry,
             ),
         )

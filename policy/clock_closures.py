@@ -66,6 +66,19 @@ def uses_activity(clock: Clock | None) -> bool:
     return False
 
 
+def activities_read(clock: Clock | None) -> frozenset[str]:
+    """The subject activities (`contact`) the clock reads."""
+    if isinstance(clock, SubjectActivity):
+        return frozenset((clock.activity,))
+    if isinstance(clock, After):
+        return activities_read(clock.start)
+    if isinstance(clock, Earliest | Latest):
+        return frozenset().union(*(activities_read(operand) for operand in clock.operands))
+    if isinstance(clock, When):
+        return activities_read(clock.then) | activities_read(clock.otherwise)
+    return frozenset()
+
+
 def collect_reads(clock: Clock | Condition | None, reads: dict[str, None]) -> None:
     if isinstance(clock, ColumnInstant | IsSet | Equals):
         reads[clock.column] = None

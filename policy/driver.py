@@ -14,10 +14,20 @@ confirmations the event brought, and the legal holds it opened or released.
   past (an overdue row first seen, a hold released) fires at the driver's clock: the time
   of the event that armed it.
 - `depart(table, key, subject, at)` is the half of a move that a driver does when the row's
-  new subject lives elsewhere (the worker's partitions): forget the row (and the commands
-  it had unconfirmed: the other driver knows nothing of them), release its hold.
+  new subject lives elsewhere (the worker: the row's new subject is in another partition):
+  forget the row (and the commands it had unconfirmed: the other driver knows nothing of
+  them), release its hold.
 - A subject's state is kept only while it has an open hold, or activity and a row: a person
   whose last row is gone leaves no identifier behind (`email:` subjects included).
+
+Never early because an input lags: the worker reads many change topics that advance
+unevenly, so each call also takes `bounds` (`Bounds`, from `row_bounds`): per table, the
+instant up to which every input that can change its rows' fate (`SourcePlan.fate_inputs`)
+has been processed. A row's stage due at T is then issued only once T <= its table's bound,
+and at most at that bound (a stage due later waits); a timer popped before that is held
+back in the driver (per table, in due order) and fires as soon as the bound passes it,
+unless the row was re-armed (a hold placed meanwhile) or deleted first. The clock itself
+still moves to `to`. `lethe simulate` has one clock and passes no bounds.
 
 The clock is the latest instant the driver was advanced to; an event older than it is
 applied at the clock's time. The driver reads no clock of its own.
@@ -25,6 +35,8 @@ applied at the clock's time. The driver reads no clock of its own.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -72,10 +84,38 @@ class Outcome:
 NOTHING: Final = Outcome()
 
 
+Bounds = Mapping[str, Instant]
+"""Per table, the instant (on the enforcement clock) up to which every input that can change
+the fate of its rows has been processed; a table left out: not yet known, nothing of it is
+issued."""
+
+NOTHING_PROCESSED: Final = -(2**62)
+"""The bound of a table whose inputs have not all been reported: earlier than any due."""
+
+
+def row_bounds(engine: Engine, processed: Mapping[str, Instant]) -> dict[str, Instant]:
+    """The `Bounds` of every table of the policy, from how far each table's own change topic
+    has been processed (`processed`; a table left out: not yet): the earliest over the
+    table's `fate_inputs`. A table with an input left out is left out."""
+    bounds: dict[str, Instant] = {}
+    for table, plan in engine.plans.items():
+        bound: Instant | None = None
+        for source in plan.fate_inputs:
+            instant = processed.get(source)
+            if instant is None:
+                bound = None
+                break
+            if bound is None or instant < bound:
+                bound = instant
+        if bound is not None:
+            bounds[table] = bound
+    return bounds
+
+
 class Driver:
     """The engine over a store; see the module docstring."""
 
-    __slots__ = ("clock", "continuous", "engine", "store")
+    __slots__ = ("_held", "_sequence", "_waiting", "clock", "continuous", "engine", "store")
 
     def __init__(
         self,
@@ -93,37 +133,101 @@ class Driver:
         self.store = store
         self.clock = clock
         self.continuous = continuous
+        self._held: dict[RowId, Instant] = {}
+        """Rows whose timer fired before their inputs were processed up to it, by due."""
+        self._waiting: dict[str, list[tuple[Instant, int, RowId]]] = {}
+        """Per table, a heap of the held rows (entries no longer in `_held` are stale)."""
+        self._sequence = 0
 
-    def advance(self, to: Instant) -> Outcome:
-        """Issue every stage (and re-issue every unconfirmed command) due at or before `to`,
-        in due order; the clock moves to `to`."""
-        engine = self.engine
-        store = self.store
+    def advance(self, to: Instant, bounds: Bounds | None = None) -> Outcome:
+        """Issue every stage (and re-issue every unconfirmed command) due at or before `to`
+        (and, given `bounds`, at or before its table's bound), in due order per table; the
+        clock moves to `to`."""
         clock = self.clock if self.clock is not None else to
         sweep = None if self.continuous else max(to, clock)
         commands: list[Command] = []
+        if self._waiting:
+            self._release(to, clock, bounds, sweep, commands)
+        store = self.store
         while (timer := store.pop_due(to)) is not None:
             at, row_id = timer
-            row = store.row(row_id)
-            if row is None:
+            if bounds is None:
+                self._fire(row_id, max(at, clock), sweep, commands)
                 continue
-            subject = store.subject(row.subject) if row.subject is not None else None
-            issued, new_row, later = due(engine, row, subject, max(at, clock), sweep)
-            if issued:
-                commands.extend(issued)
-            if new_row is not row:
-                store.put_row(row_id, new_row)
-            store.arm(row_id, later)
+            bound = bounds.get(row_id[1], NOTHING_PROCESSED)
+            if at > bound:
+                self._hold_back(at, row_id)
+            else:
+                self._fire(row_id, max(at, min(clock, bound)), sweep, commands)
         if self.clock is None or to > self.clock:
             self.clock = to
         return Outcome(tuple(commands)) if commands else NOTHING
 
-    def feed(self, event: ChangeEvent) -> Outcome:
+    def held(self) -> int:
+        """How many rows have a stage due that waits for a lagging input."""
+        return len(self._held)
+
+    def _fire(
+        self, row_id: RowId, now: Instant, sweep: Instant | None, commands: list[Command]
+    ) -> None:
+        store = self.store
+        row = store.row(row_id)
+        if row is None:
+            return
+        subject = store.subject(row.subject) if row.subject is not None else None
+        issued, new_row, later = due(self.engine, row, subject, now, sweep)
+        if issued:
+            commands.extend(issued)
+        if new_row is not row:
+            store.put_row(row_id, new_row)
+        store.arm(row_id, later)
+
+    def _hold_back(self, at: Instant, row_id: RowId) -> None:
+        if self._held.get(row_id) == at:
+            return
+        self._held[row_id] = at
+        self._sequence += 1
+        heapq.heappush(self._waiting.setdefault(row_id[1], []), (at, self._sequence, row_id))
+
+    def _release(
+        self,
+        to: Instant,
+        clock: Instant,
+        bounds: Bounds | None,
+        sweep: Instant | None,
+        commands: list[Command],
+    ) -> None:
+        """Fire the held rows whose table's bound (and `to`) passed their due."""
+        held = self._held
+        for table, waiting in list(self._waiting.items()):
+            bound = None if bounds is None else bounds.get(table, NOTHING_PROCESSED)
+            limit = to if bound is None else min(to, bound)
+            while waiting and waiting[0][0] <= limit:
+                at, _, row_id = heapq.heappop(waiting)
+                if held.get(row_id) != at:
+                    continue
+                del held[row_id]
+                now = max(at, clock) if bound is None else max(at, min(clock, bound))
+                self._fire(row_id, now, sweep, commands)
+            if not waiting:
+                del self._waiting[table]
+
+    def _arm(self, row_id: RowId, at: Instant | None) -> None:
+        """Set the row's timer; a stage of it held back is forgotten (worked out anew)."""
+        self._held.pop(row_id, None)
+        self.store.arm(row_id, at)
+
+    def _delete(self, row_id: RowId) -> None:
+        self._held.pop(row_id, None)
+        self.store.delete_row(row_id)
+
+    def feed(self, event: ChangeEvent, bounds: Bounds | None = None) -> Outcome:
         """Apply one change event at its time (or the clock's, if it is older); returns the
-        commands that fell due up to that time, and what the event confirmed and held."""
+        commands that fell due up to that time (within `bounds`, see `advance`), and what
+        the event confirmed and held."""
         if self.clock is not None and event.ts < self.clock:
             event = replace(event, ts=self.clock)
-        outcome = self.advance(event.ts)
+        outcome = self.advance(event.ts, bounds)
         engine = self.engine
         store = self.store
         old_id = store.locate(event.table, event.key)
@@ -137,11 +241,11 @@ class Driver:
         step = apply(engine, row, subject, event, left)
 
         if old_id is not None and (step.row is None or step.moved):
-            store.delete_row(old_id)
+            self._delete(old_id)
         if step.row is not None:
             row_id: RowId = (step.subject_key, event.table, event.key)
             store.put_row(row_id, step.row)
-            store.arm(row_id, step.next_due)
+            self._arm(row_id, step.next_due)
         if step.left_subject is not None and step.left_state is not None:
             self._settle(step.left_subject, left, step.left_state)
             if step.reevaluate_left:
@@ -173,16 +277,18 @@ class Driver:
         subject: str | None,
         at: Instant,
         moved_by: ChangeEvent | None = None,
+        bounds: Bounds | None = None,
     ) -> Outcome:
         """The row (table, key) moved from `subject` to another one whose state this driver's
-        store does not hold (the worker: another partition): issue what fell due up to `at`,
-        then forget the row here and release a hold it was. Its events then arrive at the
-        other subject's driver as those of a new row. `moved_by`, the change event that moved
-        it, confirms the row's unconfirmed commands it shows applied (an anonymise that
-        emptied the subject's column moves the row); the others are forgotten with the row."""
+        store does not hold (the worker: another partition): issue what fell due up to `at`
+        (within `bounds`, see `advance`), then forget the row here and release a hold it was.
+        Its events then arrive at the other subject's driver as those of a new row.
+        `moved_by`, the change event that moved it, confirms the row's unconfirmed commands
+        it shows applied (an anonymise that emptied the subject's column moves the row); the
+        others are forgotten with the row."""
         if self.clock is not None and at < self.clock:
             at = self.clock
-        outcome = self.advance(at)
+        outcome = self.advance(at, bounds)
         store = self.store
         row_id: RowId = (subject, table, key)
         row = store.row(row_id)
@@ -192,7 +298,7 @@ class Driver:
             confirmed = confirmed_by(self.engine, row, replace(moved_by, ts=at))
             if confirmed:
                 outcome = Outcome(outcome.commands, confirmed, outcome.holds)
-        store.delete_row(row_id)
+        self._delete(row_id)
         if subject is None:
             return outcome
         stored = store.subject(subject)
@@ -220,4 +326,4 @@ class Driver:
             if holds_changed or reads_activity(engine, row_id[1]):
                 row = store.row(row_id)
                 if row is not None:
-                    store.arm(row_id, next_due(engine, row, subject))
+                    self._arm(row_id, next_due(engine, row, subject))

@@ -27,6 +27,7 @@ from policy.clock_closures import (
     ConditionFn,
     Guard,
     Values,
+    activities_read,
     collect_reads,
     compile_clock,
     compile_guard,
@@ -87,6 +88,11 @@ class SourcePlan:
     table: str
     changes_subject: bool
     """Its rows feed the subject's activity or are legal holds."""
+    fate_inputs: tuple[str, ...]
+    """The tables whose changes can change the fate of this table's rows, sorted: the table
+    itself (its values, consent and objection columns), the hold tables and the tables feeding
+    an activity its clocks read, of the subject kinds its rows can have. A row's stage due at
+    T is issued live only once all of them are processed up to T (`policy.driver`)."""
     token: object
     """This plan's mark on the row schedules it works out (an object the GC does not track)."""
     subject_ways: tuple[tuple[str, str, bool], ...]
@@ -165,12 +171,32 @@ def _plan_source(policy: Policy, source: Source) -> SourcePlan:
         ),
         table=source.table,
         changes_subject=bool(source.activity) or source.hold is not None,
+        fate_inputs=fate_inputs(policy, source),
         token=object(),
         subject_ways=tuple((way.column, way.kind + ":", way.lower) for way in source.subject),
         stages=stages,
         upcoming=_compile_upcoming(compiled, stages, has_archive, anonymisable),
         at_once=tuple((key, compile_guard(guard)) for guard, key in slots.items()),
     )
+
+
+def fate_inputs(policy: Policy, source: Source) -> tuple[str, ...]:
+    """The tables whose changes can change the fate of `source`'s rows (see `SourcePlan`).
+
+    A row's subject is of one of its source's subject kinds; a hold or an activity of
+    another kind never reaches it, and a row without subject depends on its own table only.
+    """
+    kinds = {way.kind for way in source.subject}
+    read: frozenset[str] = frozenset().union(
+        *(activities_read(stage.due) for rule in source.rules for stage in rule.stages)
+    )
+    inputs = {source.table}
+    for other in policy.sources.values():
+        if not kinds.intersection(way.kind for way in other.subject):
+            continue
+        if other.hold is not None or any(feed.activity in read for feed in other.activity):
+            inputs.add(other.table)
+    return tuple(sorted(inputs))
 
 
 def _no_stages(

@@ -73,7 +73,8 @@ records are keyed (by subject, by primary key), so more partitions keep each key
 
 KIND_HEADER: Final = "lethe-kind"
 """`event` (a change of a row, value = the Debezium value), `depart` (null value) or `tick`
-(null key, empty value, the only header: the enforcer's sweep of its partition)."""
+(null key, the only header: the enforcer's sweep of its partition; its value carries the
+sending worker's watermarks of the change topics, `lethe.agents.subject_records.tick_value`)."""
 EVENT_KIND: Final = b"event"
 DEPART_KIND: Final = b"depart"
 TICK_KIND: Final = b"tick"

@@ -89,9 +89,9 @@ def patch_handle_delay(delay_s: float) -> None:
 
     handle_change = assign.handle_change
 
-    async def slow_handle_change(message: Any, **kwargs: Any) -> None:
+    async def slow_handle_change(message: Any, **kwargs: Any) -> int | None:
         await asyncio.sleep(delay_s)
-        await handle_change(message, **kwargs)
+        return await handle_change(message, **kwargs)
 
     assign.handle_change = slow_handle_change  # type: ignore[assignment]
 

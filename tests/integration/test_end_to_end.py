@@ -18,17 +18,19 @@ overdue.
 
 The demo's own rows. The worker reads the demo change topics from their start, so it
 sees the seeded rows and what other tests wrote (rows inserted and deleted again). The
-clock never goes past 2016-01-01, and the earliest instant a seeded row falls due is
-2019-04-12 (support ticket 2's archive), other tests' rows are dated 2024 or later: under
-this clock nothing but the test's rows falls due, so the worker issues nothing that the
-shared sink would apply to a demo row. One rule would: a call recording whose `objected`
-is true is deleted `at_once` (seeded call recording 3), whatever the clock. The worker's
-policy is therefore config/policy.yaml with that one clock changed to `recorded_at` (an
-objected recording is deleted at the instant it was recorded, which is already past for
-every real row): everything else is the shipped policy. The comparison still covers the
-whole tables: the test's rows must be as `lethe simulate` says, and every other row that
-was there when the test started must be there unchanged at the end (a concurrent test
-that changed a seeded row would fail this test too: the common rules forbid it).
+clock never goes past 2016-01-01, and the earliest instant a demo row falls due under the
+shipped policy is 2025-06-15 (customer 3's archive; customer 2's overdue rows are under a
+hold never released), other tests' rows are dated 2024 or later: under this clock nothing
+but the test's rows falls due, so the worker issues nothing that the shared sink would
+apply to a demo row (the test checks it: no command for another row, every other row
+unchanged). One rule would: a call recording whose `objected` is true is deleted
+`at_once` (seeded call recording 3), whatever the clock. The worker's policy is therefore
+config/policy.yaml with that one clock changed to `recorded_at` (an objected recording is
+deleted at the instant it was recorded); everything else is the shipped policy. The
+comparison still covers the whole tables: the test's rows must be as `lethe simulate`
+says, and every other row that was there when the test started must be there unchanged at
+the end (a concurrent test that changed a seeded row would fail this test too: the common
+rules forbid it).
 
 The comparison. The test reads every record of the demo change topics (what the worker
 consumed), runs `lethe simulate` over them under the same clock (LETHE_CLOCK=manual, the
@@ -36,7 +38,8 @@ same start, `--clock-advances` with the advances read back from the clock topic)
 asserts, table by table, that PostgreSQL holds what the simulation's commands leave of the
 rows the test wrote (a delete removes the row; an anonymise empties the columns or
 coarsens them as the policy says), that the commands on `lethe.commands` are the
-simulation's (same ids), and that the outcome is the one worked out by hand (`FATES`).
+simulation's (same ids, for every row in the id range: earlier runs' too), and that the
+outcome is the one worked out by hand (`fates`).
 
 Confirmation (`lethe_commands_confirmed_total`, branch `confirm`): see CONFIRMATION_BUILT.
 

@@ -74,7 +74,8 @@ class ManualClockReader:
 
     Each call reads up to the topic's end at that moment (a round trip to the broker, more
     when there are new records), so call it from a thread, not the event loop. StackError
-    when the broker does not answer within `timeout_s`.
+    when the broker does not answer within `timeout_s`. Between calls the consumer is
+    paused: the worker calls it at every tick of every partition.
     """
 
     def __init__(self, settings: Settings, timeout_s: float = KAFKA_TIMEOUT_S) -> None:
@@ -137,6 +138,9 @@ class ManualClockReader:
             )[1]
             for partition in self._next
         }
+        behind = [partition for partition, end in ends.items() if self._next[partition] < end]
+        if behind:
+            consumer.resume([TopicPartition(self.topic, partition) for partition in behind])
         deadline = time.monotonic() + self.timeout_s
         while any(self._next[partition] < end for partition, end in ends.items()):
             if time.monotonic() > deadline:
@@ -147,6 +151,9 @@ class ManualClockReader:
             message = consumer.poll(0.2)
             if message is not None:
                 self._take(message)
+        # Paused at its end, the consumer keeps no fetch waiting on the broker, which would
+        # hold up the next call's metadata and offset requests (half a second each).
+        consumer.pause([TopicPartition(self.topic, partition) for partition in self._next])
 
     def _take(self, message: Message) -> None:
         error = message.error()

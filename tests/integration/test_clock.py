@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,21 @@ def test_advance_twice_and_the_reader_follows_then_refuses_to_go_back(
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     config = admin.describe_configs([resource])[resource].result(timeout=10)
     assert config["cleanup.policy"].value == "compact", "the latest advance must stay for good"
+
+
+def test_the_reader_answers_at_once_between_advances(clock_env: dict[str, str]) -> None:
+    """The worker reads the manual clock at every tick of every partition (twice a second
+    per partition in the tests): a read that waits on the broker's fetch (half a second
+    each for the metadata and the end offset) makes the ticks pile up unprocessed."""
+    settings = Settings.from_env(clock_env)
+    advanced = lethe(clock_env, "clock", "advance", "2027-01-01T00:00:00Z")
+    assert advanced.returncode == 0, advanced.stderr
+    with ManualClockReader(settings) as reader:
+        for _ in range(3):  # the first reads take the record and the fetch already sent
+            assert format_instant(reader.now()) == "2027-01-01T00:00:00Z"
+        slowest = 0.0
+        for _ in range(10):
+            started = time.monotonic()
+            assert format_instant(reader.now()) == "2027-01-01T00:00:00Z"
+            slowest = max(slowest, time.monotonic() - started)
+    assert slowest < 0.2, f"a read of an unchanged clock took {slowest:.3f}s"

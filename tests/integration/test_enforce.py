@@ -52,15 +52,19 @@ import orjson
 import psycopg
 import pytest
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe.settings import Settings
 from tests.integration.workers import (
+    Reader,
     WorkerProcess,
     free_port,
     produce,
     quiet,
+    sink_caught_up,
+    stop,
+    subject_events_processed,
     wait_for,
 )
 
@@ -69,7 +73,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 APP_ID_PREFIX = "lethe-it-enforce-"
 PARTITIONS = 2
-SINK_GROUP = "connect-lethe-sink"
 KINDS = ("connection_logs", "satisfaction_surveys", "support_tickets", "legal_holds")
 APPLIED = ("connection_logs", "satisfaction_surveys", "support_tickets")
 """The run's tables the sink changes (with an anonymise or delete stage); legal_holds has none."""
@@ -146,44 +149,6 @@ def start_worker(run: Run) -> WorkerProcess:
             stderr=subprocess.STDOUT,
         )
     return WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", run.app_id)
-
-
-def stop(worker: WorkerProcess) -> None:
-    process = worker.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def sink_caught_up(settings: Settings, sink_topics: list[str], timeout_s: float = 60.0) -> bool:
-    """Wait until `lethe-sink` has committed every record of `sink_topics` (those that exist)."""
-    consumer = Consumer({**quiet(settings), "group.id": SINK_GROUP, "enable.auto.commit": False})
-    try:
-        existing = consumer.list_topics(timeout=10).topics
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in sink_topics
-            if topic in existing
-            for partition in existing[topic].partitions
-        ]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            committed = consumer.committed(partitions, timeout=10)
-            behind = [
-                tp
-                for tp in committed
-                if consumer.get_watermark_offsets(tp, timeout=10)[1] > max(tp.offset, 0)
-            ]
-            if not behind:
-                return True
-            time.sleep(1.0)
-        return False
-    finally:
-        consumer.close()
 
 
 def forget(settings: Settings, run: Run) -> None:
@@ -266,45 +231,6 @@ class ChangeWriter:
             orjson.dumps({"id": row["id"]}),
             orjson.dumps(value),
         )
-
-
-class Reader:
-    """Reads a topic from its start, every partition; each `read` goes up to the end the
-    topic had when it was called (ticks keep arriving on the subject events topic)."""
-
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.consumer = Consumer(
-            {
-                **quiet(settings),
-                "group.id": f"lethe-it-enforce-reader-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-            }
-        )
-        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        self.next = {tp.partition: 0 for tp in self.partitions}
-        self.records: list[Any] = []
-
-    def read(self) -> list[Any]:
-        ends = {
-            tp.partition: self.consumer.get_watermark_offsets(tp, timeout=10)[1]
-            for tp in self.partitions
-        }
-        deadline = time.monotonic() + 30
-        while any(self.next[p] < end for p, end in ends.items()):
-            assert time.monotonic() < deadline, "could not read the topic to its end"
-            for message in self.consumer.consume(500, timeout=0.5):
-                error = message.error()
-                if error is not None:
-                    assert error.code() == KafkaError._PARTITION_EOF, str(error)
-                    continue
-                self.next[message.partition()] = message.offset() + 1
-                self.records.append(message)
-        return self.records
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def topic_exists(settings: Settings, name: str) -> bool | None:
@@ -398,24 +324,6 @@ def select(settings: Settings, run: Run, kind: str, columns: str) -> tuple[Any, 
         return conn.execute(f"SELECT {columns} FROM {run.table(kind)} WHERE id = 1").fetchone()
 
 
-def subject_events_processed(settings: Settings, app_id: str) -> bool | None:
-    """Whether the worker has committed everything now on its subject events topic."""
-    topic = f"{app_id}-subject-events"
-    consumer = Consumer({**quiet(settings), "group.id": app_id, "enable.auto.commit": False})
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            committed = consumer.committed(partitions, timeout=10)
-            if all(max(tp.offset, 0) >= end for tp, end in zip(committed, ends, strict=True)):
-                return True
-            time.sleep(0.5)
-        return None
-    finally:
-        consumer.close()
-
-
 def forwarded(settings: Settings, app_id: str, table: str) -> bool | None:
     """Whether the worker has forwarded a change of `table` to its subject events topic."""
     reader = Reader(settings, f"{app_id}-subject-events")
@@ -493,7 +401,9 @@ def test_overdue_rows_are_deleted_and_anonymised_held_ones_only_once_released(
     changes.write("legal_holds", "c", None, hold)
     hold_table = run.source("legal_holds")
     wait_for("the hold forwarded", lambda: forwarded(real_stack, run.app_id, hold_table), worker)
-    assert wait_for("the hold processed", lambda: subject_events_processed(real_stack, run.app_id))
+    assert wait_for(
+        "the hold processed", lambda: subject_events_processed(real_stack, run.app_id, PARTITIONS)
+    )
     ticket = {
         "id": 1,
         "customer_id": HELD,
@@ -536,7 +446,9 @@ def test_overdue_rows_are_deleted_and_anonymised_held_ones_only_once_released(
         ),
         worker,
     )
-    assert wait_for("all processed", lambda: subject_events_processed(real_stack, run.app_id))
+    assert wait_for(
+        "all processed", lambda: subject_events_processed(real_stack, run.app_id, PARTITIONS)
+    )
     time.sleep(1.5)  # three sweeps
     assert select(real_stack, run, "support_tickets", "customer_id, body") == (HELD, "kept")
     commands = Commands(real_stack, run, worker)

@@ -1,6 +1,7 @@
 """Helpers of the integration tests that run `lethe worker` as a subprocess: Kafka client
-settings, a free port, producing one record, the worker process and its /metrics, and a
-bounded wait that fails with the worker's log."""
+settings, a free port, producing one record, the worker process and its /metrics, a
+bounded wait that fails with the worker's log, stopping the worker, reading a topic to its
+end, and waiting for the worker and the JDBC sink `lethe-sink` to catch up."""
 
 from __future__ import annotations
 
@@ -8,19 +9,23 @@ import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from lethe.settings import Settings
 
 TIMEOUT_S = 120.0
 """How long any wait lasts at most."""
+
+SINK_GROUP = "connect-lethe-sink"
+"""The consumer group of the shared JDBC sink connector `lethe-sink`."""
 
 T = TypeVar("T")
 
@@ -115,3 +120,127 @@ def produce(
     producer.flush(30)
     assert delivered, f"no delivery report for the record sent to {topic}"
     return delivered[0]
+
+
+def stop(worker: WorkerProcess) -> None:
+    """Stop the worker (SIGTERM, then SIGKILL after 30 s)."""
+    process = worker.process
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def sink_caught_up(settings: Settings, sink_topics: list[str], timeout_s: float = 60.0) -> bool:
+    """Wait until `lethe-sink` has committed every record of `sink_topics` (those that exist)."""
+    consumer = Consumer({**quiet(settings), "group.id": SINK_GROUP, "enable.auto.commit": False})
+    try:
+        existing = consumer.list_topics(timeout=10).topics
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in sink_topics
+            if topic in existing
+            for partition in existing[topic].partitions
+        ]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            committed = consumer.committed(partitions, timeout=10)
+            behind = [
+                tp
+                for tp in committed
+                if consumer.get_watermark_offsets(tp, timeout=10)[1] > max(tp.offset, 0)
+            ]
+            if not behind:
+                return True
+            time.sleep(1.0)
+        return False
+    finally:
+        consumer.close()
+
+
+class Reader:
+    """Reads a topic from its start (or from the offsets `start` gives, per partition), every
+    partition; each `read` goes up to the end the topic had when it was called (ticks keep
+    arriving on the subject events topic). Its consumer group never commits."""
+
+    def __init__(self, settings: Settings, topic: str, start: dict[int, int] | None = None) -> None:
+        self.consumer = Consumer(
+            {
+                **quiet(settings),
+                "group.id": f"lethe-it-reader-{uuid.uuid4().hex[:12]}",
+                "enable.auto.commit": False,
+            }
+        )
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
+        first = {
+            tp.partition: self.consumer.get_watermark_offsets(tp, timeout=10)[0]
+            for tp in self.partitions
+        }
+        if start is not None:
+            first = {p: max(offset, start.get(p, 0)) for p, offset in first.items()}
+        self.consumer.assign(
+            [
+                TopicPartition(topic, p, first[p] if start is not None else OFFSET_BEGINNING)
+                for p in first
+            ]
+        )
+        self.next = dict(first)
+        self.records: list[Any] = []
+
+    def read(self) -> list[Any]:
+        ends = {
+            tp.partition: self.consumer.get_watermark_offsets(tp, timeout=10)[1]
+            for tp in self.partitions
+        }
+        deadline = time.monotonic() + 30
+        while any(self.next[p] < end for p, end in ends.items()):
+            assert time.monotonic() < deadline, "could not read the topic to its end"
+            for message in self.consumer.consume(500, timeout=0.5):
+                error = message.error()
+                if error is not None:
+                    assert error.code() == KafkaError._PARTITION_EOF, str(error)
+                    continue
+                self.next[message.partition()] = message.offset() + 1
+                self.records.append(message)
+        return self.records
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def topic_ends(settings: Settings, topic: str) -> dict[int, int]:
+    """The end offset of every partition of `topic` now."""
+    consumer = Consumer(
+        {**quiet(settings), "group.id": "lethe-it-ends", "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in sorted(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def subject_events_processed(settings: Settings, app_id: str, partitions_count: int) -> bool | None:
+    """Whether the worker has committed everything now on its subject events topic
+    (`partitions_count` partitions); None after 60 s."""
+    topic = f"{app_id}-subject-events"
+    consumer = Consumer({**quiet(settings), "group.id": app_id, "enable.auto.commit": False})
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(partitions_count)]
+        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            committed = consumer.committed(partitions, timeout=10)
+            if all(max(tp.offset, 0) >= end for tp, end in zip(committed, ends, strict=True)):
+                return True
+            time.sleep(0.5)
+        return None
+    finally:
+        consumer.close()

@@ -1,0 +1,1026 @@
+"""The whole chain on the real stack, agreeing with `lethe simulate`: rows inserted and
+updated in the demo database `hosting` -> the Debezium connector `hosting` -> a
+`lethe worker` (enforcing, manual clock) -> `lethe.commands` and `lethe.sink.public.*` ->
+the JDBC sink `lethe-sink` -> rows deleted and anonymised in PostgreSQL.
+
+The rows. The test writes rows of its own into every demo table the policy names (ids in
+a block of 100 of its own inside 918,000,000-918,899,999, customer ids the same, e-mails
+`e2e-...@example.org`), through SQL only: Debezium captures them, no change record is
+written by hand. Held rows belong to customer c4 (a hold never released) and c5 (a hold
+released in the second phase).
+
+The clock. The worker runs under a manual clock (its own clock topic) that starts at
+2010-01-01, is advanced to 2013-01-01 and then to 2016-01-01 (`lethe clock advance`'s
+function). The test's rows fall due at one advance or the other, or after 2016, or never
+(held); some fall due only because of an update written between the advances (a sliding
+clock restarted, an objection, a revocation, a hold released), one row is inserted already
+overdue.
+
+The demo's own rows. The worker reads the demo change topics from their start, so it
+sees the seeded rows and what other tests wrote (rows inserted and deleted again). The
+clock never goes past 2016-01-01, and the earliest instant a demo row falls due under the
+shipped policy is 2025-06-15 (customer 3's archive; customer 2's overdue rows are under a
+hold never released), other tests' rows are dated 2024 or later: under this clock nothing
+but the test's rows falls due, so the worker issues nothing that the shared sink would
+apply to a demo row (the test checks it: no command for another row, every other row
+unchanged). One rule would: a call recording whose `objected` is true is deleted
+`at_once` (seeded call recording 3), whatever the clock. The worker's policy is therefore
+config/policy.yaml with that one clock changed to `recorded_at` (an objected recording is
+deleted at the instant it was recorded); everything else is the shipped policy. The
+comparison still covers the whole tables: the test's rows must be as `lethe simulate`
+says, and every other row that was there when the test started must be there unchanged at
+the end (a concurrent test that changed a seeded row would fail this test too: the common
+rules forbid it).
+
+The comparison. The test reads every record of the demo change topics (what the worker
+consumed), runs `lethe simulate` over them under the same clock (LETHE_CLOCK=manual, the
+same start, `--clock-advances` with the advances read back from the clock topic), and
+asserts, table by table, that PostgreSQL holds what the simulation's commands leave of the
+rows the test wrote (a delete removes the row; an anonymise empties the columns or
+coarsens them as the policy says), that the commands on `lethe.commands` are the
+simulation's (same ids, for every row in the id range: earlier runs' too), and that the
+outcome is the one worked out by hand (`fates`).
+
+Confirmation: every delete and anonymise of the run's rows is counted confirmed
+(`lethe_commands_confirmed_total`) from the change stream.
+
+At the end the worker is stopped, the sink is let to catch up, the test's rows are
+deleted, and the worker's topics, clock topic and consumer group are dropped. Fails (never
+skips) when the stack is down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import orjson
+import psycopg
+import pytest
+import yaml
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from lethe.clock import ManualClockReader, advance_manual_clock
+from lethe.settings import Settings
+from policy.instants import format_instant, from_datetime
+from tests.integration.workers import (
+    Reader,
+    WorkerProcess,
+    free_port,
+    quiet,
+    sink_caught_up,
+    stop,
+    topic_ends,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_ID_PREFIX = "lethe-it-e2e-"
+PARTITIONS = 8
+"""The worker's internal partitions: its default, so that a row moving between subjects
+changes partitions as it does in production."""
+RANGE_LOW, RANGE_HIGH = 918_000_000, 918_899_999
+"""Ids of this test's rows (every run takes a block of 100 inside): no demo row has one."""
+COMMAND_SCHEMA = fastavro.parse_schema(
+    json.loads((ROOT / "schemas" / "retention_command.avsc").read_text(encoding="utf-8"))
+)
+
+
+def at(text: str) -> datetime:
+    """An instant in UTC: `2010-06-01` (midnight) or `2010-06-01T10:20:30`."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+START = at("2010-01-01")
+FIRST = at("2013-01-01")
+SECOND = at("2016-01-01")
+"""The manual clock: its start and the two instants it is advanced to."""
+
+
+@dataclass
+class Rows:
+    """The rows the test writes, by table and id: their values as the database holds them
+    after the test's own writes (the enforcer's changes not applied)."""
+
+    base: int
+    values: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+
+    def customer(self, n: int) -> int:
+        return self.base + n
+
+    def id(self, n: int) -> int:
+        return self.base + n
+
+    def email(self, what: str) -> str:
+        return f"e2e-{what}-{self.base}@example.org"
+
+
+def first_rows(rows: Rows) -> dict[str, list[dict[str, Any]]]:
+    """The rows inserted before the first advance, by table (legal holds go first)."""
+    c, i, email = rows.customer, rows.id, rows.email
+
+    def customer(n: int, closed_at: datetime | None) -> dict[str, Any]:
+        return {
+            "id": c(n),
+            "nic_handle": f"e2e{n}-{rows.base}",
+            "first_name": "Test",
+            "last_name": f"Customer{n}",
+            "email": email(f"c{n}"),
+            "phone": None,
+            "postal_address": "1 Example Road",
+            "country": "FR",
+            "created_at": at("2005-01-01"),
+            "closed_at": closed_at,
+        }
+
+    def ticket(n: int, customer_id: int, last_message_at: datetime) -> dict[str, Any]:
+        return {
+            "id": i(n),
+            "customer_id": customer_id,
+            "subject_line": f"ticket {n}",
+            "body": "body",
+            "contact_email": email(f"t{n}"),
+            "created_at": at("2005-01-01"),
+            "last_message_at": last_message_at,
+        }
+
+    def survey(n: int, customer_id: int, submitted_at: datetime) -> dict[str, Any]:
+        return {
+            "id": i(n),
+            "customer_id": customer_id,
+            "respondent_email": email(f"s{n}"),
+            "score": n,
+            "comments": "the person's own words",
+            "submitted_at": submitted_at,
+        }
+
+    def log(n: int, customer_id: int, logged_at: datetime) -> dict[str, Any]:
+        ip = f"192.0.2.{n}"
+        return {"id": i(n), "customer_id": customer_id, "ip_address": ip, "logged_at": logged_at}
+
+    c3, c4, c5 = c(3), c(4), c(5)
+    return {
+        "customers": [
+            customer(1, at("2011-06-01")),
+            customer(2, at("2010-06-01")),
+            customer(3, None),
+            customer(4, at("2010-03-01")),
+            customer(5, at("2010-02-01")),
+            customer(6, at("2013-06-01")),
+        ],
+        "support_tickets": [
+            ticket(1, c3, at("2009-02-01")),
+            ticket(2, c3, at("2011-06-01")),
+            ticket(3, c3, at("2009-06-01")),
+            ticket(4, c4, at("2010-06-01")),
+            ticket(5, c(5), at("2010-03-01")),
+        ],
+        "orders": [
+            {
+                "id": i(n),
+                "customer_id": cust,
+                "service": "vps",
+                "amount_cents": 100 * n,
+                "ordered_at": when,
+            }
+            for n, cust, when in (
+                (1, c3, at("2002-05-01")),
+                (2, c3, at("2004-05-01")),
+                (3, c3, at("2008-05-01")),
+                (4, c4, at("2001-06-01")),
+            )
+        ],
+        "invoices": [
+            {
+                "id": i(n),
+                "customer_id": cust,
+                "order_id": None,
+                "billing_name": f"Payer {n}",
+                "billing_address": "1 Example Road",
+                "amount_cents": 100 * n,
+                "issued_at": when,
+            }
+            for n, cust, when in (
+                (1, c3, at("2002-05-02")),
+                (2, c3, at("2009-01-01")),
+                (3, c5, at("2001-03-01")),
+            )
+        ],
+        "payment_methods": [
+            {
+                "id": i(1),
+                "customer_id": c3,
+                "kind": "card",
+                "holder_name": "TEST ONE",
+                "pan_last4": "4242",
+                "iban": None,
+                "expires_on": date(2010, 10, 31),
+                "subscription_cancelled_at": None,
+                "revoked_at": None,
+                "keep_for_purchases": False,
+                "purchase_consent_withdrawn_at": None,
+            },
+            {
+                "id": i(2),
+                "customer_id": c3,
+                "kind": "sepa_debit",
+                "holder_name": "Test Two",
+                "pan_last4": None,
+                "iban": "DE89370400440532013000",
+                "expires_on": None,
+                "subscription_cancelled_at": None,
+                "revoked_at": None,
+                "keep_for_purchases": False,
+                "purchase_consent_withdrawn_at": None,
+            },
+            {
+                "id": i(3),
+                "customer_id": c3,
+                "kind": "card",
+                "holder_name": "TEST THREE",
+                "pan_last4": "1881",
+                "iban": None,
+                "expires_on": date(2030, 1, 31),
+                "subscription_cancelled_at": at("2010-02-01"),
+                "revoked_at": None,
+                "keep_for_purchases": True,
+                "purchase_consent_withdrawn_at": None,
+            },
+        ],
+        "job_applications": [
+            {
+                "id": i(n),
+                "first_name": "Test",
+                "last_name": f"Candidate{n}",
+                "email": email(f"j{n}"),
+                "cv_text": "a CV",
+                "status": "rejected",
+                "last_contact_at": when,
+                "retention_consent": consent,
+            }
+            for n, when, consent in (
+                (1, at("2010-05-01"), False),
+                (2, at("2010-05-01"), True),
+                (3, at("2015-01-01"), False),
+            )
+        ],
+        "event_registrations": [
+            {
+                "id": i(n),
+                "event_name": "Summit",
+                "full_name": f"Visitor {n}",
+                "email": email(f"e{n}"),
+                "company": None,
+                "job_title": None,
+                "event_ends_at": when,
+                "objected_at": None,
+            }
+            for n, when in ((1, at("2012-03-01")), (2, at("2015-08-01")), (3, at("2015-08-01")))
+        ],
+        "marketing_contacts": [
+            {
+                "id": i(1),
+                "customer_id": None,
+                "email": email("m1"),
+                "basis": "consent",
+                "consent_withdrawn_at": at("2011-05-01"),
+                "objected_at": None,
+                "last_contact_at": at("2010-05-01"),
+            },
+            {
+                "id": i(2),
+                "customer_id": None,
+                "email": email("m2"),
+                "basis": "consent",
+                "consent_withdrawn_at": None,
+                "objected_at": None,
+                "last_contact_at": at("2010-05-01"),
+            },
+            {
+                "id": i(3),
+                "customer_id": c3,
+                "email": email("m3"),
+                "basis": "legitimate_interest",
+                "consent_withdrawn_at": None,
+                "objected_at": None,
+                "last_contact_at": at("2009-01-01"),
+            },
+            {
+                "id": i(4),
+                "customer_id": None,
+                "email": email("m4"),
+                "basis": "legitimate_interest",
+                "consent_withdrawn_at": None,
+                "objected_at": None,
+                "last_contact_at": at("2011-06-01"),
+            },
+        ],
+        "info_requests": [
+            {
+                "id": i(n),
+                "email": email(f"r{n}"),
+                "full_name": f"Asker {n}",
+                "content": "a question",
+                "received_at": at("2009-01-01"),
+                "handled_at": when,
+            }
+            for n, when in ((1, at("2010-03-01")), (2, None), (3, at("2015-06-01")))
+        ],
+        "call_recordings": [
+            {
+                "id": i(n),
+                "customer_id": c3,
+                "agent_id": 7,
+                "audio_ref": f"e2e/{n}.opus",
+                "recorded_at": when,
+                "objected": False,
+            }
+            for n, when in (
+                (1, at("2012-01-01")),
+                (2, at("2014-03-01")),
+                (3, at("2015-11-01")),
+                (4, at("2015-12-01")),
+            )
+        ],
+        "satisfaction_surveys": [
+            survey(1, c3, at("2011-04-17T10:20:30")),
+            survey(2, c3, at("2013-09-09T08:00:00")),
+            survey(3, c3, at("2015-06-01")),
+            survey(4, c4, at("2010-02-01")),
+            survey(5, c5, at("2010-09-01T12:00:00")),
+        ],
+        "payment_defaults": [
+            {"id": i(n), "customer_id": cust, "amount_cents": 100 * n, "defaulted_at": when}
+            for n, cust, when in (
+                (1, c3, at("2007-01-01")),
+                (2, c4, at("2006-06-01")),
+                (3, c3, at("2012-01-01")),
+            )
+        ],
+        "fraud_signals": [
+            {
+                "id": i(n),
+                "customer_id": c3,
+                "ip_address": f"198.51.100.{n}",
+                "geo": None,
+                "score": 0.5,
+                "observed_at": when,
+            }
+            for n, when in ((1, at("2010-06-01")), (2, at("2012-06-01")), (3, at("2014-06-01")))
+        ],
+        "identity_documents": [
+            {
+                "id": i(n),
+                "customer_id": c3,
+                "kind": "passport",
+                "document_ref": f"kyc/{n}",
+                "verified_at": at("2012-11-01") if n < 3 else at("2015-12-15"),
+                "fraud_suspected": n == 2,
+            }
+            for n in (1, 2, 3)
+        ],
+        "dpo_requests": [
+            {
+                "id": i(n),
+                "customer_id": c3,
+                "request_text": "what do you hold?",
+                "answer_text": "this",
+                "id_proof_ref": f"dpo/{n}.pdf",
+                "received_at": at("2009-01-01"),
+                "answered_at": when,
+            }
+            for n, when in (
+                (1, at("2010-03-01")),
+                (2, at("2011-06-01")),
+                (3, None),
+                (4, at("2015-06-01")),
+            )
+        ],
+        "data_breaches": [
+            {"id": i(n), "description": f"breach {n}", "affected_subjects": n, "detected_at": when}
+            for n, when in ((1, at("2007-01-01")), (2, at("2012-01-01")))
+        ],
+        "connection_logs": [
+            log(1, c3, at("2011-02-01")),
+            log(2, c3, at("2013-05-01")),
+            log(3, c3, at("2015-05-01")),
+            log(4, c4, at("2011-01-01")),
+            log(5, c5, at("2010-08-01")),
+        ],
+    }
+
+
+def holds(rows: Rows) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": rows.id(n),
+            "customer_id": rows.customer(n + 3),
+            "case_ref": f"E2E-{n}",
+            "placed_at": at("2009-12-01"),
+            "released_at": None,
+        }
+        for n in (1, 2)
+    ]
+
+
+def second_writes(rows: Rows) -> list[tuple[str, int, dict[str, Any]]]:
+    """(table, id, columns) written between the advances: an update of the row, or the
+    insert of a new row when it does not exist yet."""
+    i = rows.id
+    return [
+        ("customers", rows.customer(6), {"closed_at": None}),  # reopened: nothing due
+        ("support_tickets", i(3), {"last_message_at": at("2013-02-01")}),  # restarts
+        ("payment_methods", i(2), {"revoked_at": at("2013-03-01")}),
+        ("event_registrations", i(2), {"objected_at": at("2015-08-05")}),
+        ("marketing_contacts", i(2), {"objected_at": at("2014-02-01")}),
+        ("info_requests", i(2), {"handled_at": at("2013-02-01")}),
+        ("call_recordings", i(3), {"objected": True}),
+        ("dpo_requests", i(3), {"answered_at": at("2013-05-01")}),
+        ("legal_holds", i(2), {"released_at": at("2012-12-01")}),  # c5's hold
+        (
+            "info_requests",
+            i(4),
+            {
+                "id": i(4),
+                "email": rows.email("r4"),
+                "full_name": "Asker 4",
+                "content": "a question",
+                "received_at": at("2010-01-01"),
+                "handled_at": at("2011-01-01"),
+            },
+        ),  # overdue when first seen
+    ]
+
+
+def fates(rows: Rows) -> dict[tuple[str, int], str]:
+    """Worked out by hand from config/policy.yaml: what is left of each row at the end,
+    `deleted`, `anonymised` or `kept` (archived rows are kept: archiving changes nothing in
+    the database)."""
+    c, i = rows.customer, rows.id
+    deleted = {
+        "customers": [c(2), c(5)],  # closed 2010-06-01 / 2010-02-01: + 5 years
+        "support_tickets": [i(1), i(5)],  # last message 2009-02-01 / 2010-03-01 + 5 years
+        "orders": [i(1), i(2)],
+        "invoices": [i(1), i(3)],  # i(3): c5, once the hold is released
+        "payment_methods": [i(1), i(2)],  # expired 2010-10-31 / revoked 2013-03-01 + 13M
+        "job_applications": [i(1), i(2)],  # + 15 months / with consent + 36 months
+        "event_registrations": [i(1), i(2)],  # i(2): objected, ends + 90 days
+        "marketing_contacts": [i(1), i(2), i(4)],  # withdrawn, objected, contact + 36M
+        "info_requests": [i(1), i(2), i(4)],
+        "call_recordings": [i(1), i(2), i(3)],  # i(3): objected
+        "payment_defaults": [i(1)],
+        "fraud_signals": [i(1), i(2)],
+        "identity_documents": [i(1), i(2)],  # i(2): fraud suspected, + 12 months
+        "dpo_requests": [i(1)],  # anonymised 2011-03-01, deleted 2015-03-01
+        "data_breaches": [i(1)],
+        "connection_logs": [i(1), i(2), i(5)],
+    }
+    anonymised = {
+        "satisfaction_surveys": [i(1), i(2), i(5)],
+        "dpo_requests": [i(2), i(3)],
+    }
+    result = {}
+    for table, written in rows.values.items():
+        for row_id in written:
+            result[(table, row_id)] = "kept"
+    for table, ids in deleted.items():
+        for row_id in ids:
+            result[(table, row_id)] = "deleted"
+    for table, ids in anonymised.items():
+        for row_id in ids:
+            result[(table, row_id)] = "anonymised"
+    return result
+
+
+@dataclass
+class Run:
+    app_id: str
+    workdir: Path
+    policy: Path
+    rows: Rows
+    clock: Settings
+    """The stack's settings with the run's manual clock."""
+    tables: tuple[str, ...]
+    """The demo tables the policy names, unqualified."""
+    commands_start: dict[int, int] = field(default_factory=dict)
+    others_before: dict[str, dict[int, tuple[Any, ...]]] = field(default_factory=dict)
+
+    def topic(self, table: str) -> str:
+        return f"hosting.public.{table}"
+
+
+def write_policy(path: Path) -> dict[str, Any]:
+    """config/policy.yaml with an objected call recording due at `recorded_at` instead of
+    `at_once` (see the module docstring); the policy document is returned."""
+    document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text(encoding="utf-8"))
+    stage = document["sources"]["public.call_recordings"]["rules"][0]["stages"][0]
+    assert stage["due"]["then"] == "at_once", "config/policy.yaml's call recordings changed"
+    stage["due"]["then"] = "recorded_at"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return dict(document)
+
+
+def other_rows(
+    settings: Settings, tables: tuple[str, ...]
+) -> dict[str, dict[int, tuple[Any, ...]]]:
+    """Every row outside the test's id range, by table and id."""
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        return {
+            table: {
+                row[0]: tuple(row)
+                for row in conn.execute(
+                    f"SELECT * FROM {table} WHERE id NOT BETWEEN %s AND %s",
+                    (RANGE_LOW, RANGE_HIGH),
+                ).fetchall()
+            }
+            for table in tables
+        }
+
+
+def delete_rows(settings: Settings, tables: tuple[str, ...], low: int, high: int) -> None:
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        for table in tables:
+            conn.execute(f"DELETE FROM {table} WHERE id BETWEEN %s AND %s", (low, high))
+
+
+def forget(settings: Settings, run: Run) -> None:
+    """Delete the worker's consumer group and topics (its clock topic among them)."""
+    admin = AdminClient(quiet(settings))
+    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{run.app_id}-")]
+    futures = list(admin.delete_consumer_groups([run.app_id]).values())
+    if doomed:
+        futures += list(admin.delete_topics(doomed).values())
+    for future in futures:
+        with contextlib.suppress(KafkaException):
+            future.result(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """The run's ids, policy and clock; its rows are deleted and its topics dropped at the end."""
+    hex_id = uuid.uuid4().hex[:8]
+    app_id = APP_ID_PREFIX + hex_id
+    base = RANGE_LOW + (int(hex_id, 16) % 9000) * 100
+    workdir = tmp_path_factory.mktemp("e2e")
+    document = write_policy(workdir / "policy.yaml")
+    tables = tuple(source.split(".", 1)[1] for source in document["sources"])
+    clock = replace(
+        real_stack,
+        clock_mode="manual",
+        clock_start=from_datetime(START),
+        clock_topic=f"{app_id}-clock",
+    )
+    run = Run(app_id, workdir, workdir / "policy.yaml", Rows(base), clock, tables)
+    delete_rows(real_stack, tables, base, base + 99)  # a crashed run's leftovers
+    run.others_before = other_rows(real_stack, tables)
+    run.commands_start = topic_ends(real_stack, "lethe.commands")
+    try:
+        yield run
+    finally:
+        sink_topics = [f"lethe.sink.public.{table}" for table in tables]
+        caught_up = sink_caught_up(real_stack, sink_topics)
+        if not caught_up:
+            time.sleep(10)
+        delete_rows(real_stack, tables, base, base + 99)
+        forget(real_stack, run)
+
+
+def start_worker(run: Run) -> WorkerProcess:
+    port = free_port()
+    log_path = run.workdir / "worker.log"
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("LETHE_CLOCK") and name != "LETHE_ENFORCE"
+    }
+    env.update(
+        {
+            "LETHE_DATA_DIR": str(run.workdir / "data"),
+            "LETHE_WEB_PORT": str(port),
+            "LETHE_POLICY": str(run.policy),
+            "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
+            "LETHE_ENFORCE": "on",
+            "LETHE_CLOCK": "manual",
+            "LETHE_CLOCK_START": format_instant(from_datetime(START)),
+            "LETHE_CLOCK_TOPIC": f"{run.app_id}-clock",
+            "LETHE_TICK_INTERVAL": "0.5",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lethe", "worker", "--app-id", run.app_id, "-l", "info"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    return WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", run.app_id)
+
+
+@pytest.fixture(scope="module")
+def worker(real_stack: Settings, run: Run) -> Iterator[WorkerProcess]:
+    handle = start_worker(run)
+    try:
+        wait_for("the worker's /metrics page", handle.metrics, handle)
+        yield handle
+    finally:
+        stop(handle)
+
+
+class ChangeTopics:
+    """The demo change topics, read from their start: what the worker consumes."""
+
+    def __init__(self, settings: Settings, run: Run) -> None:
+        self.run = run
+        self.readers = {table: Reader(settings, run.topic(table)) for table in run.tables}
+
+    def ours(self, table: str) -> int:
+        """How many change events (not tombstones) of the run's rows `table`'s topic holds."""
+        low, high = self.run.rows.base, self.run.rows.base + 99
+        count = 0
+        for message in self.readers[table].read():
+            if message.value() is None:
+                continue
+            payload = orjson.loads(message.value())["payload"]
+            image = payload["after"] or payload["before"]
+            count += low <= image["id"] <= high
+        return count
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every record as a `lethe simulate` line, in the order Debezium sent them."""
+        lines = []
+        for table in self.run.tables:
+            for message in self.readers[table].read():
+                if message.value() is None:
+                    continue
+                value = orjson.loads(message.value())
+                lines.append(
+                    {
+                        "topic": message.topic(),
+                        "key": orjson.loads(message.key()),
+                        "value": value,
+                        "order": (value["payload"]["ts_ms"], message.topic(), message.offset()),
+                    }
+                )
+        lines.sort(key=lambda line: line.pop("order"))
+        return lines
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
+
+
+def insert(conn: psycopg.Connection[Any], table: str, row: dict[str, Any]) -> None:
+    columns = ", ".join(row)
+    marks = ", ".join(["%s"] * len(row))
+    conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+
+
+def update(conn: psycopg.Connection[Any], table: str, row_id: int, columns: dict[str, Any]) -> None:
+    assignments = ", ".join(f"{column} = %s" for column in columns)
+    conn.execute(f"UPDATE {table} SET {assignments} WHERE id = %s", (*columns.values(), row_id))
+
+
+def worker_caught_up(settings: Settings, run: Run, worker: WorkerProcess) -> None:
+    """Wait until the worker has committed every record now on the change topics, then
+    every record then on its subject events topic (so every event so far, and a sweep after
+    it, is processed)."""
+    consumer = Consumer({**quiet(settings), "group.id": run.app_id, "enable.auto.commit": False})
+    try:
+        committed_to_end(settings, consumer, [run.topic(t) for t in run.tables], worker)
+        time.sleep(2.0)  # a few ticks after the last event
+        committed_to_end(settings, consumer, [f"{run.app_id}-subject-events"], worker)
+    finally:
+        consumer.close()
+
+
+def committed_to_end(
+    settings: Settings, consumer: Consumer, topics: list[str], worker: WorkerProcess
+) -> None:
+    """Wait until the worker's group has committed `topics` up to their ends now."""
+    ends = {topic: topic_ends(settings, topic) for topic in topics}
+    partitions = [TopicPartition(t, p) for t, parts in ends.items() for p in parts]
+    behind: list[str] = []
+
+    def committed_all() -> bool | None:
+        committed = consumer.committed(partitions, timeout=10)
+        behind[:] = [
+            f"{tp.topic}[{tp.partition}] at {tp.offset} of {ends[tp.topic][tp.partition]}"
+            for tp in committed
+            if max(tp.offset, 0) < ends[tp.topic][tp.partition]
+        ]
+        return True if not behind else None
+
+    wait_for(lambda: f"the worker to commit {', '.join(behind)}", committed_all, worker)
+
+
+def wait_for_debezium(topics: ChangeTopics, expected: Counter[str], worker: WorkerProcess) -> None:
+    """Wait until the change topics hold `expected` change events of the run's rows per table."""
+
+    def seen() -> bool | None:
+        return True if all(topics.ours(t) >= n for t, n in expected.items()) else None
+
+    wait_for(
+        lambda: (
+            "Debezium's change events of the test's rows: "
+            + ", ".join(f"{t} {topics.ours(t)}/{n}" for t, n in sorted(expected.items()))
+        ),
+        seen,
+        worker,
+    )
+
+
+def simulate(run: Run, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`lethe simulate` over `lines` under the run's manual clock, advanced as the worker saw."""
+    events = run.workdir / "events.jsonl"
+    events.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    with ManualClockReader(run.clock) as reader:
+        advances = reader.clock().advances
+    assert [a.to for a in advances] == [from_datetime(FIRST), from_datetime(SECOND)]
+    advances_file = run.workdir / "advances.txt"
+    advances_file.write_text(
+        "".join(f"{format_instant(a.wall)} {format_instant(a.to)}\n" for a in advances),
+        encoding="utf-8",
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LETHE_")}
+    env.update({"LETHE_CLOCK": "manual", "LETHE_CLOCK_START": format_instant(from_datetime(START))})
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "lethe", "simulate", "--policy", str(run.policy)),
+            *("--events", str(events), "--until", format_instant(from_datetime(SECOND))),
+            *("--clock-advances", str(advances_file)),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def anonymised(method: Any, value: Any) -> Any:
+    """A column's value once anonymised by the policy's `method` (the demo's two kinds)."""
+    if method == "empty":
+        return None
+    if method == {"coarsen": "month"}:
+        return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    raise AssertionError(f"no expectation written for anonymise method {method!r}")
+
+
+def expected_state(
+    run: Run, policy: dict[str, Any], commands: list[dict[str, Any]]
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """The run's rows once `commands` (in their order) are applied to what the test wrote."""
+    state = {
+        table: {i: dict(v) for i, v in rows.items()} for table, rows in run.rows.values.items()
+    }
+    for command in commands:
+        table = command["table"].split(".", 1)[1]
+        row = state.get(table, {}).get(int(command["key"]["id"]))
+        if row is None:
+            continue
+        if command["action"] == "delete":
+            del state[table][row["id"]]
+        elif command["action"] == "anonymise":
+            methods = policy["sources"][command["table"]]["anonymise"]
+            for column in command["fields"]:
+                row[column] = anonymised(methods[column], row[column])
+    return state
+
+
+def database_state(settings: Settings, run: Run) -> dict[str, dict[int, dict[str, Any]]]:
+    low, high = run.rows.base, run.rows.base + 99
+    state: dict[str, dict[int, dict[str, Any]]] = {}
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        for table in run.tables:
+            cursor = conn.execute(f"SELECT * FROM {table} WHERE id BETWEEN %s AND %s", (low, high))
+            names = [column.name for column in cursor.description or ()]
+            state[table] = {row[0]: dict(zip(names, row, strict=True)) for row in cursor}
+    return state
+
+
+def differences(
+    expected: dict[str, dict[int, dict[str, Any]]], actual: dict[str, dict[int, dict[str, Any]]]
+) -> list[str]:
+    """Each (table, id) where the database differs from the expectation, with both."""
+    found = []
+    for table in sorted(set(expected) | set(actual)):
+        want, have = expected.get(table, {}), actual.get(table, {})
+        for row_id in sorted(set(want) | set(have)):
+            w, h = want.get(row_id), have.get(row_id)
+            if w is None or h is None:
+                if w != h:
+                    found.append(
+                        f"{table} id {row_id}: expected {'deleted' if w is None else 'present'}, "
+                        f"found {'deleted' if h is None else 'present'}"
+                    )
+                continue
+            changed = {c: (w[c], h.get(c)) for c in w if w[c] != h.get(c)}
+            if changed:
+                found.append(
+                    f"{table} id {row_id}: "
+                    + "; ".join(f"{c} expected {e!r}, found {a!r}" for c, (e, a) in changed.items())
+                )
+    return found
+
+
+def outcome(run: Run, state: dict[str, dict[int, dict[str, Any]]]) -> dict[tuple[str, int], str]:
+    """`deleted`, `anonymised` or `kept` for each row the test wrote, in `state`."""
+    result = {}
+    for table, written in run.rows.values.items():
+        for row_id, values in written.items():
+            now = state[table].get(row_id)
+            if now is None:
+                result[(table, row_id)] = "deleted"
+            else:
+                same = all(now[column] == value for column, value in values.items())
+                result[(table, row_id)] = "kept" if same else "anonymised"
+    return result
+
+
+def live_commands(settings: Settings, run: Run) -> list[dict[str, Any]]:
+    """The commands on `lethe.commands` since the test started for rows in the test's id
+    range, every record (at least once: a command may be sent more than once, same id)."""
+    reader = Reader(settings, "lethe.commands", start=run.commands_start)
+    try:
+        found = []
+        for message in reader.read():
+            command = fastavro.schemaless_reader(io.BytesIO(message.value()), COMMAND_SCHEMA)
+            key = command["key"].get("id")
+            if isinstance(key, int) and RANGE_LOW <= key <= RANGE_HIGH:
+                found.append({**command, "command_id": str(command["command_id"])})
+        return found
+    finally:
+        reader.close()
+
+
+def command_differences(live: list[dict[str, Any]], simulated: list[dict[str, Any]]) -> list[str]:
+    """Each command only one of `lethe.commands` and `lethe simulate` has, described by id,
+    action, table, key, due instant and subject (and how often the worker sent it)."""
+    sends = Counter(c["command_id"] for c in live)
+    live_by_id = {c["command_id"]: c for c in live}
+    simulated_by_id = {c["command_id"]: c for c in simulated}
+
+    def described(c: dict[str, Any]) -> str:
+        return (
+            f"{c['action']} {c['table']} id {c['key']['id']} command_id {c['command_id']} "
+            f"due {c['due_at']} issued {c['issued_at']} subject {c['subject']}"
+        )
+
+    return [
+        f"only on lethe.commands (sent {sends[i]} times): {described(live_by_id[i])}"
+        for i in sorted(set(live_by_id) - set(simulated_by_id))
+    ] + [
+        f"only in `lethe simulate`: {described(simulated_by_id[i])}"
+        for i in sorted(set(simulated_by_id) - set(live_by_id))
+    ]
+
+
+def metrics_text(worker: WorkerProcess) -> str:
+    with urllib.request.urlopen(worker.metrics_url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def check_confirmations(worker: WorkerProcess, simulated: list[dict[str, Any]], run: Run) -> None:
+    """Lethe records the deletes and anonymises confirmed from the change stream
+    (`lethe_commands_confirmed_total{table,action}`, one per distinct command of the run's
+    rows)."""
+    low, high = run.rows.base, run.rows.base + 99
+    expected = Counter(
+        (c["table"], c["action"])
+        for c in {c["command_id"]: c for c in simulated}.values()
+        if c["action"] in ("delete", "anonymise") and low <= int(c["key"]["id"]) <= high
+    )
+
+    def confirmed() -> dict[tuple[str, str], int]:
+        metrics = worker.metrics() or {}
+        return {
+            (dict(labels)["table"], dict(labels)["action"]): int(value)
+            for (name, labels), value in metrics.items()
+            if name == "lethe_commands_confirmed_total"
+        }
+
+    wait_for(
+        lambda: f"confirmations {confirmed()} to reach {dict(expected)}",
+        lambda: True if confirmed() == dict(expected) else None,
+        worker,
+    )
+
+
+def issued_counts(worker: WorkerProcess) -> dict[tuple[str, str], int]:
+    metrics = worker.metrics() or {}
+    return {
+        (dict(labels)["table"], dict(labels)["action"]): int(value)
+        for (name, labels), value in metrics.items()
+        if name == "lethe_commands_issued_total" and value
+    }
+
+
+def test_live_enforcer_and_simulation_leave_every_demo_table_the_same(
+    real_stack: Settings, run: Run, worker: WorkerProcess
+) -> None:
+    policy = yaml.safe_load(run.policy.read_text(encoding="utf-8"))
+    rows = run.rows
+    topics = ChangeTopics(real_stack, run)
+    try:
+        expected_events: Counter[str] = Counter()
+        with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
+            rows.values["legal_holds"] = {}
+            for hold in holds(rows):
+                insert(conn, "legal_holds", hold)
+                rows.values["legal_holds"][hold["id"]] = dict(hold)
+                expected_events["legal_holds"] += 1
+        wait_for_debezium(topics, expected_events, worker)
+        worker_caught_up(real_stack, run, worker)  # the holds are in force before their rows
+
+        with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
+            for table, written in first_rows(rows).items():
+                rows.values[table] = {}
+                for row in written:
+                    insert(conn, table, row)
+                    rows.values[table][row["id"]] = dict(row)
+                    expected_events[table] += 1
+        wait_for_debezium(topics, expected_events, worker)
+        worker_caught_up(real_stack, run, worker)
+        assert issued_counts(worker) == {}, "nothing is due at the clock's start"
+
+        advance_manual_clock(run.clock, from_datetime(FIRST))
+        worker_caught_up(real_stack, run, worker)
+
+        with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
+            for table, row_id, columns in second_writes(rows):
+                if row_id in rows.values[table]:
+                    update(conn, table, row_id, columns)
+                    rows.values[table][row_id].update(columns)
+                else:
+                    insert(conn, table, columns)
+                    rows.values[table][row_id] = dict(columns)
+                expected_events[table] += 1
+        wait_for_debezium(topics, expected_events, worker)
+        worker_caught_up(real_stack, run, worker)
+
+        advance_manual_clock(run.clock, from_datetime(SECOND))
+        worker_caught_up(real_stack, run, worker)
+        sink_topics = [f"lethe.sink.public.{table}" for table in run.tables]
+        assert sink_caught_up(real_stack, sink_topics), "the sink did not catch up within 60 s"
+
+        simulated = simulate(run, topics.lines())
+        expected = expected_state(run, policy, simulated)
+
+        def agreed() -> bool | None:
+            return True if not differences(expected, database_state(real_stack, run)) else None
+
+        with contextlib.suppress(pytest.fail.Exception):
+            wait_for("the database to reach the simulated state", agreed, worker)
+        actual = database_state(real_stack, run)
+
+        problems = [
+            f"a command for a row the test did not write: {c['action']} {c['table']} key {c['key']}"
+            for c in simulated
+            if not RANGE_LOW <= int(c["key"].get("id", -1)) <= RANGE_HIGH
+        ]
+        problems += [
+            f"PostgreSQL differs from `lethe simulate`: {d}" for d in differences(expected, actual)
+        ]
+        hand, seen = fates(rows), outcome(run, actual)
+        problems += [
+            f"{table} id {row_id}: worked out by hand {hand.get((table, row_id))}, "
+            f"found {seen.get((table, row_id))}"
+            for table, row_id in sorted(set(hand) | set(seen))
+            if hand.get((table, row_id)) != seen.get((table, row_id))
+        ]
+        problems += command_differences(live_commands(real_stack, run), simulated)
+        others_after = other_rows(real_stack, run.tables)
+        problems += [
+            f"{table} id {row_id}, a row the test did not write, was changed or deleted"
+            for table, before in run.others_before.items()
+            for row_id, values in before.items()
+            if others_after[table].get(row_id) != values
+        ]
+        assert problems == [], "\n".join(problems)
+
+        check_confirmations(worker, simulated, run)
+    finally:
+        topics.close()
+    assert f"-{rows.base}@example.org" not in worker.log(), "no row value in the worker's log"

@@ -58,7 +58,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -895,11 +894,6 @@ def command_differences(live: list[dict[str, Any]], simulated: list[dict[str, An
         f"only in `lethe simulate`: {described(simulated_by_id[i])}"
         for i in sorted(set(simulated_by_id) - set(live_by_id))
     ]
-
-
-def metrics_text(worker: WorkerProcess) -> str:
-    with urllib.request.urlopen(worker.metrics_url, timeout=5) as response:
-        return str(response.read().decode())
 
 
 def check_confirmations(worker: WorkerProcess, simulated: list[dict[str, Any]], run: Run) -> None:

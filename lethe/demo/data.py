@@ -155,6 +155,10 @@ class _Generator:
         span = int((end - start).total_seconds())
         return start + timedelta(seconds=self.random.randrange(span)) if span > 0 else start
 
+    def past(self, moment: datetime) -> datetime:
+        """`moment`, or a minute before `as_of` when it is not earlier."""
+        return min(moment, self.as_of - timedelta(minutes=1))
+
     def recent(self, days: int) -> datetime:
         return self.between(self.as_of - timedelta(days=days), self.as_of)
 
@@ -223,7 +227,7 @@ class _Generator:
                 billing_name=billing,
                 billing_address=address,
                 amount_cents=cents,
-                issued_at=ordered + timedelta(minutes=1),
+                issued_at=self.past(ordered + timedelta(minutes=1)),
             )
         for _ in range(self.random.choice((0, 0, 1, 1, 2, 3))):
             opened = self.between(created, end)
@@ -234,9 +238,7 @@ class _Generator:
                 body="Please have a look, details in the control panel.",
                 contact_email=email,
                 created_at=opened,
-                last_message_at=min(
-                    opened + timedelta(hours=self.random.randrange(1, 240)), self.as_of
-                ),
+                last_message_at=self.past(opened + timedelta(hours=self.random.randrange(1, 240))),
             )
         self.payment_method(customer_id, billing, created, closed)
         self.marketing_contact(customer_id, email, created, end)

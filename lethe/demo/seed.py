@@ -10,14 +10,14 @@ the generated ids, so a later insert without an id does not collide with them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from lethe.demo.data import COLUMNS, DemoData
+from lethe.demo.data import COLUMNS, DemoData, Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +33,13 @@ def seed(conn: psycopg.Connection[Any], data: DemoData) -> SeedResult:
     written: dict[str, int] = {}
     with conn.transaction():
         for table, rows in data.tables.items():
-            written[table] = _upsert(conn, table, rows) if rows else 0
+            written[table] = upsert_rows(conn, table, rows) if rows else 0
             _advance_identity(conn, table)
     return SeedResult(written, data.count())
 
 
-def _upsert(conn: psycopg.Connection[Any], table: str, rows: Any) -> int:
+def upsert_rows(conn: psycopg.Connection[Any], table: str, rows: Sequence[Row]) -> int:
+    """Insert the rows missing by id, set back those that differ; the count of both."""
     columns = COLUMNS[table]
     names = sql.SQL(", ").join(sql.Identifier(column) for column in columns)
     changing = [column for column in columns if column != "id"]

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -23,7 +24,6 @@ CHANGE_EVENTS = "lethe_change_events"
 COMMANDS_ISSUED = "lethe_commands_issued"
 COMMANDS_CONFIRMED = "lethe_commands_confirmed"
 COMMANDS_REFUSED = "lethe_commands_refused"
-ACTION_LETTERS = {"archive": "ar", "anonymise": "an", "delete": "de"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +44,21 @@ def parse_metrics(text: str) -> WorkerCounts:
     refused: dict[str, int] = defaultdict(int)
     confirmed: dict[str, int] | None = None
     for family in text_string_to_metric_families(text):
-        if family.name == COMMANDS_CONFIRMED:
+        name = family.name.removesuffix("_total")
+        if name == COMMANDS_CONFIRMED:
             confirmed = defaultdict(int)
         for sample in family.samples:
             if not sample.name.endswith("_total"):
                 continue
             table = sample.labels.get("table", "")
             count = int(sample.value)
-            if family.name == CHANGE_EVENTS:
+            if name == CHANGE_EVENTS:
                 changes[table] += count
-            elif family.name == COMMANDS_ISSUED:
+            elif name == COMMANDS_ISSUED:
                 issued[table][sample.labels.get("action", "")] += count
-            elif family.name == COMMANDS_REFUSED:
+            elif name == COMMANDS_REFUSED:
                 refused[table] += count
-            elif family.name == COMMANDS_CONFIRMED and confirmed is not None:
+            elif name == COMMANDS_CONFIRMED and confirmed is not None:
                 confirmed[table] += count
     return WorkerCounts(
         changes=dict(changes),
@@ -87,66 +88,60 @@ def _short(table: str) -> str:
     return table.split(".", 1)[-1]
 
 
-def _issued_detail(actions: Mapping[str, int]) -> str:
-    return " ".join(
-        f"{ACTION_LETTERS.get(action, action)} {count}"
-        for action, count in sorted(actions.items())
-        if count
-    )
+COLUMNS = ("rows start", "rows now", "changes", "due", "issued", "confirmed", "refused")
+"""The numeric columns of the summary, after the table's name."""
+HEADERS = {"rows start": "rows at\nstart", "rows now": "rows\nnow", "changes": "changes\nread"}
+
+
+def table_values(snapshot: Snapshot, table: str) -> dict[str, int | None]:
+    """One table's line of the summary; `confirmed` None when the worker does not count it."""
+    counts = snapshot.counts
+    return {
+        "rows start": snapshot.rows_at_start.get(table, 0),
+        "rows now": snapshot.rows_now.get(table, 0),
+        "changes": counts.changes.get(table, 0),
+        "due": snapshot.due.get(table, 0),
+        "issued": sum(counts.issued.get(table, {}).values()),
+        "confirmed": None if counts.confirmed is None else counts.confirmed.get(table, 0),
+        "refused": counts.refused.get(table, 0),
+    }
+
+
+def issued_by_action(counts: WorkerCounts) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for actions in counts.issued.values():
+        for action, count in actions.items():
+            totals[action] += count
+    return dict(sorted(totals.items()))
 
 
 def render(snapshot: Snapshot) -> Group:
-    """The summary as a rich renderable: the clock line, the table, the worker's status."""
-    counts = snapshot.counts
-    table = Table(title=None, expand=False, show_footer=True)
-    totals: dict[str, int] = defaultdict(int)
-    columns = [
-        ("table", "left"),
-        ("rows at start", "right"),
-        ("rows now", "right"),
-        ("changes read", "right"),
-        ("due", "right"),
-        ("issued", "right"),
-        ("by action", "left"),
-        ("confirmed", "right"),
-        ("refused", "right"),
-    ]
-    lines: list[list[str]] = []
-    for name in snapshot.tables:
-        issued = counts.issued.get(name, {})
-        values = {
-            "rows at start": snapshot.rows_at_start.get(name, 0),
-            "rows now": snapshot.rows_now.get(name, 0),
-            "changes read": counts.changes.get(name, 0),
-            "due": snapshot.due.get(name, 0),
-            "issued": sum(issued.values()),
-            "refused": counts.refused.get(name, 0),
-        }
-        if counts.confirmed is not None:
-            values["confirmed"] = counts.confirmed.get(name, 0)
-        for column, value in values.items():
-            totals[column] += value
-        lines.append(
-            [
-                _short(name),
-                *(str(values[column]) if column in values else "-" for column, _ in columns[1:6]),
-                _issued_detail(issued),
-                str(values["confirmed"]) if "confirmed" in values else "-",
-                str(values["refused"]),
-            ]
-        )
-    footer = {column: str(totals[column]) for column in totals}
-    footer["table"] = "all tables"
-    footer.setdefault("confirmed", "-")
-    for column, justify in columns:
+    """The summary as a rich renderable: the clock line, one line per table and their totals,
+    the commands issued by action, the worker's status."""
+    lines = {table: table_values(snapshot, table) for table in snapshot.tables}
+    totals: dict[str, int | None] = {}
+    for column in COLUMNS:
+        found = [values[column] for values in lines.values()]
+        totals[column] = None if None in found else sum(v for v in found if v is not None)
+    table = Table(box=box.SIMPLE_HEAD, show_footer=True, pad_edge=False)
+    table.add_column("table", footer="all tables", no_wrap=True)
+    for column in COLUMNS:
         table.add_column(
-            column,
-            footer=footer.get(column, ""),
-            justify=justify,  # type: ignore[arg-type]
+            HEADERS.get(column, column), footer=_cell(totals[column]), justify="right", no_wrap=True
         )
-    for line in lines:
-        table.add_row(*line)
-    parts: list[Text | Table] = [Text(snapshot.heading, style="bold"), table]
+    for name, values in lines.items():
+        table.add_row(_short(name), *(_cell(values[column]) for column in COLUMNS))
+    actions = issued_by_action(snapshot.counts)
+    by_action = ", ".join(f"{action} {count}" for action, count in actions.items())
+    parts: list[Text | Table] = [
+        Text(snapshot.heading, style="bold"),
+        table,
+        Text(f"issued by action: {by_action or 'none yet'}"),
+    ]
     if snapshot.status:
         parts.append(Text(snapshot.status))
     return Group(*parts)
+
+
+def _cell(value: int | None) -> str:
+    return "-" if value is None else str(value)

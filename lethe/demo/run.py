@@ -160,10 +160,16 @@ def run_demo(
         except KeyboardInterrupt:
             pass
         finally:
-            say("stopping the worker ...")
-            stopped = worker.stop()
-            say(f"worker stopped (exit {stopped}); its log: {log_file}")
-    cleanup(settings, app_id, say)
+            if not console.is_terminal:
+                console.line()
+            say("stopping the worker (Ctrl-C is ignored until it has stopped) ...")
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                stopped = worker.stop()
+                say(f"worker stopped (exit {stopped}); its log: {log_file}")
+                cleanup(settings, app_id, say)
+            finally:
+                signal.signal(signal.SIGINT, interrupt)
     return code
 
 

@@ -23,7 +23,7 @@ from psycopg import sql
 from policy.enforcement_clock import EnforcementClock
 from policy.engine import Engine
 from policy.instants import Instant
-from policy.model import Policy
+from policy.model import Policy, Source
 from policy.simulation import simulate
 
 EPOCH = date(1970, 1, 1)
@@ -43,8 +43,12 @@ class Schedule:
 def read_rows(
     conn: psycopg.Connection[Any], policy: Policy
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every row of every table the policy names: (table `schema.name`, {column: value})."""
-    for table, source in policy.sources.items():
+    """Every row of every table the policy names: (table `schema.name`, {column: value}).
+
+    Holds first, then the tables that feed a subject's activity, then the others: the
+    schedule is what the policy asks for once the worker has read every table, not what a
+    row read before its subject's hold or last contact would get."""
+    for table, source in sorted(policy.sources.items(), key=_reading_order):
         schema, name = table.split(".", 1)
         query = sql.SQL("SELECT {columns} FROM {table} ORDER BY 1").format(
             columns=sql.SQL(", ").join(sql.Identifier(column) for column in source.columns),
@@ -55,6 +59,11 @@ def read_rows(
             names = [column.name for column in cursor.description or ()]
             for values in cursor:
                 yield table, dict(zip(names, values, strict=True))
+
+
+def _reading_order(item: tuple[str, Source]) -> tuple[int, str]:
+    table, source = item
+    return (0 if source.hold else 1 if source.activity else 2, table)
 
 
 def snapshot_line(topic: str, table: str, row: Mapping[str, Any], ts_ms: int) -> bytes:

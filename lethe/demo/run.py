@@ -30,7 +30,7 @@ import psycopg
 from rich.console import Console
 from rich.live import Live
 
-from lethe.demo.schedule import Schedule, read_rows, schedule
+from lethe.demo.schedule import Schedule, read_history, replay, wait_quiet
 from lethe.demo.seed import row_counts
 from lethe.demo.summary import Snapshot, WorkerCounts, parse_metrics, render
 from lethe.errors import LetheError
@@ -140,18 +140,25 @@ def run_demo(
     policy = load_policy(settings.policy_path)
     engine = Engine.compile(policy)
     tables: Sequence[str] = sorted(policy.sources, key=_display_order)
+    topics = [source.topic for source in policy.sources.values()]
+    say("reading the change topics, as the demo's worker will ...")
+    wait_quiet(settings.kafka_bootstrap, topics)
+    history = read_history(settings.kafka_bootstrap, topics)
     started = datetime.now(UTC).replace(microsecond=0)
     app_id = app_id or demo_app_id(started)
     wall_start = int(started.timestamp()) * 1_000_000
     clock = AcceleratedClock(wall_start, wall_start, demo_speed(seconds_per_year))
-    horizon = wall_start + HORIZON_YEARS * YEAR_SECONDS * 1_000_000
+    plan = replay(engine, history, clock, wall_start + HORIZON_YEARS * YEAR_SECONDS * 1_000_000)
+    say(f"{len(history)} change records: {sum(plan.due_by(wall_start).values())} commands due now")
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         rows_at_start = row_counts(conn, [table.split(".", 1)[1] for table in tables])
-        plan = schedule(engine, read_rows(conn, policy), clock, wall_start // 1000, horizon)
         log_file = settings.stack_dir / "logs" / "demo-worker.log"
         say(f"starting the worker {app_id} (log: {log_file})")
         worker = start_worker(settings, app_id, clock, log_file)
         code = 0
+        # Ctrl-C even when started with SIGINT ignored (a background job); SIGTERM alike
+        interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
+        terminate = signal.signal(signal.SIGTERM, _interrupt)
         try:
             code = _show(
                 console, conn, settings, tables, rows_at_start, plan, clock, worker,
@@ -163,13 +170,15 @@ def run_demo(
             if not console.is_terminal:
                 console.line()
             say("stopping the worker (Ctrl-C is ignored until it has stopped) ...")
-            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             try:
                 stopped = worker.stop()
                 say(f"worker stopped (exit {stopped}); its log: {log_file}")
                 cleanup(settings, app_id, say)
             finally:
                 signal.signal(signal.SIGINT, interrupt)
+                signal.signal(signal.SIGTERM, terminate)
     return code
 
 
@@ -213,6 +222,10 @@ def _show(
                 return 1
             live.update(render(frame()), refresh=True)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _display_order(table: str) -> tuple[int, str]:

@@ -1,16 +1,22 @@
-"""What the policy makes due, and when, for the rows the demo starts with.
+"""What the policy makes due, and when, for what the demo's worker reads.
 
-The demo reads every row of the demo tables once at its start and runs them through the
-same engine and driver as the worker (`policy.simulation.simulate`), as the initial snapshot
-the worker reads, under the demo's enforcement clock. The result is every command the worker
-should issue up to a horizon, each with the enforcement instant it is issued at; the summary
-counts those issued by the clock's now as "due", beside the commands the worker did issue.
+At its start the demo reads every record of the change topics (`read_history`), as its
+worker, with a new app id, will, and runs them through the same engine and driver
+(`policy.simulation.simulate`) under the demo's enforcement clock. The result is every
+command the worker should issue up to a horizon, each with the enforcement instant it is
+issued at; the summary counts those issued by the clock's now as "due", beside the commands
+the worker did issue. On a stack whose topics hold more than the initial snapshot (an earlier
+demo's deletes, rows seeded again), the worker issues commands for the rows as they were
+then too, and so does the schedule. `schedule` does the same for rows read from the
+database or generated (`read_rows`), as one snapshot.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -66,6 +72,94 @@ def _reading_order(item: tuple[str, Source]) -> tuple[int, str]:
     return (0 if source.hold else 1 if source.activity else 2, table)
 
 
+def wait_quiet(
+    bootstrap: str, topics: Sequence[str], quiet_s: float = 3.0, timeout_s: float = 60.0
+) -> None:
+    """Until no record was added to `topics` for `quiet_s` seconds (at most `timeout_s`): the
+    rows just written (seeded, or snapshotted by a new source) are on the topics by then."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"lethe-demo-quiet-{uuid.uuid4().hex[:12]}"}
+    )
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        places = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            if topic in metadata
+            for partition in metadata[topic].partitions
+        ]
+
+        def ends() -> list[int]:
+            return [consumer.get_watermark_offsets(place, timeout=10)[1] for place in places]
+
+        deadline = time.monotonic() + timeout_s
+        last, since = ends(), time.monotonic()
+        while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = ends()
+            if now != last:
+                last, since = now, time.monotonic()
+    finally:
+        consumer.close()
+
+
+def read_history(bootstrap: str, topics: Sequence[str], timeout_s: float = 120.0) -> list[bytes]:
+    """Every record now on the change `topics`, as `lethe simulate` lines, in the order they
+    were written (record timestamp, then offset): what a worker with a new app id reads."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"lethe-demo-schedule-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+        }
+    )
+    records: list[tuple[int, str, int, int, bytes]] = []
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        remaining: dict[tuple[str, int], int] = {}
+        assignment = []
+        for topic in topics:
+            partitions = sorted(metadata[topic].partitions) if topic in metadata else []
+            for partition in partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10
+                )
+                if high > low:
+                    remaining[(topic, partition)] = high
+                    assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+        consumer.assign(assignment)
+        deadline = time.monotonic() + timeout_s
+        while remaining and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            place = (message.topic() or "", message.partition() or 0)
+            offset = message.offset() or 0
+            if place not in remaining:
+                continue
+            key, value = message.key(), message.value()
+            line = orjson.dumps(
+                {
+                    "topic": place[0],
+                    "key": orjson.loads(key) if key else None,
+                    "value": orjson.loads(value) if value is not None else None,
+                }
+            )
+            records.append((message.timestamp()[1], place[0], place[1], offset, line))
+            if offset + 1 >= remaining[place]:
+                del remaining[place]
+        if remaining:
+            raise TimeoutError(f"the change topics were not read to their end: {remaining}")
+    finally:
+        consumer.close()
+    records.sort(key=lambda record: record[:4])
+    return [record[4] for record in records]
+
+
 def snapshot_line(topic: str, table: str, row: Mapping[str, Any], ts_ms: int) -> bytes:
     """The row as the Debezium snapshot record `lethe simulate` reads (no schema wrapper)."""
     after = {column: _json_value(value) for column, value in row.items()}
@@ -102,6 +196,15 @@ def schedule(
     lines = (
         snapshot_line(policy.sources[table].topic, table, row, wall_start_ms) for table, row in rows
     )
+    return replay(engine, lines, clock, until)
+
+
+def replay(
+    engine: Engine, lines: Iterable[bytes], clock: EnforcementClock, until: Instant
+) -> Schedule:
+    """The commands the engine issues for the change records `lines` under `clock`, up to
+    `until` (`lethe simulate`)."""
+    policy = engine.policy
     result = simulate(engine, lines, until=until, clock=clock)
     if result.errors:
         first = result.errors[0]

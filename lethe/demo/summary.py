@@ -24,6 +24,7 @@ CHANGE_EVENTS = "lethe_change_events"
 COMMANDS_ISSUED = "lethe_commands_issued"
 COMMANDS_CONFIRMED = "lethe_commands_confirmed"
 COMMANDS_REFUSED = "lethe_commands_refused"
+DEAD_LETTERS = "lethe_dead_letters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ class WorkerCounts:
     """By table, then action."""
     refused: Mapping[str, int] = field(default_factory=dict)
     confirmed: Mapping[str, int] | None = None
+    dead_letters: int = 0
+    """Records the worker could not use (`lethe_dead_letters_total`, all topics and reasons)."""
 
 
 def parse_metrics(text: str) -> WorkerCounts:
@@ -43,6 +46,7 @@ def parse_metrics(text: str) -> WorkerCounts:
     issued: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     refused: dict[str, int] = defaultdict(int)
     confirmed: dict[str, int] | None = None
+    dead_letters = 0
     for family in text_string_to_metric_families(text):
         name = family.name.removesuffix("_total")
         if name == COMMANDS_CONFIRMED:
@@ -60,11 +64,14 @@ def parse_metrics(text: str) -> WorkerCounts:
                 refused[table] += count
             elif name == COMMANDS_CONFIRMED and confirmed is not None:
                 confirmed[table] += count
+            elif name == DEAD_LETTERS:
+                dead_letters += count
     return WorkerCounts(
         changes=dict(changes),
         issued={table: dict(actions) for table, actions in issued.items()},
         refused=dict(refused),
         confirmed=None if confirmed is None else dict(confirmed),
+        dead_letters=dead_letters,
     )
 
 
@@ -138,6 +145,14 @@ def render(snapshot: Snapshot) -> Group:
         table,
         Text(f"issued by action: {by_action or 'none yet'}"),
     ]
+    if snapshot.counts.dead_letters:
+        parts.append(
+            Text(
+                f"dead letters: {snapshot.counts.dead_letters} records the worker could not use "
+                "(lethe.deadletter; its log says why)",
+                style="bold red",
+            )
+        )
     if snapshot.status:
         parts.append(Text(snapshot.status))
     return Group(*parts)

@@ -25,6 +25,10 @@ lethe_commands_issued_total{action="anonymise",table="public.satisfaction_survey
 # HELP lethe_commands_refused_total Retention commands not sent.
 # TYPE lethe_commands_refused_total counter
 lethe_commands_refused_total{reason="no_row_values",table="public.satisfaction_surveys"} 2.0
+# HELP lethe_dead_letters_total Input records that could not be used.
+# TYPE lethe_dead_letters_total counter
+lethe_dead_letters_total{reason="internal_error",topic="lethe-demo-subject-events"} 3.0
+lethe_dead_letters_total{reason="bad_record",topic="hosting.public.orders"} 1.0
 """
 
 CONFIRMED = """\
@@ -70,6 +74,7 @@ def test_the_worker_counters_are_summed_by_table_and_action() -> None:
     }
     assert counts.refused == {"public.satisfaction_surveys": 2}
     assert counts.confirmed is None
+    assert counts.dead_letters == 4
 
 
 def test_each_table_shows_rows_changes_due_issued_and_a_dash_without_confirmations() -> None:
@@ -93,7 +98,9 @@ def test_the_commands_issued_by_action_are_listed_under_the_table() -> None:
     console = Console(width=120, record=True, color_system=None)
     snapshot = Snapshot(TABLES, {}, {}, {}, parse_metrics(METRICS), "clock")
     console.print(render(snapshot))
-    assert "issued by action: anonymise 219, archive 72, delete 31" in console.export_text()
+    text = console.export_text()
+    assert "issued by action: anonymise 219, archive 72, delete 31" in text
+    assert "dead letters: 4 records the worker could not use" in text
 
 
 def test_due_counts_the_commands_issued_by_the_clocks_now() -> None:

@@ -235,6 +235,7 @@ def _display_order(table: str) -> tuple[int, str]:
 
 def cleanup(settings: Settings, app_id: str, say: Callable[[str], None] = print) -> None:
     """Delete the demo worker's topics, consumer group and local tables."""
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
@@ -248,7 +249,11 @@ def cleanup(settings: Settings, app_id: str, say: Callable[[str], None] = print)
             for future in admin.delete_topics(names, operation_timeout=30).values():
                 future.result()
         for future in admin.delete_consumer_groups([app_id], request_timeout=10).values():
-            future.result()
+            try:
+                future.result()
+            except KafkaException as exc:  # a worker that never joined left no group
+                if not (exc.args and exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND):
+                    raise
     except Exception as exc:  # the demo is over either way: say what is left behind
         say(f"could not delete all of the demo worker's topics or group {app_id}: {exc}")
     shutil.rmtree(settings.data_dir / app_id, ignore_errors=True)

@@ -7,8 +7,8 @@ command the worker should issue up to a horizon, each with the enforcement insta
 issued at; the summary counts those issued by the clock's now as "due", beside the commands
 the worker did issue. On a stack whose topics hold more than the initial snapshot (an earlier
 demo's deletes, rows seeded again), the worker issues commands for the rows as they were
-then too, and so does the schedule. `schedule` does the same for rows read from the
-database or generated (`read_rows`), as one snapshot.
+then too, and so does the schedule. `schedule` does the same for rows (the generated demo
+rows), as one snapshot.
 """
 
 from __future__ import annotations
@@ -23,13 +23,10 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import psycopg
-from psycopg import sql
 
 from policy.enforcement_clock import EnforcementClock
 from policy.engine import Engine
 from policy.instants import Instant
-from policy.model import Policy, Source
 from policy.simulation import simulate
 
 EPOCH = date(1970, 1, 1)
@@ -44,32 +41,6 @@ class Schedule:
     def due_by(self, now: Instant) -> dict[str, int]:
         """Commands issued by `now`, by table."""
         return {table: bisect_right(times, now) for table, times in self.issued_at.items()}
-
-
-def read_rows(
-    conn: psycopg.Connection[Any], policy: Policy
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every row of every table the policy names: (table `schema.name`, {column: value}).
-
-    Holds first, then the tables that feed a subject's activity, then the others: the
-    schedule is what the policy asks for once the worker has read every table, not what a
-    row read before its subject's hold or last contact would get."""
-    for table, source in sorted(policy.sources.items(), key=_reading_order):
-        schema, name = table.split(".", 1)
-        query = sql.SQL("SELECT {columns} FROM {table} ORDER BY 1").format(
-            columns=sql.SQL(", ").join(sql.Identifier(column) for column in source.columns),
-            table=sql.Identifier(schema, name),
-        )
-        with conn.cursor() as cursor:
-            cursor.execute(query)
-            names = [column.name for column in cursor.description or ()]
-            for values in cursor:
-                yield table, dict(zip(names, values, strict=True))
-
-
-def _reading_order(item: tuple[str, Source]) -> tuple[int, str]:
-    table, source = item
-    return (0 if source.hold else 1 if source.activity else 2, table)
 
 
 def wait_quiet(

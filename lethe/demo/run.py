@@ -143,7 +143,8 @@ def run_demo(
     topics = [source.topic for source in policy.sources.values()]
     say("reading the change topics, as the demo's worker will ...")
     wait_quiet(settings.kafka_bootstrap, topics)
-    history = read_history(settings.kafka_bootstrap, topics)
+    holds = [source.topic for source in policy.sources.values() if source.hold]
+    history = read_history(settings.kafka_bootstrap, topics, first=holds)
     started = datetime.now(UTC).replace(microsecond=0)
     app_id = app_id or demo_app_id(started)
     wall_start = int(started.timestamp()) * 1_000_000

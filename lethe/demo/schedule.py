@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -76,9 +76,13 @@ def wait_quiet(
         consumer.close()
 
 
-def read_history(bootstrap: str, topics: Sequence[str], timeout_s: float = 120.0) -> list[bytes]:
-    """Every record now on the change `topics`, as `lethe simulate` lines, in the order they
-    were written (record timestamp, then offset): what a worker with a new app id reads."""
+def read_history(
+    bootstrap: str, topics: Sequence[str], first: Collection[str] = (), timeout_s: float = 120.0
+) -> list[bytes]:
+    """Every record now on the change `topics`, as `lethe simulate` lines: what a worker with a
+    new app id reads. Those of the `first` topics (the legal holds') come first, then the others
+    in the order they were written (record timestamp, then offset): the worker reads the
+    topics side by side, so a customer's rows are not issued before it has seen their hold."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer(
@@ -88,7 +92,7 @@ def read_history(bootstrap: str, topics: Sequence[str], timeout_s: float = 120.0
             "enable.auto.commit": False,
         }
     )
-    records: list[tuple[int, str, int, int, bytes]] = []
+    records: list[tuple[int, int, str, int, int, bytes]] = []
     try:
         metadata = consumer.list_topics(timeout=10).topics
         remaining: dict[tuple[str, int], int] = {}
@@ -120,15 +124,18 @@ def read_history(bootstrap: str, topics: Sequence[str], timeout_s: float = 120.0
                     "value": orjson.loads(value) if value is not None else None,
                 }
             )
-            records.append((message.timestamp()[1], place[0], place[1], offset, line))
+            written = message.timestamp()[1]
+            records.append(
+                (0 if place[0] in first else 1, written, place[0], place[1], offset, line)
+            )
             if offset + 1 >= remaining[place]:
                 del remaining[place]
         if remaining:
             raise TimeoutError(f"the change topics were not read to their end: {remaining}")
     finally:
         consumer.close()
-    records.sort(key=lambda record: record[:4])
-    return [record[4] for record in records]
+    records.sort(key=lambda record: record[:5])
+    return [record[5] for record in records]
 
 
 def snapshot_line(topic: str, table: str, row: Mapping[str, Any], ts_ms: int) -> bytes:

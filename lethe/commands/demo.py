@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from lethe.demo.data import DEFAULT_CUSTOMERS, DEFAULT_SEED
+from lethe.errors import LetheError
 from lethe.settings import Settings
 
 
@@ -80,12 +81,26 @@ def seed_database(settings: Settings, seed: int, customers: int) -> None:
     )
 
 
+def require_healthy(settings: Settings, needed: tuple[str, ...]) -> None:
+    """LetheError naming each `needed` part of the stack that does not answer (health only:
+    a Docker stack's parts have no local process)."""
+    from lethe import stack
+
+    down = [part for part in stack.parts(settings) if part.name in needed and not part.healthy()]
+    if down:
+        names = ", ".join(f"{part.name} ({part.endpoint})" for part in down)
+        raise LetheError(f"not answering: {names}; start the stack with `lethe stack up`")
+
+
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.action == "seed":
+        require_healthy(settings, ("postgres",))
         seed_database(settings, args.seed, args.customers)
         return 0
     from lethe.demo.run import run_demo
+
+    require_healthy(settings, ("postgres", "kafka", "connect", "source", "sink"))
 
     if not args.no_seed:
         seed_database(settings, args.seed, args.customers)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+from lethe.demo import DEFAULT_SECONDS_PER_YEAR
 from lethe.demo.data import DEFAULT_CUSTOMERS, DEFAULT_SEED
 from lethe.errors import LetheError
 from lethe.settings import Settings
@@ -26,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seconds-per-year",
         type=float,
-        default=60.0,
-        help="wall seconds per year of the enforcement clock (default: 60)",
+        default=DEFAULT_SECONDS_PER_YEAR,
+        metavar="SECONDS",
+        help=f"wall seconds per year of the clock (default: {DEFAULT_SECONDS_PER_YEAR:g})",
     )
     parser.add_argument(
         "--duration",
@@ -41,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--app-id", default=None, help="the worker's app id (default: lethe-demo-<UTC time>)"
     )
     _seed_arguments(parser)
-    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions = parser.add_subparsers(
+        dest="action",
+        metavar="[seed]",
+        help="seed: only write the demo rows; without it, the demo runs",
+    )
     seed = actions.add_parser(
         "seed",
         help="write the demo rows into the demo database (idempotent)",

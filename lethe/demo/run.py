@@ -1,4 +1,4 @@
-"""`lethe demo`: seed the demo database, run the worker on an accelerated clock, show the summary.
+"""`lethe demo`: the worker on an accelerated clock, and the live summary of what it does.
 
 The worker is `lethe worker` in a child process, with a fresh app id (`lethe-demo-<UTC
 time>`, so it reads the change topics from their beginning, the initial snapshot first),
@@ -30,6 +30,7 @@ import psycopg
 from rich.console import Console
 from rich.live import Live
 
+from lethe.demo import DEFAULT_SECONDS_PER_YEAR
 from lethe.demo.schedule import Schedule, read_history, replay, wait_quiet
 from lethe.demo.seed import row_counts
 from lethe.demo.summary import Snapshot, WorkerCounts, parse_metrics, render
@@ -41,7 +42,6 @@ from policy.engine import Engine
 from policy.instants import Instant, format_instant
 
 YEAR_SECONDS = 365 * 86_400
-DEFAULT_SECONDS_PER_YEAR = 60
 HORIZON_YEARS = 60
 """How far ahead of its start the demo computes what falls due (an hour of demo)."""
 STOP_TIMEOUT_S = 30.0
@@ -136,6 +136,7 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> int:
     """Run the worker and the summary until Ctrl-C or `duration` seconds; the exit code."""
+    speed = demo_speed(seconds_per_year)
     console = console or Console(width=None if sys.stdout.isatty() else 132)
     policy = load_policy(settings.policy_path)
     engine = Engine.compile(policy)
@@ -148,7 +149,7 @@ def run_demo(
     started = datetime.now(UTC).replace(microsecond=0)
     app_id = app_id or demo_app_id(started)
     wall_start = int(started.timestamp()) * 1_000_000
-    clock = AcceleratedClock(wall_start, wall_start, demo_speed(seconds_per_year))
+    clock = AcceleratedClock(wall_start, wall_start, speed)
     plan = replay(engine, history, clock, wall_start + HORIZON_YEARS * YEAR_SECONDS * 1_000_000)
     say(f"{len(history)} change records: {sum(plan.due_by(wall_start).values())} commands due now")
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:

@@ -19,12 +19,16 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The main job: the local stack with the demo database, the engine's commands for six
-# simulated years of it, then the worker in the foreground (Ctrl-C stops it; the stack stays up).
-demo: stack-up
+# The main job: the local stack with the demo database and a few thousand demo rows (seeded
+# before the Debezium source starts, so its initial snapshot holds them), then `lethe demo`:
+# the worker enforcing on an accelerated clock (a year a minute) and a live summary until
+# Ctrl-C (the stack stays up).
+demo: venv
 	$(BIN)/lethe validate
-	$(BIN)/lethe simulate --policy config/policy.yaml --events docs/sample/hosting-6y.jsonl
-	$(BIN)/lethe worker
+	$(BIN)/lethe stack up --only postgres
+	$(BIN)/lethe demo seed
+	$(BIN)/lethe stack up
+	$(BIN)/lethe demo --no-seed
 
 # Everything CI checks: lint and types, then every test against the real local stack.
 test: lint docker-check-deps stack-up

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "validate": "Check a policy file; list every error with file:line.",
     "simulate": "Dry-run the policy engine over a captured Debezium stream (JSON lines).",
     "clock": "Show the enforcement clock, or advance the manual one.",
+    "demo": "Seed the demo database, enforce on an accelerated clock, show a live summary.",
 }
 
 

@@ -80,6 +80,42 @@ def build_worker_app(
     return app
 
 
+def declare_changelog_topics(settings: Settings, app: LetheApp) -> None:
+    """Create every table's changelog topic (compacted, the table's partition count) before
+    the worker starts.
+
+    Left to Faust, a new app id's changelog topics are created while its consumer already
+    subscribes: the consumer's metadata may then hold one with 0 partitions, and every write
+    to that table fails (`PartitionsMismatch`) until its metadata is refreshed, minutes later.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+    from lethe.app import _admin, topic_partitions
+
+    wanted = {
+        table.changelog_topic_name: table.changelog_topic.partitions or table.partitions
+        for table in app.tables.values()
+    }
+    existing = topic_partitions(settings, list(wanted))
+    missing = {name: count for name, count in wanted.items() if name not in existing and count}
+    if not missing:
+        return
+    admin = _admin(settings)
+    futures = admin.create_topics(
+        [
+            NewTopic(name, num_partitions=count, config={"cleanup.policy": "compact"})
+            for name, count in missing.items()
+        ]
+    )
+    for future in futures.values():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:  # one made meanwhile by another worker of the app is fine
+            if not (exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                raise
+
+
 def quiet_root_worker() -> type[faust.Worker]:
     """Faust's worker, except that the root logger stays at the chosen level.
 
@@ -121,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     app = build_worker_app(settings, args.app_id, policy, names, partitions)
+    declare_changelog_topics(settings, app)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
     worker = quiet_root_worker()(app, loglevel=args.loglevel)
     try:

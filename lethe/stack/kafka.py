@@ -104,8 +104,7 @@ class Kafka(Part):
                     self.log4j_file,
                     "kafka.tools.StorageTool",
                     "format",
-                    "--cluster-id",
-                    cluster_id,
+                    f"--cluster-id={cluster_id}",  # one word: an id may start with "-"
                     "--config",
                     str(self.config_file),
                     "--ignore-formatted",

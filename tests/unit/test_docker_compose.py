@@ -13,6 +13,7 @@ import re
 import shutil
 import string
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from lethe.settings import _VARIABLES, Secret, Settings
+from lethe.stack.connect import sink_config
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -27,6 +29,7 @@ COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
 CONNECTOR = DOCKER / "connect" / "hosting-source.json"
 LOCAL_CONNECTOR = REPO / "config" / "connect" / "hosting-source.json"
+SINK = DOCKER / "connect" / "lethe-sink.json"
 DEMO_SCHEMA = REPO / "config" / "demo" / "hosting-schema.sql"
 DEMO_DATA = REPO / "config" / "demo" / "hosting-data.sql"
 STACK_POM = REPO / "lethe" / "stack" / "maven" / "pom.xml"
@@ -290,6 +293,36 @@ def test_connector_is_the_local_stacks_rendered_for_the_containers(
     template = json.loads(LOCAL_CONNECTOR.read_text(encoding="utf-8"))
     rendered = json.loads(string.Template(json.dumps(template)).substitute(values))
     assert json.loads(CONNECTOR.read_text(encoding="utf-8")) == rendered
+
+
+def test_sink_is_the_local_stacks_rendered_for_the_containers(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The commands reach the containers' database the way `lethe stack up` applies them:
+    the local sink template, filled in with the worker container's settings."""
+    settings = replace(Settings.from_env(_env(services["lethe"])), config_dir=REPO / "config")
+    name, config = sink_config(settings)
+    assert json.loads(SINK.read_text(encoding="utf-8")) == {"name": name, "config": config}
+    assert config["connection.url"] == "jdbc:postgresql://postgres:5432/hosting"
+
+
+def test_sink_is_registered_by_the_one_shot_after_connect_is_healthy(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    registrars = [
+        name
+        for name, service in services.items()
+        if any((DOCKER / src).resolve() == SINK for src, _ in _bind_mounts(service))
+    ]
+    assert registrars, "no service mounts docker/connect/lethe-sink.json"
+    for name in registrars:
+        service = services[name]
+        assert str(service.get("restart")) == "no", f"{name} is not a one-shot"
+        assert service["depends_on"]["connect"]["condition"] == "service_healthy"
+        mounted = dict(_bind_mounts(service))["./connect/lethe-sink.json"]
+        script = "\n".join(service["command"])
+        assert "http://connect:8083/connectors" in script
+        assert Path(mounted).stem in script, f"{name} mounts the sink but never posts it"
 
 
 def _plain(value: object) -> str:

@@ -9,6 +9,9 @@ worker start). For each record:
   decoding or routing raised (a bug: reason `internal_error`, logged with its traceback);
 - count it in `lethe_change_events_total{table,op}` (op c, u, d, r or tombstone); a tombstone
   is otherwise ignored;
+- drop it when it is a replay: a change the connector sent already (its source position at
+  or below the partition's mark, `lethe.agents.replays`), counted in
+  `lethe_change_events_replayed_total{table}`;
 - find its subject and send it to `<app id>-subject-events` keyed by that subject, with the
   Debezium value unchanged and the metadata in headers, plus a `depart` for the old key when
   the row moved (`lethe.agents.routing.route`, which says when the `locations` table is
@@ -30,6 +33,7 @@ from faust.types import AgentT, ChannelT, EventT, Message, TopicT
 
 from lethe import topics
 from lethe.agents.delivery import deliver_retrying
+from lethe.agents.replays import ReplayMarks
 from lethe.agents.routing import Kind, Routing, route, row_id, wire_headers
 from lethe.metrics import WorkerMetrics
 from policy.decoding import decode_raw
@@ -52,8 +56,11 @@ def install(
     engine: Engine,
     metrics: WorkerMetrics,
     partitions: int,
+    replay_marks: ReplayMarks | None = None,
 ) -> AgentT[Any]:
-    """Register the assign agent on `app`, reading `changes` (P = `partitions` each)."""
+    """Register the assign agent on `app`, reading `changes` (P = `partitions` each);
+    `replay_marks` defaults to `ReplayMarks.install(app, partitions)`."""
+    marks = replay_marks or ReplayMarks.install(app, partitions)
     locations = app.Table(
         LOCATIONS_TABLE,
         partitions=partitions,
@@ -73,6 +80,7 @@ def install(
                 metrics=metrics,
                 deadletters=deadletters,
                 subject_events=subject_events,
+                replay_marks=marks,
             )
 
     return app.agent(changes, name=AGENT_NAME, concurrency=1)(assign)
@@ -86,6 +94,7 @@ async def handle_change(
     metrics: WorkerMetrics,
     deadletters: ChannelT[bytes],
     subject_events: ChannelT[bytes],
+    replay_marks: ReplayMarks | None = None,
 ) -> None:
     """Process one change record; never raises for bad input."""
     value = raw_bytes(message.value)
@@ -102,6 +111,11 @@ async def handle_change(
     log.debug("change table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
     if not isinstance(outcome, ChangeEvent):
         return
+    source = (message.topic, message.partition)
+    if replay_marks is not None and replay_marks.replayed(*source, outcome.position):
+        metrics.change_events_replayed.labels(table=outcome.table).inc()
+        log.debug("replayed table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
+        return
     row = row_id(outcome.table, outcome.key).encode()
     try:
         located = locations.get(row)
@@ -117,6 +131,9 @@ async def handle_change(
             value=value if record.kind is Kind.EVENT else None,
             headers=wire_headers(record, outcome, message.topic, message.partition, message.offset),
         )
+    if replay_marks is not None:
+        replay_marks.forwarded(*source, outcome.position)
+        await replay_marks.store(*source)
 
 
 def _write(locations: Any, routing: Routing) -> None:

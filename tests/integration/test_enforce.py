@@ -51,6 +51,7 @@ from tests.integration.workers import (
     free_port,
     produce,
     quiet,
+    sink_caught_up,
     wait_for,
 )
 
@@ -59,7 +60,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 APP_ID_PREFIX = "lethe-it-enforce-"
 PARTITIONS = 2
-SINK_GROUP = "connect-lethe-sink"
 KINDS = ("connection_logs", "satisfaction_surveys", "support_tickets", "legal_holds")
 APPLIED = ("connection_logs", "satisfaction_surveys", "support_tickets")
 """The run's tables the sink changes (with an anonymise or delete stage); legal_holds has none."""
@@ -140,33 +140,6 @@ def stop(worker: WorkerProcess) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-
-
-def sink_caught_up(settings: Settings, sink_topics: list[str], timeout_s: float = 60.0) -> bool:
-    """Wait until `lethe-sink` has committed every record of `sink_topics` (those that exist)."""
-    consumer = Consumer({**quiet(settings), "group.id": SINK_GROUP, "enable.auto.commit": False})
-    try:
-        existing = consumer.list_topics(timeout=10).topics
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in sink_topics
-            if topic in existing
-            for partition in existing[topic].partitions
-        ]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            committed = consumer.committed(partitions, timeout=10)
-            behind = [
-                tp
-                for tp in committed
-                if consumer.get_watermark_offsets(tp, timeout=10)[1] > max(tp.offset, 0)
-            ]
-            if not behind:
-                return True
-            time.sleep(1.0)
-        return False
-    finally:
-        consumer.close()
 
 
 def forget(settings: Settings, run: Run) -> None:

@@ -73,8 +73,9 @@ def install(
         await subject_events.maybe_declare()
         event: EventT[bytes]
         async for event in stream.events():
+            message = event.message
             await handle_change(
-                event.message,
+                message,
                 engine=engine,
                 locations=locations,
                 metrics=metrics,
@@ -82,6 +83,7 @@ def install(
                 subject_events=subject_events,
                 replay_marks=marks,
             )
+            await marks.store(message.topic, message.partition, message.offset)
 
     return app.agent(changes, name=AGENT_NAME, concurrency=1)(assign)
 
@@ -133,7 +135,6 @@ async def handle_change(
         )
     if replay_marks is not None:
         replay_marks.forwarded(*source, outcome.position)
-        await replay_marks.store(*source)
 
 
 def _write(locations: Any, routing: Routing) -> None:

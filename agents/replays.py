@@ -18,13 +18,19 @@ dropped and leaves the mark alone.
 
 The marks live in memory, and in the Faust table `change-positions` (`<topic>:<partition>`
 -> the mark, co-partitioned with the change topics) so a restarted worker keeps them. A
-mark is written there at most once per `interval_s` per partition, and only after the
-producer is flushed: every record forwarded (and every `locations` write) up to the mark is
-then in Kafka. A worker that dies re-reads the change records after its last committed
-offset (Kafka delivers at least once); were the stored mark ahead of what was delivered,
-such a record would be taken for a replay and lost. Behind it, a record is at worst
-forwarded twice, which the enforcer absorbs (same command ids). Marks of revoked partitions
-are dropped from memory and read from the table again at their next use.
+partition's mark is written there when the worker has read the partition to its end (the
+record is the last the broker had when it was fetched), else at most once per `interval_s`,
+and only after the producer is flushed: every record forwarded (and every `locations` write)
+up to the mark is then in Kafka. A worker that is behind thus writes one record per second
+per partition at most; one that keeps up writes after each burst of changes, so the stored
+mark is the in-memory one whenever the connector and the worker are idle.
+
+Why only after a flush: a worker that dies re-reads the change records after its last
+committed offset (Kafka delivers at least once); were the stored mark ahead of what was
+delivered, such a record would be taken for a replay and lost. A stored mark behind the
+truth costs at worst a record forwarded twice, which the enforcer absorbs (the same command
+id). Marks of revoked partitions are dropped from memory and read from the table again at
+their next use, for the same reason.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ from policy.events import SourcePosition
 
 TABLE: Final = "change-positions"
 INTERVAL_S: Final = 1.0
+
+Highwater = Callable[[str, int], int | None]
+"""The offset after the last record of a partition, as the consumer last heard (None: not
+known)."""
 
 
 def is_replay(mark: SourcePosition | None, position: SourcePosition | None) -> bool:
@@ -75,18 +85,20 @@ class ReplayMarks:
     writes the partition's mark to the table when it is due. Call them from the agent's
     stream (a table write needs the current event)."""
 
-    __slots__ = ("_clock", "_flush", "_interval_s", "_marks", "_stored", "_table")
+    __slots__ = ("_clock", "_flush", "_highwater", "_interval_s", "_marks", "_stored", "_table")
 
     def __init__(
         self,
         table: Any,
         flush: Callable[[], Awaitable[None]],
         *,
+        highwater: Highwater | None = None,
         interval_s: float = INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._table = table
         self._flush = flush
+        self._highwater = highwater
         self._interval_s = interval_s
         self._clock = clock
         self._marks: dict[tuple[str, int], SourcePosition | None] = {}
@@ -99,11 +111,13 @@ class ReplayMarks:
         partitions: int,
         *,
         flush: Callable[[], Awaitable[None]] | None = None,
+        highwater: Highwater | None = None,
         interval_s: float = INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> ReplayMarks:
         """Declare the table on `app` (`partitions`: the change topics' count) and drop the
-        marks of revoked partitions; `flush` defaults to flushing the app's producer."""
+        marks of revoked partitions; `flush` and `highwater` default to the app's producer
+        and consumer."""
         table = app.Table(
             TABLE,
             partitions=partitions,
@@ -113,7 +127,20 @@ class ReplayMarks:
             "position forwarded and delivered.",
         )
         flush = flush or (lambda: app.producer.flush())
-        marks = cls(table, flush, interval_s=interval_s, clock=clock)
+
+        def consumer_highwater(topic: str, partition: int) -> int | None:
+            try:
+                return app.consumer.highwater(TP(topic, partition))
+            except Exception:  # not assigned (any more), or no consumer yet: not known
+                return None
+
+        marks = cls(
+            table,
+            flush,
+            highwater=highwater or consumer_highwater,
+            interval_s=interval_s,
+            clock=clock,
+        )
 
         def forget_revoked(sender: Any, /, *args: Any, signal: Any, **rest: Any) -> None:
             revoked: set[TP] = args[0] if args else rest.get("revoked", set())
@@ -136,18 +163,27 @@ class ReplayMarks:
     def forwarded(self, topic: str, partition: int, position: SourcePosition | None) -> None:
         self._marks[(topic, partition)] = advance(self.mark(topic, partition), position)
 
-    async def store(self, topic: str, partition: int) -> None:
-        """Write the partition's mark when it moved and `interval_s` passed since the last
-        write, after flushing the producer."""
+    async def store(self, topic: str, partition: int, offset: int) -> None:
+        """Write the partition's mark when it moved, and the record at `offset` is the
+        partition's last or `interval_s` passed since the last write; flush the producer
+        first."""
         where = (topic, partition)
         mark = self._marks.get(where)
         stored_at, stored = self._stored.get(where, (float("-inf"), None))
         now = self._clock()
-        if mark is None or mark == stored or now - stored_at < self._interval_s:
+        if mark is None or mark == stored:
+            return
+        if now - stored_at < self._interval_s and not self._at_end(topic, partition, offset):
             return
         await self._flush()
         self._table[_key(where)] = encode(mark)
         self._stored[where] = (now, mark)
+
+    def _at_end(self, topic: str, partition: int, offset: int) -> bool:
+        if self._highwater is None:
+            return False
+        end = self._highwater(topic, partition)
+        return end is not None and offset + 1 >= end
 
     def forget(self, partitions: set[tuple[str, int]]) -> None:
         for where in partitions:

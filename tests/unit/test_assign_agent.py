@@ -57,11 +57,16 @@ async def no_flush() -> None:
     """The test context has no running producer to flush."""
 
 
+def no_end(topic: str, partition: int) -> int | None:
+    """The test context has no consumer: a partition's end is not known."""
+    return None
+
+
 def wire(app: LetheApp, engine: Engine, replay_marks: replays.ReplayMarks | None = None) -> Wiring:
     deadletters: faust.ChannelT[bytes] = app.channel()
     subject_events: faust.ChannelT[bytes] = app.channel()
     if replay_marks is None:
-        replay_marks = replays.ReplayMarks.install(app, 1, flush=no_flush)
+        replay_marks = replays.ReplayMarks.install(app, 1, flush=no_flush, highwater=no_end)
     agent = assign.install(
         app,
         app.change_topic,
@@ -296,7 +301,9 @@ async def _replayed(app: LetheApp, engine: Engine) -> None:
     async def flush() -> None:
         steps.append("flush")
 
-    marks = replays.ReplayMarks.install(app, 1, flush=flush, interval_s=1.0, clock=lambda: now[0])
+    marks = replays.ReplayMarks.install(
+        app, 1, flush=flush, highwater=no_end, interval_s=1.0, clock=lambda: now[0]
+    )
     wiring = wire(app, engine, marks)
     key = orjson.dumps({"id": 5})
 

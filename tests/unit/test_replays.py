@@ -14,11 +14,12 @@ The positions are those Debezium 3 (PostgreSQL, pgoutput) gave on the local stac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import orjson
 
-from lethe.agents.replays import advance, is_replay
+from lethe.agents.replays import ReplayMarks, advance, decode, is_replay
 from policy.decoding import decode_raw
 from policy.engine import Engine
 from policy.events import ChangeEvent, SourcePosition
@@ -125,3 +126,60 @@ def test_a_record_without_a_usable_position_decodes_without_one(demo_engine: Eng
         {"sequence": ["-1", "26933880"]},
     ):
         assert decoded(demo_engine, envelope(source)).position is None, source
+
+
+class Marks:
+    """`ReplayMarks` over a dict for a table, a hand-set clock and partition end, recording
+    what happens in order."""
+
+    def __init__(self) -> None:
+        self.table: dict[bytes, bytes] = {}
+        self.now = 100.0
+        self.end: int | None = None
+        self.steps: list[str] = []
+        self.marks = ReplayMarks(
+            self.table, self.flush, highwater=lambda t, p: self.end, clock=lambda: self.now
+        )
+
+    async def flush(self) -> None:
+        self.steps.append(f"flush with {len(self.table)} stored")
+
+    def forward(self, offset: int, position: SourcePosition) -> None:
+        assert not self.marks.replayed("t", 0, position)
+        self.marks.forwarded("t", 0, position)
+        asyncio.run(self.marks.store("t", 0, offset))
+
+    def stored(self) -> SourcePosition | None:
+        data = self.table.get(b"t:0")
+        return None if data is None else decode(data)
+
+
+def test_a_mark_is_stored_after_a_flush_once_a_second_or_at_the_partitions_end() -> None:
+    marks = Marks()
+    marks.end = 10
+    marks.forward(0, CONCURRENT[0])
+    assert marks.stored() is None, "behind, less than a second after the partition's first use"
+    marks.now += 1.0
+    marks.forward(1, CONCURRENT[1])
+    assert marks.stored() == CONCURRENT[1]
+    assert marks.steps == ["flush with 0 stored"], "flushed before the write"
+    marks.now += 0.5
+    marks.forward(2, CONCURRENT[2])
+    assert marks.stored() == CONCURRENT[1], "behind, half a second after the last write"
+    marks.forward(9, CONCURRENT[3])
+    assert marks.stored() == CONCURRENT[3], "the partition's last record: stored at once"
+    assert len(marks.steps) == 2
+
+
+def test_a_revoked_partition_takes_its_stored_mark_again() -> None:
+    marks = Marks()
+    marks.end = 1
+    marks.forward(0, CONCURRENT[0])
+    marks.end = 10
+    marks.forward(1, CONCURRENT[1])
+    assert marks.stored() == CONCURRENT[0]
+    marks.marks.forget({("t", 0)})
+    assert not marks.marks.replayed("t", 0, CONCURRENT[1]), (
+        "forwarded but not stored: read again after a rebalance, it is forwarded again"
+    )
+    assert marks.marks.replayed("t", 0, CONCURRENT[0])

@@ -35,6 +35,7 @@ their next use, for the same reason.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -44,6 +45,8 @@ import orjson
 from faust.types import TP
 
 from policy.events import SourcePosition
+
+log = logging.getLogger(__name__)
 
 TABLE: Final = "change-positions"
 INTERVAL_S: Final = 1.0
@@ -175,7 +178,11 @@ class ReplayMarks:
             return
         if now - stored_at < self._interval_s and not self._at_end(topic, partition, offset):
             return
-        await self._flush()
+        try:
+            await self._flush()
+        except Exception:  # e.g. the producer stopping: the mark waits, which is safe
+            log.warning("Flushing the producer failed; the replay mark of %s[%s] waits", *where)
+            return
         self._table[_key(where)] = encode(mark)
         self._stored[where] = (now, mark)
 

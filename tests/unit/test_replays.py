@@ -183,3 +183,21 @@ def test_a_revoked_partition_takes_its_stored_mark_again() -> None:
         "forwarded but not stored: read again after a rebalance, it is forwarded again"
     )
     assert marks.marks.replayed("t", 0, CONCURRENT[0])
+
+
+def test_a_mark_is_not_stored_when_the_flush_fails() -> None:
+    marks = Marks()
+    marks.end = 1
+    failing = [True]
+
+    async def flush() -> None:
+        if failing[0]:
+            raise RuntimeError("Cannot flush: Producer not Running")
+
+    marks.marks = ReplayMarks(marks.table, flush, highwater=lambda t, p: marks.end)
+    marks.forward(0, CONCURRENT[0])
+    assert marks.stored() is None, "what was forwarded may not be in Kafka"
+    failing[0] = False
+    marks.end = 2
+    marks.forward(1, CONCURRENT[1])
+    assert marks.stored() == CONCURRENT[1]

@@ -49,6 +49,7 @@ from tests.integration.workers import (
     ROOT,
     WorkerProcess,
     commands_of,
+    committed_to_end,
     forget_topics,
     quiet,
     read_topic,
@@ -231,8 +232,8 @@ def test_changes_connect_sends_again_after_a_sigkill_are_dropped_and_counted(
     real_stack: Settings, run: Run, worker_killed_too: bool
 ) -> None:
     """With `worker_killed_too`, the worker is killed (SIGKILL) too before Connect restarts,
-    and started again with the same app id and data directory: it drops the replay by the
-    mark it stored (table `change-positions`)."""
+    once it committed its input, and started again with the same app id and data directory:
+    it drops the replay by the mark it stored (table `change-positions`)."""
     policy = write_policy(run)
     worker = start_worker(run.app_id, run.workdir, policy)
     watch = ChangeWatch(real_stack, run)
@@ -269,6 +270,12 @@ def test_changes_connect_sends_again_after_a_sigkill_are_dropped_and_counted(
         before = commands_for(real_stack, run, row)
         assert [c["action"] for c in before] == ["delete"], "one delete, issued before the kill"
         if worker_killed_too:
+            inputs = [run.topic, f"{run.app_id}-subject-events"]
+            wait_for(  # else it reads them again and may issue the delete again: at least once
+                "the worker's input committed past the delete",
+                lambda: committed_to_end(real_stack, run.app_id, inputs),
+                worker,
+            )
             worker.process.kill()
             worker.process.wait(timeout=10)
             worker = start_worker(run.app_id, run.workdir, policy)

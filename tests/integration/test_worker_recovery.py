@@ -28,7 +28,7 @@ import orjson
 import psycopg
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe.settings import Settings
@@ -36,6 +36,7 @@ from tests.integration.workers import (
     ROOT,
     WorkerProcess,
     commands_of,
+    committed_to_end,
     forget_topics,
     quiet,
     sink_caught_up,
@@ -151,20 +152,6 @@ def remaining(settings: Settings, run: Run) -> int:
 
 def deletes_issued(settings: Settings, run: Run) -> list[dict[str, Any]]:
     return [c for c in commands_of(settings, run.source) if c["action"] == "delete"]
-
-
-def committed_to_end(settings: Settings, group: str, topics: list[str]) -> bool | None:
-    """Whether `group` has committed every partition of `topics` up to its end as of now."""
-    consumer = Consumer({**quiet(settings), "group.id": group, "enable.auto.commit": False})
-    try:
-        metadata = consumer.list_topics(timeout=10).topics
-        partitions = [TopicPartition(t, p) for t in topics for p in metadata[t].partitions]
-        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
-        committed = consumer.committed(partitions, timeout=10)
-        done = all(max(tp.offset, 0) >= end for tp, end in zip(committed, ends, strict=True))
-        return True if done else None
-    finally:
-        consumer.close()
 
 
 def test_a_worker_killed_mid_run_recovers_and_issues_every_due_command(

@@ -276,3 +276,17 @@ def sink_caught_up(settings: Settings, sink_topics: list[str], timeout_s: float 
         return False
     finally:
         consumer.close()
+
+
+def committed_to_end(settings: Settings, group: str, topics: list[str]) -> bool | None:
+    """Whether `group` has committed every partition of `topics` up to its end as of now."""
+    consumer = Consumer({**quiet(settings), "group.id": group, "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        partitions = [TopicPartition(t, p) for t in topics for p in metadata[t].partitions]
+        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+        committed = consumer.committed(partitions, timeout=10)
+        done = all(max(tp.offset, 0) >= end for tp, end in zip(committed, ends, strict=True))
+        return True if done else None
+    finally:
+        consumer.close()

@@ -9,6 +9,9 @@ worker start). For each record:
   decoding or routing raised (a bug: reason `internal_error`, logged with its traceback);
 - count it in `lethe_change_events_total{table,op}` (op c, u, d, r or tombstone); a tombstone
   is otherwise ignored;
+- drop it when it is a replay: a change the connector sent already (its source position at
+  or below the partition's mark, `lethe.agents.replays`), counted in
+  `lethe_change_events_replayed_total{table}`;
 - find its subject and send it to `<app id>-subject-events` keyed by that subject, with the
   Debezium value unchanged and the metadata in headers, plus a `depart` for the old key when
   the row moved, with the same value (the enforcer there checks whether the move confirms a
@@ -37,6 +40,7 @@ from faust.types import AgentT, ChannelT, EventT, Message, TopicT
 
 from lethe import topics
 from lethe.agents.delivery import deliver_dead_letter
+from lethe.agents.replays import ReplayMarks
 from lethe.agents.routing import Routing, route, row_id, wire_headers
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress
@@ -63,9 +67,12 @@ def install(
     metrics: WorkerMetrics,
     partitions: int,
     progress: ChangeProgress | None = None,
+    replay_marks: ReplayMarks | None = None,
 ) -> AgentT[Any]:
     """Register the assign agent on `app`, reading `changes` (P = `partitions` each); each
-    record processed is told to `progress`."""
+    record processed is told to `progress`; `replay_marks` defaults to
+    `ReplayMarks.install(app, partitions)`."""
+    marks = replay_marks or ReplayMarks.install(app, partitions)
     locations = app.Table(
         LOCATIONS_TABLE,
         partitions=partitions,
@@ -89,11 +96,13 @@ def install(
                     metrics=metrics,
                     deadletters=deadletters,
                     subject_events=subject_events,
+                    replay_marks=marks,
                 ),
                 f"Assigning {message.topic}[{message.partition}]@{message.offset}",
             )
             if progress is not None:
                 progress.processed(message.topic, message.partition, message.offset, forwarded)
+            await marks.store(message.topic, message.partition, message.offset)
 
     return app.agent(changes, name=AGENT_NAME, concurrency=1)(assign)
 
@@ -106,6 +115,7 @@ async def handle_change(
     metrics: WorkerMetrics,
     deadletters: ChannelT[bytes],
     subject_events: ChannelT[bytes],
+    replay_marks: ReplayMarks | None = None,
 ) -> Instant | None:
     """Process one change record; never raises for bad input. Returns the time of the event
     it forwarded to `subject_events` (None: nothing forwarded)."""
@@ -122,6 +132,11 @@ async def handle_change(
     metrics.change_events.labels(table=outcome.table, op=op).inc()
     log.debug("change table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
     if not isinstance(outcome, ChangeEvent):
+        return None
+    source = (message.topic, message.partition)
+    if replay_marks is not None and replay_marks.replayed(*source, outcome.position):
+        metrics.change_events_replayed.labels(table=outcome.table).inc()
+        log.debug("replayed table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
         return None
     row = row_id(outcome.table, outcome.key).encode()
     try:
@@ -140,6 +155,8 @@ async def handle_change(
             value=value,
             headers=wire_headers(record, outcome, message.topic, message.partition, message.offset),
         )
+    if replay_marks is not None:
+        replay_marks.forwarded(*source, outcome.position)
     return outcome.ts
 
 

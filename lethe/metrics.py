@@ -29,6 +29,9 @@ class WorkerMetrics:
     registry: CollectorRegistry
     change_events: Counter
     """lethe_change_events_total{table,op}: change records seen, by kind."""
+    change_events_replayed: Counter
+    """lethe_change_events_replayed_total{table}: change records a connector sent again
+    (at or below the partition's mark, `lethe.agents.replays`), dropped."""
     dead_letters: Counter
     """lethe_dead_letters_total{topic,reason}: records sent to lethe.deadletter; reason is a
     `policy.envelope.DecodeReason` code."""
@@ -64,6 +67,14 @@ class WorkerMetrics:
                 "Debezium change records processed, by table and operation "
                 "(c, u, d, r = snapshot read, tombstone).",
                 ["table", "op"],
+                registry=registry,
+            ),
+            change_events_replayed=Counter(
+                "lethe_change_events_replayed",
+                "Debezium change records dropped as replays (sent again by a connector that "
+                "restarted before it stored its position), by table; also counted in "
+                "lethe_change_events_total.",
+                ["table"],
                 registry=registry,
             ),
             dead_letters=Counter(

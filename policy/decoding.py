@@ -112,7 +112,7 @@ def _typed(source: SourceDecoder, record: Record) -> ChangeEvent | Tombstone:
     ts = record.ts
     if ts is None:  # parse_record gives every change (not a tombstone) a time
         raise Malformed(DecodeReason.INTERNAL_ERROR, "a change without a time")
-    return ChangeEvent(source.table, key, op, before, after, ts)
+    return ChangeEvent(source.table, key, op, before, after, ts, record.position)
 
 
 def _image_schemas(

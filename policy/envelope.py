@@ -23,6 +23,12 @@ What the structure must be (a record that fails is rejected with the reason in b
   `before` or a key [bad_shape];
 - the change has a time [no_ts] within the years 0001-9999 [ts_out_of_range].
 
+Where Debezium read the change, its `position` (`policy.events.SourcePosition`), is taken
+from `source.sequence` (Debezium PostgreSQL: a JSON text `["<last commit LSN>", "<LSN>"]`,
+the first may be null) and `source.snapshot`. A record without one, or with one of another
+shape (other connectors, hand-written records), has no position; it is never rejected for
+that.
+
 The time of a change, its `ts`, is the envelope's `ts_ms`, as `lethe simulate`'s fixed
 interface states: the time the enforcer learns of the change, which is its clock. Only
 when the envelope has none is `source.ts_ms` (the commit in the database) used. Retention
@@ -46,7 +52,7 @@ from typing import Any, Final, NamedTuple, TypeGuard
 
 import orjson
 
-from policy.events import TOMBSTONE, Op
+from policy.events import TOMBSTONE, Op, SourcePosition
 from policy.instants import MAX_INSTANT, MIN_INSTANT, Instant
 
 Image = Mapping[str, Any]
@@ -107,6 +113,8 @@ class Record(NamedTuple):
     ts: Instant | None
     key_schema: Mapping[str, object] | None = None
     value_schema: Mapping[str, object] | None = None
+    position: SourcePosition | None = None
+    """Where Debezium read the change (see the module); None when the record does not say."""
 
     @property
     def op_label(self) -> str:
@@ -267,7 +275,17 @@ def _structure(table: str, key: object, value: object) -> Record:
             raise Malformed(DecodeReason.BAD_SHAPE, "op d without a key and without a 'before' row")
     elif after is None:
         raise Malformed(DecodeReason.BAD_SHAPE, f"op {op.value} without an 'after' row")
-    return Record(table, op, key_payload, before, after, _change_ts(payload), key_schema, schema)
+    return Record(
+        table,
+        op,
+        key_payload,
+        before,
+        after,
+        _change_ts(payload),
+        key_schema,
+        schema,
+        source_position(payload.get("source"), op),
+    )
 
 
 def _table_of_topic(topic: object) -> str:
@@ -298,6 +316,41 @@ def _bad_image(which: str, image: object) -> Malformed:
     return Malformed(
         DecodeReason.BAD_SHAPE, f"'{which}' is a JSON {json_type(image)}, not a row object"
     )
+
+
+_NOT_SNAPSHOT: Final = (None, False, "false")
+
+
+def source_position(source: object, op: Op) -> SourcePosition | None:
+    """The position in `source` (the envelope's `source` block), None when it has none.
+
+    `sequence` is a JSON text (as Debezium PostgreSQL sends it) or an array, of two LSNs as
+    decimal strings or integers, the first may be null; anything else is no position.
+    """
+    if type(source) is not dict:
+        return None
+    sequence = source.get("sequence")
+    if isinstance(sequence, str):
+        try:
+            sequence = orjson.loads(sequence)
+        except orjson.JSONDecodeError:
+            return None
+    if type(sequence) is not list or len(sequence) != 2:
+        return None
+    commit = _lsn(sequence[0])
+    lsn = _lsn(sequence[1])
+    if lsn is None or (commit is None and sequence[0] is not None):
+        return None
+    snapshot = op is Op.READ or source.get("snapshot") not in _NOT_SNAPSHOT
+    return SourcePosition(commit, lsn, snapshot)
+
+
+def _lsn(raw: object) -> int | None:
+    if is_int(raw):
+        return raw if raw >= 0 else None
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
 
 
 def _change_ts(payload: Mapping[str, object]) -> Instant:

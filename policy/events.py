@@ -5,7 +5,9 @@ a source table, with its primary `Key` and its row images of decoded `Value`s; a
 is the null-valued record Debezium sends after a delete. They hold no decoding logic: the
 envelope checks are in `policy.envelope`, the typed decoding in `policy.decoding`, so the
 engine's state (`policy.state`) and anonymisation (`policy.anonymise`) depend on these
-types alone.
+types alone. A `SourcePosition` is where Debezium read the change in the database's log: how
+the assign stage tells a replayed event (a connector restarted before it flushed its
+offsets sends its events again, with their old positions) from a new one.
 """
 
 from __future__ import annotations
@@ -43,12 +45,38 @@ TOMBSTONE: Final = "tombstone"
 
 
 @dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """Where Debezium PostgreSQL read a change: its `source.sequence`, [last commit LSN, LSN].
+
+    In the order Debezium emits the changes of one connector, `order` never decreases: a
+    transaction's changes are sent at its commit, after every transaction committed
+    before it, so the commit LSN comes first and the change's own LSN (which alone goes
+    back and forth between concurrent transactions) orders the changes of one transaction.
+    `commit` is None for the first transaction after the connector started from a snapshot
+    (measured: `[null, "26932208"]`); None sorts before every LSN. `snapshot` marks a read
+    of a snapshot (`op` r, or `source.snapshot` other than false): every read of one
+    snapshot has the snapshot's one position, so reads are never told apart by it.
+    """
+
+    commit: int | None
+    lsn: int
+    snapshot: bool = False
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """The position as a sortable pair: (commit LSN, or -1 when None; LSN)."""
+        return (-1 if self.commit is None else self.commit, self.lsn)
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeEvent:
     """One change of one row of a source table of the policy.
 
     `table` is the source's schema-qualified table (`public.orders`); `before` and
     `after` are the row images with decoded values (None where Debezium sent none);
-    `ts` is the time of the change as an instant (µs): the envelope's `ts_ms`, else `source.ts_ms`.
+    `ts` is the time of the change as an instant (µs): the envelope's `ts_ms`, else `source.ts_ms`;
+    `position` is where Debezium read it (None when the record does not say, e.g. another
+    connector or a hand-written record).
     """
 
     table: str
@@ -57,6 +85,7 @@ class ChangeEvent:
     before: Mapping[str, Value] | None
     after: Mapping[str, Value] | None
     ts: Instant
+    position: SourcePosition | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,18 @@
 """Helpers of the integration tests that run `lethe worker` as a subprocess: Kafka client
 settings, a free port, producing one record, the worker process and its /metrics, a
-bounded wait that fails with the worker's log, stopping the worker, reading a topic to its
-end, and waiting for the worker and the JDBC sink `lethe-sink` to catch up."""
+bounded wait that fails with the worker's log, starting and stopping a worker, reading a
+topic to its end and the commands of a table, forgetting a run's topics, and waiting for the
+worker and the JDBC sink `lethe-sink` to catch up."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -15,17 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import fastavro
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from lethe.settings import Settings
 
+SINK_GROUP = "connect-lethe-sink"
+"""The consumer group of the stack's JDBC sink connector `lethe-sink`."""
 TIMEOUT_S = 120.0
 """How long any wait lasts at most."""
-
-SINK_GROUP = "connect-lethe-sink"
-"""The consumer group of the shared JDBC sink connector `lethe-sink`."""
 
 T = TypeVar("T")
 
@@ -91,6 +106,11 @@ class WorkerProcess:
             if name == "lethe_change_events_total" and dict(labels).get("table") == table
         }
 
+    def sample(self, name: str, **labels: str) -> float:
+        """The value of one sample of /metrics now (0 when absent or the page does not
+        answer)."""
+        return (self.metrics() or {}).get((name, frozenset(labels.items())), 0.0)
+
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
@@ -122,6 +142,47 @@ def produce(
     return delivered[0]
 
 
+ROOT = Path(__file__).resolve().parents[2]
+COMMAND_SCHEMA = fastavro.parse_schema(
+    json.loads((ROOT / "schemas" / "retention_command.avsc").read_text(encoding="utf-8"))
+)
+
+
+def start_worker(
+    app_id: str, workdir: Path, policy: Path, *, log_name: str = "worker.log"
+) -> WorkerProcess:
+    """`lethe worker --app-id <app_id>` enforcing `policy` under the wall clock (ticks every
+    0.5 s), its data in `workdir/data` (kept between starts), its log appended to
+    `workdir/<log_name>`."""
+    port = free_port()
+    log_path = workdir / log_name
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("LETHE_CLOCK") and name != "LETHE_ENFORCE"
+    }
+    env.update(
+        {
+            "LETHE_DATA_DIR": str(workdir / "data"),
+            "LETHE_WEB_PORT": str(port),
+            "LETHE_POLICY": str(policy),
+            "LETHE_INTERNAL_PARTITIONS": "2",
+            "LETHE_CLOCK": "wall",
+            "LETHE_TICK_INTERVAL": "0.5",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    return WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", app_id)
+
+
 def stop(worker: WorkerProcess) -> None:
     """Stop the worker (SIGTERM, then SIGKILL after 30 s)."""
     process = worker.process
@@ -132,6 +193,61 @@ def stop(worker: WorkerProcess) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def read_topic(settings: Settings, topic: str) -> list[Message]:
+    """Every record of `topic` (all partitions) up to the end it has now."""
+    consumer = Consumer({**quiet(settings), "group.id": f"lethe-it-read-{uuid.uuid4().hex[:12]}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        position = dict.fromkeys(partitions, 0)
+        records: list[Message] = []
+        deadline = time.monotonic() + 60
+        while any(position[p] < end for p, end in ends.items()):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for message in consumer.consume(500, timeout=0.5):
+                error = message.error()
+                if error is not None:
+                    assert error.code() == KafkaError._PARTITION_EOF, str(error)
+                    continue
+                position[message.partition()] = message.offset() + 1
+                records.append(message)
+        return records
+    finally:
+        consumer.close()
+
+
+def commands_of(settings: Settings, table: str) -> list[dict[str, Any]]:
+    """The records on `lethe.commands` (decoded with the published Avro schema) of `table`."""
+    if "lethe.commands" not in AdminClient(quiet(settings)).list_topics(timeout=10).topics:
+        return []
+    found = []
+    for message in read_topic(settings, "lethe.commands"):
+        command = fastavro.schemaless_reader(io.BytesIO(message.value()), COMMAND_SCHEMA)
+        if isinstance(command, dict) and command["table"] == table:
+            found.append(command)
+    return found
+
+
+def forget_topics(settings: Settings, app_id: str, marker: str) -> None:
+    """Delete the consumer group `app_id`, its topics and every topic whose name holds `marker`."""
+    admin = AdminClient(quiet(settings))
+    doomed = [
+        topic
+        for topic in admin.list_topics(timeout=10).topics
+        if topic.startswith(f"{app_id}-") or marker in topic
+    ]
+    futures = list(admin.delete_consumer_groups([app_id]).values())
+    if doomed:
+        futures += list(admin.delete_topics(doomed).values())
+    for future in futures:
+        with contextlib.suppress(KafkaException):
+            future.result(timeout=30)
 
 
 def sink_caught_up(settings: Settings, sink_topics: list[str], timeout_s: float = 60.0) -> bool:
@@ -242,5 +358,19 @@ def subject_events_processed(settings: Settings, app_id: str, partitions_count: 
                 return True
             time.sleep(0.5)
         return None
+    finally:
+        consumer.close()
+
+
+def committed_to_end(settings: Settings, group: str, topics: list[str]) -> bool | None:
+    """Whether `group` has committed every partition of `topics` up to its end as of now."""
+    consumer = Consumer({**quiet(settings), "group.id": group, "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        partitions = [TopicPartition(t, p) for t in topics for p in metadata[t].partitions]
+        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+        committed = consumer.committed(partitions, timeout=10)
+        done = all(max(tp.offset, 0) >= end for tp, end in zip(committed, ends, strict=True))
+        return True if done else None
     finally:
         consumer.close()

@@ -18,10 +18,11 @@ import faust
 import orjson
 import pytest
 
-from lethe.agents import assign
+from lethe.agents import assign, replays
 from lethe.app import ROCKSDB_OPTIONS, LetheApp, create_app
 from lethe.settings import Settings
 from policy.engine import Engine
+from policy.events import SourcePosition
 
 TOPIC = "hosting.public.customers"
 TICKETS = "hosting.public.support_tickets"
@@ -52,9 +53,20 @@ class Wiring:
     """Reads what the agent forwards."""
 
 
-def wire(app: LetheApp, engine: Engine) -> Wiring:
+async def no_flush() -> None:
+    """The test context has no running producer to flush."""
+
+
+def no_end(topic: str, partition: int) -> int | None:
+    """The test context has no consumer: a partition's end is not known."""
+    return None
+
+
+def wire(app: LetheApp, engine: Engine, replay_marks: replays.ReplayMarks | None = None) -> Wiring:
     deadletters: faust.ChannelT[bytes] = app.channel()
     subject_events: faust.ChannelT[bytes] = app.channel()
+    if replay_marks is None:
+        replay_marks = replays.ReplayMarks.install(app, 1, flush=no_flush, highwater=no_end)
     agent = assign.install(
         app,
         app.change_topic,
@@ -63,6 +75,7 @@ def wire(app: LetheApp, engine: Engine) -> Wiring:
         engine=engine,
         metrics=app.metrics,
         partitions=1,
+        replay_marks=replay_marks,
     )
     return Wiring(
         agent, deadletters.clone(is_iterator=True), subject_events.clone(is_iterator=True)
@@ -273,3 +286,61 @@ def test_web_server_hides_table_contents(tmp_path: Path) -> None:
     assert app.conf.web_bind == "127.0.0.1"
     assert app.conf.web_port == 6099
     assert str(app.conf.store) == "rocksdb:"
+
+
+def test_a_connector_replay_is_dropped_and_counted_and_the_mark_stored_after_a_flush(
+    app: LetheApp, demo_engine: Engine
+) -> None:
+    app.loop.run_until_complete(_replayed(app, demo_engine))
+
+
+async def _replayed(app: LetheApp, engine: Engine) -> None:
+    steps: list[str] = []
+    now = [100.0]
+
+    async def flush() -> None:
+        steps.append("flush")
+
+    marks = replays.ReplayMarks.install(
+        app, 1, flush=flush, highwater=no_end, interval_s=1.0, clock=lambda: now[0]
+    )
+    wiring = wire(app, engine, marks)
+    key = orjson.dumps({"id": 5})
+
+    def ticket(op: str, sequence: str, snapshot: str = "false") -> bytes:
+        row = {"id": 5, "customer_id": 42, "body": SECRET}
+        before, after = (row, None) if op == "d" else (None, row)
+        source = {"ts_ms": TS_MS, "sequence": sequence, "snapshot": snapshot}
+        return orjson.dumps(
+            {"op": op, "before": before, "after": after, "source": source, "ts_ms": TS_MS}
+        )
+
+    read = ticket("r", '[null,"1000"]', "last")
+    created = ticket("c", '["1100","1200"]')
+    deleted = ticket("d", '["1300","1300"]')
+    later = ticket("c", '["1400","1500"]')
+    no_position = orjson.dumps({"op": "c", "after": {"id": 5, "customer_id": 42}, "ts_ms": TS_MS})
+    async with wiring.agent.test_context() as agent_under_test:
+        for value in (read, created, deleted):
+            await put(agent_under_test, key, value, topic=TICKETS)
+        now[0] += 1.5
+        for value in (read, created, deleted):  # the connector's snapshot sent again: new
+            await put(agent_under_test, key, value, topic=TICKETS)
+        for value in (created, deleted, no_position, later):  # the stream replayed, then new
+            await put(agent_under_test, key, value, topic=TICKETS)
+        stored = app.tables[replays.TABLE].get(f"{TICKETS}:0".encode())
+
+    sent = [value for _, value, _ in await forwarded(wiring.subject_events)]
+    assert sent == [read, created, deleted, read, created, deleted, no_position, later]
+    assert (
+        app.metrics.registry.get_sample_value(
+            "lethe_change_events_replayed_total", {"table": "public.support_tickets"}
+        )
+        == 2
+    )
+    assert counted(app, "public.support_tickets", "c") == 5, "replays are counted as read too"
+    assert steps == ["flush"], "one write in the interval, after a flush"
+    assert stored is not None
+    assert replays.decode(stored) == SourcePosition(None, 1000, snapshot=True), (
+        "stored: the mark after the first record 1.5 s after the partition's first use"
+    )

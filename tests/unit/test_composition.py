@@ -15,6 +15,7 @@ import lethe
 import policy
 from lethe.agents.assign import AGENT_NAME, LOCATIONS_TABLE
 from lethe.agents.enforce import AGENT_NAME as ENFORCE_AGENT
+from lethe.agents.replays import TABLE as REPLAY_MARKS_TABLE
 from lethe.commands.worker import build_worker_app
 from lethe.faust_store import LOCATIONS as FAUST_LOCATIONS
 from lethe.faust_store import ROWS, SUBJECTS
@@ -135,6 +136,8 @@ def test_the_worker_app_assigns_the_change_topics_to_its_own_subject_events(
     assert locations.partitions == 3, "co-partitioned with the change topics"
     assert (locations.key_serializer, locations.value_serializer) == ("raw", "raw")
     assert locations.changelog_topic.get_topic_name() == "lethe-unit-wiring-locations-changelog"
+    marks = app.tables[REPLAY_MARKS_TABLE]
+    assert marks.partitions == 3, "co-partitioned with the change topics"
 
 
 def test_the_worker_app_enforces_from_its_subject_events_with_state_partitioned_like_them(
@@ -156,4 +159,4 @@ def test_with_enforce_off_the_worker_app_only_assigns(tmp_path: Path) -> None:
     policy = load_policy(ROOT / "config" / "policy.yaml")
     app = build_worker_app(settings, "lethe-unit-assign", policy, ["hosting.public.orders"], 1)
     assert set(app.agents) == {AGENT_NAME}
-    assert set(app.tables) == {LOCATIONS_TABLE}
+    assert set(app.tables) == {LOCATIONS_TABLE, REPLAY_MARKS_TABLE}

@@ -83,7 +83,7 @@ def install(
 
     async def assign(stream: Any) -> None:
         await subject_events.maybe_declare()
-        await await_changelogs(app, [locations], partitions)
+        await await_changelogs(app, [locations, marks.table], partitions)
         event: EventT[bytes]
         async for event in stream.events():
             message = event.message

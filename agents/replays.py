@@ -107,6 +107,11 @@ class ReplayMarks:
         self._marks: dict[tuple[str, int], SourcePosition | None] = {}
         self._stored: dict[tuple[str, int], tuple[float, SourcePosition | None]] = {}
 
+    @property
+    def table(self) -> Any:
+        """The Faust table the marks are stored in."""
+        return self._table
+
     @classmethod
     def install(
         cls,

@@ -16,10 +16,15 @@ Re-arming a timer therefore writes nothing to Kafka or RocksDB (no tombstones). 
 rebalances revoke every partition, so after each rebalance the first event of a partition
 pays one scan of its rows (and of the subjects they name) before it is processed.
 
-Every method works on the partition of the event being processed (`faust.current_event()`),
-as Faust writes a table key to that partition's changelog: call them from an agent's stream,
-never from a timer or task (the RocksDB store refuses writes outside stream context). Keep one
-`Driver` per partition over the store: the driver's clock is per stream partition.
+Every read, write and delete works on the partition of the event being processed
+(`faust.current_event()`): its own RocksDB and its own changelog partition, never another's.
+Faust's own `del table[key]` removes the key from the partition where this process last
+wrote it, while its tombstone goes to the current event's changelog partition; a row that
+moves to another partition (its subject changed) has its `locations` entry written there
+first and deleted here after, so the store writes and deletes through the partition's
+database itself, with the same changelog records Faust sends. Call the methods from an
+agent's stream, never from a timer or task. Keep one `Driver` per partition over the store:
+the driver's clock is per stream partition.
 """
 
 from __future__ import annotations
@@ -149,33 +154,33 @@ class FaustStore:
     # --- rows ----------------------------------------------------------------------------
 
     def row(self, row_id: RowId) -> RowState | None:
-        data = self._rows.get(row_key(row_id))
+        data = self._get(self._rows, row_key(row_id))
         return None if data is None else RowState.from_bytes(data)
 
     def put_row(self, row_id: RowId, state: RowState) -> None:
         self._index()
         key = row_key(row_id)
         data = state.to_bytes()
-        stored = self._rows.get(key)
+        stored = self._get(self._rows, key)
         if stored == data:
             return
         if stored is None:
             subject, table, row_key_values = row_id
-            self._locations[where_key(table, row_key_values)] = orjson.dumps(subject)
-        self._rows[key] = data
+            self._put(self._locations, where_key(table, row_key_values), orjson.dumps(subject))
+        self._put(self._rows, key, data)
 
     def delete_row(self, row_id: RowId) -> None:
         due = self._index()
         key = row_key(row_id)
-        if self._rows.get(key) is None:
+        if self._get(self._rows, key) is None:
             return
         due.arm(row_id, None)
         _, table, row_key_values = row_id
-        del self._rows[key]
-        del self._locations[where_key(table, row_key_values)]
+        self._delete(self._rows, key)
+        self._delete(self._locations, where_key(table, row_key_values))
 
     def locate(self, table: str, key: Key) -> RowId | None:
-        data = self._locations.get(where_key(table, key))
+        data = self._get(self._locations, where_key(table, key))
         if data is None:
             return None
         subject: str | None = orjson.loads(data)
@@ -193,16 +198,16 @@ class FaustStore:
     # --- subjects ------------------------------------------------------------------------
 
     def subject(self, subject: str) -> SubjectState | None:
-        data = self._subjects.get(subject.encode())
+        data = self._get(self._subjects, subject.encode())
         return None if data is None else SubjectState.from_bytes(data)
 
     def put_subject(self, subject: str, state: SubjectState) -> None:
-        self._subjects[subject.encode()] = state.to_bytes()
+        self._put(self._subjects, subject.encode(), state.to_bytes())
 
     def delete_subject(self, subject: str) -> None:
         key = subject.encode()
-        if self._subjects.get(key) is not None:
-            del self._subjects[key]
+        if self._get(self._subjects, key) is not None:
+            self._delete(self._subjects, key)
 
     # --- due index -----------------------------------------------------------------------
 
@@ -251,6 +256,26 @@ class FaustStore:
 
     def _rows_db(self, partition: int) -> Any:
         return self._rows.data._db_for_partition(partition)
+
+    def _get(self, table: Any, key: bytes) -> bytes | None:
+        """The key's value in the current partition's database (None: absent)."""
+        value: bytes | None = table.data._db_for_partition(self._partition()).get(key)
+        return value
+
+    def _put(self, table: Any, key: bytes, value: bytes) -> None:
+        """Write the key in the current partition: its changelog record (Faust's `on_key_set`
+        sends it to the current event's partition), then its database."""
+        partition = self._partition()
+        table.on_key_set(key, value)
+        table.data._db_for_partition(partition).put(key, value)
+
+    def _delete(self, table: Any, key: bytes) -> None:
+        """Delete the key in the current partition: its changelog tombstone (Faust's
+        `on_key_del`, to the current event's partition), then its database. Not `del
+        table[key]`: that deletes wherever this process last wrote the key."""
+        partition = self._partition()
+        table.on_key_del(key)
+        table.data._db_for_partition(partition).delete(key)
 
     def _keys_from(self, prefix: bytes) -> Iterator[bytes]:
         for key in self._rows_db(self._partition()).keys(from_key=prefix):

@@ -24,7 +24,11 @@ Never early because an input lags: the worker reads many change topics that adva
 unevenly, so each call also takes `bounds` (`Bounds`, from `row_bounds`): per table, the
 instant up to which every input that can change its rows' fate (`SourcePlan.fate_inputs`)
 has been processed. A row's stage due at T is then issued only once T <= its table's bound,
-and at most at that bound (a stage due later waits); a timer popped before that is held
+and at most at that bound (a stage due later waits); a stage that an event at E made due in
+the past (a row first seen overdue, a clock moved into the past, a hold released) only once
+E <= the bound: it is decided at E, as `lethe simulate` decides it, with every input up to E
+(a marketing contact first seen after its due is not deleted before its customer's orders
+written with it are read). A timer popped before that is held
 back in the driver (per table, in due order) and fires as soon as the bound passes it,
 unless the row was re-armed (a hold placed meanwhile) or deleted first. The clock itself
 still moves to `to`. `lethe simulate` has one clock and passes no bounds.
@@ -212,9 +216,17 @@ class Driver:
             if not waiting:
                 del self._waiting[table]
 
-    def _arm(self, row_id: RowId, at: Instant | None) -> None:
-        """Set the row's timer; a stage of it held back is forgotten (worked out anew)."""
+    def _arm(self, row_id: RowId, at: Instant | None, decided: Instant | None = None) -> None:
+        """Set the row's timer; a stage of it held back is forgotten (worked out anew).
+
+        `decided` (with bounds only): the time of the event that armed it. A stage that this
+        event made due in the past is decided at that time, with what the inputs hold up to it
+        (a contact first seen after its due, whose customer's orders, written at the same
+        time, are still to be read): its timer is set at the event's time, so that it waits
+        until the row's bound reaches it; the command keeps its due."""
         self._held.pop(row_id, None)
+        if decided is not None and at is not None and at < decided:
+            at = decided
         self.store.arm(row_id, at)
 
     def _delete(self, row_id: RowId) -> None:
@@ -228,6 +240,7 @@ class Driver:
         if self.clock is not None and event.ts < self.clock:
             event = replace(event, ts=self.clock)
         outcome = self.advance(event.ts, bounds)
+        decided = None if bounds is None else event.ts
         engine = self.engine
         store = self.store
         old_id = store.locate(event.table, event.key)
@@ -245,17 +258,17 @@ class Driver:
         if step.row is not None:
             row_id: RowId = (step.subject_key, event.table, event.key)
             store.put_row(row_id, step.row)
-            self._arm(row_id, step.next_due)
+            self._arm(row_id, step.next_due, decided)
         if step.left_subject is not None and step.left_state is not None:
             self._settle(step.left_subject, left, step.left_state)
             if step.reevaluate_left:
-                self._rearm(step.left_subject, step.left_state, True)
+                self._rearm(step.left_subject, step.left_state, True, decided)
         elif old_subject is not None and old_subject != subject_key:
             self._settle(old_subject, left, left)
         if step.subject_key is not None and step.subject is not None:
             self._settle(step.subject_key, subject, step.subject)
             if step.reevaluate_subject:
-                self._rearm(step.subject_key, step.subject, step.holds_changed)
+                self._rearm(step.subject_key, step.subject, step.holds_changed, decided)
         if step.confirmed or step.holds_changed or step.reevaluate_left:
             holds: list[HoldChange] = []
             hold = hold_id(event.table, event.key)
@@ -305,7 +318,7 @@ class Driver:
         released = leave(self.engine, table, key, stored) if stored is not None else None
         self._settle(subject, stored, released if released is not None else stored)
         if released is not None:
-            self._rearm(subject, released, True)
+            self._rearm(subject, released, True, None if bounds is None else at)
             released_hold = HoldChange(table, key, subject, False, at)
             return Outcome(outcome.commands, outcome.confirmations, (released_hold,))
         return outcome
@@ -318,7 +331,13 @@ class Driver:
         elif stored is not None:
             self.store.delete_subject(key)
 
-    def _rearm(self, key: str | None, subject: SubjectState, holds_changed: bool) -> None:
+    def _rearm(
+        self,
+        key: str | None,
+        subject: SubjectState,
+        holds_changed: bool,
+        decided: Instant | None = None,
+    ) -> None:
         """Re-arm the subject's rows (only those reading its activity if no hold changed)."""
         engine = self.engine
         store = self.store
@@ -326,4 +345,4 @@ class Driver:
             if holds_changed or reads_activity(engine, row_id[1]):
                 row = store.row(row_id)
                 if row is not None:
-                    self._arm(row_id, next_due(engine, row, subject))
+                    self._arm(row_id, next_due(engine, row, subject), decided)

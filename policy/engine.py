@@ -39,7 +39,13 @@ How a row's stages are combined from its rules (one rule per purpose):
   keep scheduling it (a clock that moves does not repeat it); an update that stops its
   clock forgets it, so it is issued anew when the clock runs again (an account closed,
   reopened and closed again is archived twice); when the delete is issued together
-  with earlier stages (an overdue row), those are dropped.
+  with earlier stages (an overdue row), those are dropped;
+- a row first seen (no row state) whose anonymise stage is due by then and whose every
+  column of it already holds what the stage writes counts that stage as done (issued and
+  confirmed, no command): a row that moved to another subject arrives so at the worker's
+  other partition (a survey whose anonymise emptied its customer id and coarsened its own
+  clock column), and `lethe simulate`, which moves it with its issued stages, issues
+  nothing again either. Never an archive or a delete.
 Confirmation: every anonymise and delete command `due` issues is kept in the row state as
 `Unconfirmed` until the change stream shows it applied; `apply` returns the confirmations
 (`Step.confirmed`): the row's delete event (op d) confirms every unconfirmed command of the
@@ -77,7 +83,15 @@ from policy.clock_closures import ConditionFn, Values
 from policy.events import ChangeEvent, Key, Op, Value
 from policy.instants import EPOCH, EPOCH_ORDINAL, US_PER_DAY, Instant, from_datetime
 from policy.model import Action, Bucket, Coarsen, Source
-from policy.plans import ACTION_OF_RANK, DELETE_RANK, DELETE_STAGE, NEVER, Engine, SourcePlan
+from policy.plans import (
+    ACTION_OF_RANK,
+    ANONYMISE_RANK,
+    DELETE_RANK,
+    DELETE_STAGE,
+    NEVER,
+    Engine,
+    SourcePlan,
+)
 from policy.state import (
     EMPTY_SUBJECT,
     Command,
@@ -107,6 +121,7 @@ __all__ = [
 _NO_ACTIVITY: Final[Mapping[str, Instant]] = MappingProxyType({})
 _NO_IMAGE: Final[Mapping[str, Value]] = MappingProxyType({})
 _NOTHING_ISSUED: Final[frozenset[str]] = frozenset()
+_NOTHING_KEPT: Final[Mapping[str, StateValue]] = MappingProxyType({})
 _ONE_US: Final = datetime.resolution
 _DELETE_OP: Final = Op.DELETE
 _PLAIN_TYPES: Final = (str, bool, int, float)
@@ -389,6 +404,8 @@ def apply(
         issued = _still_scheduled(plan, values, new_subject, issued)
         if unconfirmed:
             unconfirmed = tuple(entry for entry in unconfirmed if entry.stage in issued)
+    elif row is None and plan.anonymises:
+        issued = _anonymous_already(engine, plan, values, new_subject, event, image)
     schedule: Schedule
     if plan.reads_activity:
         activity_now = new_subject.activity if new_subject is not None else _NO_ACTIVITY
@@ -419,6 +436,50 @@ def _still_scheduled(
     activity = subject.activity if subject is not None and plan.reads_activity else _NO_ACTIVITY
     scheduled, _ = plan.stages(values, activity, _NOTHING_ISSUED)
     return issued.intersection(stage[2] for stage in scheduled)
+
+
+def _anonymous_already(
+    engine: Engine,
+    plan: SourcePlan,
+    values: Values,
+    subject: SubjectState | None,
+    event: ChangeEvent,
+    image: Mapping[str, Value],
+) -> frozenset[str]:
+    """The anonymise stages of a row first seen that are due by the event and whose every
+    column already holds what the stage writes: done (issued and confirmed, no command).
+
+    A row that moves to another subject arrives at the worker's other partition as new,
+    often because its own anonymise emptied the subject's column (a survey's customer id),
+    and sometimes with that stage's clock column coarsened, so the stage would be issued
+    again with another due, as a no-op: `lethe simulate` moves the row with its issued
+    stages and never does. Only anonymises: what is already anonymous is not anonymised
+    again; a delete or an archive is never taken as done."""
+    activity = subject.activity if subject is not None and plan.reads_activity else _NO_ACTIVITY
+    stages, _ = plan.stages(values, activity, _NOTHING_ISSUED)
+    done = [
+        stage_id
+        for at, rank, stage_id, purposes, fields in stages
+        if rank == ANONYMISE_RANK
+        and at <= event.ts
+        and _shows_anonymised(
+            engine,
+            Command(
+                at,
+                at,
+                Action.ANONYMISE,
+                stage_id,
+                plan.table,
+                event.key,
+                None,
+                purposes,
+                fields,
+            ),
+            _NOTHING_KEPT,
+            image,
+        )
+    ]
+    return frozenset(done) if done else _NOTHING_ISSUED
 
 
 def _keep_at_once(

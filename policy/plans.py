@@ -85,6 +85,9 @@ class SourcePlan:
     """Columns early anonymisation may touch: not the key, not read by any clock."""
     reads_activity: bool
     """Some clock of this source reads the subject's activity."""
+    anonymises: bool
+    """Some stage of this source anonymises: an anonymise stage of a rule, or the early
+    anonymisation of columns only ended rules need (several rules)."""
     table: str
     changes_subject: bool
     """Its rows feed the subject's activity or are legal holds."""
@@ -169,6 +172,7 @@ def _plan_source(policy: Policy, source: Source) -> SourcePlan:
         reads_activity=any(
             uses_activity(stage.due) for rule in source.rules for stage in rule.stages
         ),
+        anonymises=any(r.anonymise for r in rules) or (len(rules) > 1 and bool(anonymisable)),
         table=source.table,
         changes_subject=bool(source.activity) or source.hold is not None,
         fate_inputs=fate_inputs(policy, source),

@@ -208,7 +208,11 @@ def partition_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]
 
 
 def clear_partition(tables: StateTables, partition: int) -> None:
-    """Delete every key of the three tables in the partition (run it inside the stream)."""
+    """Delete every key of the three tables in the partition (run it inside the stream), in
+    its database and its changelog (not `del table[key]`, which deletes the key from the
+    partition where this process last wrote it)."""
     for table in (tables.rows, tables.subjects, tables.locations):
+        db = table.data._db_for_partition(partition)
         for key in [key for key, _ in partition_items(table, partition)]:
-            del table[key]
+            table.on_key_del(key)
+            db.delete(key)

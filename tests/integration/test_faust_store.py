@@ -6,6 +6,9 @@ and the real broker, run inside an agent's stream by `FaustHarness` (one app for
 - partitions do not see each other's rows or timers;
 - a new store over the same tables (a restart, a partition assigned again) finds every
   row's timer again from the rows;
+- a row that moves to another partition (its subject changed) is located there and
+  forgotten in the partition it left, in their databases and changelogs, when one worker
+  holds both;
 - storing a row state equal to the stored one writes no changelog record;
 - the driver over the Faust store issues the same commands and ends in the same rows,
   subjects and locations as over the in-memory store, on random streams fed one record per
@@ -17,6 +20,7 @@ Fails (never skips) when the stack is down: start it with `lethe stack up`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 
@@ -127,6 +131,67 @@ def test_a_new_store_over_the_same_tables_finds_every_timer_from_the_rows(harnes
         (30, rows[3]),
         (40, rows[0]),
     ]
+
+
+def changelog_state(harness: FaustHarness, table: str, partition: int) -> dict[bytes, bytes]:
+    """What a recovery from the table's changelog partition restores: each key's last value."""
+    topic = f"{harness.app_id}-{table}-changelog"
+    asyncio.run_coroutine_threadsafe(harness.app.producer.flush(), harness.loop).result(30)
+    end = wait_for_changelog(harness, table, partition, 0)
+    consumer = Consumer(
+        {"bootstrap.servers": harness.bootstrap, "group.id": harness.app_id + "-read"}
+    )
+    state: dict[bytes, bytes] = {}
+    try:
+        consumer.assign([TopicPartition(topic, partition, 0)])
+        position = 0
+        deadline = time.monotonic() + 30
+        while position < end:
+            assert time.monotonic() < deadline, f"{topic}[{partition}] read to {position} < {end}"
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            position = message.offset() + 1
+            key, value = message.key(), message.value()
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+    finally:
+        consumer.close()
+    return {key: value for key, value in state.items() if not key.startswith(b"__faust")}
+
+
+def test_a_row_moved_to_another_partition_is_located_there_and_forgotten_here(
+    harness: FaustHarness,
+):
+    """A survey whose customer id is emptied moves from `customer:3` (partition 0) to no
+    subject (partition 1), one worker holding both: the new partition stores it first, then
+    the old one forgets it (the depart). Each partition, and its changelog, ends as if the
+    other did not exist."""
+    store = FaustStore(harness.tables, never_due)
+    table, key = "public.satisfaction_surveys", (("id", 7),)
+    old, new = (("customer:3", table, key), (None, table, key))
+    location = where_key(table, key)
+    harness.run(lambda: fresh_store(harness, 1), partition=1)
+    harness.run(lambda: fresh_store(harness, 0), partition=0)
+    harness.run(lambda: store.put_row(old, contract.state(old)), partition=0)
+    harness.run(lambda: store.put_row(new, contract.state(new)), partition=1)
+    harness.run(lambda: store.delete_row(old), partition=0)
+
+    assert harness.run(lambda: (store.locate(table, key), store.row(new)), partition=1) == (
+        new,
+        contract.state(new),
+    )
+    assert harness.run(lambda: (store.locate(table, key), store.row(old)), partition=0) == (
+        None,
+        None,
+    )
+    assert dict(partition_items(harness.tables.locations, 1)) == {location: b"null"}
+    assert dict(partition_items(harness.tables.locations, 0)) == {}
+    assert changelog_state(harness, LOCATIONS, 1) == {location: b"null"}
+    assert changelog_state(harness, LOCATIONS, 0) == {}
+    assert changelog_state(harness, ROWS, 0) == {}
 
 
 def changelog_end(harness: FaustHarness, table: str, partition: int) -> int:

@@ -139,3 +139,58 @@ def test_an_update_that_moves_the_due_while_the_delete_waits_is_what_counts(demo
         ).commands
         == ()
     )
+
+
+CONTACTS = "public.marketing_contacts"
+CONTACT = {"id": 3, "customer_id": 42, "email": "ann@example.org", "basis": "legitimate_interest",
+           "consent_withdrawn_at": None, "objected_at": None,
+           "last_contact_at": "2019-01-01T00:00:00Z"}  # fmt: skip
+ORDER = {"id": 8, "customer_id": 42, "service": "vps", "amount_cents": 500,
+         "ordered_at": "2024-01-01T00:00:00Z"}  # fmt: skip
+SEEDED = "2025-06-01T00:00:00Z"
+"""When the contact and its customer's order were written, in one transaction."""
+
+
+def contact_bounds(engine: Engine, instant: str, orders: str) -> dict[str, int]:
+    """Contacts, tickets and holds processed up to `instant`, orders up to `orders`."""
+    processed = {table: micros(instant) for table in (CONTACTS, TICKETS, HOLDS)}
+    return row_bounds(engine, {**processed, ORDERS: micros(orders)})
+
+
+def test_a_row_first_seen_overdue_waits_until_its_inputs_reach_the_time_it_was_seen(
+    demo_engine: Engine,
+):
+    """Seen alone, the contact is due 2022-01-01 (its own last contact + 36 months); its
+    customer's order of 2024-01-01, written at the same time but read later, makes it
+    2027-01-01. The orders were read only up to 2025-05-01 when the contact came: past
+    the 2022 due, not past the time the contact was seen, so nothing is deleted yet."""
+    driver = Driver(demo_engine, MemoryStore())
+    contact = event(demo_engine, record("marketing_contacts", "c", SEEDED, CONTACT))
+    lagging = contact_bounds(demo_engine, SEEDED, orders="2025-05-01T00:00:00Z")
+    assert driver.feed(contact, lagging).commands == ()
+    assert driver.advance(micros("2025-06-01T00:00:05Z"), lagging).commands == ()
+    assert driver.held() == 1
+    order = event(demo_engine, record("orders", "c", SEEDED, ORDER))
+    assert driver.feed(order, lagging).commands == ()  # the ticks saying so come after it
+    caught_up = contact_bounds(demo_engine, "2025-06-01T00:00:06Z", "2025-06-01T00:00:06Z")
+    assert driver.advance(micros("2026-12-31T23:59:59Z"), caught_up).commands == ()
+    later = contact_bounds(demo_engine, "2027-01-02T00:00:00Z", "2027-01-02T00:00:00Z")
+    issued = driver.advance(micros("2027-01-02T00:00:00Z"), later).commands
+    assert stages(issued) == [(CONTACTS, "delete", micros("2027-01-01T00:00:00Z"))]
+
+
+def test_a_row_first_seen_overdue_is_issued_once_its_inputs_pass_that_time(
+    demo_engine: Engine,
+):
+    """No order came: the delete (due 2022-01-01) is issued once every input of the contact
+    has been read past the time it was seen, as issued then (`lethe simulate` too)."""
+    driver = Driver(demo_engine, MemoryStore())
+    contact = event(demo_engine, record("marketing_contacts", "c", SEEDED, CONTACT))
+    lagging = contact_bounds(demo_engine, SEEDED, orders="2025-05-01T00:00:00Z")
+    driver.feed(contact, lagging)
+    passed = contact_bounds(demo_engine, "2025-06-01T00:00:04Z", "2025-06-01T00:00:02Z")
+    issued = driver.advance(micros("2025-06-01T00:00:05Z"), passed).commands
+    assert [(c.stage, c.due_at, c.issued_at) for c in issued] == [
+        ("delete", micros("2022-01-01T00:00:00Z"), micros(SEEDED))
+    ]
+    assert driver.held() == 0

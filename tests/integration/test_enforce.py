@@ -134,9 +134,15 @@ def start_worker(run: Run) -> WorkerProcess:
 
 
 @contextlib.contextmanager
-def provisioned(settings: Settings, run: Run) -> Iterator[Run]:
-    """The run's tables (in PostgreSQL, copies of the demo's) and change topics, created;
-    its tables, topics and consumer group dropped on leaving."""
+def provisioned(
+    settings: Settings, app_id_prefix: str, workdir: Path, run_type: type[Run] = Run
+) -> Iterator[Run]:
+    """A new run (app id `app_id_prefix` + its own id): its policy, its tables (in PostgreSQL,
+    copies of the demo's) and change topics, created; its tables, topics and consumer group
+    dropped on leaving."""
+    app_id = app_id_prefix + uuid.uuid4().hex[:8]
+    run = run_type(app_id, app_id.rsplit("-", 1)[-1], workdir, workdir / "policy.yaml")
+    write_policy(run)
     admin = AdminClient(quiet(settings))
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         for kind in APPLIED:
@@ -154,11 +160,7 @@ def provisioned(settings: Settings, run: Run) -> Iterator[Run]:
 @pytest.fixture(scope="module")
 def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The run's tables (in PostgreSQL) and change topics, its policy; dropped at the end."""
-    app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
-    workdir = tmp_path_factory.mktemp("enforce")
-    run = Run(app_id, app_id.rsplit("-", 1)[-1], workdir, workdir / "policy.yaml")
-    write_policy(run)
-    with provisioned(real_stack, run):
+    with provisioned(real_stack, APP_ID_PREFIX, tmp_path_factory.mktemp("enforce")) as run:
         yield run
 
 

@@ -20,7 +20,6 @@ ticks of its due instant, never before it.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,7 +39,6 @@ from tests.integration.test_enforce import (
     provisioned,
     select,
     start_worker,
-    write_policy,
 )
 from tests.integration.workers import WorkerProcess, quiet, serving, wait_for
 
@@ -63,11 +61,8 @@ class InputsRun(Run):
 @pytest.fixture(scope="module")
 def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The run's tables and change topics, its policy; dropped at the end."""
-    app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
     workdir = tmp_path_factory.mktemp("inputs")
-    run = InputsRun(app_id, app_id.rsplit("-", 1)[-1], workdir, workdir / "policy.yaml")
-    write_policy(run)
-    with provisioned(real_stack, run):
+    with provisioned(real_stack, APP_ID_PREFIX, workdir, InputsRun) as run:
         yield run
 
 

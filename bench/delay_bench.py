@@ -22,7 +22,6 @@ import argparse
 import io
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,18 +32,16 @@ from pathlib import Path
 import fastavro
 import orjson
 import psycopg
-import yaml
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from enforce_bench import forget, free_port
+from enforce_bench import forget, start_worker, write_logs_policy
 
 from lethe.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = "lethe.commands"
-PARTITIONS = 8
 
 
 def iso(at: datetime) -> str:
@@ -151,34 +148,20 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             workdir = Path(scratch)
-            document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
-            document["sources"] = {f"public.{table}": document["sources"]["public.connection_logs"]}
-            document["parameters"]["connection_log_retention"]["default"] = "PT1S"
-            policy = workdir / "policy.yaml"
-            policy.write_text(yaml.safe_dump(document, sort_keys=False))
+            policy = write_logs_policy(
+                table, workdir / "policy.yaml", {"connection_log_retention": "PT1S"}
+            )
             first_due = datetime.now(UTC) + timedelta(seconds=args.lead)
             produce(bootstrap, topic, first_due, args.rows, args.spread, args.tracked)
             start = commands_end(bootstrap)
-            env = {n: v for n, v in os.environ.items() if not n.startswith("LETHE_CLOCK")}
-            env.update(
-                {
-                    "LETHE_DATA_DIR": str(workdir / "data"),
-                    "LETHE_WEB_PORT": str(free_port()),
-                    "LETHE_POLICY": str(policy),
-                    "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
-                    "LETHE_TICK_INTERVAL": str(args.tick),
-                    "LETHE_CLOCK": "wall",
-                }
-            )
             log_path = Path(tempfile.gettempdir()) / f"{app_id}.log"
             print(f"worker log: {log_path}", flush=True)
-            log = log_path.open("wb")
-            process = subprocess.Popen(
-                [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "warning"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            process = start_worker(
+                app_id,
+                policy,
+                workdir / "data",
+                log_path,
+                {"LETHE_TICK_INTERVAL": str(args.tick), "LETHE_CLOCK": "wall"},
             )
             deadline = time.monotonic() + args.lead + args.spread + 60
             delays = read_delays(bootstrap, start, table, args.rows, deadline)

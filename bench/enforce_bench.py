@@ -72,24 +72,12 @@ def run_worker(
     bootstrap: str, topic: str, policy: Path, events: int, enforce: bool, workdir: Path
 ) -> tuple[float, float | None]:
     app_id = f"bench-enforce-{uuid.uuid4().hex[:8]}"
-    env = {name: value for name, value in os.environ.items() if not name.startswith("LETHE_CLOCK")}
-    env.update(
-        {
-            "LETHE_KAFKA_BOOTSTRAP": bootstrap,
-            "LETHE_DATA_DIR": str(workdir / app_id),
-            "LETHE_WEB_PORT": str(free_port()),
-            "LETHE_POLICY": str(policy),
-            "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
-            "LETHE_ENFORCE": "on" if enforce else "off",
-        }
-    )
-    log = (workdir / f"{app_id}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    process = start_worker(
+        app_id,
+        policy,
+        workdir / app_id,
+        workdir / f"{app_id}.log",
+        {"LETHE_KAFKA_BOOTSTRAP": bootstrap, "LETHE_ENFORCE": "on" if enforce else "off"},
     )
     subject_events = f"{app_id}-subject-events"
     first: dict[str, float] = {}
@@ -117,7 +105,6 @@ def run_worker(
         process.wait(60)
         forget(bootstrap, app_id, set())
     if "assign" not in done or (enforce and "enforce" not in done):
-        log.close()
         tail = (workdir / f"{app_id}.log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"the worker did not get through the events:\n{tail}")
     assign_s = done["assign"] - first["assign"]
@@ -129,6 +116,43 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def start_worker(
+    app_id: str, policy: Path, data_dir: Path, log_path: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """`lethe worker --app-id <app_id> -l warning` enforcing `policy` with
+    LETHE_INTERNAL_PARTITIONS=PARTITIONS, its data in `data_dir`, its output written to
+    `log_path`; `env` adds variables or overrides these (this shell's LETHE_CLOCK* dropped)."""
+    worker_env = {n: v for n, v in os.environ.items() if not n.startswith("LETHE_CLOCK")}
+    worker_env.update(
+        {
+            "LETHE_DATA_DIR": str(data_dir),
+            "LETHE_WEB_PORT": str(free_port()),
+            "LETHE_POLICY": str(policy),
+            "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
+            **env,
+        }
+    )
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "warning"],
+            cwd=ROOT,
+            env=worker_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def write_logs_policy(table: str, path: Path, parameters: dict[str, str] | None = None) -> Path:
+    """config/policy.yaml with `public.<table>`, under connection_logs' rules, as its only
+    source; `parameters` (name: value) replace those parameters' defaults."""
+    document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
+    document["sources"] = {f"public.{table}": document["sources"]["public.connection_logs"]}
+    for name, value in (parameters or {}).items():
+        document["parameters"][name]["default"] = value
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
 
 
 def forget(bootstrap: str, app_id: str, topics: set[str]) -> None:
@@ -157,11 +181,7 @@ def main() -> int:
         produce(args.bootstrap, topic, args.events, args.subjects)
         with tempfile.TemporaryDirectory() as scratch:
             workdir = Path(scratch)
-            document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
-            source = document["sources"]["public.connection_logs"]
-            document["sources"] = {f"public.{table}": source}
-            policy = workdir / "policy.yaml"
-            policy.write_text(yaml.safe_dump(document, sort_keys=False))
+            policy = write_logs_policy(table, workdir / "policy.yaml")
             for enforce in (False, True):
                 assign_s, enforce_s = run_worker(
                     args.bootstrap, topic, policy, args.events, enforce, workdir

@@ -21,10 +21,6 @@ topics and consumer group are deleted at the end. Fails (never skips) when the s
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,15 +30,18 @@ import orjson
 import psycopg
 import pytest
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe.settings import Settings
+from tests.integration import workers
 from tests.integration.workers import (
     WorkerProcess,
-    free_port,
+    forget_topics,
     produce,
     quiet,
+    serving,
+    stop,
     wait_for,
 )
 
@@ -85,53 +84,15 @@ def write_policy(path: Path, tables: list[str]) -> Path:
 
 
 def start_worker(app_id: str, workdir: Path, policy: Path) -> WorkerProcess:
-    port = free_port()
-    log_path = workdir / "worker.log"
-    env = {
-        **os.environ,
-        "LETHE_DATA_DIR": str(workdir / "data"),
-        "LETHE_WEB_PORT": str(port),
-        "LETHE_POLICY": str(policy),
-        "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
-        "LETHE_ENFORCE": "off",  # its policy names the demo's tables: never change their rows
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", app_id)
-
-
-def stop(worker: WorkerProcess) -> None:
-    process = worker.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def forget(settings: Settings, app_id: str, own_topics: set[str]) -> None:
-    """Delete the run's consumer group, the app's internal topics and the run's own topics."""
-    admin = AdminClient(quiet(settings))
-    doomed = [
-        t
-        for t in admin.list_topics(timeout=10).topics
-        if t.startswith(f"{app_id}-") or t in own_topics
-    ]
-    futures = list(admin.delete_consumer_groups([app_id]).values())
-    if doomed:
-        futures += list(admin.delete_topics(doomed).values())
-    for future in futures:
-        with contextlib.suppress(KafkaException):  # already gone: nothing to keep
-            future.result(timeout=30)
+    return workers.start_worker(
+        app_id,
+        workdir,
+        policy,
+        env={
+            "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
+            "LETHE_ENFORCE": "off",  # its policy names the demo's tables: never change their rows
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +102,12 @@ def worker(
     app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
     workdir = tmp_path_factory.mktemp("route")
     table = own_table(app_id)
-    handle = start_worker(app_id, workdir, write_policy(workdir / "policy.yaml", [table]))
     try:
-        wait_for("the worker's /metrics page", handle.metrics, handle)
-        yield handle
+        policy = write_policy(workdir / "policy.yaml", [table])
+        with serving(start_worker(app_id, workdir, policy)) as handle:
+            yield handle
     finally:
-        stop(handle)
-        forget(real_stack, app_id, {f"hosting.{table}"})
+        forget_topics(real_stack, app_id, topics={f"hosting.{table}"})
 
 
 class SubjectEvents:
@@ -343,7 +303,7 @@ def test_change_topics_of_different_partition_counts_stop_the_worker(
         assert "1 partition: hosting.public.call_recordings" in log
         assert not [t for t in admin.list_topics(timeout=10).topics if t.startswith(app_id)]
     finally:
-        forget(real_stack, app_id, {topic})
+        forget_topics(real_stack, app_id, topics={topic})
 
 
 def test_a_subject_events_topic_of_another_partition_count_stops_the_worker(
@@ -367,4 +327,4 @@ def test_a_subject_events_topic_of_another_partition_count_stops_the_worker(
             "set LETHE_INTERNAL_PARTITIONS=2"
         ) in handle.log()
     finally:
-        forget(real_stack, app_id, set())
+        forget_topics(real_stack, app_id)

@@ -31,14 +31,12 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
 import pytest
-import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -46,14 +44,13 @@ from lethe import stack
 from lethe.settings import Settings
 from lethe.stack.connect import Connect, SinkConnector, SourceConnector, source_config
 from tests.integration.workers import (
-    ROOT,
+    LogsRun,
     WorkerProcess,
     commands_of,
     committed_to_end,
-    forget_topics,
+    drop_run,
     quiet,
     read_topic,
-    sink_caught_up,
     start_worker,
     stop,
     wait_for,
@@ -70,27 +67,12 @@ CUSTOMER = 987_650_071
 ATTEMPTS = 5
 
 
-@dataclass
-class Run:
-    app_id: str
-    table: str
-    workdir: Path
-
-    @property
-    def source(self) -> str:
-        return f"public.{self.table}"
-
-    @property
-    def topic(self) -> str:
-        return f"hosting.public.{self.table}"
-
-
 @pytest.fixture
-def run(real_stack: Settings, tmp_path: Path) -> Iterator[Run]:
+def run(real_stack: Settings, tmp_path: Path) -> Iterator[LogsRun]:
     """The run's table, captured by the demo connector; Connect healthy and the table, topics
     and consumer group gone at the end."""
     hexed = uuid.uuid4().hex[:8]
-    run = Run(f"lethe-it-replay-{hexed}", f"it_replay_{hexed}_connection_logs", tmp_path)
+    run = LogsRun(f"lethe-it-replay-{hexed}", f"it_replay_{hexed}_connection_logs", tmp_path)
     with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {run.table} (LIKE connection_logs INCLUDING ALL)")
         conn.execute(f"ALTER TABLE {run.table} REPLICA IDENTITY FULL")
@@ -101,12 +83,7 @@ def run(real_stack: Settings, tmp_path: Path) -> Iterator[Run]:
         try:
             restore_connect(real_stack)
         finally:
-            caught_up = sink_caught_up(real_stack, [f"lethe.sink.public.{run.table}"])
-            forget_topics(real_stack, run.app_id, run.table)
-            if not caught_up:
-                time.sleep(10)  # the sink may still hold fetched records: let them fail on no topic
-            with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-                conn.execute(f"DROP TABLE IF EXISTS {run.table}")  # leaves the publication
+            drop_run(real_stack, run.app_id, run.table, [run.table])  # leaves the publication
 
 
 def restore_connect(settings: Settings) -> None:
@@ -118,14 +95,6 @@ def restore_connect(settings: Settings) -> None:
     stack.up(settings, only={"connect", "source", "sink"}, say=lambda line: None)
     for connector in (SourceConnector(settings), SinkConnector(settings)):
         assert connector.healthy(), f"{connector.connector} is not RUNNING after the test"
-
-
-def write_policy(run: Run) -> Path:
-    document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text(encoding="utf-8"))
-    document["sources"] = {run.source: document["sources"]["public.connection_logs"]}
-    path = run.workdir / "policy.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def order(sequence: str | None, lsn: int | None = None) -> tuple[int, int]:
@@ -150,7 +119,7 @@ def stored_offset(settings: Settings) -> tuple[int, int]:
     return (-1 if commit is None else int(commit), int(stored["lsn"]))
 
 
-def changes_of(settings: Settings, run: Run, row: int) -> list[tuple[str, str]]:
+def changes_of(settings: Settings, run: LogsRun, row: int) -> list[tuple[str, str]]:
     """(op, source.sequence) of each change record of `row` on the run's change topic."""
     found = []
     for message in read_topic(settings, run.topic):
@@ -166,7 +135,7 @@ def changes_of(settings: Settings, run: Run, row: int) -> list[tuple[str, str]]:
 class ChangeWatch:
     """Reads the run's change topic from its end, for the changes of one row."""
 
-    def __init__(self, settings: Settings, run: Run) -> None:
+    def __init__(self, settings: Settings, run: LogsRun) -> None:
         self.consumer = Consumer(
             {**quiet(settings), "group.id": f"lethe-it-replay-watch-{uuid.uuid4().hex[:8]}"}
         )
@@ -204,7 +173,7 @@ class ChangeWatch:
         self.consumer.close()
 
 
-def insert_then_delete(settings: Settings, run: Run, row: int) -> None:
+def insert_then_delete(settings: Settings, run: LogsRun, row: int) -> None:
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         conn.execute(
             f"INSERT INTO {run.table} (id, customer_id, ip_address, logged_at) "
@@ -214,27 +183,27 @@ def insert_then_delete(settings: Settings, run: Run, row: int) -> None:
         conn.execute(f"DELETE FROM {run.table} WHERE id = %s", (row,))
 
 
-def commands_for(settings: Settings, run: Run, row: int) -> list[dict[str, Any]]:
+def commands_for(settings: Settings, run: LogsRun, row: int) -> list[dict[str, Any]]:
     return [c for c in commands_of(settings, run.source) if c["key"] == {"id": row}]
 
 
-def replayed(worker: WorkerProcess, run: Run) -> float:
+def replayed(worker: WorkerProcess, run: LogsRun) -> float:
     return worker.sample("lethe_change_events_replayed_total", table=run.source)
 
 
-def processed(worker: WorkerProcess, run: Run, op: str, count: int) -> bool | None:
+def processed(worker: WorkerProcess, run: LogsRun, op: str, count: int) -> bool | None:
     seen = worker.sample("lethe_change_events_total", table=run.source, op=op)
     return True if seen >= count else None
 
 
 @pytest.mark.parametrize("worker_killed_too", [False, True], ids=["worker-runs", "worker-killed"])
 def test_changes_connect_sends_again_after_a_sigkill_are_dropped_and_counted(
-    real_stack: Settings, run: Run, worker_killed_too: bool
+    real_stack: Settings, run: LogsRun, worker_killed_too: bool
 ) -> None:
     """With `worker_killed_too`, the worker is killed (SIGKILL) too before Connect restarts,
     once it committed its input, and started again with the same app id and data directory:
     it drops the replay by the mark it stored (table `change-positions`)."""
-    policy = write_policy(run)
+    policy = run.write_policy()
     worker = start_worker(run.app_id, run.workdir, policy)
     watch = ChangeWatch(real_stack, run)
     try:

@@ -71,19 +71,19 @@ import orjson
 import psycopg
 import pytest
 import yaml
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
 
 from lethe.clock import ManualClockReader, advance_manual_clock
 from lethe.settings import Settings
 from policy.instants import format_instant, from_datetime
+from tests.integration import workers
 from tests.integration.workers import (
     Reader,
     WorkerProcess,
-    free_port,
+    forget_topics,
     quiet,
+    serving,
     sink_caught_up,
-    stop,
     topic_ends,
     wait_for,
 )
@@ -559,18 +559,6 @@ def delete_rows(settings: Settings, tables: tuple[str, ...], low: int, high: int
             conn.execute(f"DELETE FROM {table} WHERE id BETWEEN %s AND %s", (low, high))
 
 
-def forget(settings: Settings, run: Run) -> None:
-    """Delete the worker's consumer group and topics (its clock topic among them)."""
-    admin = AdminClient(quiet(settings))
-    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{run.app_id}-")]
-    futures = list(admin.delete_consumer_groups([run.app_id]).values())
-    if doomed:
-        futures += list(admin.delete_topics(doomed).values())
-    for future in futures:
-        with contextlib.suppress(KafkaException):
-            future.result(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The run's ids, policy and clock; its rows are deleted and its topics dropped at the end."""
@@ -598,50 +586,29 @@ def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         if not caught_up:
             time.sleep(10)
         delete_rows(real_stack, tables, base, base + 99)
-        forget(real_stack, run)
+        forget_topics(real_stack, run.app_id)  # its clock topic among them
 
 
 def start_worker(run: Run) -> WorkerProcess:
-    port = free_port()
-    log_path = run.workdir / "worker.log"
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("LETHE_CLOCK") and name != "LETHE_ENFORCE"
-    }
-    env.update(
-        {
-            "LETHE_DATA_DIR": str(run.workdir / "data"),
-            "LETHE_WEB_PORT": str(port),
-            "LETHE_POLICY": str(run.policy),
+    """The run's worker: enforcing, under the run's manual clock from START."""
+    return workers.start_worker(
+        run.app_id,
+        run.workdir,
+        run.policy,
+        env={
             "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
             "LETHE_ENFORCE": "on",
             "LETHE_CLOCK": "manual",
             "LETHE_CLOCK_START": format_instant(from_datetime(START)),
             "LETHE_CLOCK_TOPIC": f"{run.app_id}-clock",
-            "LETHE_TICK_INTERVAL": "0.5",
-            "PYTHONUNBUFFERED": "1",
-        }
+        },
     )
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lethe", "worker", "--app-id", run.app_id, "-l", "info"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", run.app_id)
 
 
 @pytest.fixture(scope="module")
 def worker(real_stack: Settings, run: Run) -> Iterator[WorkerProcess]:
-    handle = start_worker(run)
-    try:
-        wait_for("the worker's /metrics page", handle.metrics, handle)
+    with serving(start_worker(run)) as handle:
         yield handle
-    finally:
-        stop(handle)
 
 
 class ChangeTopics:

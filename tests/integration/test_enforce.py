@@ -52,18 +52,17 @@ import orjson
 import psycopg
 import pytest
 import yaml
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe.settings import Settings
+from tests.integration import workers
 from tests.integration.workers import (
     Reader,
     WorkerProcess,
-    free_port,
+    drop_run,
     produce,
     quiet,
-    sink_caught_up,
-    stop,
+    serving,
     subject_events_processed,
     wait_for,
 )
@@ -121,61 +120,31 @@ def write_policy(run: Run) -> Path:
 
 
 def start_worker(run: Run) -> WorkerProcess:
-    port = free_port()
-    log_path = run.workdir / "worker.log"
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("LETHE_CLOCK") and name != "LETHE_ENFORCE"
-    }
-    env.update(
-        {
-            "LETHE_DATA_DIR": str(run.workdir / "data"),
-            "LETHE_WEB_PORT": str(port),
-            "LETHE_POLICY": str(run.policy),
+    """The run's worker: the wall clock, a command unconfirmed after CONFIRM_TIMEOUT_S sent
+    again."""
+    return workers.start_worker(
+        run.app_id,
+        run.workdir,
+        run.policy,
+        env={
             "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
-            "LETHE_CLOCK": "wall",
-            "LETHE_TICK_INTERVAL": "0.5",
             "LETHE_CONFIRM_TIMEOUT": str(CONFIRM_TIMEOUT_S),
-            "PYTHONUNBUFFERED": "1",
-        }
+        },
     )
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lethe", "worker", "--app-id", run.app_id, "-l", "info"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", run.app_id)
 
 
-def forget(settings: Settings, run: Run) -> None:
-    """Delete the run's consumer group and every topic of the run."""
-    admin = AdminClient(quiet(settings))
-    doomed = [
-        topic
-        for topic in admin.list_topics(timeout=10).topics
-        if topic.startswith(f"{run.app_id}-") or f"it_{run.run}_" in topic
-    ]
-    futures = list(admin.delete_consumer_groups([run.app_id]).values())
-    if doomed:
-        futures += list(admin.delete_topics(doomed).values())
-    for future in futures:
-        with contextlib.suppress(KafkaException):
-            future.result(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    """The run's tables (in PostgreSQL) and change topics, its policy; dropped at the end."""
-    app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
-    workdir = tmp_path_factory.mktemp("enforce")
-    run = Run(app_id, app_id.rsplit("-", 1)[-1], workdir, workdir / "policy.yaml")
+@contextlib.contextmanager
+def provisioned(
+    settings: Settings, app_id_prefix: str, workdir: Path, run_type: type[Run] = Run
+) -> Iterator[Run]:
+    """A new run (app id `app_id_prefix` + its own id): its policy, its tables (in PostgreSQL,
+    copies of the demo's) and change topics, created; its tables, topics and consumer group
+    dropped on leaving."""
+    app_id = app_id_prefix + uuid.uuid4().hex[:8]
+    run = run_type(app_id, app_id.rsplit("-", 1)[-1], workdir, workdir / "policy.yaml")
     write_policy(run)
-    admin = AdminClient(quiet(real_stack))
-    with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
+    admin = AdminClient(quiet(settings))
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         for kind in APPLIED:
             conn.execute(f"CREATE TABLE {run.table(kind)} (LIKE {kind} INCLUDING ALL)")
     try:
@@ -185,24 +154,20 @@ def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
             future.result(timeout=30)
         yield run
     finally:
-        sink_topics = [f"lethe.sink.public.{run.table(kind)}" for kind in APPLIED]
-        caught_up = sink_caught_up(real_stack, sink_topics)
-        forget(real_stack, run)
-        if not caught_up:
-            time.sleep(10)  # the sink may still hold fetched records: let them fail on no topic
-        with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-            for kind in APPLIED:
-                conn.execute(f"DROP TABLE IF EXISTS {run.table(kind)}")
+        drop_run(settings, run.app_id, f"it_{run.run}_", [run.table(kind) for kind in APPLIED])
+
+
+@pytest.fixture(scope="module")
+def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """The run's tables (in PostgreSQL) and change topics, its policy; dropped at the end."""
+    with provisioned(real_stack, APP_ID_PREFIX, tmp_path_factory.mktemp("enforce")) as run:
+        yield run
 
 
 @pytest.fixture(scope="module")
 def worker(real_stack: Settings, run: Run) -> Iterator[WorkerProcess]:
-    handle = start_worker(run)
-    try:
-        wait_for("the worker's /metrics page", handle.metrics, handle)
+    with serving(start_worker(run)) as handle:
         yield handle
-    finally:
-        stop(handle)
 
 
 class ChangeWriter:

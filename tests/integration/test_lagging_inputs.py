@@ -20,7 +20,6 @@ ticks of its due instant, never before it.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,24 +29,18 @@ import orjson
 import psycopg
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe.settings import Settings
 from tests.integration.test_enforce import (
-    APPLIED,
-    KINDS,
     ChangeWriter,
     Commands,
     Run,
-    forget,
     instant,
+    provisioned,
     select,
-    sink_caught_up,
     start_worker,
-    stop,
-    write_policy,
 )
-from tests.integration.workers import WorkerProcess, quiet, wait_for
+from tests.integration.workers import WorkerProcess, quiet, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,39 +61,15 @@ class InputsRun(Run):
 @pytest.fixture(scope="module")
 def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The run's tables and change topics, its policy; dropped at the end."""
-    app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
     workdir = tmp_path_factory.mktemp("inputs")
-    run = InputsRun(app_id, app_id.rsplit("-", 1)[-1], workdir, workdir / "policy.yaml")
-    write_policy(run)
-    admin = AdminClient(quiet(real_stack))
-    with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-        for kind in APPLIED:
-            conn.execute(f"CREATE TABLE {run.table(kind)} (LIKE {kind} INCLUDING ALL)")
-    try:
-        for future in admin.create_topics(
-            [NewTopic(run.topic(kind), num_partitions=1, replication_factor=1) for kind in KINDS]
-        ).values():
-            future.result(timeout=30)
+    with provisioned(real_stack, APP_ID_PREFIX, workdir, InputsRun) as run:
         yield run
-    finally:
-        sink_topics = [f"lethe.sink.public.{run.table(kind)}" for kind in APPLIED]
-        caught_up = sink_caught_up(real_stack, sink_topics)
-        forget(real_stack, run)
-        if not caught_up:
-            time.sleep(10)
-        with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-            for kind in APPLIED:
-                conn.execute(f"DROP TABLE IF EXISTS {run.table(kind)}")
 
 
 @pytest.fixture(scope="module")
 def worker(real_stack: Settings, run: Run) -> Iterator[WorkerProcess]:
-    handle = start_worker(run)
-    try:
-        wait_for("the worker's /metrics page", handle.metrics, handle)
+    with serving(start_worker(run)) as handle:
         yield handle
-    finally:
-        stop(handle)
 
 
 def whole_second(moment: datetime) -> datetime:

@@ -27,12 +27,7 @@ never meet them later. Fails (never skips) when the stack is down: start it with
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import re
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -56,9 +51,11 @@ from lethe.policy_file import load_policy
 from lethe.settings import Settings
 from tests.integration.workers import (
     WorkerProcess,
-    free_port,
+    forget_topics,
     produce,
     quiet,
+    serving,
+    start_worker,
     wait_for,
 )
 
@@ -140,53 +137,15 @@ def write_policy(app_id: str, path: Path) -> Path:
 def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
     workdir = tmp_path_factory.mktemp("worker")
-    port = free_port()
-    log_path = workdir / "worker.log"
-    env = {
-        **os.environ,
-        "LETHE_DATA_DIR": str(workdir / "data"),
-        "LETHE_WEB_PORT": str(port),
-        "LETHE_POLICY": str(write_policy(app_id, workdir / "policy.yaml")),
-        "LETHE_ENFORCE": "off",  # its policy names the demo's tables: never change their rows
-        "PYTHONUNBUFFERED": "1",
-    }
-    process: subprocess.Popen[bytes] | None = None
-    try:
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
-                cwd=ROOT,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        handle = WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", app_id)
-        wait_for("the worker's /metrics page", handle.metrics, handle)
-        yield handle
-    finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        forget_app(stack, app_id)
-
-
-def forget_app(settings: Settings, app_id: str) -> None:
-    """Delete the run's consumer group, the app's internal topics and the run's own topics."""
-    admin = AdminClient(quiet(settings))
     own = {run_topic(app_id, kind) for kind in (*NAMED_KINDS, STRAY_KIND)}
-    internal = [
-        t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{app_id}-") or t in own
-    ]
-    futures = list(admin.delete_consumer_groups([app_id]).values())
-    if internal:
-        futures += list(admin.delete_topics(internal).values())
-    for future in futures:
-        with contextlib.suppress(KafkaException):  # already gone: nothing to keep
-            future.result(timeout=30)
+    try:
+        policy = write_policy(app_id, workdir / "policy.yaml")
+        # its policy names the demo's tables: never change their rows
+        handle = start_worker(app_id, workdir, policy, env={"LETHE_ENFORCE": "off"})
+        with serving(handle):
+            yield handle
+    finally:
+        forget_topics(stack, app_id, topics=own)
 
 
 def change_record(row_id: int, note: str = "") -> tuple[bytes, bytes]:

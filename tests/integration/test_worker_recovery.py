@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,19 +26,17 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe.settings import Settings
 from tests.integration.workers import (
-    ROOT,
+    LogsRun,
     WorkerProcess,
     commands_of,
     committed_to_end,
-    forget_topics,
+    drop_run,
     quiet,
-    sink_caught_up,
     start_worker,
     stop,
     wait_for,
@@ -55,25 +52,10 @@ CUSTOMER = 987_650_081
 """A customer id no demo row has."""
 
 
-@dataclass
-class Run:
-    app_id: str
-    table: str
-    workdir: Path
-
-    @property
-    def source(self) -> str:
-        return f"public.{self.table}"
-
-    @property
-    def topic(self) -> str:
-        return f"hosting.public.{self.table}"
-
-
 @pytest.fixture
-def run(real_stack: Settings, tmp_path: Path) -> Iterator[Run]:
+def run(real_stack: Settings, tmp_path: Path) -> Iterator[LogsRun]:
     hexed = uuid.uuid4().hex[:8]
-    run = Run(f"lethe-it-recover-{hexed}", f"it_recover_{hexed}_connection_logs", tmp_path)
+    run = LogsRun(f"lethe-it-recover-{hexed}", f"it_recover_{hexed}_connection_logs", tmp_path)
     with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {run.table} (LIKE connection_logs INCLUDING ALL)")
     admin = AdminClient(quiet(real_stack))
@@ -84,20 +66,7 @@ def run(real_stack: Settings, tmp_path: Path) -> Iterator[Run]:
             future.result(timeout=30)
         yield run
     finally:
-        caught_up = sink_caught_up(real_stack, [f"lethe.sink.public.{run.table}"])
-        forget_topics(real_stack, run.app_id, run.table)
-        if not caught_up:
-            time.sleep(10)  # the sink may still hold fetched records: let them fail on no topic
-        with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {run.table}")
-
-
-def write_policy(run: Run) -> Path:
-    document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text(encoding="utf-8"))
-    document["sources"] = {run.source: document["sources"]["public.connection_logs"]}
-    path = run.workdir / "policy.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return path
+        drop_run(real_stack, run.app_id, run.table, [run.table])
 
 
 def overdue(row: int) -> str:
@@ -111,7 +80,7 @@ def due_soon() -> str:
     return moment.replace(year=moment.year - 1).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def insert_rows(settings: Settings, run: Run, logged: dict[int, str]) -> None:
+def insert_rows(settings: Settings, run: LogsRun, logged: dict[int, str]) -> None:
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         for row, at in logged.items():
             conn.execute(
@@ -121,7 +90,7 @@ def insert_rows(settings: Settings, run: Run, logged: dict[int, str]) -> None:
             )
 
 
-def write_creates(settings: Settings, run: Run, logged: dict[int, str], rows: range) -> None:
+def write_creates(settings: Settings, run: LogsRun, logged: dict[int, str], rows: range) -> None:
     """The Debezium create records (JsonConverter without schema) of `rows`."""
     producer = Producer(quiet(settings))
     for row in rows:
@@ -143,21 +112,21 @@ def write_creates(settings: Settings, run: Run, logged: dict[int, str], rows: ra
     assert producer.flush(30) == 0, "the change records were not all delivered"
 
 
-def remaining(settings: Settings, run: Run) -> int:
+def remaining(settings: Settings, run: LogsRun) -> int:
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         found = conn.execute(f"SELECT count(*) FROM {run.table}").fetchone()
     assert found is not None
     return int(found[0])
 
 
-def deletes_issued(settings: Settings, run: Run) -> list[dict[str, Any]]:
+def deletes_issued(settings: Settings, run: LogsRun) -> list[dict[str, Any]]:
     return [c for c in commands_of(settings, run.source) if c["action"] == "delete"]
 
 
 def test_a_worker_killed_mid_run_recovers_and_issues_every_due_command(
-    real_stack: Settings, run: Run
+    real_stack: Settings, run: LogsRun
 ) -> None:
-    policy = write_policy(run)
+    policy = run.write_policy()
     logged = {row: overdue(row) for row in OVERDUE}
     worker: WorkerProcess = start_worker(run.app_id, run.workdir, policy)
     try:

@@ -1,8 +1,9 @@
 """Helpers of the integration tests that run `lethe worker` as a subprocess: Kafka client
 settings, a free port, producing one record, the worker process and its /metrics, a
-bounded wait that fails with the worker's log, starting and stopping a worker, reading a
-topic to its end and the commands of a table, forgetting a run's topics, and waiting for the
-worker and the JDBC sink `lethe-sink` to catch up."""
+bounded wait that fails with the worker's log, a run on a copy of connection_logs, starting,
+serving and stopping a worker, reading a topic to its end and the commands of a table,
+forgetting a run's topics and tables, and waiting for the worker and the JDBC sink
+`lethe-sink` to catch up."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import fastavro
+import psycopg
 import pytest
+import yaml
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -148,20 +151,51 @@ COMMAND_SCHEMA = fastavro.parse_schema(
 )
 
 
+@dataclass
+class LogsRun:
+    """A run on its own copy `table` of the demo's connection_logs, its files in `workdir`."""
+
+    app_id: str
+    table: str
+    workdir: Path
+
+    @property
+    def source(self) -> str:
+        return f"public.{self.table}"
+
+    @property
+    def topic(self) -> str:
+        return f"hosting.public.{self.table}"
+
+    def write_policy(self) -> Path:
+        """config/policy.yaml with the run's table, under connection_logs' rules, as its only
+        source."""
+        document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text(encoding="utf-8"))
+        document["sources"] = {self.source: document["sources"]["public.connection_logs"]}
+        path = self.workdir / "policy.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        return path
+
+
 def start_worker(
-    app_id: str, workdir: Path, policy: Path, *, log_name: str = "worker.log"
+    app_id: str,
+    workdir: Path,
+    policy: Path,
+    *,
+    log_name: str = "worker.log",
+    env: Mapping[str, str] | None = None,
 ) -> WorkerProcess:
     """`lethe worker --app-id <app_id>` enforcing `policy` under the wall clock (ticks every
-    0.5 s), its data in `workdir/data` (kept between starts), its log appended to
-    `workdir/<log_name>`."""
+    0.5 s, LETHE_INTERNAL_PARTITIONS=2), its data in `workdir/data` (kept between starts), its
+    log appended to `workdir/<log_name>`; `env` adds variables or overrides these."""
     port = free_port()
     log_path = workdir / log_name
-    env = {
+    worker_env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith("LETHE_CLOCK") and name != "LETHE_ENFORCE"
     }
-    env.update(
+    worker_env.update(
         {
             "LETHE_DATA_DIR": str(workdir / "data"),
             "LETHE_WEB_PORT": str(port),
@@ -170,17 +204,28 @@ def start_worker(
             "LETHE_CLOCK": "wall",
             "LETHE_TICK_INTERVAL": "0.5",
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
         }
     )
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
             cwd=ROOT,
-            env=env,
+            env=worker_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
     return WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", app_id)
+
+
+@contextlib.contextmanager
+def serving(worker: WorkerProcess) -> Iterator[WorkerProcess]:
+    """The worker once its /metrics page answers; stopped on leaving."""
+    try:
+        wait_for("the worker's /metrics page", worker.metrics, worker)
+        yield worker
+    finally:
+        stop(worker)
 
 
 def stop(worker: WorkerProcess) -> None:
@@ -234,13 +279,16 @@ def commands_of(settings: Settings, table: str) -> list[dict[str, Any]]:
     return found
 
 
-def forget_topics(settings: Settings, app_id: str, marker: str) -> None:
-    """Delete the consumer group `app_id`, its topics and every topic whose name holds `marker`."""
+def forget_topics(
+    settings: Settings, app_id: str, marker: str = "", topics: Collection[str] = ()
+) -> None:
+    """Delete the consumer group `app_id`, its topics, every topic whose name holds `marker`
+    (when given) and `topics`."""
     admin = AdminClient(quiet(settings))
     doomed = [
         topic
         for topic in admin.list_topics(timeout=10).topics
-        if topic.startswith(f"{app_id}-") or marker in topic
+        if topic.startswith(f"{app_id}-") or (marker and marker in topic) or topic in topics
     ]
     futures = list(admin.delete_consumer_groups([app_id]).values())
     if doomed:
@@ -248,6 +296,18 @@ def forget_topics(settings: Settings, app_id: str, marker: str) -> None:
     for future in futures:
         with contextlib.suppress(KafkaException):
             future.result(timeout=30)
+
+
+def drop_run(settings: Settings, app_id: str, marker: str, tables: Collection[str]) -> None:
+    """After a run on copies of demo tables: wait for `lethe-sink` to commit what it was sent
+    for `tables`, forget the run's topics (`forget_topics`), then drop `tables`."""
+    caught_up = sink_caught_up(settings, [f"lethe.sink.public.{table}" for table in tables])
+    forget_topics(settings, app_id, marker)
+    if not caught_up:
+        time.sleep(10)  # the sink may still hold fetched records: let them fail on no topic
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        for table in tables:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def sink_caught_up(settings: Settings, sink_topics: list[str], timeout_s: float = 60.0) -> bool:

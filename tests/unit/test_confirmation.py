@@ -18,7 +18,7 @@ from policy.engine import Engine
 from policy.events import ChangeEvent
 from policy.model import Policy
 from policy.simulation import decode_line, simulate
-from policy.state import RowState, StateFormatError, Unconfirmed
+from policy.state import Command, RowState, StateFormatError, Unconfirmed
 from policy.store import MemoryStore
 from tests.unit.conftest import micros, record
 
@@ -46,6 +46,24 @@ def sends(outcome: Outcome) -> list[tuple[str, str, int, int | None]]:
     return [(c.action.value, c.command_id, c.attempt, c.reissued_at) for c in outcome.commands]
 
 
+def log_delete_issued(
+    policy: Policy, sweep_at: str = "2025-06-15T08:30:00Z"
+) -> tuple[Driver, Command]:
+    """A driver (T an hour) fed LOG's create and swept at `sweep_at`: the delete it issued."""
+    driver = driver_of(policy, HOUR)
+    fed(driver, "connection_logs", "c", "2024-06-15T08:30:00Z", LOG)
+    (delete,) = driver.advance(micros(sweep_at)).commands
+    return driver, delete
+
+
+def survey_anonymise_issued(policy: Policy) -> tuple[Driver, Command]:
+    """A driver (T a day) fed SURVEY's create and swept at its due: the anonymise it issued."""
+    driver = driver_of(policy, DAY)
+    fed(driver, "satisfaction_surveys", "c", "2024-03-17T10:20:30Z", SURVEY)
+    (anonymise,) = driver.advance(micros("2025-03-17T10:20:30Z")).commands
+    return driver, anonymise
+
+
 def test_a_delete_is_confirmed_by_the_rows_delete_event_and_never_sent_again(
     demo_policy: Policy,
 ):
@@ -65,9 +83,7 @@ def test_a_delete_is_confirmed_by_the_rows_delete_event_and_never_sent_again(
 def test_an_unconfirmed_delete_is_reissued_with_its_id_after_t_2t_4t_8t_then_every_16t(
     demo_policy: Policy,
 ):
-    driver = driver_of(demo_policy, HOUR)
-    fed(driver, "connection_logs", "c", "2024-06-15T08:30:00Z", LOG)
-    (first,) = driver.advance(micros("2025-06-15T08:30:00Z")).commands
+    driver, first = log_delete_issued(demo_policy)
     delete = first.command_id
     assert driver.advance(micros("2025-06-15T09:29:59Z")).commands == ()
     expected = [
@@ -94,9 +110,7 @@ def test_a_sweep_over_a_long_stretch_reissues_once_and_backs_off_from_then(
     demo_policy: Policy,
 ):
     """A manual clock advanced by ten days at once (or a worker stopped that long)."""
-    driver = driver_of(demo_policy, HOUR)
-    fed(driver, "connection_logs", "c", "2024-06-15T08:30:00Z", LOG)
-    (first,) = driver.advance(micros("2025-06-15T08:30:00Z")).commands
+    driver, first = log_delete_issued(demo_policy)
     caught_up = driver.advance(micros("2025-06-25T08:30:00Z"))
     assert sends(caught_up) == [("delete", first.command_id, 2, micros("2025-06-25T08:30:00Z"))]
     assert driver.advance(micros("2025-06-25T10:29:59Z")).commands == ()
@@ -107,9 +121,7 @@ def test_a_sweep_over_a_long_stretch_reissues_once_and_backs_off_from_then(
 
 def test_a_stage_found_due_late_is_resent_from_when_it_was_sent(demo_policy: Policy):
     """Issued at its due (issued_at) by a sweep that ran a day later: T counts from the sweep."""
-    driver = driver_of(demo_policy, HOUR)
-    fed(driver, "connection_logs", "c", "2024-06-15T08:30:00Z", LOG)
-    (first,) = driver.advance(micros("2025-06-16T08:30:00Z")).commands
+    driver, first = log_delete_issued(demo_policy, sweep_at="2025-06-16T08:30:00Z")
     assert first.issued_at == micros("2025-06-15T08:30:00Z")
     assert driver.advance(micros("2025-06-16T09:29:59Z")).commands == ()
     assert sends(driver.advance(micros("2025-06-16T09:30:00Z"))) == [
@@ -127,9 +139,7 @@ def test_without_confirm_after_nothing_is_reissued(demo_policy: Policy):
 def test_an_anonymise_is_confirmed_by_an_update_holding_the_anonymised_values(
     demo_policy: Policy,
 ):
-    driver = driver_of(demo_policy, DAY)
-    fed(driver, "satisfaction_surveys", "c", "2024-03-17T10:20:30Z", SURVEY)
-    (anonymise,) = driver.advance(micros("2025-03-17T10:20:30Z")).commands
+    driver, anonymise = survey_anonymise_issued(demo_policy)
     assert anonymise.fields == ("customer_id", "respondent_email", "comments", "submitted_at")
     outcome = fed(driver, "satisfaction_surveys", "u", "2025-03-17T10:21:00Z", ANONYMISED)
     assert [(c.command, c.at) for c in outcome.confirmations] == [
@@ -149,9 +159,7 @@ def test_an_anonymise_is_confirmed_by_an_update_holding_the_anonymised_values(
 def test_an_update_with_other_values_confirms_nothing_and_the_anonymise_is_reissued(
     demo_policy: Policy, other: dict[str, Any]
 ):
-    driver = driver_of(demo_policy, DAY)
-    fed(driver, "satisfaction_surveys", "c", "2024-03-17T10:20:30Z", SURVEY)
-    (anonymise,) = driver.advance(micros("2025-03-17T10:20:30Z")).commands
+    driver, anonymise = survey_anonymise_issued(demo_policy)
     update = {**ANONYMISED, **other}
     assert fed(driver, "satisfaction_surveys", "u", "2025-03-17T10:21:00Z", update) == Outcome()
     assert driver.advance(micros("2025-03-18T10:20:29Z")).commands == ()
@@ -169,9 +177,7 @@ def test_an_update_with_other_values_confirms_nothing_and_the_anonymise_is_reiss
 def test_the_event_that_moves_a_row_away_confirms_at_its_departure(demo_policy: Policy):
     """An anonymise that empties customer_id moves the survey to no subject: in the worker
     its event goes to another partition, and the old one's driver confirms on the depart."""
-    driver = driver_of(demo_policy, DAY)
-    fed(driver, "satisfaction_surveys", "c", "2024-03-17T10:20:30Z", SURVEY)
-    (anonymise,) = driver.advance(micros("2025-03-17T10:20:30Z")).commands
+    driver, anonymise = survey_anonymise_issued(demo_policy)
     moving = decode_line(
         driver.engine, record("satisfaction_surveys", "u", "2025-03-17T10:21:00Z", ANONYMISED)
     )
@@ -255,9 +261,7 @@ def test_lethe_simulate_with_confirm_after_prints_the_reissues(demo_policy: Poli
 
 
 def test_nothing_is_reissued_while_the_subject_is_held(demo_policy: Policy):
-    driver = driver_of(demo_policy, HOUR)
-    fed(driver, "connection_logs", "c", "2024-06-15T08:30:00Z", LOG)
-    (first,) = driver.advance(micros("2025-06-15T08:30:00Z")).commands
+    driver, first = log_delete_issued(demo_policy)
     hold = {"id": 9, "customer_id": 42, "case_ref": "X", "released_at": None}
     fed(driver, "legal_holds", "c", "2025-06-15T09:00:00Z", hold)
     assert driver.advance(micros("2025-06-15T12:00:00Z")).commands == ()  # 09:30 passed, held

@@ -43,6 +43,11 @@ def bounds(engine: Engine, instant: str, **late: str) -> dict[str, int]:
     return row_bounds(engine, processed)
 
 
+def swept_caught_up(driver: Driver, instant: str) -> tuple[Command, ...]:
+    """What a sweep at `instant` issues with every input processed up to `instant`."""
+    return driver.advance(micros(instant), bounds(driver.engine, instant)).commands
+
+
 def ticket_driver(engine: Engine) -> Driver:
     driver = Driver(engine, MemoryStore())
     ticket = record("support_tickets", "c", "2020-05-04T12:00:00Z", TICKET)
@@ -65,12 +70,7 @@ def test_a_delete_due_while_the_holds_lag_waits_and_is_issued_once_they_pass_its
     issued = driver.advance(micros("2025-06-03T00:00:00Z"), passed).commands
     assert stages(issued) == [(TICKETS, "delete", DELETE_DUE)]
     assert driver.held() == 0
-    assert (
-        driver.advance(
-            micros("2025-07-01T00:00:00Z"), bounds(demo_engine, "2025-07-01T00:00:00Z")
-        ).commands
-        == ()
-    )
+    assert swept_caught_up(driver, "2025-07-01T00:00:00Z") == ()
 
 
 def test_a_hold_that_arrives_while_the_delete_waits_stops_it(demo_engine: Engine):
@@ -80,12 +80,7 @@ def test_a_hold_that_arrives_while_the_delete_waits_stops_it(demo_engine: Engine
     # placed 2025-05-02, before the delete fell due, read only now
     hold = event(demo_engine, record("legal_holds", "c", "2025-05-02T00:00:00Z", HOLD))
     assert driver.feed(hold, lagging).commands == ()
-    assert (
-        driver.advance(
-            micros("2025-07-01T00:00:00Z"), bounds(demo_engine, "2025-07-01T00:00:00Z")
-        ).commands
-        == ()
-    )
+    assert swept_caught_up(driver, "2025-07-01T00:00:00Z") == ()
     assert driver.held() == 0
 
 
@@ -94,9 +89,7 @@ def test_nothing_is_issued_for_a_table_whose_inputs_have_not_all_reported(demo_e
     unreported = row_bounds(demo_engine, {TICKETS: micros("2025-06-01T00:00:00Z")})
     assert unreported.get(TICKETS) is None, "the holds have not reported"
     assert driver.advance(micros("2025-06-01T00:00:00Z"), unreported).commands == ()
-    issued = driver.advance(
-        micros("2025-06-01T00:00:01Z"), bounds(demo_engine, "2025-06-01T00:00:01Z")
-    ).commands
+    issued = swept_caught_up(driver, "2025-06-01T00:00:01Z")
     assert stages(issued) == [(TICKETS, "delete", DELETE_DUE)], "overdue: the delete alone"
 
 
@@ -133,12 +126,7 @@ def test_an_update_that_moves_the_due_while_the_delete_waits_is_what_counts(demo
     update = event(demo_engine, record("support_tickets", "u", "2025-05-03T00:00:00Z", answered))
     assert driver.feed(update, lagging).commands == ()
     assert driver.held() == 0
-    assert (
-        driver.advance(
-            micros("2025-07-01T00:00:00Z"), bounds(demo_engine, "2025-07-01T00:00:00Z")
-        ).commands
-        == ()
-    )
+    assert swept_caught_up(driver, "2025-07-01T00:00:00Z") == ()
 
 
 CONTACTS = "public.marketing_contacts"

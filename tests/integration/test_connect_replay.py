@@ -8,13 +8,15 @@ REPLICA IDENTITY FULL) is added to the demo connector's publication, so Debezium
 (topic `hosting.public.it_replay_<run>_connection_logs`); the worker's policy is
 config/policy.yaml with that table as its only source (the demo's connection_logs rule: delete
 a year after logged_at). A row logged 2024-06-15 is inserted and deleted (two transactions):
-the worker issues its delete (overdue under the wall clock) when the delete event arrives,
-then forgets the row. Connect is frozen (SIGSTOP) as soon as both changes are in Kafka; when
+overdue under the wall clock, its delete is issued at most once (a stage found overdue on
+first sight waits for a sweep with every input processed past the insert, so the delete event,
+which follows at once, usually forgets the row before any command), and the row is forgotten.
+Connect is frozen (SIGSTOP) as soon as both changes are in Kafka; when
 its stored offset (topic `lethe-connect-offsets`, flushed every second by the stack's
 `offset.flush.interval.ms=1000`) is still before the insert, it is killed (SIGKILL), otherwise
 let go and the fault tried again with the next row. Restarted, Connect sends the insert and
-the delete again. Without the replay rule, the insert would bring the row back to life in the
-enforcer and a second delete would follow.
+the delete again: both are dropped and counted (without the replay rule the counter stays at 0,
+and the insert brings the row back to life in the enforcer until the replayed delete follows).
 
 Connect is the stack's own (`lethe.stack`): in the end (finally) it runs again with its
 connectors healthy, the table is out of the publication and dropped, the run's topics and
@@ -230,14 +232,9 @@ def test_changes_connect_sends_again_after_a_sigkill_are_dropped_and_counted(
         else:
             pytest.fail(f"Connect flushed its offsets before each of {ATTEMPTS} SIGSTOPs")
         wait_for("the delete processed", lambda: processed(worker, run, "d", row), worker)
-        wait_for(
-            "the delete command of the row",
-            lambda: commands_for(real_stack, run, row) or None,
-            worker,
-        )
         time.sleep(1.5)  # three sweeps
         before = commands_for(real_stack, run, row)
-        assert [c["action"] for c in before] == ["delete"], "one delete, issued before the kill"
+        assert [c["action"] for c in before] in ([], ["delete"]), "at most one delete"
         if worker_killed_too:
             inputs = [run.topic, f"{run.app_id}-subject-events"]
             wait_for(  # else it reads them again and may issue the delete again: at least once

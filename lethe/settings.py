@@ -131,6 +131,11 @@ class Settings:
     tick_interval: float = 1.0
     """LETHE_TICK_INTERVAL: seconds between two sweeps of the enforcer (default 1): how late
     after its due instant a stage is issued at most, besides the worker's lag."""
+    census_interval: float = 30.0
+    """LETHE_CENSUS_INTERVAL: wall seconds between two censuses of a partition's state (default
+    30): a scan of its rows at a tick, for the gauges of rows tracked, backlog, forecast,
+    unconfirmed commands and legal holds (docs/metrics.md). Each costs about a microsecond or
+    two per row; raise it for partitions of millions of rows."""
     enforce: bool = True
     """LETHE_ENFORCE: `on` (default) issues the retention commands (`lethe.commands`, and the
     sink topics the database is changed from); `off` runs the worker without its enforcing
@@ -169,6 +174,11 @@ class Settings:
             raise ConfigError(
                 f"LETHE_CONFIRM_TIMEOUT={self.confirm_timeout} is not more than 0; set a number "
                 "of seconds such as 300 (the default)"
+            )
+        if not self.census_interval > 0:
+            raise ConfigError(
+                f"LETHE_CENSUS_INTERVAL={self.census_interval} is not more than 0; set a number "
+                "of seconds such as 30 (the default)"
             )
         if not self.tick_interval > 0:
             raise ConfigError(
@@ -357,6 +367,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "clock_wall_start": _instant_setting,
     "clock_speed": parse_speed,
     "tick_interval": _seconds_setting,
+    "census_interval": _seconds_setting,
     "confirm_timeout": _seconds_setting,
     "enforce": _switch_setting,
     "max_poll_records": _count_setting,
@@ -396,6 +407,7 @@ _VARIABLES: dict[str, str] = {
     "clock_topic": "LETHE_CLOCK_TOPIC",
     "internal_partitions": "LETHE_INTERNAL_PARTITIONS",
     "tick_interval": "LETHE_TICK_INTERVAL",
+    "census_interval": "LETHE_CENSUS_INTERVAL",
     "confirm_timeout": "LETHE_CONFIRM_TIMEOUT",
     "enforce": "LETHE_ENFORCE",
     "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",

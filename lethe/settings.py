@@ -88,6 +88,12 @@ class Settings:
     for any real data, and never change it while its records are kept."""
     prometheus_url: str = "http://127.0.0.1:9090"
     """LETHE_PROMETHEUS_URL: Prometheus HTTP endpoint."""
+    alertmanager_url: str = "http://127.0.0.1:9095"
+    """LETHE_ALERTMANAGER_URL: the local stack's Alertmanager (default port 9095: Kafka's
+    controller takes Alertmanager's usual 9093)."""
+    alert_receiver_url: str = "http://127.0.0.1:9096"
+    """LETHE_ALERT_RECEIVER_URL: the local stack's webhook receiver, where its Alertmanager
+    sends every notification (`lethe.stack.alertmanager`; GET /alerts lists them)."""
     web_host: str = "127.0.0.1"
     """LETHE_WEB_HOST: address the worker's web server (metrics) binds to."""
     web_port: int = 6066
@@ -393,6 +399,8 @@ _VARIABLES: dict[str, str] = {
     "pg_password": "LETHE_PG_PASSWORD",
     "audit_hash_key": "LETHE_AUDIT_HASH_KEY",
     "prometheus_url": "LETHE_PROMETHEUS_URL",
+    "alertmanager_url": "LETHE_ALERTMANAGER_URL",
+    "alert_receiver_url": "LETHE_ALERT_RECEIVER_URL",
     "web_host": "LETHE_WEB_HOST",
     "web_port": "LETHE_WEB_PORT",
     "data_dir": "LETHE_DATA_DIR",

@@ -51,7 +51,7 @@ GRAPHS: Final[tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]] = (
     (
         "Backlog by table and action",
         "short",
-        (("sum by (table, action) (lethe_backlog_rows) > 0", "{{table}} {{action}}"),
+        (("sum by (table, action) (lethe_backlog_rows)", "{{table}} {{action}}"),
          ("sum(lethe_backlog_rows)", "total")),
     ),
     (
@@ -60,11 +60,12 @@ GRAPHS: Final[tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]] = (
         (("max by (table) (lethe_overdue_oldest_age_seconds)", "{{table}}"),),
     ),
     (
-        "Commands issued, confirmed, re-issued (per second)",
+        "Commands issued, confirmed, re-issued, refused (per second)",
         "ops",
         (("sum(rate(lethe_commands_issued_total[5m]))", "issued"),
          ("sum(rate(lethe_commands_confirmed_total[5m]))", "confirmed"),
-         ("sum(rate(lethe_commands_reissued_total[5m])) or vector(0)", "re-issued")),
+         ("sum(rate(lethe_commands_reissued_total[5m])) or vector(0)", "re-issued"),
+         ("sum(rate(lethe_commands_refused_total[5m])) or vector(0)", "refused")),
     ),
     (
         "Delay from due to issued, and issued to confirmed",
@@ -105,9 +106,7 @@ GRAPHS: Final[tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]] = (
         "Dead letters (per 5 minutes)",
         "short",
         (("sum by (topic, reason) (increase(lethe_dead_letters_total[5m]))",
-          "{{topic}} {{reason}}"),
-         ("sum by (table, reason) (increase(lethe_commands_refused_total[5m]))",
-          "refused {{table}} {{reason}}")),
+          "{{topic}} {{reason}}"),),
     ),
     (
         "Legal holds and unclassified tables",

@@ -72,6 +72,7 @@ class Prometheus(Part):
     def up(self) -> bool:
         """As Part.up; a running Prometheus reloads when its rendered config changed."""
         if self.pid() is not None and self.config_file.exists() and not self.config_current():
+            self.targets_dir.mkdir(parents=True, exist_ok=True)
             self.config_file.write_text(self.render_config())
             status, body = http("POST", f"{self.settings.prometheus_url}/-/reload", timeout=10)
             if status != 200:

@@ -12,7 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lethe.agents.lag import LagReport
 from lethe.agents.watermarks import ChangeProgress, PartitionEnd
+from lethe.app import create_app
 from lethe.metrics import CensusBoard, WorkerMetrics, policy_hash
+from lethe.settings import Settings
 from policy.census import Census
 
 S = 1_000_000
@@ -101,6 +103,19 @@ def test_build_info_names_the_version_and_the_policy():
     metrics.build_info.labels("0.1.0", policy_hash(b"policy: x\n")).set(1)
     # sha256 of "policy: x\n", first 12 hex digits (by `printf 'policy: x\n' | sha256sum`)
     assert value(metrics, "lethe_build_info", version="0.1.0", policy_hash="8d1211339364") == 1
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus)")
+def test_promtool_accepts_the_worker_apps_metrics_faust_sensor_included(tmp_path):
+    app = create_app(
+        Settings(data_dir=tmp_path), app_id="obs-metrics", store="memory://", web_enabled=False
+    )
+    text = generate_latest(app.metrics.registry)
+    assert b"lethe_faust_messages_received_total" in text
+    done = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus)")

@@ -35,6 +35,7 @@ def install(
     tick_interval: float,
     audit_hash_key: bytes,
     census_interval: float = 30.0,
+    detailed_metrics: bool = True,
 ) -> None:
     """Register every agent of the worker on `app`: the assign agent reads `changes` (each
     with `change_partitions` partitions) and forwards to `subject_events`
@@ -43,7 +44,8 @@ def install(
     (LETHE_ENFORCE=off) the enforce agent is left out: nothing is issued. The ticks carry how
     far the assign agent processed each change-topic partition (`lethe.agents.watermarks`).
     The consumer lag of every topic the agents read is reported by `lethe.agents.lag`; the
-    enforce agent takes a census of its state every `census_interval` seconds."""
+    enforce agent takes a census of its state every `census_interval` seconds. Without
+    `detailed_metrics` (LETHE_METRICS=off) neither is done."""
     progress = ChangeProgress(engine.policy.sources_by_topic)
     assign.install(
         app,
@@ -56,10 +58,13 @@ def install(
         progress=progress,
     )
     if clock is None:
-        lag.install(app, metrics, [progress])
+        if detailed_metrics:
+            lag.install(app, metrics, [progress])
         return
-    consumed = ChangeProgress({subject_events.get_topic_name()})
-    lag.install(app, metrics, [progress, consumed])
+    consumed = None
+    if detailed_metrics:
+        consumed = ChangeProgress({subject_events.get_topic_name()})
+        lag.install(app, metrics, [progress, consumed])
     enforce.install(
         app,
         subject_events,
@@ -72,6 +77,6 @@ def install(
         audit_hash_key=audit_hash_key,
         progress=progress,
         change_partitions=change_partitions,
-        census_interval=census_interval,
+        census_interval=census_interval if detailed_metrics else None,
         consumed=consumed,
     )

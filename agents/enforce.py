@@ -141,7 +141,7 @@ class Enforcer:
         deadletters: ChannelT[bytes],
         audit_hash_key: bytes,
         change_partitions: int = 1,
-        census_interval: float = 30.0,
+        census_interval: float | None = 30.0,
         consumed: ChangeProgress | None = None,
     ) -> None:
         self.app = app
@@ -167,9 +167,10 @@ class Enforcer:
         self.census_interval = census_interval
         self.census_at: dict[int, float] = {}
         """Per partition, when its last census was taken (monotonic seconds)."""
-        self.census = CensusBoard(
-            metrics, {table: plan.purposes for table, plan in engine.plans.items()}
-        )
+        self.census = None
+        if census_interval is not None:
+            purposes = {table: plan.purposes for table, plan in engine.plans.items()}
+            self.census = CensusBoard(metrics, purposes)
         self.due_to_issued = Children(metrics.due_to_issued)
         self.issued_to_confirmed = Children(metrics.issued_to_confirmed)
 
@@ -181,7 +182,8 @@ class Enforcer:
             self.bounds.pop(partition, None)
             self.watermarks.forget(partition)
             self.census_at.pop(partition, None)
-        self.census.forget(partitions)
+        if self.census is not None:
+            self.census.forget(partitions)
 
     def take_tick(self, partition: int, tick: Tick, wall: int) -> Bounds:
         """Keep the tick's watermarks; return the partition's new bounds. Sets the lag of
@@ -263,7 +265,10 @@ class Enforcer:
 
     def take_census(self, partition: int, now: int) -> None:
         """Count the partition's state for the census gauges (`policy.census`) as of `now`
-        (enforcement clock), at most every `census_interval` seconds; a failure is logged."""
+        (enforcement clock), at most every `census_interval` seconds (never without one); a
+        failure is logged."""
+        if self.census is None or self.census_interval is None:
+            return
         started = time.monotonic()
         if started - self.census_at.get(partition, -self.census_interval) < self.census_interval:
             return
@@ -447,7 +452,7 @@ def install(
     audit_hash_key: bytes,
     progress: ChangeProgress,
     change_partitions: int,
-    census_interval: float = 30.0,
+    census_interval: float | None = 30.0,
     consumed: ChangeProgress | None = None,
 ) -> AgentT[Any]:
     """Register the enforce agent on `app`, reading `subject_events` (`partitions` partitions),

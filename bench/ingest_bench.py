@@ -20,7 +20,9 @@ in turn, each with its own consumer group:
 4. `lethe worker` (a subprocess; LETHE_POLICY is config/policy.yaml with its sources cut to
    the bench table's), with the same tuning (LETHE_CONSUMER_MAX_FETCH_BYTES,
    LETHE_MAX_POLL_RECORDS, LETHE_STREAM_BUFFER_MAXSIZE);
-5. `lethe worker` with its default settings.
+5. `lethe worker` with its default settings;
+6. the tuned `lethe worker` with LETHE_METRICS=off (no Faust sensor, no census, no lag
+   metrics: what the metrics cost; "all agents" is not measured, it reads Faust's sensor).
 Events/s run from the first record handled to the N-th: the bare agent times itself; the
 worker is sampled every 0.2 s on /metrics (`lethe_change_events_total`, the change records
 its first stage handled). "all agents" waits further, until every topic the worker reads
@@ -73,7 +75,16 @@ from bench.ingest_stream import (  # noqa: E402
 )
 
 TUNED = {"fetch_bytes": 8 * 1024 * 1024, "poll_records": 5000, "buffer": 32768}
-CONTENDERS = ("ck", "bare", "bare-default", "bare-send", "bare-produce", "worker", "worker-default")
+CONTENDERS = (
+    "ck",
+    "bare",
+    "bare-default",
+    "bare-send",
+    "bare-produce",
+    "worker",
+    "worker-default",
+    "worker-nometrics",
+)
 SAMPLE_S = 0.2
 START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 60.0
@@ -284,8 +295,12 @@ def scrape(port: int) -> dict[str, float] | None:
     return sums
 
 
-def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result:
+def run_worker(
+    bench: Bench, tuned: bool, profile: Path | None = None, metrics: bool = True
+) -> Result:
     name = "lethe worker, " + ("tuned" if tuned else "its defaults")
+    if not metrics:
+        name += ", LETHE_METRICS=off"
     app_id = bench.app_id(f"worker-{'tuned' if tuned else 'default'}-{uuid.uuid4().hex[:6]}")
     port = free_port()
     env = {
@@ -297,6 +312,7 @@ def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result
         "LETHE_WEB_HOST": "127.0.0.1",
         "LETHE_WEB_PORT": str(port),
         "LETHE_INTERNAL_PARTITIONS": "1",
+        "LETHE_METRICS": "on" if metrics else "off",
     }
     if tuned:
         env["LETHE_CONSUMER_MAX_FETCH_BYTES"] = str(TUNED["fetch_bytes"])
@@ -317,7 +333,7 @@ def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result
     child = Child(argv, bench.workdir / f"{app_id}.log", env)
     result = Result(name, None)
     try:
-        result = _watch_worker(bench, name, port, app_id, child)
+        result = _watch_worker(bench, name, port, app_id, child, drain=metrics)
     finally:
         child.stop()
     if result.rate is not None:
@@ -325,7 +341,9 @@ def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result
     return result
 
 
-def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child) -> Result:
+def _watch_worker(
+    bench: Bench, name: str, port: int, app_id: str, child: Child, drain: bool = True
+) -> Result:
     start_deadline = time.monotonic() + START_TIMEOUT_S
     first: tuple[float, float] | None = None
     deadline = None
@@ -354,6 +372,8 @@ def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child)
     assert first is not None
     seconds = done_at - first[0]
     result = Result(name, (bench.events - first[1]) / seconds, seconds)
+    if not drain:
+        return result
     drained = _wait_drained(bench, port, app_id)
     if drained is not None:
         result.extra["all_agents_rate"] = (bench.events - first[1]) / (drained - first[0])
@@ -452,6 +472,10 @@ def main() -> None:
                 ),
                 "worker": ("lethe worker, tuned", lambda: run_worker(bench, True)),
                 "worker-default": ("lethe worker, its defaults", lambda: run_worker(bench, False)),
+                "worker-nometrics": (
+                    "lethe worker, tuned, LETHE_METRICS=off",
+                    lambda: run_worker(bench, True, metrics=False),
+                ),
             }
             contenders = [everyone[key] for key in args.contenders.split(",")]
             results: dict[str, list[Result]] = {name: [] for name, _ in contenders}

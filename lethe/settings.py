@@ -147,6 +147,11 @@ class Settings:
     sink topics the database is changed from); `off` runs the worker without its enforcing
     stage: changes are assigned to subjects, nothing is issued and no row is changed (tests
     of the first stage, or a look at a new policy's inputs before it acts)."""
+    metrics: bool = True
+    """LETHE_METRICS: `on` (default) serves every metric of docs/metrics.md; `off` leaves out
+    Faust's Prometheus sensor (its per-record counters), the census, the consumer lag and the
+    enforcer's per-record bookkeeping for it, keeping Lethe's own counters and histograms at
+    /metrics: for measuring what the metrics cost (bench/ingest_bench.py, docs/benchmarks.md)."""
     consumer_max_fetch_bytes: int = 4 * 1024 * 1024
     """LETHE_CONSUMER_MAX_FETCH_BYTES: the most bytes the worker fetches per partition in one
     request (default 4 MiB; Faust's is 1 MiB). Must hold the largest record. Larger fetches
@@ -376,6 +381,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "census_interval": _seconds_setting,
     "confirm_timeout": _seconds_setting,
     "enforce": _switch_setting,
+    "metrics": _switch_setting,
     "max_poll_records": _count_setting,
 }
 """Settings whose text is parsed by more than a type; a ValueError's message starts with the
@@ -418,6 +424,7 @@ _VARIABLES: dict[str, str] = {
     "census_interval": "LETHE_CENSUS_INTERVAL",
     "confirm_timeout": "LETHE_CONFIRM_TIMEOUT",
     "enforce": "LETHE_ENFORCE",
+    "metrics": "LETHE_METRICS",
     "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",
     "max_poll_records": "LETHE_MAX_POLL_RECORDS",
     "stream_buffer_maxsize": "LETHE_STREAM_BUFFER_MAXSIZE",

@@ -77,6 +77,7 @@ def build_worker_app(
         tick_interval=settings.tick_interval,
         audit_hash_key=settings.audit_hash_key_bytes,
         census_interval=settings.census_interval,
+        detailed_metrics=settings.metrics,
     )
     return app
 

@@ -130,3 +130,11 @@ def test_promtool_accepts_the_metrics_text():
         ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
     )
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+
+
+def test_with_metrics_off_faust_sensor_is_left_out_and_lethes_counters_stay(tmp_path):
+    settings = Settings.from_env({"LETHE_METRICS": "off", "LETHE_DATA_DIR": str(tmp_path)})
+    app = create_app(settings, app_id="obs-off", store="memory://", web_enabled=False)
+    text = generate_latest(app.metrics.registry).decode()
+    assert "lethe_faust_" not in text
+    assert "# TYPE lethe_change_events_total counter" in text

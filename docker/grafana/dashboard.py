@@ -117,7 +117,7 @@ GRAPHS: Final[tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]] = (
     (
         "Rows tracked by table",
         "short",
-        (("max by (table) (lethe_rows_tracked)", "{{table}}"),),
+        (("max by (table) (sum by (table, purpose) (lethe_rows_tracked))", "{{table}}"),),
     ),
     (
         "Sweep and census duration",

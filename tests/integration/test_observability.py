@@ -23,7 +23,9 @@ records the wait. The sink deletes the rows; the test plays Debezium for the del
 the commands are confirmed, writes one record that is not JSON (a dead letter) and an open
 legal hold. Then every expression of the dashboard and of the rules (their comparisons made
 `bool`, so that they return a series whenever their inputs exist) must return data, and
-`promtool check metrics` must accept the worker's /metrics.
+`promtool check metrics` must accept the worker's /metrics. With LETHE_IT_DASHBOARD_DATA set to a
+file name, the test also writes there what the dashboard's main panels showed during the run
+(`docs/dashboard_png.py` draws docs/dashboard.png from it).
 
 At the end the worker and the monitoring are stopped, the sink is let to catch up, and the
 run's topics, consumer group and tables are dropped. Fails (never skips) when the stack is down.
@@ -111,6 +113,17 @@ class Monitoring:
         """The result of an instant query now (fails on a query Prometheus refuses)."""
         url = f"{self.settings.prometheus_url}/api/v1/query?" + urllib.parse.urlencode(
             {"query": expr}
+        )
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            body = json.loads(answer.read())
+        assert body["status"] == "success", f"{expr}: {body}"
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def query_range(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        """The series of `expr` from `start` to `end` (Unix seconds), a point every 2 s."""
+        url = f"{self.settings.prometheus_url}/api/v1/query_range?" + urllib.parse.urlencode(
+            {"query": expr, "start": start, "end": end, "step": 2}
         )
         with urllib.request.urlopen(url, timeout=10) as answer:
             body = json.loads(answer.read())
@@ -277,15 +290,54 @@ def bool_comparisons(expr: str) -> str:
     return re.sub(r"(==|>=|<=|>|<)\s*(-?[0-9.]+)", r"\1 bool \2", expr)
 
 
-def dashboard_queries() -> list[str]:
+def dashboard_module() -> Any:
     spec = importlib.util.spec_from_file_location(
         "lethe_dashboard", ROOT / "docker" / "grafana" / "dashboard.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    queries: list[str] = module.queries()
+    return module
+
+
+def dashboard_queries() -> list[str]:
+    queries: list[str] = dashboard_module().queries()
     return queries
+
+
+MAIN_PANELS = (
+    "Backlog by table and action",
+    "Oldest overdue stage by table",
+    "Commands issued, confirmed, re-issued, refused (per second)",
+    "Delay from due to issued, and issued to confirmed",
+    "Unconfirmed commands, and the oldest",
+    "Consumer lag per partition (seconds)",
+)
+
+
+def save_panels(monitoring: Monitoring, start: float, path: Path) -> None:
+    """What the dashboard's main panels show from `start` to now, and the backlog alert's
+    states, as JSON for docs/dashboard_png.py."""
+    end = time.time()
+    panels = []
+    for title, unit, targets in dashboard_module().GRAPHS:
+        if title not in MAIN_PANELS:
+            continue
+        series = []
+        for expr, legend in targets:
+            for found in monitoring.query_range(expr, start, end):
+                labels = found["metric"]
+                name = re.sub(r"{{(\w+)}}", lambda m, at=labels: at.get(m[1], ""), legend)
+                values = [[t, float(v)] for t, v in found["values"]]
+                series.append({"legend": name, "values": values})
+        panels.append({"title": title, "unit": unit, "series": series})
+    alerts = monitoring.query_range('ALERTS{alertname="LetheBacklogGrowing"}', start, end)
+    states = [
+        {"state": found["metric"]["alertstate"], "times": [t for t, _ in found["values"]]}
+        for found in alerts
+    ]
+    path.write_text(json.dumps({"start": start, "end": end, "panels": panels,
+                                "alert": states}, indent=1))  # fmt: skip
 
 
 def rule_queries() -> dict[str, str]:
@@ -296,6 +348,7 @@ def rule_queries() -> dict[str, str]:
 def test_a_backlog_rises_alerts_drains_and_resolves_and_every_panel_and_rule_has_data(
     real_stack: Settings, run: Run, worker: WorkerProcess, monitoring: Monitoring
 ) -> None:
+    began = time.time()
     changes = ChangeWriter(real_stack, run)
     logs = run.source("connection_logs")
     hold = {"id": 1, "customer_id": HELD, "case_ref": "IT-OBS",
@@ -374,6 +427,9 @@ def test_a_backlog_rises_alerts_drains_and_resolves_and_every_panel_and_rule_has
         if not monitoring.query(bool_comparisons(expr))
     }
     assert silent == {}, "rule expressions without data"
+
+    if data := os.environ.get("LETHE_IT_DASHBOARD_DATA"):
+        save_panels(monitoring, began, Path(data))
 
     with urllib.request.urlopen(worker.metrics_url, timeout=10) as answer:
         text = answer.read()

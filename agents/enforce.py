@@ -92,7 +92,7 @@ from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress, InputWatermarks, partition_ends
 from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
-from lethe.metrics import CensusBoard, Children, WorkerMetrics
+from lethe.metrics import ACTIONS, CensusBoard, Children, WorkerMetrics
 from policy import audit
 from policy.census import take_census
 from policy.command_records import COMMANDS_TOPIC, command_key, records_for
@@ -173,6 +173,16 @@ class Enforcer:
             self.census = CensusBoard(metrics, purposes)
         self.due_to_issued = Children(metrics.due_to_issued)
         self.issued_to_confirmed = Children(metrics.issued_to_confirmed)
+        for table in engine.plans:  # at 0 from the start: a rate sees the first command
+            for action in ACTIONS:
+                for counter in (
+                    metrics.commands_issued,
+                    metrics.commands_reissued,
+                    metrics.commands_confirmed,
+                ):
+                    counter.labels(table=table, action=action)
+                self.due_to_issued(table, action)
+                self.issued_to_confirmed(table, action)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """The partitions were revoked: drop their watermarks (a partition assigned again

@@ -14,7 +14,7 @@ from __future__ import annotations
 import faust
 from faust.types import ChannelT, TopicT
 
-from lethe.agents import assign, enforce
+from lethe.agents import assign, enforce, lag
 from lethe.agents.watermarks import ChangeProgress
 from lethe.clock import LiveClock
 from lethe.metrics import WorkerMetrics
@@ -34,13 +34,18 @@ def install(
     clock: LiveClock | None,
     tick_interval: float,
     audit_hash_key: bytes,
+    census_interval: float = 30.0,
+    detailed_metrics: bool = True,
 ) -> None:
     """Register every agent of the worker on `app`: the assign agent reads `changes` (each
     with `change_partitions` partitions) and forwards to `subject_events`
     (`subject_partitions` partitions), which the enforce agent reads under `clock`, swept
     every `tick_interval` seconds, auditing under `audit_hash_key`. Without a clock
     (LETHE_ENFORCE=off) the enforce agent is left out: nothing is issued. The ticks carry how
-    far the assign agent processed each change-topic partition (`lethe.agents.watermarks`)."""
+    far the assign agent processed each change-topic partition (`lethe.agents.watermarks`).
+    The consumer lag of every topic the agents read is reported by `lethe.agents.lag`; the
+    enforce agent takes a census of its state every `census_interval` seconds. Without
+    `detailed_metrics` (LETHE_METRICS=off) neither is done."""
     progress = ChangeProgress(engine.policy.sources_by_topic)
     assign.install(
         app,
@@ -53,7 +58,13 @@ def install(
         progress=progress,
     )
     if clock is None:
+        if detailed_metrics:
+            lag.install(app, metrics, [progress])
         return
+    consumed = None
+    if detailed_metrics:
+        consumed = ChangeProgress({subject_events.get_topic_name()})
+        lag.install(app, metrics, [progress, consumed])
     enforce.install(
         app,
         subject_events,
@@ -66,4 +77,6 @@ def install(
         audit_hash_key=audit_hash_key,
         progress=progress,
         change_partitions=change_partitions,
+        census_interval=census_interval if detailed_metrics else None,
+        consumed=consumed,
     )

@@ -32,6 +32,14 @@ confirmed in time (`Command.attempt` > 1, sent exactly like the first send) in
 brought in `lethe_commands_confirmed_total{table,action}`. The log names tables, actions,
 reasons and command ids only.
 
+Metrics besides those counters (docs/metrics.md): each first send's delay after its due in
+`lethe_due_to_issued_seconds{table,action}`, each confirmation's delay after the first send in
+`lethe_issued_to_confirmed_seconds{table,action}`, each tick's sweep in
+`lethe_sweep_duration_seconds`; and, at a tick at most every LETHE_CENSUS_INTERVAL seconds per
+partition, a census of the partition's state (`policy.census`, a scan of its rows): rows
+tracked, the backlog and its oldest due, the forecast, the unconfirmed commands and the open
+legal holds, summed over the partitions this worker holds (`lethe.metrics.CensusBoard`).
+
 Each decision goes to `lethe.audit` (`policy.audit`, keyed by the row): `issued`, `reissued`,
 `confirmed` (with the confirming change record's topic, partition and offset), `held` and
 `released` (a legal hold opened or closed), and `dead_lettered` for a refused command or a
@@ -56,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import partial
@@ -83,8 +92,9 @@ from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress, InputWatermarks, partition_ends
 from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
-from lethe.metrics import WorkerMetrics
+from lethe.metrics import ACTIONS, CensusBoard, Children, WorkerMetrics
 from policy import audit
+from policy.census import take_census
 from policy.command_records import COMMANDS_TOPIC, command_key, records_for
 from policy.decoding import decode_raw
 from policy.driver import NOTHING, Bounds, Driver, Outcome, row_bounds
@@ -131,6 +141,8 @@ class Enforcer:
         deadletters: ChannelT[bytes],
         audit_hash_key: bytes,
         change_partitions: int = 1,
+        census_interval: float | None = 30.0,
+        consumed: ChangeProgress | None = None,
     ) -> None:
         self.app = app
         self.engine = engine
@@ -150,13 +162,38 @@ class Enforcer:
         )
         self.bounds: dict[int, Bounds] = {}
         """Per partition, the rows' bounds as of its last tick (none yet: nothing issued)."""
+        self.consumed = consumed
+        """What this agent processed of its topic (for `lethe_consumer_lag_*`)."""
+        self.census_interval = census_interval
+        self.census_at: dict[int, float] = {}
+        """Per partition, when its last census was taken (monotonic seconds)."""
+        self.census = None
+        if census_interval is not None:
+            purposes = {table: plan.purposes for table, plan in engine.plans.items()}
+            self.census = CensusBoard(metrics, purposes)
+        self.due_to_issued = Children(metrics.due_to_issued)
+        self.issued_to_confirmed = Children(metrics.issued_to_confirmed)
+        for table in engine.plans:  # at 0 from the start: a rate sees the first command
+            for action in ACTIONS:
+                for counter in (
+                    metrics.commands_issued,
+                    metrics.commands_reissued,
+                    metrics.commands_confirmed,
+                ):
+                    counter.labels(table=table, action=action)
+                self.due_to_issued(table, action)
+                self.issued_to_confirmed(table, action)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """The partitions were revoked: drop their watermarks (a partition assigned again
         issues nothing until its ticks have reported every input again)."""
+        partitions = list(partitions)
         for partition in partitions:
             self.bounds.pop(partition, None)
             self.watermarks.forget(partition)
+            self.census_at.pop(partition, None)
+        if self.census is not None:
+            self.census.forget(partitions)
 
     def take_tick(self, partition: int, tick: Tick, wall: int) -> Bounds:
         """Keep the tick's watermarks; return the partition's new bounds. Sets the lag of
@@ -186,6 +223,11 @@ class Enforcer:
     async def handle(self, message: Message) -> None:
         """Process one record of `<app id>-subject-events`; never raises for bad input."""
         where: Where | None = None
+        swept: tuple[float, int] | None = None
+        if self.consumed is not None:
+            self.consumed.processed(
+                message.topic, message.partition, message.offset, _message_time(message)
+            )
         try:
             record = read_subject_record(_headers(message.headers), raw_bytes(message.value))
             driver = self.driver(message.partition)
@@ -210,6 +252,7 @@ class Enforcer:
                 )
             else:
                 now = await asyncio.get_running_loop().run_in_executor(None, self.clock.now)
+                swept = (time.perf_counter(), now)
                 bounds = self.take_tick(message.partition, record, wall_now())
                 outcome = driver.advance(now, bounds)
         except UnreadableRecord as exc:
@@ -225,6 +268,28 @@ class Enforcer:
             return
         if outcome is not NOTHING:
             await self.issue(outcome, message, where)
+        if swept is not None:
+            started, now = swept
+            self.metrics.sweep_duration.observe(time.perf_counter() - started)
+            self.take_census(message.partition, now)
+
+    def take_census(self, partition: int, now: int) -> None:
+        """Count the partition's state for the census gauges (`policy.census`) as of `now`
+        (enforcement clock), at most every `census_interval` seconds (never without one); a
+        failure is logged."""
+        if self.census is None or self.census_interval is None:
+            return
+        started = time.monotonic()
+        if started - self.census_at.get(partition, -self.census_interval) < self.census_interval:
+            return
+        self.census_at[partition] = started
+        try:
+            census = take_census(self.engine, self.store.states(), self.store.subject_states(), now)
+        except Exception:
+            log.exception("The census of partition %s failed; trying at its next", partition)
+            return
+        self.census.report(partition, census, now)
+        self.metrics.census_duration.set(time.monotonic() - started)
 
     def moving_event(self, depart: Depart) -> ChangeEvent | None:
         """The change that moved the departing row, when the depart carries it; its own
@@ -267,6 +332,9 @@ class Enforcer:
             labels = {"table": command.table, "action": command.action.value}
             if command.reissued_at is None:
                 self.metrics.commands_issued.labels(**labels).inc()
+                self.due_to_issued(command.table, command.action.value).observe(
+                    max(0, command.issued_at - command.due_at) / 1e6
+                )
                 log.info(
                     "issued %s %s command_id=%s",
                     command.action.value,
@@ -289,6 +357,9 @@ class Enforcer:
             self.metrics.commands_confirmed.labels(
                 table=command.table, action=command.action.value
             ).inc()
+            self.issued_to_confirmed(command.table, command.action.value).observe(
+                max(0, confirmation.at - command.issued_at) / 1e6
+            )
             log.info(
                 "confirmed %s %s command_id=%s",
                 command.action.value,
@@ -391,12 +462,15 @@ def install(
     audit_hash_key: bytes,
     progress: ChangeProgress,
     change_partitions: int,
+    census_interval: float | None = 30.0,
+    consumed: ChangeProgress | None = None,
 ) -> AgentT[Any]:
     """Register the enforce agent on `app`, reading `subject_events` (`partitions` partitions),
     and the timer that ticks every partition each `tick_interval` seconds with the watermarks
     of `progress` (the assign agent's, over change topics of `change_partitions` each);
     `audit_hash_key` (LETHE_AUDIT_HASH_KEY) hashes the subjects the audit may not keep as they
-    are."""
+    are. Each partition's state is counted for the census gauges every `census_interval`
+    seconds; `consumed` is told every record processed (for the consumer lag)."""
     tables = declare_state_tables(app, partitions)
     store = FaustStore(tables, lambda row, subject: next_due(engine, row, subject), app=app)
     enforcer = Enforcer(
@@ -408,6 +482,8 @@ def install(
         deadletters=deadletters,
         audit_hash_key=audit_hash_key,
         change_partitions=change_partitions,
+        census_interval=census_interval,
+        consumed=consumed,
     )
     subject_topic = subject_events.get_topic_name()
 

@@ -79,6 +79,15 @@ class ChangeProgress:
         if forwarded is not None and forwarded > self._newest.get(where, forwarded - 1):
             self._newest[where] = forwarded
 
+    def position(self, end: PartitionEnd) -> int:
+        """The next offset to process in `end`'s partition: what this worker processed, or
+        what Faust committed if that is further."""
+        return max(self._next.get((end.topic, end.partition), 0), end.committed or 0)
+
+    def newest(self, end: PartitionEnd) -> Instant | None:
+        """The newest event time processed from `end`'s partition (None: none yet)."""
+        return self._newest.get((end.topic, end.partition))
+
     def watermarks(self, ends: Iterable[PartitionEnd]) -> dict[InputPartition, Instant]:
         """Per partition in `ends` (those this worker is assigned), its watermark if known."""
         found: dict[InputPartition, Instant] = {}

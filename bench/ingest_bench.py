@@ -20,7 +20,14 @@ in turn, each with its own consumer group:
 4. `lethe worker` (a subprocess; LETHE_POLICY is config/policy.yaml with its sources cut to
    the bench table's), with the same tuning (LETHE_CONSUMER_MAX_FETCH_BYTES,
    LETHE_MAX_POLL_RECORDS, LETHE_STREAM_BUFFER_MAXSIZE);
-5. `lethe worker` with its default settings.
+5. `lethe worker` with its default settings;
+6. the tuned `lethe worker` with LETHE_METRICS=off (no Faust sensor, no census, no lag
+   metrics: what the metrics cost; its "all agents" is not measured, as it reads Faust's
+   sensor). For every worker, "all committed" waits until its consumer group has committed
+   every record of the bench topic and of `<app id>-subject-events` (Faust commits every
+   2.8 s: a few seconds late, alike for every worker), and the worker's CPU time per event
+   from its first event to then (`process_cpu_seconds_total`; less sensitive than events/s
+   to other processes on the machine).
 Events/s run from the first record handled to the N-th: the bare agent times itself; the
 worker is sampled every 0.2 s on /metrics (`lethe_change_events_total`, the change records
 its first stage handled). "all agents" waits further, until every topic the worker reads
@@ -56,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -73,7 +80,16 @@ from bench.ingest_stream import (  # noqa: E402
 )
 
 TUNED = {"fetch_bytes": 8 * 1024 * 1024, "poll_records": 5000, "buffer": 32768}
-CONTENDERS = ("ck", "bare", "bare-default", "bare-send", "bare-produce", "worker", "worker-default")
+CONTENDERS = (
+    "ck",
+    "bare",
+    "bare-default",
+    "bare-send",
+    "bare-produce",
+    "worker",
+    "worker-default",
+    "worker-nometrics",
+)
 SAMPLE_S = 0.2
 START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 60.0
@@ -274,7 +290,9 @@ def scrape(port: int) -> dict[str, float] | None:
         return None
     sums: dict[str, float] = {"changes": 0.0, "active": 0.0}
     for line in text.splitlines():
-        if line.startswith("lethe_change_events_total{"):
+        if line.startswith("process_cpu_seconds_total "):
+            sums["cpu"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("lethe_change_events_total{"):
             sums["changes"] += float(line.rsplit(" ", 1)[1])
         elif line.startswith("lethe_faust_active_messages "):
             sums["active"] = float(line.rsplit(" ", 1)[1])
@@ -284,8 +302,12 @@ def scrape(port: int) -> dict[str, float] | None:
     return sums
 
 
-def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result:
+def run_worker(
+    bench: Bench, tuned: bool, profile: Path | None = None, metrics: bool = True
+) -> Result:
     name = "lethe worker, " + ("tuned" if tuned else "its defaults")
+    if not metrics:
+        name += ", LETHE_METRICS=off"
     app_id = bench.app_id(f"worker-{'tuned' if tuned else 'default'}-{uuid.uuid4().hex[:6]}")
     port = free_port()
     env = {
@@ -297,6 +319,7 @@ def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result
         "LETHE_WEB_HOST": "127.0.0.1",
         "LETHE_WEB_PORT": str(port),
         "LETHE_INTERNAL_PARTITIONS": "1",
+        "LETHE_METRICS": "on" if metrics else "off",
     }
     if tuned:
         env["LETHE_CONSUMER_MAX_FETCH_BYTES"] = str(TUNED["fetch_bytes"])
@@ -317,7 +340,7 @@ def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result
     child = Child(argv, bench.workdir / f"{app_id}.log", env)
     result = Result(name, None)
     try:
-        result = _watch_worker(bench, name, port, app_id, child)
+        result = _watch_worker(bench, name, port, app_id, child, drain=metrics)
     finally:
         child.stop()
     if result.rate is not None:
@@ -325,9 +348,12 @@ def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result
     return result
 
 
-def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child) -> Result:
+def _watch_worker(
+    bench: Bench, name: str, port: int, app_id: str, child: Child, drain: bool = True
+) -> Result:
     start_deadline = time.monotonic() + START_TIMEOUT_S
     first: tuple[float, float] | None = None
+    first_cpu: float | None = None
     deadline = None
     done_at = None
     while True:
@@ -346,6 +372,7 @@ def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child)
         if sums is not None and sums["changes"] > 0:
             if first is None:
                 first = (sampled, sums["changes"])
+                first_cpu = sums.get("cpu")
                 deadline = now + bench.timeout_s
             if sums["changes"] >= bench.events:
                 done_at = sampled
@@ -354,9 +381,15 @@ def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child)
     assert first is not None
     seconds = done_at - first[0]
     result = Result(name, (bench.events - first[1]) / seconds, seconds)
-    drained = _wait_drained(bench, port, app_id)
+    drained = _wait_drained(bench, port, app_id) if drain else None
     if drained is not None:
         result.extra["all_agents_rate"] = (bench.events - first[1]) / (drained - first[0])
+    committed = _wait_committed(bench, app_id)
+    if committed is not None:
+        result.extra["committed_rate"] = (bench.events - first[1]) / (committed - first[0])
+        ended = scrape(port)
+        if ended is not None and "cpu" in ended and first_cpu is not None:
+            result.extra["cpu_us_per_event"] = (ended["cpu"] - first_cpu) / bench.events * 1e6
     return result
 
 
@@ -375,6 +408,27 @@ def _wait_drained(bench: Bench, port: int, app_id: str) -> float | None:
                 return sampled
         time.sleep(SAMPLE_S)
     print(f"{app_id}: its topics were not read to their end within {DRAIN_TIMEOUT_S:.0f} s")
+    return None
+
+
+def _wait_committed(bench: Bench, app_id: str) -> float | None:
+    """When the worker's consumer group has committed every record of the bench topic and of
+    `<app id>-subject-events` (one partition each); None if not within DRAIN_TIMEOUT_S."""
+    topics = [bench.topic, f"{app_id}-subject-events"]
+    consumer = Consumer({"bootstrap.servers": bench.bootstrap, "group.id": app_id,
+                         "enable.auto.commit": False, "log_level": 0})  # fmt: skip
+    try:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ends = end_offsets(bench.bootstrap, topics)
+            sampled = time.perf_counter()
+            committed = consumer.committed([TopicPartition(t, 0) for t in topics], timeout=10)
+            if all(max(tp.offset, 0) >= ends[tp.topic] for tp in committed):
+                return sampled
+            time.sleep(SAMPLE_S)
+    finally:
+        consumer.close()
+    print(f"{app_id}: its topics were not committed to their end within {DRAIN_TIMEOUT_S:.0f} s")
     return None
 
 
@@ -452,6 +506,10 @@ def main() -> None:
                 ),
                 "worker": ("lethe worker, tuned", lambda: run_worker(bench, True)),
                 "worker-default": ("lethe worker, its defaults", lambda: run_worker(bench, False)),
+                "worker-nometrics": (
+                    "lethe worker, tuned, LETHE_METRICS=off",
+                    lambda: run_worker(bench, True, metrics=False),
+                ),
             }
             contenders = [everyone[key] for key in args.contenders.split(",")]
             results: dict[str, list[Result]] = {name: [] for name, _ in contenders}
@@ -462,6 +520,10 @@ def main() -> None:
                     extra = ""
                     if "all_agents_rate" in result.extra:
                         extra = f", all agents {result.extra['all_agents_rate']:,.0f} ev/s"
+                    if "committed_rate" in result.extra:
+                        extra += f", all committed {result.extra['committed_rate']:,.0f} ev/s"
+                    if "cpu_us_per_event" in result.extra:
+                        extra += f", {result.extra['cpu_us_per_event']:,.0f} µs CPU/event"
                     print(
                         f"run {round_no}: {name}: {rate_text(result.rate)} ev/s{extra}",
                         flush=True,

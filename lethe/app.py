@@ -7,8 +7,9 @@ What the app is made of:
   table partition);
 - a consumer tuned by LETHE_CONSUMER_MAX_FETCH_BYTES, LETHE_MAX_POLL_RECORDS and
   LETHE_STREAM_BUFFER_MAXSIZE (`lethe.settings`; their effect: docs/benchmarks.md);
-- a web server on LETHE_WEB_HOST:LETHE_WEB_PORT serving `/metrics`, with the
-  `/table` views (they expose table contents) and the `/router` views off;
+- a web server on LETHE_WEB_HOST:LETHE_WEB_PORT serving `/metrics` (Faust's sensor
+  included unless LETHE_METRICS=off), with the `/table` views (they expose table
+  contents) and the `/router` views off;
 - a subscription fixed at start: the change topics the policy names
   (`lethe.topics.policy_change_topics`), created beforehand if missing
   (`declare_change_topics`), never changed while it runs (a subscription change
@@ -40,12 +41,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import faust
+from aiohttp.web import Response
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TopicT
 from faust.types.transports import TransportT
-from prometheus_client import Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from lethe import consumer, topics
 from lethe.errors import ConfigError, StackError
@@ -146,7 +148,16 @@ def create_app(
     )
     app.settings = settings
     app.metrics = WorkerMetrics.create()
-    setup_prometheus_sensors(app, registry=app.metrics.registry, name_prefix=FAUST_METRICS_PREFIX)
+    if settings.metrics:
+        setup_prometheus_sensors(
+            app, registry=app.metrics.registry, name_prefix=FAUST_METRICS_PREFIX
+        )
+        # Faust names this one in milliseconds (`_ms`), which Prometheus's lint refuses; its
+        # other latencies are milliseconds too, under unit-less names (docs/metrics.md).
+        monitor: Any = app.monitor
+        app.metrics.registry.unregister(monitor._metrics.events_runtime_latency)
+    else:
+        serve_metrics(app)
     app.change_topic_names = tuple(change_topic_names)
     app.change_topic = topics.change_topics(app, app.change_topic_names)
     app.deadletters = topics.deadletter_topic(app)
@@ -168,6 +179,17 @@ def create_app(
     app.task(report_unclassified_tables_at_start)
     app.timer(UNCLASSIFIED_CHECK_S)(report_unclassified_tables)
     return app
+
+
+def serve_metrics(app: LetheApp) -> None:
+    """Serve the app's registry at /metrics (without Faust's sensor, which does it too)."""
+    registry = app.metrics.registry
+
+    @app.page("/metrics")
+    async def metrics_page(self: Any, request: Any) -> Any:
+        return Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
 
 def _admin(settings: Settings) -> AdminClient:

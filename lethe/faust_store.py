@@ -56,6 +56,8 @@ _SUBJECT: Final = b"\x01"
 _END: Final = b"\x00\x01"
 _NUL: Final = b"\x00"
 _ESCAPED_NUL: Final = b"\x00\xff"
+_FAUST_OFFSET_KEY: Final = b"__faust\x00offset__"
+"""Faust's own key in each RocksDB partition: the changelog offset it persisted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +223,30 @@ class FaustStore:
         """Drop the due index of these partitions: it is rebuilt from their rows at next use."""
         for partition in partitions:
             self._due.pop(partition, None)
+
+    # --- census (metrics) ---------------------------------------------------------------
+
+    def states(self) -> Iterator[tuple[RowState, SubjectState | None]]:
+        """Every row state of the current partition with its subject's state (a scan)."""
+        subjects: dict[str, SubjectState | None] = {}
+        for key, data in self._rows_db(self._partition()).items():
+            if key[:1] not in (_NO_SUBJECT, _SUBJECT):
+                continue
+            row = RowState.from_bytes(data)
+            subject = None
+            if row.subject is not None:
+                if row.subject not in subjects:
+                    subjects[row.subject] = self.subject(row.subject)
+                subject = subjects[row.subject]
+            yield row, subject
+
+    def subject_states(self) -> Iterator[SubjectState]:
+        """Every subject state of the current partition (a scan)."""
+        db = self._subjects.data._db_for_partition(self._partition())
+        for key, data in db.items():
+            if key == _FAUST_OFFSET_KEY:
+                continue
+            yield SubjectState.from_bytes(data)
 
     # --- internals -----------------------------------------------------------------------
 

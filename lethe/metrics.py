@@ -10,18 +10,32 @@ only, never row values (a topic name is a table name).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, Final
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     GCCollector,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
 
+from policy.census import FORECAST_DAYS, Census
+from policy.instants import Instant
+
 FAUST_METRICS_PREFIX = "lethe_faust"
+
+DELAY_BUCKETS_S = (
+    1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0,
+    float("inf"),
+)  # fmt: skip
+"""Due-to-issued and issued-to-confirmed delays: a second to a month (enforcement clock)."""
+SWEEP_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, float("inf"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +50,8 @@ class WorkerMetrics:
     """lethe_dead_letters_total{topic,reason}: records sent to lethe.deadletter; reason is a
     `policy.envelope.DecodeReason` code."""
     unclassified_tables: Gauge
+    """lethe_unclassified_tables{topic}: 1 for each change topic on the broker whose table the
+    policy does not name (unclassified personal data, never read); sum it to count them."""
     commands_issued: Counter
     """lethe_commands_issued_total{table,action}: commands produced (with their sink record)."""
     commands_refused: Counter
@@ -47,12 +63,40 @@ class WorkerMetrics:
     commands_confirmed: Counter
     """lethe_commands_confirmed_total{table,action}: commands the change stream showed applied
     (the row's delete, its anonymised values)."""
-    """lethe_unclassified_tables{topic}: 1 for each change topic on the broker whose table the
-    policy does not name (unclassified personal data, never read); sum it to count them."""
     input_watermark_lag: Gauge
     """lethe_input_watermark_lag_seconds{table}: how far behind the wall clock the table's
     change topic is processed, the worst over this worker's partitions of subject events
     (+Inf until every partition of the topic has reported on each)."""
+    build_info: Gauge
+    """lethe_build_info{version,policy_hash}: 1; which Lethe and which policy file run."""
+    rows_tracked: Gauge
+    """lethe_rows_tracked{table,purpose} (census): rows the worker keeps state for."""
+    backlog: Gauge
+    """lethe_backlog_rows{table,action} (census): rows with a stage due and not issued."""
+    overdue_oldest_age: Gauge
+    """lethe_overdue_oldest_age_seconds{table} (census): how long the oldest of them is due."""
+    forecast: Gauge
+    """lethe_forecast_rows{table,action,days} (census): rows with a stage due within 1, 7,
+    30 days."""
+    unconfirmed: Gauge
+    """lethe_unconfirmed_commands{table,action} (census): commands sent, not seen applied."""
+    unconfirmed_oldest_age: Gauge
+    """lethe_unconfirmed_oldest_age_seconds{table} (census): since when the oldest is sent."""
+    legal_holds: Gauge
+    """lethe_legal_holds{table} (census): open legal holds, by the table of the hold rows."""
+    census_duration: Gauge
+    """lethe_census_duration_seconds: how long the last census of a partition took."""
+    due_to_issued: Histogram
+    """lethe_due_to_issued_seconds{table,action}: from a stage's due to its first send."""
+    issued_to_confirmed: Histogram
+    """lethe_issued_to_confirmed_seconds{table,action}: from first send to confirmation."""
+    sweep_duration: Histogram
+    """lethe_sweep_duration_seconds: a tick's sweep of a partition (advance and send)."""
+    consumer_lag_messages: Gauge
+    """lethe_consumer_lag_messages{topic,partition}: end offset minus committed position."""
+    consumer_lag_seconds: Gauge
+    """lethe_consumer_lag_seconds{topic,partition}: now minus the newest processed event's
+    time (0 once caught up)."""
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -133,4 +177,186 @@ class WorkerMetrics:
                 ["table"],
                 registry=registry,
             ),
+            build_info=Gauge(
+                "lethe_build_info",
+                "Always 1: the Lethe version and the policy (the first 12 hex digits of the "
+                "SHA-256 of the policy file) this worker runs.",
+                ["version", "policy_hash"],
+                registry=registry,
+            ),
+            rows_tracked=Gauge(
+                "lethe_rows_tracked",
+                "Rows the worker keeps retention state for, by table and purpose (a row counts "
+                "under each purpose its table's rules name); from the periodic census.",
+                ["table", "purpose"],
+                registry=registry,
+            ),
+            backlog=Gauge(
+                "lethe_backlog_rows",
+                "Rows with a stage due (on the enforcement clock) and not issued yet, by table "
+                "and action; rows of held subjects are not counted. From the periodic census. "
+                "Not 0 for long: an input lags (lethe_input_watermark_lag_seconds) or the "
+                "enforcer is stuck.",
+                ["table", "action"],
+                registry=registry,
+            ),
+            overdue_oldest_age=Gauge(
+                "lethe_overdue_oldest_age_seconds",
+                "Seconds (enforcement clock) since the oldest stage due and not issued fell "
+                "due, by table; 0 when nothing is due. From the periodic census.",
+                ["table"],
+                registry=registry,
+            ),
+            forecast=Gauge(
+                "lethe_forecast_rows",
+                "Rows with a stage falling due within the next `days` days (1, 7, 30; "
+                "cumulative), by table and action; from the periodic census.",
+                ["table", "action", "days"],
+                registry=registry,
+            ),
+            unconfirmed=Gauge(
+                "lethe_unconfirmed_commands",
+                "Anonymise and delete commands sent and not yet seen applied in the change "
+                "stream, by table and action; from the periodic census.",
+                ["table", "action"],
+                registry=registry,
+            ),
+            unconfirmed_oldest_age=Gauge(
+                "lethe_unconfirmed_oldest_age_seconds",
+                "Seconds (enforcement clock) since the oldest unconfirmed command was first "
+                "sent, by table; 0 when none. From the periodic census.",
+                ["table"],
+                registry=registry,
+            ),
+            legal_holds=Gauge(
+                "lethe_legal_holds",
+                "Open legal holds, by the table of the hold rows; from the periodic census.",
+                ["table"],
+                registry=registry,
+            ),
+            census_duration=Gauge(
+                "lethe_census_duration_seconds",
+                "Wall seconds the last census of one partition's state took (a scan of its "
+                "rows, every LETHE_CENSUS_INTERVAL seconds).",
+                registry=registry,
+            ),
+            due_to_issued=Histogram(
+                "lethe_due_to_issued_seconds",
+                "Seconds (enforcement clock) from a stage's due to its command's first send, by "
+                "table and action.",
+                ["table", "action"],
+                buckets=DELAY_BUCKETS_S,
+                registry=registry,
+            ),
+            issued_to_confirmed=Histogram(
+                "lethe_issued_to_confirmed_seconds",
+                "Seconds (enforcement clock) from a command's first send to the change that "
+                "showed it applied, by table and action.",
+                ["table", "action"],
+                buckets=DELAY_BUCKETS_S,
+                registry=registry,
+            ),
+            sweep_duration=Histogram(
+                "lethe_sweep_duration_seconds",
+                "Wall seconds a tick's sweep of one partition took: advancing its driver and "
+                "sending what fell due.",
+                buckets=SWEEP_BUCKETS_S,
+                registry=registry,
+            ),
+            consumer_lag_messages=Gauge(
+                "lethe_consumer_lag_messages",
+                "Records of the topic partition not processed yet: its end offset (last fetch) "
+                "minus the committed position, for the change topics and the subject events "
+                "topic this worker is assigned.",
+                ["topic", "partition"],
+                registry=registry,
+            ),
+            consumer_lag_seconds=Gauge(
+                "lethe_consumer_lag_seconds",
+                "Wall seconds between now and the time of the newest event processed from the "
+                "topic partition (0 once it is caught up), for the partitions this worker is "
+                "assigned.",
+                ["topic", "partition"],
+                registry=registry,
+            ),
         )
+
+
+class Children:
+    """A labelled metric's children by label values, looked up once each (a dict hit after)."""
+
+    __slots__ = ("children", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
+
+
+ACTIONS: Final = ("anonymise", "archive", "delete")
+
+
+class CensusBoard:
+    """The census gauges of the partitions this worker enforces: each partition's latest
+    census (`report`), summed over partitions (ages: the worst). Every (table, action) and
+    (table, purpose) of the policy is shown from the start, at 0 when nothing counts."""
+
+    def __init__(self, metrics: WorkerMetrics, purposes: Mapping[str, tuple[str, ...]]) -> None:
+        self.metrics = metrics
+        self.purposes = dict(purposes)
+        """table -> the purposes its rules name."""
+        self.partitions: dict[int, tuple[Census, Instant]] = {}
+        self.hold_tables: set[str] = set()
+        self.publish()
+
+    def report(self, partition: int, census: Census, now: Instant) -> None:
+        """The partition's census as of `now` (enforcement clock, µs); the gauges follow."""
+        self.partitions[partition] = (census, now)
+        self.publish()
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """The partitions were revoked: their counts leave the gauges."""
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+        self.publish()
+
+    def publish(self) -> None:
+        total = Census()
+        overdue_age: dict[str, float] = {}
+        unconfirmed_age: dict[str, float] = {}
+        for census, now in self.partitions.values():
+            total = total.merge(census)
+            _worst_age(overdue_age, census.oldest_overdue, now)
+            _worst_age(unconfirmed_age, census.oldest_unconfirmed, now)
+        m = self.metrics
+        for table, purposes in self.purposes.items():
+            for purpose in purposes:
+                m.rows_tracked.labels(table, purpose).set(total.tracked.get((table, purpose), 0))
+            for action in ACTIONS:
+                m.backlog.labels(table, action).set(total.backlog.get((table, action), 0))
+                m.unconfirmed.labels(table, action).set(total.unconfirmed.get((table, action), 0))
+                for days in FORECAST_DAYS:
+                    count = total.forecast.get((table, action, days), 0)
+                    m.forecast.labels(table, action, str(days)).set(count)
+            m.overdue_oldest_age.labels(table).set(overdue_age.get(table, 0.0))
+            m.unconfirmed_oldest_age.labels(table).set(unconfirmed_age.get(table, 0.0))
+        self.hold_tables |= total.holds.keys()
+        for table in self.hold_tables:
+            m.legal_holds.labels(table).set(total.holds.get(table, 0))
+
+
+def _worst_age(ages: dict[str, float], oldest: Mapping[str, Instant], now: Instant) -> None:
+    for table, instant in oldest.items():
+        age = max(0.0, (now - instant) / 1e6)
+        if age > ages.get(table, 0.0):
+            ages[table] = age
+
+
+def policy_hash(data: bytes) -> str:
+    """The first 12 hex digits of the SHA-256 of the policy file's bytes."""
+    return hashlib.sha256(data).hexdigest()[:12]

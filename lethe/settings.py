@@ -88,6 +88,12 @@ class Settings:
     for any real data, and never change it while its records are kept."""
     prometheus_url: str = "http://127.0.0.1:9090"
     """LETHE_PROMETHEUS_URL: Prometheus HTTP endpoint."""
+    alertmanager_url: str = "http://127.0.0.1:9095"
+    """LETHE_ALERTMANAGER_URL: the local stack's Alertmanager (default port 9095: Kafka's
+    controller takes Alertmanager's usual 9093)."""
+    alert_receiver_url: str = "http://127.0.0.1:9096"
+    """LETHE_ALERT_RECEIVER_URL: the local stack's webhook receiver, where its Alertmanager
+    sends every notification (`lethe.stack.alertmanager`; GET /alerts lists them)."""
     web_host: str = "127.0.0.1"
     """LETHE_WEB_HOST: address the worker's web server (metrics) binds to."""
     web_port: int = 6066
@@ -131,11 +137,22 @@ class Settings:
     tick_interval: float = 1.0
     """LETHE_TICK_INTERVAL: seconds between two sweeps of the enforcer (default 1): how late
     after its due instant a stage is issued at most, besides the worker's lag."""
+    census_interval: float = 30.0
+    """LETHE_CENSUS_INTERVAL: wall seconds between two censuses of a partition's state (default
+    30): a scan of its rows at a tick, for the gauges of rows tracked, backlog, forecast,
+    unconfirmed commands and legal holds (docs/metrics.md). Each costs about 11 µs per row
+    (bench/census_bench.py), during which the partition's enforcer waits: raise it for
+    partitions of more than about 100,000 rows."""
     enforce: bool = True
     """LETHE_ENFORCE: `on` (default) issues the retention commands (`lethe.commands`, and the
     sink topics the database is changed from); `off` runs the worker without its enforcing
     stage: changes are assigned to subjects, nothing is issued and no row is changed (tests
     of the first stage, or a look at a new policy's inputs before it acts)."""
+    metrics: bool = True
+    """LETHE_METRICS: `on` (default) serves every metric of docs/metrics.md; `off` leaves out
+    Faust's Prometheus sensor (its per-record counters), the census, the consumer lag and the
+    enforcer's per-record bookkeeping for it, keeping Lethe's own counters and histograms at
+    /metrics: for measuring what the metrics cost (bench/ingest_bench.py, docs/benchmarks.md)."""
     consumer_max_fetch_bytes: int = 4 * 1024 * 1024
     """LETHE_CONSUMER_MAX_FETCH_BYTES: the most bytes the worker fetches per partition in one
     request (default 4 MiB; Faust's is 1 MiB). Must hold the largest record. Larger fetches
@@ -169,6 +186,11 @@ class Settings:
             raise ConfigError(
                 f"LETHE_CONFIRM_TIMEOUT={self.confirm_timeout} is not more than 0; set a number "
                 "of seconds such as 300 (the default)"
+            )
+        if not self.census_interval > 0:
+            raise ConfigError(
+                f"LETHE_CENSUS_INTERVAL={self.census_interval} is not more than 0; set a number "
+                "of seconds such as 30 (the default)"
             )
         if not self.tick_interval > 0:
             raise ConfigError(
@@ -357,8 +379,10 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "clock_wall_start": _instant_setting,
     "clock_speed": parse_speed,
     "tick_interval": _seconds_setting,
+    "census_interval": _seconds_setting,
     "confirm_timeout": _seconds_setting,
     "enforce": _switch_setting,
+    "metrics": _switch_setting,
     "max_poll_records": _count_setting,
 }
 """Settings whose text is parsed by more than a type; a ValueError's message starts with the
@@ -382,6 +406,8 @@ _VARIABLES: dict[str, str] = {
     "pg_password": "LETHE_PG_PASSWORD",
     "audit_hash_key": "LETHE_AUDIT_HASH_KEY",
     "prometheus_url": "LETHE_PROMETHEUS_URL",
+    "alertmanager_url": "LETHE_ALERTMANAGER_URL",
+    "alert_receiver_url": "LETHE_ALERT_RECEIVER_URL",
     "web_host": "LETHE_WEB_HOST",
     "web_port": "LETHE_WEB_PORT",
     "data_dir": "LETHE_DATA_DIR",
@@ -396,8 +422,10 @@ _VARIABLES: dict[str, str] = {
     "clock_topic": "LETHE_CLOCK_TOPIC",
     "internal_partitions": "LETHE_INTERNAL_PARTITIONS",
     "tick_interval": "LETHE_TICK_INTERVAL",
+    "census_interval": "LETHE_CENSUS_INTERVAL",
     "confirm_timeout": "LETHE_CONFIRM_TIMEOUT",
     "enforce": "LETHE_ENFORCE",
+    "metrics": "LETHE_METRICS",
     "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",
     "max_poll_records": "LETHE_MAX_POLL_RECORDS",
     "stream_buffer_maxsize": "LETHE_STREAM_BUFFER_MAXSIZE",

@@ -1,4 +1,5 @@
-"""`lethe stack up|down|status`: the local Kafka/Connect/PostgreSQL/Prometheus stack.
+"""`lethe stack up|down|status`: the local Kafka/Connect/PostgreSQL/Prometheus stack (with
+Prometheus's Alertmanager and the webhook receiver it notifies).
 
 `up` installs what is missing, starts what is not running and waits until every part is
 healthy (a no-op re-check on a running stack). `down` stops everything; `--wipe` also
@@ -20,7 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument(
         "--only",
         action="append",
-        choices=["postgres", "kafka", "connect", "source", "sink", "prometheus"],
+        choices=[
+            "postgres",
+            "kafka",
+            "connect",
+            "source",
+            "sink",
+            "alert-receiver",
+            "alertmanager",
+            "prometheus",
+        ],
         help="start only this part (repeatable); the parts it needs must already run",
     )
     down = actions.add_parser("down", help="stop every part of the stack")

@@ -76,6 +76,8 @@ def build_worker_app(
         clock=LiveClock(settings) if settings.enforce else None,
         tick_interval=settings.tick_interval,
         audit_hash_key=settings.audit_hash_key_bytes,
+        census_interval=settings.census_interval,
+        detailed_metrics=settings.metrics,
     )
     return app
 
@@ -135,8 +137,9 @@ def quiet_root_worker() -> type[faust.Worker]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lethe import topics
+    from lethe import __version__, topics
     from lethe.app import change_topic_partitions, declare_change_topics, declare_internal_topic
+    from lethe.metrics import policy_hash
 
     settings = Settings.from_env()
     policy = load_policy(settings.policy_path)
@@ -157,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     app = build_worker_app(settings, args.app_id, policy, names, partitions)
+    running = policy_hash(settings.policy_path.read_bytes())
+    app.metrics.build_info.labels(__version__, running).set(1)
     declare_changelog_topics(settings, app)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
     worker = quiet_root_worker()(app, loglevel=args.loglevel)

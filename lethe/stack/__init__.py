@@ -1,4 +1,5 @@
-"""The local real stack: PostgreSQL, Kafka (KRaft), Kafka Connect + Debezium, Prometheus.
+"""The local real stack: PostgreSQL, Kafka (KRaft), Kafka Connect + Debezium, Prometheus
+with its Alertmanager and the webhook receiver the Alertmanager notifies.
 
 Connect runs two connectors: the Debezium source `hosting` (the demo database's change
 topics) and the Debezium JDBC sink `lethe-sink` (the `lethe.sink.public.<table>` topics
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from lethe.errors import StackError
 from lethe.settings import Settings
+from lethe.stack.alertmanager import Alertmanager, AlertReceiver
 from lethe.stack.base import Part, PartStatus
 from lethe.stack.connect import Connect, RegisteredConnector, SinkConnector, SourceConnector
 from lethe.stack.install import ensure_jars, ensure_packages, jars_current, missing_packages
@@ -29,7 +31,16 @@ from lethe.stack.prometheus import Prometheus
 
 __all__ = ["PART_NAMES", "down", "parts", "pending", "status", "up"]
 
-PART_NAMES = ("postgres", "kafka", "connect", "source", "sink", "prometheus")
+PART_NAMES = (
+    "postgres",
+    "kafka",
+    "connect",
+    "source",
+    "sink",
+    "alert-receiver",
+    "alertmanager",
+    "prometheus",
+)
 
 
 def parts(settings: Settings) -> list[Part]:
@@ -40,6 +51,8 @@ def parts(settings: Settings) -> list[Part]:
         Connect(settings),
         SourceConnector(settings),
         SinkConnector(settings),
+        AlertReceiver(settings),
+        Alertmanager(settings),
         Prometheus(settings),
     ]
 
@@ -58,6 +71,8 @@ def up(
         Connect(settings, jars),
         SourceConnector(settings),
         SinkConnector(settings),
+        AlertReceiver(settings),
+        Alertmanager(settings),
         Prometheus(settings),
     ]
     started: dict[str, bool] = {}
@@ -98,6 +113,9 @@ def pending(settings: Settings) -> list[str]:
     prometheus = Prometheus(settings)
     if not prometheus.config_current():
         found.append(f"rewrite {prometheus.config_file} from {prometheus.template} and reload")
+    alertmanager = Alertmanager(settings)
+    if not alertmanager.config_current():
+        found.append(f"rewrite {alertmanager.config_file} from {alertmanager.template} and reload")
     return found
 
 
@@ -106,9 +124,10 @@ def status(settings: Settings) -> list[PartStatus]:
 
 
 def down(settings: Settings, *, wipe: bool = False, say: Callable[[str], None] = print) -> None:
-    """Stop Connect, Kafka, Prometheus, PostgreSQL; then leftovers; `wipe` deletes data too."""
+    """Stop Connect, Kafka, Prometheus, Alertmanager and its receiver, PostgreSQL; then
+    leftovers; `wipe` deletes data too."""
     by_name = {part.name: part for part in parts(settings)}
-    for name in ("connect", "kafka", "prometheus", "postgres"):
+    for name in ("connect", "kafka", "prometheus", "alertmanager", "alert-receiver", "postgres"):
         part = by_name[name]
         t0 = time.monotonic()
         stopped = part.stop()

@@ -1,14 +1,14 @@
 """Install what the local stack needs when it is missing: Debian packages and Maven jars.
 
-Debian packages (PostgreSQL, Prometheus, Java, Maven) are installed with apt-get
-when their binary is absent, which needs root. The stack runs its own PostgreSQL
-and Prometheus on their usual ports, so the distro services must not take them:
-during apt-get a temporary `/usr/sbin/policy-rc.d` (exit 101) keeps the packages
-from starting their services (unless the machine already has one), and afterwards
-`postgresql.service` and `prometheus.service` are disabled (and stopped if they
-run) when systemctl is there; Debian is also told not to create a `main`
-PostgreSQL cluster. Each of these steps prints a line. Jars come from the pom in
-`lethe/stack/maven/`: `mvn package` copies them under `.cache/stack/jars`, and a
+Debian packages (PostgreSQL, Prometheus and its Alertmanager, Java, Maven) are installed
+with apt-get when their binary is absent, which needs root. The stack runs its own
+PostgreSQL, Prometheus and Alertmanager, so the distro services must not take their ports:
+during apt-get a temporary `/usr/sbin/policy-rc.d` (exit 101) keeps the packages from
+starting their services (unless the machine already has one), and afterwards
+`postgresql.service`, `prometheus.service` and `prometheus-alertmanager.service` are
+disabled (and stopped if they run) when systemctl is there; Debian is also told not to
+create a `main` PostgreSQL cluster. Each of these steps prints a line. Jars come from the
+pom in `lethe/stack/maven/`: `mvn package` copies them under `.cache/stack/jars`, and a
 stamp with the poms' hash makes the next run skip Maven while the poms are unchanged.
 """
 
@@ -32,7 +32,11 @@ from lethe.stack.process import run
 MAVEN_DIR = Path(__file__).resolve().parent / "maven"
 PG_CREATECLUSTER_CONF = Path("/etc/postgresql-common/createcluster.conf")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
-DISTRO_SERVICES = {"postgresql": "postgresql.service", "prometheus": "prometheus.service"}
+DISTRO_SERVICES = {
+    "postgresql": "postgresql.service",
+    "prometheus": "prometheus.service",
+    "prometheus-alertmanager": "prometheus-alertmanager.service",
+}
 """Debian package -> the systemd unit it enables, which would take the stack's port."""
 
 
@@ -157,6 +161,8 @@ def missing_packages() -> list[str]:
         missing.append("postgresql")
     if shutil.which("prometheus") is None:
         missing.append("prometheus")
+    if shutil.which("prometheus-alertmanager") is None:
+        missing.append("prometheus-alertmanager")
     return missing
 
 

@@ -1,4 +1,8 @@
-"""Prometheus from Debian's package, with its own config and data under `.stack/prometheus`."""
+"""Prometheus from Debian's package, with its own config and data under `.stack/prometheus`.
+
+It loads the alert rules of `config/prometheus/rules/`, sends alerts to the stack's
+Alertmanager (`lethe.stack.alertmanager`), and scrapes the worker on LETHE_WEB_HOST:
+LETHE_WEB_PORT and every target listed in the file_sd JSON files of `targets_dir`."""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ class Prometheus(Part):
         self.data_dir = self.dir / "data"
         self.template = settings.config_dir / "prometheus" / "prometheus.yml"
         self.rules_dir = settings.config_dir / "prometheus" / "rules"
+        self.targets_dir = self.dir / "targets"
+        """file_sd files (`*.json`) of more workers to scrape (job lethe)."""
 
     @property
     def host(self) -> str:
@@ -50,6 +56,10 @@ class Prometheus(Part):
             "LETHE_METRICS_TARGET": f"{self.settings.web_host}:{self.settings.web_port}",
             "LETHE_PROMETHEUS_TARGET": f"{self.host}:{self.port}",
             "LETHE_RULES_DIR": str(self.rules_dir),
+            "LETHE_TARGETS_DIR": str(self.targets_dir),
+            "LETHE_ALERTMANAGER_TARGET": urllib.parse.urlsplit(
+                self.settings.alertmanager_url
+            ).netloc,
         }
         for key, value in values.items():
             text = text.replace("${" + key + "}", value)
@@ -62,6 +72,7 @@ class Prometheus(Part):
     def up(self) -> bool:
         """As Part.up; a running Prometheus reloads when its rendered config changed."""
         if self.pid() is not None and self.config_file.exists() and not self.config_current():
+            self.targets_dir.mkdir(parents=True, exist_ok=True)
             self.config_file.write_text(self.render_config())
             status, body = http("POST", f"{self.settings.prometheus_url}/-/reload", timeout=10)
             if status != 200:
@@ -76,6 +87,7 @@ class Prometheus(Part):
         if binary is None:
             raise StackError("prometheus binary not found: apt-get install -y prometheus")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self.render_config())
         start_background(
             [

@@ -879,7 +879,7 @@ def check_confirmations(worker: WorkerProcess, simulated: list[dict[str, Any]], 
         return {
             (dict(labels)["table"], dict(labels)["action"]): int(value)
             for (name, labels), value in metrics.items()
-            if name == "lethe_commands_confirmed_total"
+            if name == "lethe_commands_confirmed_total" and value
         }
 
     wait_for(

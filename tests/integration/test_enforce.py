@@ -249,12 +249,13 @@ def command_id(table: str, row_id: int, stage: str, due_at: str) -> str:
 
 
 def counter(worker: WorkerProcess, name: str, tables: set[str]) -> dict[tuple[str, str], int]:
-    """`name`{table,action} on the worker's /metrics, for `tables`."""
+    """`name`{table,action} on the worker's /metrics, for `tables` (those not at 0: every
+    table and action is shown from the start)."""
     metrics = worker.metrics() or {}
     return {
         (dict(labels)["table"], dict(labels)["action"]): int(value)
         for (sample, labels), value in metrics.items()
-        if sample == name and dict(labels).get("table") in tables
+        if sample == name and dict(labels).get("table") in tables and value
     }
 
 

@@ -399,3 +399,49 @@ def test_dockerfile_copies_only_what_the_build_context_holds() -> None:
         for source in sources:
             assert (REPO / source).exists(), f"Dockerfile copies {source}, not in the repo"
             assert source not in ignored, f"Dockerfile copies {source}, but .dockerignore drops it"
+
+
+# --- alerts and the dashboard -------------------------------------------------------
+
+
+def _mounted(service: dict[str, Any]) -> dict[Path, str]:
+    return {(DOCKER / source).resolve(): target for source, target in _bind_mounts(service)}
+
+
+def test_prometheus_loads_lethes_rules_and_alerts_the_alertmanager(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    rules = (REPO / "config" / "prometheus" / "rules").resolve()
+    target = _mounted(services["prometheus"])[rules]
+    config = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    assert config["rule_files"] == [f"{target}/*.yml"]
+    managers = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert managers == ["alertmanager:9093"]
+    assert services["alertmanager"]["image"].startswith("prom/alertmanager:v")
+
+
+def test_the_alertmanager_routes_every_alert_to_the_receiver_service(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = yaml.safe_load((DOCKER / "alertmanager.yml").read_text())
+    receiver = next(r for r in config["receivers"] if r["name"] == config["route"]["receiver"])
+    assert receiver["webhook_configs"] == [
+        {"url": "http://alert-receiver:9096/alerts", "send_resolved": True}
+    ]
+    assert "--listen=0.0.0.0:9096" in services["alert-receiver"]["command"]
+
+
+def test_grafana_provisions_the_dashboard_and_its_data_source(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    mounted = _mounted(services["grafana"])
+    provider = yaml.safe_load(
+        (DOCKER / "grafana" / "provisioning" / "dashboards" / "lethe.yaml").read_text()
+    )["providers"][0]
+    assert mounted[(DOCKER / "grafana" / "dashboards").resolve()] == provider["options"]["path"]
+    source = yaml.safe_load(
+        (DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    )["datasources"][0]
+    dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "lethe.json").read_text())
+    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"] if panel["type"] != "row"}
+    assert uids == {source["uid"]}

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from lethe.settings import Secret, Settings
+from lethe.stack.alertmanager import Alertmanager
 from lethe.stack.connect import sink_config, source_config
 from lethe.stack.kafka import render
 from lethe.stack.prometheus import Prometheus
@@ -140,3 +141,28 @@ def test_no_committed_connector_config_holds_a_password() -> None:
         for key, value in config.items():
             if "password" in key:
                 assert value == "${LETHE_PG_PASSWORD}", f"{template.name}: {key}"
+
+
+def test_prometheus_sends_alerts_to_the_stacks_alertmanager_and_reads_file_sd_targets(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        alertmanager_url="http://127.0.0.1:9195", stack_dir=tmp_path, config_dir=CONFIG
+    )
+    config = yaml.safe_load(Prometheus(settings).render_config())
+    managers = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert managers == ["127.0.0.1:9195"]
+    job = next(job for job in config["scrape_configs"] if job["job_name"] == "lethe")
+    assert job["file_sd_configs"][0]["files"] == [f"{tmp_path}/prometheus/targets/*.json"]
+    assert config["rule_files"] == [f"{CONFIG}/prometheus/rules/*.yml"]
+
+
+def test_alertmanager_notifies_the_receiver_of_every_alert_resolved_too(tmp_path: Path) -> None:
+    settings = Settings(
+        alert_receiver_url="http://127.0.0.1:9196", stack_dir=tmp_path, config_dir=CONFIG
+    )
+    config = yaml.safe_load(Alertmanager(settings).render_config())
+    receiver = next(r for r in config["receivers"] if r["name"] == config["route"]["receiver"])
+    assert receiver["webhook_configs"] == [
+        {"url": "http://127.0.0.1:9196/alerts", "send_resolved": True}
+    ]

@@ -24,6 +24,8 @@ never from a timer or task (the RocksDB store refuses writes outside stream cont
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,6 +38,8 @@ from policy.events import Key
 from policy.instants import Instant
 from policy.state import RowState, SubjectState
 from policy.store import DueIndex, RowId
+
+log = logging.getLogger(__name__)
 
 NextDue = Callable[[RowState, SubjectState | None], Instant | None]
 """When a stored row falls due next given its subject's state (`policy.engine.next_due`
@@ -235,6 +239,7 @@ class FaustStore:
         return due
 
     def _rebuild(self, partition: int) -> DueIndex:
+        started = time.monotonic()
         due = DueIndex()
         subjects: dict[str, SubjectState | None] = {}
         for key, data in self._rows_db(partition).items():
@@ -247,6 +252,13 @@ class FaustStore:
                     subjects[row.subject] = self.subject(row.subject)
                 subject = subjects[row.subject]
             due.arm(decode_row_key(key), self._next_due(row, subject))
+        log.info(
+            "Rebuilt the due index of partition %d: %d timers over %d subjects in %.2fs",
+            partition,
+            len(due),
+            len(subjects),
+            time.monotonic() - started,
+        )
         return due
 
     def _rows_db(self, partition: int) -> Any:

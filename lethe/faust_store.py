@@ -123,6 +123,15 @@ def decode_row_key(data: bytes) -> RowId:
     return subject, table, key
 
 
+def _shared_row_id(row_id: RowId, names: dict[str, str]) -> RowId:
+    """The same row id, its strings replaced by the equal ones already in `names`."""
+    subject, table, key = row_id
+    if subject is not None:
+        subject = names.setdefault(subject, subject)
+    columns = tuple((names.setdefault(column, column), value) for column, value in key)
+    return subject, names.setdefault(table, table), columns
+
+
 class FaustStore:
     """A `policy.store.Store` over `StateTables`, for the partition of the current event.
 
@@ -242,6 +251,7 @@ class FaustStore:
         started = time.monotonic()
         due = DueIndex()
         subjects: dict[str, SubjectState | None] = {}
+        names: dict[str, str] = {}  # the index's row ids share their strings
         for key, data in self._rows_db(partition).items():
             if key[:1] not in (_NO_SUBJECT, _SUBJECT):
                 continue  # Faust's own keys (the persisted changelog offset)
@@ -251,7 +261,7 @@ class FaustStore:
                 if row.subject not in subjects:
                     subjects[row.subject] = self.subject(row.subject)
                 subject = subjects[row.subject]
-            due.arm(decode_row_key(key), self._next_due(row, subject))
+            due.arm(_shared_row_id(decode_row_key(key), names), self._next_due(row, subject))
         log.info(
             "Rebuilt the due index of partition %d: %d timers over %d subjects in %.2fs",
             partition,

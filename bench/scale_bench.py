@@ -25,8 +25,11 @@ scenario starts `lethe worker` (LETHE_ENFORCE=on, the manual clock standing at s
 instant, a clock topic that does not exist, so no advance moves it, tick 1 s) and measures,
 from the process start: the first and the last of the group's commands on `lethe.commands`
 (the record timestamps), Faust's recovery marks and the due-index rebuilds from its log, the
-worker's RSS (/proc: current, and peak VmHWM) once the commands are in, and the commands
-issued and records dead-lettered (its /metrics). Scenarios, run in order on one app id:
+sweeps that issued the commands (the worker runs under `bench/timed_worker.py`, which times
+each `Driver.advance` over its `FaustStore`, the rebuild left out), the worker's RSS (/proc:
+current, and peak VmHWM) once the commands are in, and the commands issued and records
+dead-lettered (its /metrics). From the process start means: the `prewarmed` scenario's
+replay before the worker starts counts. Scenarios, run in order on one app id:
 - `fresh`: a new data directory: Faust replays every changelog;
 - `kept`: the data directory of the previous run, stopped with SIGTERM;
 - `killed`: the data directory of the previous run, killed with SIGKILL (its group member

@@ -77,7 +77,7 @@ class DueIndex:
     The heap holds plain ints, the due instant and an arming sequence in one
     (`at << 40 | sequence`), and the row ids are looked up by that int: a pop then compares
     ints, not tuples, and touches a third of the memory per heap level (at 10^6 timers, 1,000
-    pops took a third of the time: docs/benchmarks.md (b)). Good for 2^40 arms per index."""
+    pops took less than half the time: docs/benchmarks.md (b)). Good for 2^40 arms per index."""
 
     __slots__ = ("_armed", "_ids", "_sequence", "_timers")
 

@@ -29,6 +29,8 @@ the driver's clock is per stream partition.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,6 +43,8 @@ from policy.events import Key
 from policy.instants import Instant
 from policy.state import RowState, SubjectState
 from policy.store import DueIndex, RowId
+
+log = logging.getLogger(__name__)
 
 NextDue = Callable[[RowState, SubjectState | None], Instant | None]
 """When a stored row falls due next given its subject's state (`policy.engine.next_due`
@@ -124,6 +128,15 @@ def decode_row_key(data: bytes) -> RowId:
         rest = data[end + len(_END) :]
     table, key = _where(rest)
     return subject, table, key
+
+
+def _shared_row_id(row_id: RowId, names: dict[str, str]) -> RowId:
+    """The same row id, its strings replaced by the equal ones already in `names`."""
+    subject, table, key = row_id
+    if subject is not None:
+        subject = names.setdefault(subject, subject)
+    columns = tuple((names.setdefault(column, column), value) for column, value in key)
+    return subject, names.setdefault(table, table), columns
 
 
 class FaustStore:
@@ -266,8 +279,10 @@ class FaustStore:
         return due
 
     def _rebuild(self, partition: int) -> DueIndex:
+        started = time.monotonic()
         due = DueIndex()
         subjects: dict[str, SubjectState | None] = {}
+        names: dict[str, str] = {}  # the index's row ids share their strings
         for key, data in self._rows_db(partition).items():
             if key[:1] not in (_NO_SUBJECT, _SUBJECT):
                 continue  # Faust's own keys (the persisted changelog offset)
@@ -277,7 +292,14 @@ class FaustStore:
                 if row.subject not in subjects:
                     subjects[row.subject] = self.subject(row.subject)
                 subject = subjects[row.subject]
-            due.arm(decode_row_key(key), self._next_due(row, subject))
+            due.arm(_shared_row_id(decode_row_key(key), names), self._next_due(row, subject))
+        log.info(
+            "Rebuilt the due index of partition %d: %d timers over %d subjects in %.2fs",
+            partition,
+            len(due),
+            len(subjects),
+            time.monotonic() - started,
+        )
         return due
 
     def _rows_db(self, partition: int) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Final, Protocol
 
 from policy.events import Key
 from policy.instants import Instant
@@ -67,14 +67,23 @@ class Store(Protocol):
         Timers due at the same instant come in no particular order."""
 
 
+_SEQUENCE_BITS: Final = 40
+
+
 class DueIndex:
     """Timers in a heap with lazy deletion: at most one live timer per row, O(log n) to arm,
-    O(due + log n) to pop what is due. Derived data: a store rebuilds it from its rows."""
+    O(due + log n) to pop what is due. Derived data: a store rebuilds it from its rows.
 
-    __slots__ = ("_armed", "_sequence", "_timers")
+    The heap holds plain ints, the due instant and an arming sequence in one
+    (`at << 40 | sequence`), and the row ids are looked up by that int: a pop then compares
+    ints, not tuples, and touches a third of the memory per heap level (at 10^6 timers, 1,000
+    pops took less than half the time: docs/benchmarks.md (b)). Good for 2^40 arms per index."""
+
+    __slots__ = ("_armed", "_ids", "_sequence", "_timers")
 
     def __init__(self) -> None:
-        self._timers: list[tuple[Instant, int, RowId]] = []
+        self._timers: list[int] = []
+        self._ids: dict[int, RowId] = {}
         self._armed: dict[RowId, Instant] = {}
         self._sequence = 0
 
@@ -88,14 +97,20 @@ class DueIndex:
             return
         armed[row_id] = at
         self._sequence += 1
-        heapq.heappush(self._timers, (at, self._sequence, row_id))
+        timer = at << _SEQUENCE_BITS | self._sequence
+        self._ids[timer] = row_id
+        heapq.heappush(self._timers, timer)
 
     def pop(self, until: Instant) -> tuple[Instant, RowId] | None:
         """Remove and return the earliest timer due at or before `until`, or None."""
         timers = self._timers
         armed = self._armed
-        while timers and timers[0][0] <= until:
-            at, _, row_id = heapq.heappop(timers)
+        ids = self._ids
+        after = (until + 1) << _SEQUENCE_BITS
+        while timers and timers[0] < after:
+            timer = heapq.heappop(timers)
+            row_id = ids.pop(timer)
+            at = timer >> _SEQUENCE_BITS
             if armed.get(row_id) == at:
                 del armed[row_id]
                 return at, row_id

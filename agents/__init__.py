@@ -17,6 +17,7 @@ from faust.types import ChannelT, TopicT
 from lethe.agents import assign, enforce
 from lethe.agents.watermarks import ChangeProgress
 from lethe.clock import LiveClock
+from lethe.forwarding import Forwarder
 from lethe.metrics import WorkerMetrics
 from policy.engine import Engine
 
@@ -34,13 +35,16 @@ def install(
     clock: LiveClock | None,
     tick_interval: float,
     audit_hash_key: bytes,
+    forwarder: Forwarder | None = None,
 ) -> None:
     """Register every agent of the worker on `app`: the assign agent reads `changes` (each
     with `change_partitions` partitions) and forwards to `subject_events`
     (`subject_partitions` partitions), which the enforce agent reads under `clock`, swept
     every `tick_interval` seconds, auditing under `audit_hash_key`. Without a clock
     (LETHE_ENFORCE=off) the enforce agent is left out: nothing is issued. The ticks carry how
-    far the assign agent processed each change-topic partition (`lethe.agents.watermarks`)."""
+    far the assign agent processed each change-topic partition (`lethe.agents.watermarks`).
+    Forwards and ticks go through `forwarder` (the worker's producer, `lethe.forwarding`;
+    None: Faust sends them to `subject_events`)."""
     progress = ChangeProgress(engine.policy.sources_by_topic)
     assign.install(
         app,
@@ -51,6 +55,7 @@ def install(
         metrics=metrics,
         partitions=change_partitions,
         progress=progress,
+        forwarder=forwarder,
     )
     if clock is None:
         return
@@ -66,4 +71,5 @@ def install(
         audit_hash_key=audit_hash_key,
         progress=progress,
         change_partitions=change_partitions,
+        forwarder=forwarder,
     )

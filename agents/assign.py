@@ -40,6 +40,7 @@ from lethe.agents.delivery import deliver_dead_letter
 from lethe.agents.routing import Routing, route, row_id, wire_headers
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress
+from lethe.forwarding import ChannelForwarder, Forwarder
 from lethe.metrics import WorkerMetrics
 from policy.decoding import decode_raw
 from policy.engine import Engine
@@ -63,9 +64,12 @@ def install(
     metrics: WorkerMetrics,
     partitions: int,
     progress: ChangeProgress | None = None,
+    forwarder: Forwarder | None = None,
 ) -> AgentT[Any]:
-    """Register the assign agent on `app`, reading `changes` (P = `partitions` each); each
-    record processed is told to `progress`."""
+    """Register the assign agent on `app`, reading `changes` (P = `partitions` each) and
+    forwarding through `forwarder` (the worker's producer, `lethe.forwarding`; None: Faust
+    sends to `subject_events`); each record processed is told to `progress`."""
+    forward = forwarder if forwarder is not None else ChannelForwarder(subject_events)
     locations = app.Table(
         LOCATIONS_TABLE,
         partitions=partitions,
@@ -88,7 +92,7 @@ def install(
                     locations=locations,
                     metrics=metrics,
                     deadletters=deadletters,
-                    subject_events=subject_events,
+                    subject_events=forward,
                 ),
                 f"Assigning {message.topic}[{message.partition}]@{message.offset}",
             )
@@ -105,7 +109,7 @@ async def handle_change(
     locations: Any,
     metrics: WorkerMetrics,
     deadletters: ChannelT[bytes],
-    subject_events: ChannelT[bytes],
+    subject_events: Forwarder,
 ) -> Instant | None:
     """Process one change record; never raises for bad input. Returns the time of the event
     it forwarded to `subject_events` (None: nothing forwarded)."""

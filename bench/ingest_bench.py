@@ -19,8 +19,9 @@ in turn, each with its own consumer group:
    confluent-kafka produce instead (flushed before the last event is timed);
 4. `lethe worker` (a subprocess; LETHE_POLICY is config/policy.yaml with its sources cut to
    the bench table's), with the same tuning (LETHE_CONSUMER_MAX_FETCH_BYTES,
-   LETHE_MAX_POLL_RECORDS, LETHE_STREAM_BUFFER_MAXSIZE);
-5. `lethe worker` with its default settings.
+   LETHE_MAX_POLL_RECORDS, LETHE_STREAM_BUFFER_MAXSIZE), stage A only (LETHE_ENFORCE=off);
+4b. the same with stage E in the same worker (LETHE_ENFORCE=on, `worker-e`);
+5. `lethe worker` with its default settings, stage A only.
 Events/s run from the first record handled to the N-th: the bare agent times itself; the
 worker is sampled every 0.2 s on /metrics (`lethe_change_events_total`, the change records
 its first stage handled). "all agents" waits further, until every topic the worker reads
@@ -32,8 +33,9 @@ the records it wrote per event.
 
 It prints a table: events/s best and median of the runs, the ratio to the tuned bare agent,
 and `nproc`. The machine is shared and noisy: compare within one run, not across runs.
-`--profile DIR` adds one run of the tuned bare agent and of the tuned worker under cProfile
-(not in the table; it slows them) and prints where each spends its time.
+`--profile DIR` adds one run of the tuned bare agent and of the tuned worker (stage A, then
+stages A and E) under cProfile (not in the table; it slows them) and prints where each spends
+its time.
 """
 
 from __future__ import annotations
@@ -73,7 +75,16 @@ from bench.ingest_stream import (  # noqa: E402
 )
 
 TUNED = {"fetch_bytes": 8 * 1024 * 1024, "poll_records": 5000, "buffer": 32768}
-CONTENDERS = ("ck", "bare", "bare-default", "bare-send", "bare-produce", "worker", "worker-default")
+CONTENDERS = (
+    "ck",
+    "bare",
+    "bare-default",
+    "bare-send",
+    "bare-produce",
+    "worker",
+    "worker-e",
+    "worker-default",
+)
 SAMPLE_S = 0.2
 START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 60.0
@@ -284,8 +295,11 @@ def scrape(port: int) -> dict[str, float] | None:
     return sums
 
 
-def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result:
+def run_worker(
+    bench: Bench, tuned: bool, profile: Path | None = None, *, enforce: bool = False
+) -> Result:
     name = "lethe worker, " + ("tuned" if tuned else "its defaults")
+    name += ", stages A and E" if enforce else ", stage A"
     app_id = bench.app_id(f"worker-{'tuned' if tuned else 'default'}-{uuid.uuid4().hex[:6]}")
     port = free_port()
     env = {
@@ -297,6 +311,7 @@ def run_worker(bench: Bench, tuned: bool, profile: Path | None = None) -> Result
         "LETHE_WEB_HOST": "127.0.0.1",
         "LETHE_WEB_PORT": str(port),
         "LETHE_INTERNAL_PARTITIONS": "1",
+        "LETHE_ENFORCE": "on" if enforce else "off",
     }
     if tuned:
         env["LETHE_CONSUMER_MAX_FETCH_BYTES"] = str(TUNED["fetch_bytes"])
@@ -450,8 +465,15 @@ def main() -> None:
                     "bare Faust agent, tuned, 1 confluent-kafka produce per event",
                     lambda: run_bare(bench, True, send="confluent"),
                 ),
-                "worker": ("lethe worker, tuned", lambda: run_worker(bench, True)),
-                "worker-default": ("lethe worker, its defaults", lambda: run_worker(bench, False)),
+                "worker": ("lethe worker, tuned, stage A", lambda: run_worker(bench, True)),
+                "worker-e": (
+                    "lethe worker, tuned, stages A and E",
+                    lambda: run_worker(bench, True, enforce=True),
+                ),
+                "worker-default": (
+                    "lethe worker, its defaults, stage A",
+                    lambda: run_worker(bench, False),
+                ),
             }
             contenders = [everyone[key] for key in args.contenders.split(",")]
             results: dict[str, list[Result]] = {name: [] for name, _ in contenders}
@@ -470,12 +492,14 @@ def main() -> None:
             print(table(results, bench.events, size / count))
             if args.profile is not None:
                 args.profile.mkdir(parents=True, exist_ok=True)
-                for name, runner in (
-                    ("bare-tuned", run_bare),
-                    ("worker-tuned", run_worker),
-                ):
+                profiled: tuple[tuple[str, Callable[[Path], Result]], ...] = (
+                    ("bare-tuned", lambda path: run_bare(bench, True, path)),
+                    ("worker-tuned", lambda path: run_worker(bench, True, path)),
+                    ("worker-e-tuned", lambda path: run_worker(bench, True, path, enforce=True)),
+                )
+                for name, runner in profiled:
                     path = args.profile / f"{name}.prof"
-                    result = runner(bench, True, path)
+                    result = runner(path)
                     print(f"\nprofiled {name}: {rate_text(result.rate)} ev/s under cProfile")
                     if path.exists():
                         print(profile_summary(path))

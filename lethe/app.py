@@ -49,6 +49,7 @@ from prometheus_client import Gauge
 
 from lethe import consumer, topics
 from lethe.errors import ConfigError, StackError
+from lethe.forwarding import KafkaForwarder
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
 from lethe.settings import APP_ID, Settings
 
@@ -80,6 +81,9 @@ class LetheApp(faust.App):
     change_topic_names: tuple[str, ...]
     deadletters: TopicT
     subject_events: TopicT
+    forwarder: KafkaForwarder | None = None
+    """The worker's producer to `subject_events` (`lethe.forwarding`), set by the worker
+    command; the consumer commits only what it has delivered."""
 
     def _new_transport(self) -> TransportT:
         # Faust's `by_url` would pick its stock aiokafka transport for kafka:// URLs;

@@ -42,13 +42,13 @@ from typing import Any, Final
 import faust
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TopicT
 from faust.types.transports import TransportT
 from prometheus_client import Gauge
 
 from lethe import consumer, topics
 from lethe.errors import ConfigError, StackError
+from lethe.faust_sensor import install_faust_sensor
 from lethe.forwarding import KafkaForwarder
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
 from lethe.settings import APP_ID, Settings
@@ -150,7 +150,7 @@ def create_app(
     )
     app.settings = settings
     app.metrics = WorkerMetrics.create()
-    setup_prometheus_sensors(app, registry=app.metrics.registry, name_prefix=FAUST_METRICS_PREFIX)
+    install_faust_sensor(app, app.metrics.registry, FAUST_METRICS_PREFIX)
     app.change_topic_names = tuple(change_topic_names)
     app.change_topic = topics.change_topics(app, app.change_topic_names)
     app.deadletters = topics.deadletter_topic(app)

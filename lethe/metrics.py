@@ -11,6 +11,7 @@ only, never row values (a topic name is a table name).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -123,3 +124,15 @@ class WorkerMetrics:
                 registry=registry,
             ),
         )
+
+
+_LABELLED: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once per process (on the hot path, per event)."""
+    key = (metric, values)
+    child = _LABELLED.get(key)
+    if child is None:
+        child = _LABELLED[key] = metric.labels(*values)
+    return child

@@ -37,11 +37,18 @@ from faust.types import AgentT, ChannelT, EventT, Message, TopicT
 
 from lethe import topics
 from lethe.agents.delivery import deliver_dead_letter
-from lethe.agents.routing import Routing, route, row_id, wire_headers
+from lethe.agents.routing import (
+    Routing,
+    Unknown,
+    located_by_event,
+    route,
+    row_id,
+    wire_headers,
+)
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress
 from lethe.forwarding import ChannelForwarder, Forwarder
-from lethe.metrics import WorkerMetrics
+from lethe.metrics import WorkerMetrics, labelled
 from policy.decoding import decode_raw
 from policy.engine import Engine
 from policy.envelope import Rejection, rejection_of_bug
@@ -123,14 +130,17 @@ async def handle_change(
         await reject(message, outcome, metrics, deadletters)
         return None
     op = TOMBSTONE if not isinstance(outcome, ChangeEvent) else outcome.op.value
-    metrics.change_events.labels(table=outcome.table, op=op).inc()
+    labelled(metrics.change_events, outcome.table, op).inc()
     log.debug("change table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
     if not isinstance(outcome, ChangeEvent):
         return None
     row = row_id(outcome.table, outcome.key).encode()
     try:
-        located = locations.get(row)
-        routing = route(engine, None if located is None else located.decode(), outcome)
+        located = located_by_event(engine, outcome)
+        if isinstance(located, Unknown):
+            stored = locations.get(row)
+            located = None if stored is None else stored.decode()
+        routing = route(engine, located, outcome)
     except PartitionsMismatch:
         raise
     except Exception as exc:

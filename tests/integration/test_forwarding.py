@@ -9,8 +9,8 @@ by the workers' policy: config/policy.yaml's purposes with that source only), LE
   linger.ms, tests/integration/held_forward_worker.py) has committed nothing, and the next
   worker of the app forwards every change again: each change record's offset reaches the
   subject events at least once. With LETHE_IT_COMMIT_UNSETTLED=1 the held worker commits
-  without waiting for its deliveries and the test fails: the next worker starts past the
-  changes and none of them is ever forwarded;
+  without waiting for its deliveries and the test fails (2026-11-30: offset 200 committed,
+  all 200 forwards undelivered; the next worker would start past them);
 - a worker whose forwards the broker refuses for good (its subject events topic takes records
   of 64 bytes at most) stops, says why, and commits nothing.
 

@@ -9,10 +9,12 @@ worker start). For each record:
   decoding or routing raised (a bug: reason `internal_error`, logged with its traceback);
 - count it in `lethe_change_events_total{table,op}` (op c, u, d, r or tombstone); a tombstone
   is otherwise ignored;
-- find its subject and send it to `<app id>-subject-events` keyed by that subject, with the
-  Debezium value unchanged and the metadata in headers, plus a `depart` for the old key when
-  the row moved, with the same value (the enforcer there checks whether the move confirms a
-  command: an anonymise that empties the subject's column moves the row)
+- find its subject and send it to `<app id>-subject-events` keyed by that subject (through
+  the worker's forwarding producer, `lethe.forwarding`: its offset is committed once that
+  producer delivered it), with the Debezium value unchanged and the metadata in headers,
+  plus a `depart` for the old key when the row moved, with the same value (the enforcer
+  there checks whether the move confirms a command: an anonymise that empties the subject's
+  column moves the row)
   (`lethe.agents.routing.route`, which says when the `locations` table is written: first
   sight, a move, a delete).
 

@@ -207,11 +207,6 @@ class KafkaForwarder:
                 return False
             await asyncio.sleep(SETTLE_POLL_S)
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is queued (up to `timeout_s`)."""
-        if self._producer is not None:
-            self._producer.flush(timeout_s)
-
 
 def kafka_forwarder(settings: Settings, topic: str) -> KafkaForwarder:
     """The worker's forwarder to `topic` (`<app id>-subject-events`) on LETHE_KAFKA_BOOTSTRAP."""

@@ -3,10 +3,11 @@
 Run (needs the local stack's Kafka; creates and deletes its own `hosting.public.bench_*`
 topic, `lethe-bench-*` apps and groups and their topics):
 `.venv/bin/python bench/ingest_bench.py [--events 200000] [--runs 2] [--profile DIR]
-[--contenders ck,bare,...]`
+[--contenders ck,bare,...] [--replica-identity full]`
 
 It writes N Debezium JSON change records (schemaless, about 431 bytes each: creates and
-updates of a table with the connection-log columns and rule, a few seconds apart) to a new
+updates of a table with the connection-log columns and rule, a few seconds apart; updates
+without before image, or with it under `--replica-identity full`) to a new
 topic with one partition, then reads them, one contender after another, each `--runs` times
 in turn, each with its own consumer group:
 1. a confluent-kafka consumer loop that orjson-parses each value (the Python client's ceiling);
@@ -415,6 +416,12 @@ def main() -> None:
     parser.add_argument(
         "--create-share", type=float, default=0.3, help="share of creates (default 0.3)"
     )
+    parser.add_argument(
+        "--replica-identity",
+        choices=("default", "full"),
+        default="default",
+        help="default: updates without before image; full: with it, as on the demo tables",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
     parser.add_argument("--profile", type=Path, help="also profile one run of each Faust app")
     parser.add_argument(
@@ -443,7 +450,12 @@ def main() -> None:
             count, size = produce(
                 bench.bootstrap,
                 bench.topic,
-                change_records(args.events, table_name, args.create_share),
+                change_records(
+                    args.events,
+                    table_name,
+                    args.create_share,
+                    full_identity=args.replica_identity == "full",
+                ),
             )
             print(
                 f"wrote {count:,} records ({size / count:.0f} B mean) to {bench.topic} in "

@@ -3,7 +3,7 @@
 Run (needs the local stack's Kafka; creates and deletes its own `hosting.public.bench_*`
 topic, `lethe-bench-*` apps and groups and their topics):
 `.venv/bin/python bench/ingest_bench.py [--events 200000] [--runs 2] [--profile DIR]
-[--contenders ck,bare,...] [--replica-identity full]`
+[--contenders ck,bare,...] [--replica-identity full] [--baseline DIR]`
 
 It writes N Debezium JSON change records (schemaless, about 431 bytes each: creates and
 updates of a table with the connection-log columns and rule, a few seconds apart; updates
@@ -33,7 +33,11 @@ worker stops, the end offsets of its changelog topics and of `<app id>-subject-e
 the records it wrote per event.
 
 It prints a table: events/s best and median of the runs, the ratio to the tuned bare agent,
-and `nproc`. The machine is shared and noisy: compare within one run, not across runs.
+and `nproc`; and the CPU time each contender's process (all its threads: librdkafka's too)
+spent per event over the same span, median of the runs, with the tuned bare agent's CPU time
+divided by it: the events/s ratio on a machine with a core free for each, which the noise of
+other processes sharing the cores barely touches (the worker's is read from /proc every
+0.2 s). The machine is shared and noisy: compare within one run, not across runs.
 `--profile DIR` adds one run of the tuned bare agent and of the tuned worker (stage A, then
 stages A and E) under cProfile (not in the table; it slows them) and prints where each spends
 its time.
@@ -182,7 +186,9 @@ def run_confluent(bench: Bench) -> Result:
 class Child:
     """A subprocess in its own session, its stdout lines in a queue, its stderr in a file."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> None:
         self.log = log
         self.stderr = log.open("wb")
         self.process = subprocess.Popen(
@@ -190,7 +196,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             start_new_session=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -264,7 +270,9 @@ def run_bare(
                 report = orjson.loads(line)
                 if isinstance(report, dict) and "seconds" in report:
                     seconds = float(report["seconds"])
-                    return Result(name, (bench.events - 1) / seconds, seconds)
+                    result = Result(name, (bench.events - 1) / seconds, seconds)
+                    result.extra["cpu_s"] = float(report["cpu_seconds"])
+                    return result
         print(f"{name}: no result; its log ends:\n{child.tail()}", file=sys.stderr)
         return Result(name, None)
     finally:
@@ -297,10 +305,17 @@ def scrape(port: int) -> dict[str, float] | None:
 
 
 def run_worker(
-    bench: Bench, tuned: bool, profile: Path | None = None, *, enforce: bool = False
+    bench: Bench,
+    tuned: bool,
+    profile: Path | None = None,
+    *,
+    enforce: bool = False,
+    root: Path = ROOT,
 ) -> Result:
     name = "lethe worker, " + ("tuned" if tuned else "its defaults")
     name += ", stages A and E" if enforce else ", stage A"
+    if root != ROOT:
+        name = f"baseline {name}"
     app_id = bench.app_id(f"worker-{'tuned' if tuned else 'default'}-{uuid.uuid4().hex[:6]}")
     port = free_port()
     env = {
@@ -330,7 +345,7 @@ def run_worker(
         argv = [sys.executable, *script]
     else:
         argv = [sys.executable, "-m", "cProfile", "-o", str(profile), *script]
-    child = Child(argv, bench.workdir / f"{app_id}.log", env)
+    child = Child(argv, bench.workdir / f"{app_id}.log", env, cwd=root)
     result = Result(name, None)
     try:
         result = _watch_worker(bench, name, port, app_id, child)
@@ -341,8 +356,19 @@ def run_worker(
     return result
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` (every thread) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child) -> Result:
     start_deadline = time.monotonic() + START_TIMEOUT_S
+    pid = child.process.pid
+    first_cpu: float | None = None
     first: tuple[float, float] | None = None
     deadline = None
     done_at = None
@@ -362,17 +388,27 @@ def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child)
         if sums is not None and sums["changes"] > 0:
             if first is None:
                 first = (sampled, sums["changes"])
+                first_cpu = cpu_seconds(pid)
                 deadline = now + bench.timeout_s
             if sums["changes"] >= bench.events:
                 done_at = sampled
+                done_cpu = cpu_seconds(pid)
                 break
         time.sleep(SAMPLE_S)
     assert first is not None
     seconds = done_at - first[0]
-    result = Result(name, (bench.events - first[1]) / seconds, seconds)
+    counted = bench.events - first[1]
+    result = Result(name, counted / seconds, seconds)
+    if first_cpu is not None and done_cpu is not None:
+        result.extra["cpu_s"] = (done_cpu - first_cpu) * (bench.events - 1) / counted
     drained = _wait_drained(bench, port, app_id)
     if drained is not None:
-        result.extra["all_agents_rate"] = (bench.events - first[1]) / (drained - first[0])
+        result.extra["all_agents_rate"] = counted / (drained - first[0])
+        drained_cpu = cpu_seconds(pid)
+        if first_cpu is not None and drained_cpu is not None:
+            result.extra["all_agents_cpu_s"] = (
+                (drained_cpu - first_cpu) * (bench.events - 1) / counted
+            )
     return result
 
 
@@ -421,6 +457,12 @@ def main() -> None:
         choices=("default", "full"),
         default="default",
         help="default: updates without before image; full: with it, as on the demo tables",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another commit (e.g. `git archive main`): adds contenders "
+        "baseline-worker and baseline-worker-e, its worker run from there",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
     parser.add_argument("--profile", type=Path, help="also profile one run of each Faust app")
@@ -487,6 +529,16 @@ def main() -> None:
                     lambda: run_worker(bench, False),
                 ),
             }
+            if args.baseline is not None:
+                baseline = args.baseline.resolve()
+                everyone["baseline-worker"] = (
+                    "baseline lethe worker, tuned, stage A",
+                    lambda: run_worker(bench, True, root=baseline),
+                )
+                everyone["baseline-worker-e"] = (
+                    "baseline lethe worker, tuned, stages A and E",
+                    lambda: run_worker(bench, True, enforce=True, root=baseline),
+                )
             contenders = [everyone[key] for key in args.contenders.split(",")]
             results: dict[str, list[Result]] = {name: [] for name, _ in contenders}
             for round_no in range(1, args.runs + 1):

@@ -74,7 +74,9 @@ class Forwarder(Protocol):
         headers: Headers,
         partition: int | None = None,
     ) -> None:
-        """Hand over one record (placed by its key, or in `partition`); delivered later."""
+        """Hand over one record (placed by its key, or in `partition`); delivered later.
+        `ForwardFailed` once a record was refused for good: nothing more is sent (a tick
+        must not vouch for events that were lost)."""
 
     async def before_tick(self) -> None:
         """Return once a tick sent next lands after every record sent so far."""
@@ -103,9 +105,10 @@ class ChannelForwarder:
 class _Batch:
     """The records handed over between two `settle` calls; its `delivered` is their callback."""
 
-    __slots__ = ("failure", "pending")
+    __slots__ = ("failure", "owner", "pending")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: KafkaForwarder) -> None:
+        self.owner = owner
         self.pending = 0
         self.failure: KafkaError | None = None
 
@@ -113,6 +116,8 @@ class _Batch:
         self.pending -= 1
         if error is not None and self.failure is None:
             self.failure = error
+            if self.owner.failure is None:
+                self.owner.failure = f"a record was refused: {error}"
             log.error(
                 "The broker refused a record for %s[%s] for good (%s); the worker stops without "
                 "committing and restarts from its committed offsets. Fix the cause first (e.g. "
@@ -130,7 +135,7 @@ class KafkaForwarder:
         self.topic = topic
         self.config = config
         self._producer: Producer | None = None
-        self._batch = _Batch()
+        self._batch = _Batch(self)
         self._unsettled: list[_Batch] = []
         self.failure: str | None = None
         """Why the forwarder failed for good; None while it works."""
@@ -162,6 +167,8 @@ class KafkaForwarder:
         headers: Headers,
         partition: int | None = None,
     ) -> None:
+        if self.failure is not None:
+            raise ForwardFailed(self.failure)
         producer = self.producer
         batch = self._batch
         wire = cast(list[tuple[str, str | bytes | None]], headers)
@@ -185,14 +192,11 @@ class KafkaForwarder:
         turns true and deliveries still lag `STOPPING_WAIT_S` later."""
         if self._batch.pending or self._batch.failure is not None:
             self._unsettled.append(self._batch)
-            self._batch = _Batch()
+            self._batch = _Batch(self)
         started = time.monotonic()
         while True:
             if self._producer is not None:
                 self._producer.poll(0)
-            for batch in self._unsettled:
-                if batch.failure is not None and self.failure is None:
-                    self.failure = f"a record was refused: {batch.failure}"
             if self.failure is not None:
                 return False
             self._unsettled = [batch for batch in self._unsettled if batch.pending > 0]

@@ -1,7 +1,7 @@
 """The forwarder's promise to the commit (`KafkaForwarder.settle`): it returns True only once
 every record handed over before the call is delivered, and after a record refused for good it
-never does again. The producer is a stand-in that delivers when the test says so; the real
-broker path is tests/integration/test_forwarding.py."""
+never does again, nor sends anything. The producer is a stand-in that delivers when the test
+says so; the real broker path is tests/integration/test_forwarding.py."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from confluent_kafka import KafkaError
 
-from lethe.forwarding import KafkaForwarder
+from lethe.forwarding import ForwardFailed, KafkaForwarder
 
 
 class HeldProducer:
@@ -69,15 +70,15 @@ def test_settle_returns_once_every_record_handed_over_is_delivered() -> None:
     asyncio.run(scenario())
 
 
-def test_after_a_refused_record_settle_never_returns_true_again() -> None:
+def test_after_a_refused_record_nothing_is_sent_nor_settled_again() -> None:
     async def scenario() -> None:
         forwarding, held = forwarder()
         await forwarding.send(key=b"customer:1", value=b"{}", headers=[])
         held.deliver(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         assert await forwarding.settle() is False
         assert forwarding.failure is not None and "MSG_SIZE_TOO_LARGE" in forwarding.failure
-        await forwarding.send(key=b"customer:2", value=b"{}", headers=[])
-        held.deliver()
+        with pytest.raises(ForwardFailed):
+            await forwarding.send(key=None, value=b"{}", headers=[], partition=0)  # a tick
         assert await forwarding.settle() is False
 
     asyncio.run(scenario())

@@ -99,6 +99,15 @@ class CachedPrometheusMonitor(PrometheusMonitor):
         ).inc()
         return Monitor.on_send_initiated(self, producer, topic, message, keysize, valsize)
 
+    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
+        Monitor.track_tp_end_offset(self, tp, offset)
+        self._child(
+            ("end", tp),
+            lambda: self._metrics.topic_partition_end_offset.labels(
+                topic=tp.topic, partition=tp.partition
+            ),
+        ).set(offset)
+
 
 def install_faust_sensor(app: AppT, registry: CollectorRegistry, name_prefix: str) -> None:
     """Faust's Prometheus metrics (and its /metrics page) in `registry`, prefixed

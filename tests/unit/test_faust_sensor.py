@@ -2,7 +2,8 @@
 
 The same calls go to Faust's `PrometheusMonitor` and to `CachedPrometheusMonitor`, each
 writing into a registry of its own; /metrics must read the same for Faust's metrics the
-worker relies on (messages per topic, read offset per partition, table operations, sends).
+worker relies on (messages per topic, read and end offsets per partition, table operations,
+sends).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def exposed(monitor_class: type[PrometheusMonitor]) -> list[str]:
         tp = TP(TOPIC, offset % 2)
         monitor.on_message_in(tp, offset, SimpleNamespace(time_in=None))
         monitor.on_table_get(table, b"row")
+        monitor.track_tp_end_offset(tp, offset + 100)
     monitor.on_table_set(table, b"row", b"customer:1")
     monitor.on_table_set(table, b"other", b"customer:2")
     monitor.on_table_del(table, b"row")

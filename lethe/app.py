@@ -64,6 +64,11 @@ ROCKSDB_OPTIONS: Final[dict[str, int]] = {
 }
 """Per table partition (one RocksDB per partition): at most ~24 MiB of memory each."""
 
+PRODUCER_LINGER_S: Final = 0.005
+"""How long Faust's producer (table changelogs, dead letters, the enforcer's commands and
+audit) waits to batch records: with Faust's 0, nearly every changelog record went out in a
+produce request of its own (docs/benchmarks.md (a))."""
+
 UNCLASSIFIED_CHECK_S: Final = 30.0
 """How often the worker lists the broker's topics for change topics the policy does not name."""
 
@@ -137,6 +142,7 @@ def create_app(
         consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.max_poll_records,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        producer_linger=PRODUCER_LINGER_S,
         topic_replication_factor=1,
         web_enabled=web_enabled,
         web_bind=settings.web_host,

@@ -12,7 +12,10 @@ by the workers' policy: config/policy.yaml's purposes with that source only), LE
   without waiting for its deliveries and the test fails (2026-11-30: offset 200 committed,
   all 200 forwards undelivered; the next worker would start past them);
 - a worker whose forwards the broker refuses for good (its subject events topic takes records
-  of 64 bytes at most) stops, says why, and commits nothing.
+  of 64 bytes at most) stops, says why, and commits nothing;
+- the forwarding producer puts each subject in the partition Faust's producer (aiokafka's
+  murmur2 partitioner) put it in, so a worker of this version keeps a subject's records in the
+  partition an earlier one wrote them to.
 
 The run's topics and consumer group are deleted at the end. Fails (never skips) when the stack
 is down.
@@ -20,6 +23,7 @@ is down.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -31,10 +35,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe import topics
+from lethe.forwarding import kafka_forwarder
 from lethe.settings import Settings
 from tests.integration.test_rebalance import forget, write_policy
 from tests.integration.workers import (
@@ -217,3 +223,27 @@ def test_a_forward_the_broker_refuses_stops_the_worker_before_it_commits(run: Ru
     assert "The broker refused a record" in worker.log(), worker.tail()
     assert run.committed() is None, "the worker committed changes it had not forwarded"
     assert topic_ends(run.settings, run.subject_events) == {0: 0}
+
+
+def test_subjects_land_in_the_partitions_fausts_producer_chose(run: Run) -> None:
+    topic = f"{run.app_id}-placement"
+    admin = AdminClient(quiet(run.settings))
+    admin.create_topics([NewTopic(topic, num_partitions=8)])[topic].result(timeout=30)
+    subjects = [f"customer:{n}".encode() for n in range(40)] + [b"email:ada@example.org"]
+    forwarder = kafka_forwarder(run.settings, topic)
+
+    async def forward_all() -> bool:
+        for subject in subjects:
+            await forwarder.send(key=subject, value=b"{}", headers=[])
+        return await forwarder.settle()
+
+    assert asyncio.run(forward_all())
+    reader = Reader(run.settings, topic)
+    try:
+        placed = {record.key(): record.partition() for record in reader.read()}
+    finally:
+        reader.close()
+    faust_placed = {
+        key: DefaultPartitioner()(key, list(range(8)), list(range(8))) for key in subjects
+    }
+    assert placed == faust_placed

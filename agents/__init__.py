@@ -17,6 +17,7 @@ from faust.types import ChannelT, TopicT
 from lethe.agents import assign, enforce, lag
 from lethe.agents.watermarks import ChangeProgress
 from lethe.clock import LiveClock
+from lethe.forwarding import Forwarder
 from lethe.metrics import WorkerMetrics
 from policy.engine import Engine
 
@@ -36,6 +37,7 @@ def install(
     audit_hash_key: bytes,
     census_interval: float = 30.0,
     detailed_metrics: bool = True,
+    forwarder: Forwarder | None = None,
 ) -> None:
     """Register every agent of the worker on `app`: the assign agent reads `changes` (each
     with `change_partitions` partitions) and forwards to `subject_events`
@@ -45,7 +47,9 @@ def install(
     far the assign agent processed each change-topic partition (`lethe.agents.watermarks`).
     The consumer lag of every topic the agents read is reported by `lethe.agents.lag`; the
     enforce agent takes a census of its state every `census_interval` seconds. Without
-    `detailed_metrics` (LETHE_METRICS=off) neither is done."""
+    `detailed_metrics` (LETHE_METRICS=off) neither is done.
+    Forwards and ticks go through `forwarder` (the worker's producer, `lethe.forwarding`;
+    None: Faust sends them to `subject_events`)."""
     progress = ChangeProgress(engine.policy.sources_by_topic)
     assign.install(
         app,
@@ -56,6 +60,7 @@ def install(
         metrics=metrics,
         partitions=change_partitions,
         progress=progress,
+        forwarder=forwarder,
     )
     if clock is None:
         if detailed_metrics:
@@ -79,4 +84,5 @@ def install(
         change_partitions=change_partitions,
         census_interval=census_interval if detailed_metrics else None,
         consumed=consumed,
+        forwarder=forwarder,
     )

@@ -12,12 +12,13 @@ worker start). For each record:
 - drop it when it is a replay: a change the connector sent already (its source position at
   or below the partition's mark, `lethe.agents.replays`), counted in
   `lethe_change_events_replayed_total{table}`;
-- find its subject and send it to `<app id>-subject-events` keyed by that subject, with the
-  Debezium value unchanged and the metadata in headers, plus a `depart` for the old key when
-  the row moved, with the same value (the enforcer there checks whether the move confirms a
-  command: an anonymise that empties the subject's column moves the row)
-  (`lethe.agents.routing.route`, which says when the `locations` table is written: first
-  sight, a move, a delete).
+- find its subject and send it to `<app id>-subject-events` keyed by that subject (through
+  the worker's forwarding producer, `lethe.forwarding`: its offset is committed once that
+  producer delivered it), with the Debezium value unchanged and the metadata in headers,
+  plus a `depart` for the old key when the row moved, with the same value (the enforcer
+  there checks whether the move confirms a command: an anonymise that empties the subject's
+  column moves the row) (`lethe.agents.routing.route`, which says when the `locations`
+  table is written: first sight, a move, a delete).
 
 After each record, its offset (and the time of the event it forwarded) goes to the worker's
 `lethe.agents.watermarks.ChangeProgress`, which the ticks report to the enforcer.
@@ -41,10 +42,18 @@ from faust.types import AgentT, ChannelT, EventT, Message, TopicT
 from lethe import topics
 from lethe.agents.delivery import deliver_dead_letter
 from lethe.agents.replays import ReplayMarks
-from lethe.agents.routing import Routing, route, row_id, wire_headers
+from lethe.agents.routing import (
+    Routing,
+    Unknown,
+    located_by_event,
+    route,
+    row_id,
+    wire_headers,
+)
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress
-from lethe.metrics import WorkerMetrics
+from lethe.forwarding import ChannelForwarder, Forwarder
+from lethe.metrics import WorkerMetrics, labelled
 from policy.decoding import decode_raw
 from policy.engine import Engine
 from policy.envelope import Rejection, rejection_of_bug
@@ -68,11 +77,15 @@ def install(
     partitions: int,
     progress: ChangeProgress | None = None,
     replay_marks: ReplayMarks | None = None,
+    forwarder: Forwarder | None = None,
 ) -> AgentT[Any]:
-    """Register the assign agent on `app`, reading `changes` (P = `partitions` each); each
-    record processed is told to `progress`; `replay_marks` defaults to
-    `ReplayMarks.install(app, partitions)`."""
-    marks = replay_marks or ReplayMarks.install(app, partitions)
+    """Register the assign agent on `app`, reading `changes` (P = `partitions` each) and
+    forwarding through `forwarder` (the worker's producer, `lethe.forwarding`; None: Faust
+    sends to `subject_events`); each record processed is told to `progress`; `replay_marks`
+    defaults to `ReplayMarks.install(app, partitions)`, storing a mark only once the forwards
+    it covers are delivered."""
+    forward = forwarder if forwarder is not None else ChannelForwarder(subject_events)
+    marks = replay_marks or ReplayMarks.install(app, partitions, flush=forward.delivered)
     locations = app.Table(
         LOCATIONS_TABLE,
         partitions=partitions,
@@ -95,7 +108,7 @@ def install(
                     locations=locations,
                     metrics=metrics,
                     deadletters=deadletters,
-                    subject_events=subject_events,
+                    subject_events=forward,
                     replay_marks=marks,
                 ),
                 f"Assigning {message.topic}[{message.partition}]@{message.offset}",
@@ -114,7 +127,7 @@ async def handle_change(
     locations: Any,
     metrics: WorkerMetrics,
     deadletters: ChannelT[bytes],
-    subject_events: ChannelT[bytes],
+    subject_events: Forwarder,
     replay_marks: ReplayMarks | None = None,
 ) -> Instant | None:
     """Process one change record; never raises for bad input. Returns the time of the event
@@ -129,7 +142,7 @@ async def handle_change(
         await reject(message, outcome, metrics, deadletters)
         return None
     op = TOMBSTONE if not isinstance(outcome, ChangeEvent) else outcome.op.value
-    metrics.change_events.labels(table=outcome.table, op=op).inc()
+    labelled(metrics.change_events, outcome.table, op).inc()
     log.debug("change table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
     if not isinstance(outcome, ChangeEvent):
         return None
@@ -140,8 +153,11 @@ async def handle_change(
         return None
     row = row_id(outcome.table, outcome.key).encode()
     try:
-        located = locations.get(row)
-        routing = route(engine, None if located is None else located.decode(), outcome)
+        located = located_by_event(engine, outcome)
+        if isinstance(located, Unknown):
+            stored = locations.get(row)
+            located = None if stored is None else stored.decode()
+        routing = route(engine, located, outcome)
     except PartitionsMismatch:
         raise
     except Exception as exc:

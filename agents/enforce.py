@@ -56,8 +56,9 @@ the leader: ticking then depends on no leader election (Faust's, by partition 0 
 assignor topic, which stops ticking for every partition while a dead leader's session
 times out); it costs workers x partitions records per interval, each a heap peek when
 nothing is due. Each tick carries the watermarks of the change-topic partitions the sending
-worker's assign agent processed, taken before the producer is flushed, so that every event
-they cover is before the tick in the partition.
+worker's assign agent processed, taken before the ticks are sent through the producer the
+assign agent forwards with (`lethe.forwarding`), which keeps per-partition order, so that
+every event they cover is before the tick in the partition.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress, InputWatermarks, partition_ends
 from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
+from lethe.forwarding import ChannelForwarder, Forwarder
 from lethe.metrics import ACTIONS, CensusBoard, Children, WorkerMetrics
 from policy import audit
 from policy.census import take_census
@@ -464,13 +466,16 @@ def install(
     change_partitions: int,
     census_interval: float | None = 30.0,
     consumed: ChangeProgress | None = None,
+    forwarder: Forwarder | None = None,
 ) -> AgentT[Any]:
     """Register the enforce agent on `app`, reading `subject_events` (`partitions` partitions),
     and the timer that ticks every partition each `tick_interval` seconds with the watermarks
     of `progress` (the assign agent's, over change topics of `change_partitions` each);
     `audit_hash_key` (LETHE_AUDIT_HASH_KEY) hashes the subjects the audit may not keep as they
     are. Each partition's state is counted for the census gauges every `census_interval`
-    seconds; `consumed` is told every record processed (for the consumer lag)."""
+    seconds; `consumed` is told every record processed (for the consumer lag). The ticks go
+    through `forwarder`, the assign agent's (None: Faust sends them)."""
+    ticks = forwarder if forwarder is not None else ChannelForwarder(subject_events)
     tables = declare_state_tables(app, partitions)
     store = FaustStore(tables, lambda row, subject: next_due(engine, row, subject), app=app)
     enforcer = Enforcer(
@@ -506,12 +511,10 @@ def install(
     async def tick_every_partition() -> None:
         try:
             watermarks = progress.watermarks(partition_ends(app.consumer, progress.topics))
-            await app.producer.flush()  # the events the watermarks cover are delivered first
+            await ticks.before_tick()  # the events the watermarks cover land before the ticks
             value = tick_value(watermarks)
             for partition in range(partitions):
-                await subject_events.send(
-                    key=None, value=value, partition=partition, headers=tick_headers()
-                )
+                await ticks.send(key=None, value=value, partition=partition, headers=tick_headers())
         except Exception:
             log.exception("Could not send the ticks; trying again in %.1fs", tick_interval)
 

@@ -14,7 +14,9 @@ there and which records to send to `<app id>-subject-events`:
 - the event is keyed by the subject, or by the row (`<table>:<key JSON>`) when it has none;
 - `locations` is written when the row is first seen or its key changes, and the row is
   removed from it on a delete: no write on an ordinary update. Tables whose policy names no
-  subject are never written (their rows are always keyed by the row);
+  subject are never written (their rows are always keyed by the row). It is not read for
+  them, nor for an update whose before image names the row's subject (REPLICA IDENTITY
+  FULL), which tells where the row was (`located_by_event`);
 - when the key changes (the row moved to another subject, or from or to none), a `depart`
   keyed by the old key goes with the event, so the enforcing stage releases the row's state
   there. See "Wire format of lethe-subject-events" in docs/design/enforcer.md.
@@ -76,17 +78,17 @@ def row_id(table: str, key: Key) -> str:
     return f"{table}:{key_json(key)}"
 
 
-class _Unknown:
+class Unknown:
     pass
 
 
-UNKNOWN: Final = _Unknown()
+UNKNOWN: Final = Unknown()
 """The image cannot tell the subject: it lacks a column the subject ways need."""
 
 
 def image_subject(
     ways: tuple[tuple[str, str, bool], ...], image: Mapping[str, Value]
-) -> str | _Unknown | None:
+) -> str | Unknown | None:
     """The subject the image names (as the engine reads it), None for none, or UNKNOWN."""
     for column, prefix, lower in ways:
         if column not in image:
@@ -97,6 +99,28 @@ def image_subject(
         text = str(value)
         return prefix + (text.lower() if lower else text)
     return None
+
+
+def located_by_event(engine: Engine, event: ChangeEvent) -> str | Unknown | None:
+    """What `route` may take as the row's `located` without reading `locations`: None for a
+    table whose policy names no subject (`route` does not look); for an update whose before
+    image names the row's subject (REPLICA IDENTITY FULL: every column), that subject, or
+    `NO_SUBJECT` when it names none: the row's location before this change. UNKNOWN
+    otherwise (no before image, REPLICA IDENTITY DEFAULT; a snapshot read, a create, a
+    delete): `locations` must be read.
+
+    Such an update writes `locations` only when its subject changes; a row first seen by such
+    an update is not written there, which its later changes do not need: under REPLICA IDENTITY
+    FULL they carry their before image too."""
+    ways = engine.plans[event.table].subject_ways
+    if not ways:
+        return None
+    if event.op is not Op.UPDATE or not event.before:
+        return UNKNOWN
+    found = image_subject(ways, event.before)
+    if isinstance(found, Unknown):
+        return UNKNOWN
+    return NO_SUBJECT if found is None else found
 
 
 def route(engine: Engine, located: str | None, event: ChangeEvent) -> Routing:
@@ -111,7 +135,7 @@ def route(engine: Engine, located: str | None, event: ChangeEvent) -> Routing:
     found = image_subject(ways, image)
     if deleted and found is None:  # REPLICA IDENTITY DEFAULT: the key, other columns null
         found = UNKNOWN
-    subject = known if isinstance(found, _Unknown) else found
+    subject = known if isinstance(found, Unknown) else found
     target = row if subject is None else subject
     stored = NO_SUBJECT if subject is None else subject
     writes: tuple[tuple[str, str | None], ...] = ()

@@ -7,8 +7,9 @@ assign agent (A) that reads a given change-topic partition, so the watermarks tr
 ticks of `<app id>-subject-events`:
 - A's side, `ChangeProgress`: per change-topic partition this worker processed, the next
   offset to process and the newest event time it forwarded. Its `watermarks` (taken before
-  the timer flushes the producer, so every event they cover is delivered before the tick that
-  carries them) give, per partition, the wall instant up to which it has been forwarded: the
+  the timer sends the ticks through the producer the events went through, which keeps
+  per-partition order, so every event they cover is before the tick that carries them)
+  give, per partition, the wall instant up to which it has been forwarded: the
   newest event time forwarded, or, when the partition is caught up (every record up to the
   high watermark of the consumer's last fetch is processed), the time of that fetch if later.
 - E's side, `InputWatermarks`: per partition of `<app id>-subject-events`, the newest

@@ -2,7 +2,8 @@
 
 Started by `bench/ingest_bench.py` as a subprocess, the baseline the worker is compared with.
 It writes one JSON line to its standard output when the N-th event has been parsed,
-`{"events": N, "seconds": S}` (S from the first event parsed to the N-th), and keeps running
+`{"events": N, "seconds": S, "cpu_seconds": C}` (S from the first event parsed to the N-th,
+C the CPU time the process, all its threads, spent meanwhile), and keeps running
 until stopped (SIGTERM). It runs under the worker's Faust worker class, which keeps the root
 logger at the chosen level as `lethe worker` does.
 Run by hand:
@@ -74,6 +75,7 @@ def build_app(args: argparse.Namespace, datadir: str) -> faust.App:
     async def bare(stream: Any) -> None:
         count = 0
         first = 0.0
+        first_cpu = 0.0
         async for event in stream.events():
             orjson.loads(event.message.value)
             if output is not None:
@@ -83,12 +85,15 @@ def build_app(args: argparse.Namespace, datadir: str) -> faust.App:
             count += 1
             if count == 1:
                 first = time.perf_counter()
+                first_cpu = time.process_time()
             if count == wanted:
                 if producer is not None:
                     producer.flush(60)
                 seconds = time.perf_counter() - first
+                cpu = time.process_time() - first_cpu
+                report = {"events": count, "seconds": seconds, "cpu_seconds": cpu}
                 # fd 1, not print: the Faust worker redirects sys.stdout to its log
-                os.write(1, orjson.dumps({"events": count, "seconds": seconds}) + b"\n")
+                os.write(1, orjson.dumps(report) + b"\n")
 
     app.agent(topic, name="bench.bare", concurrency=1)(bare)
     return app

@@ -3,10 +3,11 @@
 Run (needs the local stack's Kafka; creates and deletes its own `hosting.public.bench_*`
 topic, `lethe-bench-*` apps and groups and their topics):
 `.venv/bin/python bench/ingest_bench.py [--events 200000] [--runs 2] [--profile DIR]
-[--contenders ck,bare,...]`
+[--contenders ck,bare,...] [--replica-identity full] [--baseline DIR]`
 
 It writes N Debezium JSON change records (schemaless, about 431 bytes each: creates and
-updates of a table with the connection-log columns and rule, a few seconds apart) to a new
+updates of a table with the connection-log columns and rule, a few seconds apart; updates
+without before image, or with it under `--replica-identity full`) to a new
 topic with one partition, then reads them, one contender after another, each `--runs` times
 in turn, each with its own consumer group:
 1. a confluent-kafka consumer loop that orjson-parses each value (the Python client's ceiling);
@@ -19,15 +20,9 @@ in turn, each with its own consumer group:
    confluent-kafka produce instead (flushed before the last event is timed);
 4. `lethe worker` (a subprocess; LETHE_POLICY is config/policy.yaml with its sources cut to
    the bench table's), with the same tuning (LETHE_CONSUMER_MAX_FETCH_BYTES,
-   LETHE_MAX_POLL_RECORDS, LETHE_STREAM_BUFFER_MAXSIZE);
-5. `lethe worker` with its default settings;
-6. the tuned `lethe worker` with LETHE_METRICS=off (no Faust sensor, no census, no lag
-   metrics: what the metrics cost; its "all agents" is not measured, as it reads Faust's
-   sensor). For every worker, "all committed" waits until its consumer group has committed
-   every record of the bench topic and of `<app id>-subject-events` (Faust commits every
-   2.8 s: a few seconds late, alike for every worker), and the worker's CPU time per event
-   from its first event to then (`process_cpu_seconds_total`; less sensitive than events/s
-   to other processes on the machine).
+   LETHE_MAX_POLL_RECORDS, LETHE_STREAM_BUFFER_MAXSIZE), stage A only (LETHE_ENFORCE=off);
+4b. the same with stage E in the same worker (LETHE_ENFORCE=on, `worker-e`);
+5. `lethe worker` with its default settings, stage A only.
 Events/s run from the first record handled to the N-th: the bare agent times itself; the
 worker is sampled every 0.2 s on /metrics (`lethe_change_events_total`, the change records
 its first stage handled). "all agents" waits further, until every topic the worker reads
@@ -38,9 +33,14 @@ worker stops, the end offsets of its changelog topics and of `<app id>-subject-e
 the records it wrote per event.
 
 It prints a table: events/s best and median of the runs, the ratio to the tuned bare agent,
-and `nproc`. The machine is shared and noisy: compare within one run, not across runs.
-`--profile DIR` adds one run of the tuned bare agent and of the tuned worker under cProfile
-(not in the table; it slows them) and prints where each spends its time.
+and `nproc`; and the CPU time each contender's process (all its threads: librdkafka's too)
+spent per event over the same span, median of the runs, with the tuned bare agent's CPU time
+divided by it: the events/s ratio on a machine with a core free for each, which the noise of
+other processes sharing the cores barely touches (the worker's is read from /proc every
+0.2 s). The machine is shared and noisy: compare within one run, not across runs.
+`--profile DIR` adds one run of the tuned bare agent and of the tuned worker (stage A, then
+stages A and E) under cProfile (not in the table; it slows them) and prints where each spends
+its time.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -87,6 +87,7 @@ CONTENDERS = (
     "bare-send",
     "bare-produce",
     "worker",
+    "worker-e",
     "worker-default",
     "worker-nometrics",
 )
@@ -186,7 +187,9 @@ def run_confluent(bench: Bench) -> Result:
 class Child:
     """A subprocess in its own session, its stdout lines in a queue, its stderr in a file."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> None:
         self.log = log
         self.stderr = log.open("wb")
         self.process = subprocess.Popen(
@@ -194,7 +197,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             start_new_session=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -268,7 +271,9 @@ def run_bare(
                 report = orjson.loads(line)
                 if isinstance(report, dict) and "seconds" in report:
                     seconds = float(report["seconds"])
-                    return Result(name, (bench.events - 1) / seconds, seconds)
+                    result = Result(name, (bench.events - 1) / seconds, seconds)
+                    result.extra["cpu_s"] = float(report["cpu_seconds"])
+                    return result
         print(f"{name}: no result; its log ends:\n{child.tail()}", file=sys.stderr)
         return Result(name, None)
     finally:
@@ -290,9 +295,7 @@ def scrape(port: int) -> dict[str, float] | None:
         return None
     sums: dict[str, float] = {"changes": 0.0, "active": 0.0}
     for line in text.splitlines():
-        if line.startswith("process_cpu_seconds_total "):
-            sums["cpu"] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("lethe_change_events_total{"):
+        if line.startswith("lethe_change_events_total{"):
             sums["changes"] += float(line.rsplit(" ", 1)[1])
         elif line.startswith("lethe_faust_active_messages "):
             sums["active"] = float(line.rsplit(" ", 1)[1])
@@ -303,11 +306,20 @@ def scrape(port: int) -> dict[str, float] | None:
 
 
 def run_worker(
-    bench: Bench, tuned: bool, profile: Path | None = None, metrics: bool = True
+    bench: Bench,
+    tuned: bool,
+    profile: Path | None = None,
+    *,
+    enforce: bool = False,
+    metrics: bool = True,
+    root: Path = ROOT,
 ) -> Result:
     name = "lethe worker, " + ("tuned" if tuned else "its defaults")
+    name += ", stages A and E" if enforce else ", stage A"
     if not metrics:
         name += ", LETHE_METRICS=off"
+    if root != ROOT:
+        name = f"baseline {name}"
     app_id = bench.app_id(f"worker-{'tuned' if tuned else 'default'}-{uuid.uuid4().hex[:6]}")
     port = free_port()
     env = {
@@ -319,6 +331,7 @@ def run_worker(
         "LETHE_WEB_HOST": "127.0.0.1",
         "LETHE_WEB_PORT": str(port),
         "LETHE_INTERNAL_PARTITIONS": "1",
+        "LETHE_ENFORCE": "on" if enforce else "off",
         "LETHE_METRICS": "on" if metrics else "off",
     }
     if tuned:
@@ -337,10 +350,10 @@ def run_worker(
         argv = [sys.executable, *script]
     else:
         argv = [sys.executable, "-m", "cProfile", "-o", str(profile), *script]
-    child = Child(argv, bench.workdir / f"{app_id}.log", env)
+    child = Child(argv, bench.workdir / f"{app_id}.log", env, cwd=root)
     result = Result(name, None)
     try:
-        result = _watch_worker(bench, name, port, app_id, child, drain=metrics)
+        result = _watch_worker(bench, name, port, app_id, child)
     finally:
         child.stop()
     if result.rate is not None:
@@ -348,12 +361,20 @@ def run_worker(
     return result
 
 
-def _watch_worker(
-    bench: Bench, name: str, port: int, app_id: str, child: Child, drain: bool = True
-) -> Result:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` (every thread) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child) -> Result:
     start_deadline = time.monotonic() + START_TIMEOUT_S
-    first: tuple[float, float] | None = None
+    pid = child.process.pid
     first_cpu: float | None = None
+    first: tuple[float, float] | None = None
     deadline = None
     done_at = None
     while True:
@@ -372,24 +393,27 @@ def _watch_worker(
         if sums is not None and sums["changes"] > 0:
             if first is None:
                 first = (sampled, sums["changes"])
-                first_cpu = sums.get("cpu")
+                first_cpu = cpu_seconds(pid)
                 deadline = now + bench.timeout_s
             if sums["changes"] >= bench.events:
                 done_at = sampled
+                done_cpu = cpu_seconds(pid)
                 break
         time.sleep(SAMPLE_S)
     assert first is not None
     seconds = done_at - first[0]
-    result = Result(name, (bench.events - first[1]) / seconds, seconds)
-    drained = _wait_drained(bench, port, app_id) if drain else None
+    counted = bench.events - first[1]
+    result = Result(name, counted / seconds, seconds)
+    if first_cpu is not None and done_cpu is not None:
+        result.extra["cpu_s"] = (done_cpu - first_cpu) * (bench.events - 1) / counted
+    drained = _wait_drained(bench, port, app_id)
     if drained is not None:
-        result.extra["all_agents_rate"] = (bench.events - first[1]) / (drained - first[0])
-    committed = _wait_committed(bench, app_id)
-    if committed is not None:
-        result.extra["committed_rate"] = (bench.events - first[1]) / (committed - first[0])
-        ended = scrape(port)
-        if ended is not None and "cpu" in ended and first_cpu is not None:
-            result.extra["cpu_us_per_event"] = (ended["cpu"] - first_cpu) / bench.events * 1e6
+        result.extra["all_agents_rate"] = counted / (drained - first[0])
+        drained_cpu = cpu_seconds(pid)
+        if first_cpu is not None and drained_cpu is not None:
+            result.extra["all_agents_cpu_s"] = (
+                (drained_cpu - first_cpu) * (bench.events - 1) / counted
+            )
     return result
 
 
@@ -408,27 +432,6 @@ def _wait_drained(bench: Bench, port: int, app_id: str) -> float | None:
                 return sampled
         time.sleep(SAMPLE_S)
     print(f"{app_id}: its topics were not read to their end within {DRAIN_TIMEOUT_S:.0f} s")
-    return None
-
-
-def _wait_committed(bench: Bench, app_id: str) -> float | None:
-    """When the worker's consumer group has committed every record of the bench topic and of
-    `<app id>-subject-events` (one partition each); None if not within DRAIN_TIMEOUT_S."""
-    topics = [bench.topic, f"{app_id}-subject-events"]
-    consumer = Consumer({"bootstrap.servers": bench.bootstrap, "group.id": app_id,
-                         "enable.auto.commit": False, "log_level": 0})  # fmt: skip
-    try:
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while time.monotonic() < deadline:
-            ends = end_offsets(bench.bootstrap, topics)
-            sampled = time.perf_counter()
-            committed = consumer.committed([TopicPartition(t, 0) for t in topics], timeout=10)
-            if all(max(tp.offset, 0) >= ends[tp.topic] for tp in committed):
-                return sampled
-            time.sleep(SAMPLE_S)
-    finally:
-        consumer.close()
-    print(f"{app_id}: its topics were not committed to their end within {DRAIN_TIMEOUT_S:.0f} s")
     return None
 
 
@@ -453,6 +456,18 @@ def main() -> None:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument(
         "--create-share", type=float, default=0.3, help="share of creates (default 0.3)"
+    )
+    parser.add_argument(
+        "--replica-identity",
+        choices=("default", "full"),
+        default="default",
+        help="default: updates without before image; full: with it, as on the demo tables",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another commit (e.g. `git archive main`): adds contenders "
+        "baseline-worker and baseline-worker-e, its worker run from there",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
     parser.add_argument("--profile", type=Path, help="also profile one run of each Faust app")
@@ -482,7 +497,12 @@ def main() -> None:
             count, size = produce(
                 bench.bootstrap,
                 bench.topic,
-                change_records(args.events, table_name, args.create_share),
+                change_records(
+                    args.events,
+                    table_name,
+                    args.create_share,
+                    full_identity=args.replica_identity == "full",
+                ),
             )
             print(
                 f"wrote {count:,} records ({size / count:.0f} B mean) to {bench.topic} in "
@@ -504,13 +524,30 @@ def main() -> None:
                     "bare Faust agent, tuned, 1 confluent-kafka produce per event",
                     lambda: run_bare(bench, True, send="confluent"),
                 ),
-                "worker": ("lethe worker, tuned", lambda: run_worker(bench, True)),
-                "worker-default": ("lethe worker, its defaults", lambda: run_worker(bench, False)),
+                "worker": ("lethe worker, tuned, stage A", lambda: run_worker(bench, True)),
+                "worker-e": (
+                    "lethe worker, tuned, stages A and E",
+                    lambda: run_worker(bench, True, enforce=True),
+                ),
+                "worker-default": (
+                    "lethe worker, its defaults, stage A",
+                    lambda: run_worker(bench, False),
+                ),
                 "worker-nometrics": (
-                    "lethe worker, tuned, LETHE_METRICS=off",
+                    "lethe worker, tuned, stage A, LETHE_METRICS=off",
                     lambda: run_worker(bench, True, metrics=False),
                 ),
             }
+            if args.baseline is not None:
+                baseline = args.baseline.resolve()
+                everyone["baseline-worker"] = (
+                    "baseline lethe worker, tuned, stage A",
+                    lambda: run_worker(bench, True, root=baseline),
+                )
+                everyone["baseline-worker-e"] = (
+                    "baseline lethe worker, tuned, stages A and E",
+                    lambda: run_worker(bench, True, enforce=True, root=baseline),
+                )
             contenders = [everyone[key] for key in args.contenders.split(",")]
             results: dict[str, list[Result]] = {name: [] for name, _ in contenders}
             for round_no in range(1, args.runs + 1):
@@ -520,10 +557,6 @@ def main() -> None:
                     extra = ""
                     if "all_agents_rate" in result.extra:
                         extra = f", all agents {result.extra['all_agents_rate']:,.0f} ev/s"
-                    if "committed_rate" in result.extra:
-                        extra += f", all committed {result.extra['committed_rate']:,.0f} ev/s"
-                    if "cpu_us_per_event" in result.extra:
-                        extra += f", {result.extra['cpu_us_per_event']:,.0f} µs CPU/event"
                     print(
                         f"run {round_no}: {name}: {rate_text(result.rate)} ev/s{extra}",
                         flush=True,
@@ -532,12 +565,14 @@ def main() -> None:
             print(table(results, bench.events, size / count))
             if args.profile is not None:
                 args.profile.mkdir(parents=True, exist_ok=True)
-                for name, runner in (
-                    ("bare-tuned", run_bare),
-                    ("worker-tuned", run_worker),
-                ):
+                profiled: tuple[tuple[str, Callable[[Path], Result]], ...] = (
+                    ("bare-tuned", lambda path: run_bare(bench, True, path)),
+                    ("worker-tuned", lambda path: run_worker(bench, True, path)),
+                    ("worker-e-tuned", lambda path: run_worker(bench, True, path, enforce=True)),
+                )
+                for name, runner in profiled:
                     path = args.profile / f"{name}.prof"
-                    result = runner(bench, True, path)
+                    result = runner(path)
                     print(f"\nprofiled {name}: {rate_text(result.rate)} ev/s under cProfile")
                     if path.exists():
                         print(profile_summary(path))

@@ -81,7 +81,7 @@ def table(results: dict[str, list[Result]], events: int, mean_bytes: float) -> s
     rows: list[tuple[str, list[float | None]]] = []
     for contender, runs in results.items():
         rows.append((contender, [run.rate for run in runs]))
-        if contender.startswith("lethe worker"):
+        if "lethe worker" in contender:
             rows.append(
                 (
                     f"{contender}, all agents",
@@ -106,6 +106,7 @@ def table(results: dict[str, list[Result]], events: int, mean_bytes: float) -> s
             f"{ratio_text(m, base_median)} |"
         )
     out.append("")
+    out += cpu_table(results, events)
     for contender, runs_of in results.items():
         for run in runs_of:
             if "changelog_per_event" in run.extra:
@@ -116,6 +117,30 @@ def table(results: dict[str, list[Result]], events: int, mean_bytes: float) -> s
                 )
                 break
     return "\n".join(out)
+
+
+def cpu_table(results: dict[str, list[Result]], events: int) -> list[str]:
+    """CPU µs per event, median of the runs, and the tuned bare agent's divided by each."""
+    rows: list[tuple[str, list[float]]] = []
+    for contender, runs in results.items():
+        rows.append((contender, [run.extra["cpu_s"] for run in runs if "cpu_s" in run.extra]))
+        if "lethe worker" in contender:
+            drained = [
+                run.extra["all_agents_cpu_s"] for run in runs if "all_agents_cpu_s" in run.extra
+            ]
+            rows.append((f"{contender}, all agents", drained))
+    per_event = {name: statistics.median(cpus) * 1e6 / events for name, cpus in rows if cpus}
+    base = per_event.get("bare Faust agent, tuned")
+    out = [
+        "| contender | CPU µs per event (median) | tuned bare CPU / this CPU |",
+        "|---|---:|---:|",
+    ]
+    for name, _ in rows:
+        cpu = per_event.get(name)
+        cpu_text = "-" if cpu is None else f"{cpu:,.0f}"
+        out.append(f"| {name} | {cpu_text} | {ratio_text(base, cpu)} |")
+    out.append("")
+    return out
 
 
 def nproc() -> str:

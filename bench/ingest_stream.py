@@ -35,15 +35,17 @@ def ip_address(rng: random.Random) -> str:
 
 
 def change_records(
-    n: int, table: str, create_share: float, seed: int = 7
+    n: int, table: str, create_share: float, seed: int = 7, *, full_identity: bool = False
 ) -> Iterator[tuple[bytes, bytes]]:
     """N change records of `public.<table>` (connection-log columns) as Debezium's JSON
     converter writes them without schemas, a few seconds apart: a create logs a connection,
-    an update rewrites an earlier one (REPLICA IDENTITY DEFAULT: no before image)."""
+    an update rewrites an earlier one (REPLICA IDENTITY DEFAULT: no before image; with
+    `full_identity`, REPLICA IDENTITY FULL as on the demo tables: the row before it)."""
     rng = random.Random(seed)
     start_ms = int(dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC).timestamp() * 1000)
     lsn = 24_023_928
     rows: list[tuple[int, int, str, int]] = []
+    before: dict[str, object] | None = None
     for index in range(n):
         now_ms = start_ms + index * 3_000 + rng.randrange(3_000)
         lsn += rng.randrange(200, 600)
@@ -52,18 +54,15 @@ def change_records(
             rows.append(row)
             op = "c"
         else:
-            row_id, customer_id, _, logged_ms = rows[rng.randrange(len(rows))]
-            row = (row_id, customer_id, ip_address(rng), logged_ms)
+            index_of_row = rng.randrange(len(rows))
+            previous = rows[index_of_row]
+            row_id, customer_id, _, logged_ms = previous
+            row = rows[index_of_row] = (row_id, customer_id, ip_address(rng), logged_ms)
             op = "u"
-        row_id, customer_id, address, logged_ms = row
+            before = _image(previous) if full_identity else None
         envelope = {
-            "before": None,
-            "after": {
-                "id": row_id,
-                "customer_id": customer_id,
-                "ip_address": address,
-                "logged_at": zoned(logged_ms),
-            },
+            "before": before if op == "u" else None,
+            "after": _image(row),
             "source": {
                 "version": "2.7.3.Final",
                 "connector": "postgresql",
@@ -82,7 +81,17 @@ def change_records(
             "op": op,
             "ts_ms": now_ms + 41,
         }
-        yield orjson.dumps({"id": row_id}), orjson.dumps(envelope)
+        yield orjson.dumps({"id": row[0]}), orjson.dumps(envelope)
+
+
+def _image(row: tuple[int, int, str, int]) -> dict[str, object]:
+    row_id, customer_id, address, logged_ms = row
+    return {
+        "id": row_id,
+        "customer_id": customer_id,
+        "ip_address": address,
+        "logged_at": zoned(logged_ms),
+    }
 
 
 def bench_policy(path: Path, table: str) -> Path:

@@ -44,13 +44,14 @@ import faust
 from aiohttp.web import Response
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TopicT
 from faust.types.transports import TransportT
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from lethe import consumer, topics
 from lethe.errors import ConfigError, StackError
+from lethe.faust_sensor import install_faust_sensor
+from lethe.forwarding import KafkaForwarder
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
 from lethe.settings import APP_ID, Settings
 
@@ -64,6 +65,11 @@ ROCKSDB_OPTIONS: Final[dict[str, int]] = {
     "max_open_files": 256,
 }
 """Per table partition (one RocksDB per partition): at most ~24 MiB of memory each."""
+
+PRODUCER_LINGER_S: Final = 0.005
+"""How long Faust's producer (table changelogs, dead letters, the enforcer's commands and
+audit) waits to batch records: with Faust's 0, nearly every changelog record went out in a
+produce request of its own (docs/benchmarks.md (a))."""
 
 UNCLASSIFIED_CHECK_S: Final = 30.0
 """How often the worker lists the broker's topics for change topics the policy does not name."""
@@ -82,6 +88,9 @@ class LetheApp(faust.App):
     change_topic_names: tuple[str, ...]
     deadletters: TopicT
     subject_events: TopicT
+    forwarder: KafkaForwarder | None = None
+    """The worker's producer to `subject_events` (`lethe.forwarding`), set by the worker
+    command; the consumer commits only what it has delivered."""
 
     def _new_transport(self) -> TransportT:
         # Faust's `by_url` would pick its stock aiokafka transport for kafka:// URLs;
@@ -135,6 +144,7 @@ def create_app(
         consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.max_poll_records,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        producer_linger=PRODUCER_LINGER_S,
         topic_replication_factor=1,
         web_enabled=web_enabled,
         web_bind=settings.web_host,
@@ -149,9 +159,7 @@ def create_app(
     app.settings = settings
     app.metrics = WorkerMetrics.create()
     if settings.metrics:
-        setup_prometheus_sensors(
-            app, registry=app.metrics.registry, name_prefix=FAUST_METRICS_PREFIX
-        )
+        install_faust_sensor(app, app.metrics.registry, FAUST_METRICS_PREFIX)
         # Faust names this one in milliseconds (`_ms`), which Prometheus's lint refuses; its
         # other latencies are milliseconds too, under unit-less names (docs/metrics.md).
         monitor: Any = app.monitor

@@ -33,6 +33,13 @@ is over (`app.rebalancing` false); what it held back is fetched again after a se
 committed offsets (and to the beginning where none is), so it is read once more, never
 skipped.
 
+Third: the assign agent forwards through its own producer (`lethe.forwarding`), not
+Faust's, so Faust's flush before a commit does not cover those records. Before every
+commit this consumer also waits until the forwarder has delivered everything it was handed
+(`_commit`); if the broker refused one for good, it commits nothing, now or later, and
+crashes the consumer (as Faust does when its own producer fails), so that the worker stops
+and the next one processes every record after the committed offsets again.
+
 The worker uses it through `lethe.app.LetheApp`; an operator has nothing to set. The
 log says at INFO which partitions were sent back to their beginning, and which had
 records fetched during a rebalance.
@@ -47,6 +54,8 @@ from typing import Any, ClassVar, Final
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
+
+from lethe.forwarding import ForwardFailed
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +120,16 @@ class Consumer(faust_aiokafka.Consumer):
     def _commits_for(self, tp: TP) -> bool:
         """Whether Faust commits offsets for `tp` (read with acks, not a table changelog)."""
         return self.app.topics.acks_enabled_for(tp.topic) and not self._is_changelog_tp(tp)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit only once the forwarder (`app.forwarder`, when the app has one) delivered
+        every record it was handed; never after it failed."""
+        forwarder = getattr(self.app, "forwarder", None)
+        if forwarder is not None and not await forwarder.settle(lambda: self.should_stop):
+            if forwarder.failure is not None:
+                await self.crash(ForwardFailed(forwarder.failure))
+            return False
+        return bool(await super()._commit(offsets))
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()

@@ -360,3 +360,15 @@ def _worst_age(ages: dict[str, float], oldest: Mapping[str, Instant], now: Insta
 def policy_hash(data: bytes) -> str:
     """The first 12 hex digits of the SHA-256 of the policy file's bytes."""
     return hashlib.sha256(data).hexdigest()[:12]
+
+
+_LABELLED: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once per process (on the hot path, per event)."""
+    key = (metric, values)
+    child = _LABELLED.get(key)
+    if child is None:
+        child = _LABELLED[key] = metric.labels(*values)
+    return child

@@ -57,13 +57,16 @@ def build_worker_app(
     change_partitions: int,
 ) -> LetheApp:
     """The worker's app with every agent installed; the change topics have
-    `change_partitions` partitions each."""
+    `change_partitions` partitions each; it forwards to its subject events through its own
+    producer (`lethe.forwarding`)."""
     from lethe import agents
     from lethe.app import create_app
     from lethe.clock import LiveClock
+    from lethe.forwarding import kafka_forwarder
     from policy.engine import Engine
 
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
+    app.forwarder = kafka_forwarder(settings, app.subject_events.get_topic_name())
     agents.install(
         app,
         engine=Engine.compile(policy, confirm_after=settings.confirm_after),
@@ -78,6 +81,7 @@ def build_worker_app(
         audit_hash_key=settings.audit_hash_key_bytes,
         census_interval=settings.census_interval,
         detailed_metrics=settings.metrics,
+        forwarder=app.forwarder,
     )
     return app
 

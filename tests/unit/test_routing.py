@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lethe.agents.routing import NO_SUBJECT, Kind, Outgoing, Routing, route, wire_headers
+from lethe.agents.routing import (
+    NO_SUBJECT,
+    UNKNOWN,
+    Kind,
+    Outgoing,
+    Routing,
+    located_by_event,
+    route,
+    wire_headers,
+)
 from policy.engine import Engine
 from policy.events import ChangeEvent, Op, Value
 
@@ -140,6 +149,59 @@ def test_a_contact_gaining_a_customer_id_moves_and_departs_from_its_email(
             ),
         ),
     )
+
+
+def test_an_update_with_its_whole_before_image_is_located_by_it_without_the_table(
+    demo_engine: Engine,
+) -> None:
+    gained = event(
+        "marketing_contacts",
+        8,
+        Op.UPDATE,
+        before={"id": 8, "customer_id": None, "email": "Bob@Example.org"},
+        after={"id": 8, "customer_id": 42, "email": "Bob@Example.org"},
+    )
+    located = located_by_event(demo_engine, gained)
+    assert located == "email:bob@example.org"
+    assert route(demo_engine, located, gained).records == (
+        Outgoing(Kind.EVENT, "customer:42", "customer:42", moved="email:bob@example.org"),
+        Outgoing(
+            Kind.DEPART, "email:bob@example.org", "email:bob@example.org", moved="customer:42"
+        ),
+    )
+    kept = event(
+        "marketing_contacts",
+        8,
+        Op.UPDATE,
+        before={"id": 8, "customer_id": 42, "email": "Bob@Example.org"},
+        after={"id": 8, "customer_id": 42, "email": "bob@example.org"},
+    )
+    assert route(demo_engine, located_by_event(demo_engine, kept), kept) == Routing(
+        writes=(), records=(forward("customer:42", "customer:42"),)
+    )
+
+
+def test_a_row_without_subject_in_its_before_image_is_located_as_such(
+    demo_engine: Engine,
+) -> None:
+    unsubscribed = event(
+        "marketing_contacts",
+        8,
+        Op.UPDATE,
+        before={"id": 8, "customer_id": None, "email": None},
+        after={"id": 8, "customer_id": None, "email": None},
+    )
+    assert located_by_event(demo_engine, unsubscribed) == NO_SUBJECT
+
+
+def test_locations_must_be_read_without_a_before_image_that_names_the_subject(
+    demo_engine: Engine,
+) -> None:
+    assert located_by_event(demo_engine, request(Op.UPDATE, email="a@example.org")) is UNKNOWN
+    assert located_by_event(demo_engine, request(Op.CREATE, email="a@example.org")) is UNKNOWN
+    assert located_by_event(demo_engine, request(Op.DELETE, email="a@example.org")) is UNKNOWN
+    key_only = event("marketing_contacts", 8, Op.UPDATE, before={"id": 8}, after={"id": 8})
+    assert located_by_event(demo_engine, key_only) is UNKNOWN
 
 
 def test_a_survey_whose_customer_id_is_emptied_goes_to_the_row_and_departs(

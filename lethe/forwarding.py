@@ -1,0 +1,228 @@
+"""How the worker writes `<app id>-subject-events`: the assign agent's forwards and the ticks.
+
+The worker forwards every change record once, so the forward is on the hot path. Faust's
+`Topic.send` costs about 125 µs per record (its futures, sensors and aiokafka's Python
+sender; docs/benchmarks.md (a)); the worker instead produces through one confluent-kafka
+producer (`KafkaForwarder`, made by `kafka_forwarder` from the settings), whose batching and
+network work run in librdkafka's threads. The producer is idempotent (acks=all, per-partition
+order kept across retries) and never times a record out (message.timeout.ms=0): while the
+broker is away records wait in its queue, and once that is full the agent waits too.
+Records are placed by murmur2 of their key, as Faust's (aiokafka's) producer places them, so
+a subject keeps its partition whichever producer wrote its earlier records.
+
+At-least-once: Faust commits a change record's offset only after `settle` returns True,
+which it does once every record handed over before the call is delivered
+(`lethe.consumer.Consumer._commit`). A record the broker refuses for good (too large, not
+authorised, a fatal producer error) is never retried: the forwarder fails for good, logs it
+at ERROR, every later commit is refused and the worker stops, so that it restarts from the
+last committed offsets and processes, and forwards, everything after them again. Re-producing
+the refused record instead would put it behind later records of its subject, and a refusal
+that does not go away would loop.
+
+Ticks go through the same producer as the forwards, after them: the idempotent producer
+keeps per-partition order, so every event a tick's watermarks cover is before it in the
+partition. Unit tests, without a broker, use `ChannelForwarder` over a Faust channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Final, Protocol, cast
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from lethe.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+PRODUCER_CONFIG: Final[dict[str, Any]] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "message.timeout.ms": 0,
+    "linger.ms": 5,
+    "partitioner": "murmur2_random",
+}
+"""Idempotent (order kept per partition), never times a record out, Java/aiokafka placement."""
+
+SETTLE_POLL_S: Final = 0.005
+"""How often `settle` serves delivery reports while it waits."""
+STOPPING_WAIT_S: Final = 10.0
+"""How long a worker that is stopping waits for deliveries before it gives up committing."""
+QUEUE_FULL_WAIT_S: Final = 0.01
+UNASSIGNED_PARTITION: Final = -1
+"""confluent-kafka's "let the partitioner place it" (RD_KAFKA_PARTITION_UA)."""
+
+
+class ForwardFailed(Exception):
+    """The broker refused a forwarded record for good; the worker must restart from its
+    committed offsets."""
+
+
+class Forwarder(Protocol):
+    """Writes `<app id>-subject-events`."""
+
+    async def send(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> None:
+        """Hand over one record (placed by its key, or in `partition`); delivered later.
+        `ForwardFailed` once a record was refused for good: nothing more is sent (a tick
+        must not vouch for events that were lost)."""
+
+    async def before_tick(self) -> None:
+        """Return once a tick sent next lands after every record sent so far."""
+
+    async def delivered(self) -> None:
+        """Return once every record sent so far is delivered; `ForwardFailed` if one was not
+        (the replay marks are stored only past delivered forwards)."""
+
+
+class ChannelForwarder:
+    """Sends through Faust (`channel.send`): the unit tests' in-memory channels."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+
+    async def send(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> None:
+        await self.channel.send(key=key, value=value, headers=list(headers), partition=partition)
+
+    async def before_tick(self) -> None:
+        await self.channel.app.producer.flush()
+
+    async def delivered(self) -> None:
+        await self.channel.app.producer.flush()
+
+
+class _Batch:
+    """The records handed over between two `settle` calls; its `delivered` is their callback."""
+
+    __slots__ = ("failure", "owner", "pending")
+
+    def __init__(self, owner: KafkaForwarder) -> None:
+        self.owner = owner
+        self.pending = 0
+        self.failure: KafkaError | None = None
+
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
+        self.pending -= 1
+        if error is not None and self.failure is None:
+            self.failure = error
+            if self.owner.failure is None:
+                self.owner.failure = f"a record was refused: {error}"
+            log.error(
+                "The broker refused a record for %s[%s] for good (%s); the worker stops without "
+                "committing and restarts from its committed offsets. Fix the cause first (e.g. "
+                "the topic's max.message.bytes, its ACLs).",
+                message.topic(),
+                message.partition(),
+                error,
+            )
+
+
+class KafkaForwarder:
+    """Produces to `topic` through one confluent-kafka producer (see the module docstring)."""
+
+    def __init__(self, topic: str, config: dict[str, Any]) -> None:
+        self.topic = topic
+        self.config = config
+        self._producer: Producer | None = None
+        self._batch = _Batch(self)
+        self._unsettled: list[_Batch] = []
+        self.failure: str | None = None
+        """Why the forwarder failed for good; None while it works."""
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer(
+                {
+                    **self.config,
+                    "error_cb": self._on_error,
+                    "logger": logging.getLogger("lethe.forwarding.librdkafka"),
+                }
+            )
+        return self._producer
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal() and self.failure is None:
+            self.failure = f"fatal producer error: {error}"
+            log.error("The forwarding producer failed for good (%s); the worker stops.", error)
+        else:
+            log.warning("Forwarding producer: %s", error)
+
+    async def send(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> None:
+        if self.failure is not None:
+            raise ForwardFailed(self.failure)
+        producer = self.producer
+        batch = self._batch
+        wire = cast(list[tuple[str, str | bytes | None]], headers)
+        place = UNASSIGNED_PARTITION if partition is None else partition
+        while True:
+            try:
+                producer.produce(self.topic, value, key, place, batch.delivered, headers=wire)
+                break
+            except BufferError:  # queue full: the broker is slow or away
+                producer.poll(0)
+                await asyncio.sleep(QUEUE_FULL_WAIT_S)
+        batch.pending += 1
+        producer.poll(0)
+
+    async def before_tick(self) -> None:
+        """Nothing to wait for: the idempotent producer keeps per-partition order."""
+
+    async def delivered(self) -> None:
+        if not await self.settle():
+            raise ForwardFailed(self.failure or "forwarded records not delivered")
+
+    async def settle(self, stopping: Any = None) -> bool:
+        """Wait until every record handed over so far is delivered; True then. False if one
+        was refused for good (the forwarder has failed: `failure` says why), or if `stopping()`
+        turns true and deliveries still lag `STOPPING_WAIT_S` later."""
+        if self._batch.pending or self._batch.failure is not None:
+            self._unsettled.append(self._batch)
+            self._batch = _Batch(self)
+        started = time.monotonic()
+        while True:
+            if self._producer is not None:
+                self._producer.poll(0)
+            if self.failure is not None:
+                return False
+            self._unsettled = [batch for batch in self._unsettled if batch.pending > 0]
+            if not self._unsettled:
+                return True
+            if stopping is not None and stopping() and time.monotonic() - started > STOPPING_WAIT_S:
+                log.warning(
+                    "Stopping with %d forwarded record(s) not delivered; their change records "
+                    "are not committed and are processed again at the next start",
+                    sum(batch.pending for batch in self._unsettled),
+                )
+                return False
+            await asyncio.sleep(SETTLE_POLL_S)
+
+
+def kafka_forwarder(settings: Settings, topic: str) -> KafkaForwarder:
+    """The worker's forwarder to `topic` (`<app id>-subject-events`) on LETHE_KAFKA_BOOTSTRAP."""
+    return KafkaForwarder(topic, {"bootstrap.servers": settings.kafka_bootstrap, **PRODUCER_CONFIG})

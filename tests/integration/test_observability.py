@@ -66,15 +66,14 @@ from tests.integration.test_enforce import (
     PARTITIONS,
     ChangeWriter,
     Run,
-    forget,
     write_policy,
 )
 from tests.integration.workers import (
     WorkerProcess,
+    drop_run,
     free_port,
     produce,
     quiet,
-    sink_caught_up,
     stop,
     wait_for,
 )
@@ -173,14 +172,7 @@ def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
             future.result(timeout=30)
         yield run
     finally:
-        sink_topics = [f"lethe.sink.public.{run.table(kind)}" for kind in APPLIED]
-        caught_up = sink_caught_up(real_stack, sink_topics)
-        forget(real_stack, run)
-        if not caught_up:
-            time.sleep(10)
-        with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-            for kind in APPLIED:
-                conn.execute(f"DROP TABLE IF EXISTS {run.table(kind)}")
+        drop_run(real_stack, run.app_id, f"it_{run.run}_", [run.table(kind) for kind in APPLIED])
 
 
 @pytest.fixture(scope="module")

@@ -158,7 +158,7 @@ def create_app(
     )
     app.settings = settings
     app.metrics = WorkerMetrics.create()
-    if settings.metrics:
+    if settings.metrics and settings.faust_metrics:
         install_faust_sensor(app, app.metrics.registry, FAUST_METRICS_PREFIX)
         # Faust names this one in milliseconds (`_ms`), which Prometheus's lint refuses; its
         # other latencies are milliseconds too, under unit-less names (docs/metrics.md).

@@ -107,9 +107,8 @@ def test_build_info_names_the_version_and_the_policy():
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus)")
 def test_promtool_accepts_the_worker_apps_metrics_faust_sensor_included(tmp_path):
-    app = create_app(
-        Settings(data_dir=tmp_path), app_id="obs-metrics", store="memory://", web_enabled=False
-    )
+    settings = Settings(data_dir=tmp_path, faust_metrics=True)
+    app = create_app(settings, app_id="obs-metrics", store="memory://", web_enabled=False)
     text = generate_latest(app.metrics.registry)
     assert b"lethe_faust_messages_received_total" in text
     done = subprocess.run(
@@ -138,3 +137,15 @@ def test_with_metrics_off_faust_sensor_is_left_out_and_lethes_counters_stay(tmp_
     text = generate_latest(app.metrics.registry).decode()
     assert "lethe_faust_" not in text
     assert "# TYPE lethe_change_events_total counter" in text
+
+
+def test_faust_sensor_is_left_out_by_default_and_lethes_metrics_stay(tmp_path):
+    """Faust's per-record sensor costs ~15% of stage A's CPU and no panel or alert reads it."""
+    settings = Settings.from_env({"LETHE_DATA_DIR": str(tmp_path)})
+    app = create_app(settings, app_id="obs-default", store="memory://", web_enabled=False)
+    text = generate_latest(app.metrics.registry).decode()
+    assert "lethe_faust_" not in text
+    assert "# TYPE lethe_change_events_total counter" in text
+    assert "# TYPE lethe_consumer_lag_seconds gauge" in text
+    on = Settings.from_env({"LETHE_DATA_DIR": str(tmp_path), "LETHE_FAUST_METRICS": "on"})
+    assert on.faust_metrics is True

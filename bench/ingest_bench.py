@@ -90,6 +90,7 @@ CONTENDERS = (
     "worker-e",
     "worker-default",
     "worker-nometrics",
+    "worker-e-nometrics",
 )
 SAMPLE_S = 0.2
 START_TIMEOUT_S = 120.0
@@ -536,6 +537,10 @@ def main() -> None:
                 "worker-nometrics": (
                     "lethe worker, tuned, stage A, LETHE_METRICS=off",
                     lambda: run_worker(bench, True, metrics=False),
+                ),
+                "worker-e-nometrics": (
+                    "lethe worker, tuned, stages A and E, LETHE_METRICS=off",
+                    lambda: run_worker(bench, True, enforce=True, metrics=False),
                 ),
             }
             if args.baseline is not None:

@@ -43,7 +43,6 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,22 +54,18 @@ import psycopg
 import pytest
 import yaml
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe.settings import Settings
 from lethe.stack.alertmanager import Alertmanager, AlertReceiver
 from lethe.stack.prometheus import Prometheus
 from tests.integration.test_enforce import (
-    APPLIED,
-    KINDS,
     PARTITIONS,
     ChangeWriter,
     Run,
-    write_policy,
+    provisioned,
 )
 from tests.integration.workers import (
     WorkerProcess,
-    drop_run,
     free_port,
     produce,
     quiet,
@@ -157,22 +152,8 @@ class Monitoring:
 @pytest.fixture(scope="module")
 def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The run's tables and change topics, its policy; dropped at the end."""
-    app_id = APP_ID_PREFIX + uuid.uuid4().hex[:8]
-    workdir = tmp_path_factory.mktemp("obs")
-    run = ObsRun(app_id, app_id.rsplit("-", 1)[-1], workdir, workdir / "policy.yaml")
-    write_policy(run)
-    admin = AdminClient(quiet(real_stack))
-    with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-        for kind in APPLIED:
-            conn.execute(f"CREATE TABLE {run.table(kind)} (LIKE {kind} INCLUDING ALL)")
-    try:
-        for future in admin.create_topics(
-            [NewTopic(run.topic(kind), num_partitions=1, replication_factor=1) for kind in KINDS]
-        ).values():
-            future.result(timeout=30)
+    with provisioned(real_stack, APP_ID_PREFIX, tmp_path_factory.mktemp("obs"), ObsRun) as run:
         yield run
-    finally:
-        drop_run(real_stack, run.app_id, f"it_{run.run}_", [run.table(kind) for kind in APPLIED])
 
 
 @pytest.fixture(scope="module")

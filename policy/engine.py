@@ -22,7 +22,7 @@ A driver (the stream processor, or `lethe simulate`) keeps a row state per
 - `reissue_due(confirm_after, unconfirmed)` says when an unconfirmed command is sent again;
 - `confirmed_by(engine, row, event)`: the row's unconfirmed commands a change event shows
   applied (`apply` does it for the events it folds in; a driver calls it for the event that
-  moved a row away, before it forgets the row);
+  moved a row away, before it forgets the row); both live in `policy.confirmation`;
 - `decode_record(engine.decoding, topic, key, value)` (in `policy.decoding`) turns a
   Debezium record into the `ChangeEvent` that `apply` takes.
 
@@ -72,22 +72,31 @@ last hold (now = that event's time).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from dataclasses import dataclass
+from datetime import date, datetime
 from types import MappingProxyType
 from typing import Final
 
-from policy.anonymise import anonymise_value, method_for
 from policy.clock_closures import ConditionFn, Values
+from policy.confirmation import (
+    NO_CONFIRMATIONS,
+    awaiting,
+    confirm,
+    confirmed_by,
+    earliest,
+    next_reissue,
+    reissue,
+    reissue_due,
+    shows_anonymised,
+    state_value,
+)
 from policy.events import ChangeEvent, Key, Op, Value
 from policy.instants import EPOCH, EPOCH_ORDINAL, US_PER_DAY, Instant, from_datetime
-from policy.model import Action, Bucket, Coarsen, Source
+from policy.model import Action, Source
 from policy.plans import (
     ACTION_OF_RANK,
     ANONYMISE_RANK,
     DELETE_RANK,
-    DELETE_STAGE,
     NEVER,
     Engine,
     SourcePlan,
@@ -127,9 +136,6 @@ _DELETE_OP: Final = Op.DELETE
 _PLAIN_TYPES: Final = (str, bool, int, float)
 _TEXT_OR_INT: Final = (str, int)
 _NO_UNCONFIRMED: Final[tuple[Unconfirmed, ...]] = ()
-_NO_CONFIRMATIONS: Final[tuple[Confirmation, ...]] = ()
-_BACKOFF_CAP: Final = 16
-"""Re-issues wait T, 2T, 4T, 8T, then 16T each (T: `Engine.confirm_after`)."""
 _ENDED_PREFIX: Final = "ended:"
 _ANONYMISE_PREFIX: Final = "anonymise:"
 
@@ -200,18 +206,6 @@ def hold_id(table: str, key: Key) -> str:
 # --- apply ---------------------------------------------------------------------------------
 
 
-def _state_value(value: Value) -> StateValue:
-    if value is None or isinstance(value, _PLAIN_TYPES):
-        return value
-    if isinstance(value, datetime):
-        return from_datetime(value)
-    if isinstance(value, date):
-        return (value.toordinal() - EPOCH_ORDINAL) * US_PER_DAY
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return None
-
-
 def _read_values(reads: tuple[str, ...], image: Mapping[str, Value]) -> dict[str, StateValue]:
     """The columns the rules read, as state values; nulls are left out (absent = null)."""
     values: dict[str, StateValue] = {}
@@ -224,7 +218,7 @@ def _read_values(reads: tuple[str, ...], image: Mapping[str, Value]) -> dict[str
         elif isinstance(value, _TEXT_OR_INT):
             values[column] = value
         else:
-            values[column] = _state_value(value)
+            values[column] = state_value(value)
     return values
 
 
@@ -278,7 +272,7 @@ def _step(
     left_subject: str | None = None,
     left_state: SubjectState | None = None,
     reevaluate_left: bool = False,
-    confirmed: tuple[Confirmation, ...] = _NO_CONFIRMATIONS,
+    confirmed: tuple[Confirmation, ...] = NO_CONFIRMATIONS,
 ) -> Step:
     """`Step(...)` without the frozen dataclass's per-field `object.__setattr__` cost."""
     step: Step = _new(Step)
@@ -389,9 +383,9 @@ def apply(
                 left_state, reevaluate_left = released, True
 
     unconfirmed = _NO_UNCONFIRMED
-    confirmed = _NO_CONFIRMATIONS
+    confirmed = NO_CONFIRMATIONS
     if row is not None and row.unconfirmed:
-        unconfirmed, confirmed = _confirm(engine, plan, row, None if deleting else image, event.ts)
+        unconfirmed, confirmed = confirm(engine, plan, row, None if deleting else image, event.ts)
     if deleting or not plan.tracked:  # neither moves: a delete keeps row.subject
         return _step(
             None, new_subject, None, reevaluate, subject_key, holds_changed, confirmed=confirmed
@@ -418,7 +412,7 @@ def apply(
         plan.table, event.key, subject_key, values, issued, unconfirmed, schedule
     )
     if unconfirmed:
-        upcoming = _earliest(upcoming, _next_reissue(engine, unconfirmed))
+        upcoming = earliest(upcoming, next_reissue(engine, unconfirmed))
     if new_subject is not None and new_subject.holds:
         upcoming = None
     return _step(
@@ -462,7 +456,7 @@ def _anonymous_already(
         for at, rank, stage_id, purposes, fields in stages
         if rank == ANONYMISE_RANK
         and at <= event.ts
-        and _shows_anonymised(
+        and shows_anonymised(
             engine,
             Command(
                 at,
@@ -517,7 +511,7 @@ def next_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Ins
         return None
     upcoming = _upcoming(engine.plans[row.table], row, subject)
     if row.unconfirmed:
-        return _earliest(upcoming, _next_reissue(engine, row.unconfirmed))
+        return earliest(upcoming, next_reissue(engine, row.unconfirmed))
     return upcoming
 
 
@@ -550,13 +544,13 @@ def due(
     else:
         upcoming = _upcoming(plan, row, subject)
     unconfirmed = row.unconfirmed
-    reissue = _next_reissue(engine, unconfirmed) if unconfirmed else None
-    if (upcoming is None or upcoming > now) and (reissue is None or reissue > now):
-        return [], row, _earliest(upcoming, reissue)
+    reissue_at = next_reissue(engine, unconfirmed) if unconfirmed else None
+    if (upcoming is None or upcoming > now) and (reissue_at is None or reissue_at > now):
+        return [], row, earliest(upcoming, reissue_at)
     commands: list[Command] = []
     sent_at = now if sending_at is None or sending_at < now else sending_at
-    if reissue is not None and reissue <= now:
-        unconfirmed = _reissue(engine, plan, row, now, sent_at, commands)
+    if reissue_at is not None and reissue_at <= now:
+        unconfirmed = reissue(engine, plan, row, now, sent_at, commands)
     issued = row.issued
     later = upcoming
     new_schedule = schedule
@@ -589,165 +583,11 @@ def due(
         later = None
         if not deleting:
             later = min((stage[0] for stage in stages if stage[0] > now), default=None)
-        unconfirmed = _awaiting(unconfirmed, fresh, sent_at)
+        unconfirmed = awaiting(unconfirmed, fresh, sent_at)
         new_schedule = (plan.token, later, activity)
     new_row = build_row_state(
         row.table, row.key, row.subject, row.values, issued, unconfirmed, new_schedule
     )
     if unconfirmed:
-        return commands, new_row, _earliest(later, _next_reissue(engine, unconfirmed))
+        return commands, new_row, earliest(later, next_reissue(engine, unconfirmed))
     return commands, new_row, later
-
-
-# --- confirmation and re-issue ---------------------------------------------------------------
-
-
-def reissue_due(confirm_after: int, unconfirmed: Unconfirmed) -> Instant:
-    """When the command is sent again if still unconfirmed: `confirm_after` (T) after it was
-    first sent, then 2T, 4T, 8T after the send before, and 16T after each send from then on."""
-    backoff = min(1 << min(unconfirmed.attempts - 1, 8), _BACKOFF_CAP)
-    return unconfirmed.sent_at + confirm_after * backoff
-
-
-def _next_reissue(engine: Engine, unconfirmed: tuple[Unconfirmed, ...]) -> Instant | None:
-    confirm_after = engine.confirm_after
-    if confirm_after is None or not unconfirmed:
-        return None
-    return min(reissue_due(confirm_after, entry) for entry in unconfirmed)
-
-
-def _earliest(first: Instant | None, second: Instant | None) -> Instant | None:
-    if first is None:
-        return second
-    if second is None or first <= second:
-        return first
-    return second
-
-
-def _reissue(
-    engine: Engine,
-    plan: SourcePlan,
-    row: RowState,
-    now: Instant,
-    sent_at: Instant,
-    commands: list[Command],
-) -> tuple[Unconfirmed, ...]:
-    """Append the re-issues due by `now`, sent at `sent_at`, to `commands`; return the
-    unconfirmed commands after them."""
-    confirm_after = engine.confirm_after
-    assert confirm_after is not None
-    kept: list[Unconfirmed] = []
-    for entry in row.unconfirmed:
-        if reissue_due(confirm_after, entry) <= now:
-            attempts = entry.attempts + 1
-            commands.append(_sent(plan, row, entry, attempts, sent_at))
-            entry = replace(entry, attempts=attempts, sent_at=sent_at)
-        kept.append(entry)
-    return tuple(kept)
-
-
-def _awaiting(
-    unconfirmed: tuple[Unconfirmed, ...], commands: list[Command], sent_at: Instant
-) -> tuple[Unconfirmed, ...]:
-    """The unconfirmed commands once `commands` (first sends) are sent at `sent_at`: archive
-    needs no confirmation."""
-    sent = [
-        Unconfirmed(c.stage, c.due_at, c.issued_at, 1, sent_at, c.fields)
-        for c in commands
-        if c.action is not Action.ARCHIVE
-    ]
-    if not sent:
-        return unconfirmed
-    stages = {entry.stage for entry in sent}
-    return tuple(entry for entry in unconfirmed if entry.stage not in stages) + tuple(sent)
-
-
-def _sent(
-    plan: SourcePlan,
-    row: RowState,
-    entry: Unconfirmed,
-    attempt: int = 1,
-    reissued_at: Instant | None = None,
-) -> Command:
-    """The command `entry` records, as the row's stage issued it (the `attempt`-th send)."""
-    return Command(
-        entry.issued_at,
-        entry.due_at,
-        Action.DELETE if entry.stage == DELETE_STAGE else Action.ANONYMISE,
-        entry.stage,
-        row.table,
-        row.key,
-        row.subject,
-        _stage_purposes(plan, entry.stage),
-        entry.fields,
-        attempt,
-        reissued_at,
-    )
-
-
-def _stage_purposes(plan: SourcePlan, stage: str) -> tuple[str, ...]:
-    """The purposes a stage id names, in the order of the source's rules."""
-    if stage == DELETE_STAGE:
-        return plan.purposes
-    if stage.startswith(_ENDED_PREFIX):
-        ended = set(stage[len(_ENDED_PREFIX) :].split(","))
-        return tuple(purpose for purpose in plan.purposes if purpose in ended)
-    return (stage[len(_ANONYMISE_PREFIX) :].rsplit(":", 1)[0],)
-
-
-def confirmed_by(engine: Engine, row: RowState, event: ChangeEvent) -> tuple[Confirmation, ...]:
-    """The row's unconfirmed commands that `event` (a change of this row) shows applied."""
-    if not row.unconfirmed:
-        return _NO_CONFIRMATIONS
-    deleting = event.op is _DELETE_OP
-    image = None if deleting else (event.after or _NO_IMAGE)
-    return _confirm(engine, engine.plans[row.table], row, image, event.ts)[1]
-
-
-def _confirm(
-    engine: Engine,
-    plan: SourcePlan,
-    row: RowState,
-    image: Mapping[str, Value] | None,
-    now: Instant,
-) -> tuple[tuple[Unconfirmed, ...], tuple[Confirmation, ...]]:
-    """(still unconfirmed, confirmed) after a change of the row: its delete (`image` None)
-    confirms them all, an image holding an anonymise command's values confirms that one."""
-    kept: list[Unconfirmed] = []
-    confirmed: list[Confirmation] = []
-    for entry in row.unconfirmed:
-        command = _sent(plan, row, entry)
-        if image is None or (
-            command.action is Action.ANONYMISE
-            and _shows_anonymised(engine, command, row.values, image)
-        ):
-            confirmed.append(Confirmation(command, now, entry.attempts))
-        else:
-            kept.append(entry)
-    if not confirmed:
-        return row.unconfirmed, _NO_CONFIRMATIONS
-    return tuple(kept), tuple(confirmed)
-
-
-def _shows_anonymised(
-    engine: Engine, command: Command, kept: Mapping[str, StateValue], image: Mapping[str, Value]
-) -> bool:
-    """Whether every column of the anonymise command holds what the command writes: the
-    coarsened or bucketed value of the one the row state kept, else a value the method
-    leaves as it is (null for empty, the constant)."""
-    for column in command.fields:
-        if column not in image:
-            return False
-        value = image[column]
-        method = method_for(engine.policy, command, column)
-        original = kept.get(column)
-        if isinstance(method, Coarsen | Bucket) and original is not None:
-            if isinstance(method, Coarsen) and type(original) is int:
-                before: Value = EPOCH + timedelta(microseconds=original)
-            else:
-                before = original
-            if _state_value(anonymise_value(method, before)) != _state_value(value):
-                return False
-        elif anonymise_value(method, value) != value:
-            return False
-    return True

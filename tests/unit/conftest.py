@@ -7,6 +7,7 @@ here only encode inputs (ISO text to Debezium's ms, days since epoch).
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -149,3 +150,16 @@ def cmd(
     if fields is not None:
         expected["fields"] = fields
     return expected
+
+
+@pytest.fixture
+def promtool_installed() -> str:
+    """promtool's path; FAILS (never skips) without it: the rules and metrics tests must run
+    in CI, and `make test` installs it with Debian's prometheus package (`lethe stack up`)."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool not found: install Debian's prometheus package (`lethe stack up` does)",
+            pytrace=False,
+        )
+    return path

@@ -6,7 +6,6 @@ summary, a description and a runbook section in docs/runbook.md."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,10 +17,9 @@ RULES = ROOT / "config" / "prometheus" / "rules" / "lethe.yml"
 RULE_TESTS = sorted((ROOT / "config" / "prometheus" / "tests").glob("*.test.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
-promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None,
-    reason="promtool comes with Debian's prometheus package (`lethe stack up` installs it)",
-)
+promtool = pytest.mark.usefixtures("promtool_installed")
+"""promtool comes with Debian's prometheus package (`lethe stack up` installs it); without
+it these tests fail, never skip."""
 
 
 def alerts() -> list[dict[str, object]]:

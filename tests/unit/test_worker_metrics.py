@@ -3,7 +3,6 @@ consumer lag per partition, and `promtool check metrics` on the /metrics text.""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -105,7 +104,7 @@ def test_build_info_names_the_version_and_the_policy():
     assert value(metrics, "lethe_build_info", version="0.1.0", policy_hash="8d1211339364") == 1
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus)")
+@pytest.mark.usefixtures("promtool_installed")
 def test_promtool_accepts_the_worker_apps_metrics_faust_sensor_included(tmp_path):
     settings = Settings(data_dir=tmp_path, faust_metrics=True)
     app = create_app(settings, app_id="obs-metrics", store="memory://", web_enabled=False)
@@ -117,7 +116,7 @@ def test_promtool_accepts_the_worker_apps_metrics_faust_sensor_included(tmp_path
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus)")
+@pytest.mark.usefixtures("promtool_installed")
 def test_promtool_accepts_the_metrics_text():
     metrics = WorkerMetrics.create()
     CensusBoard(metrics, {"public.orders": ("accounting",)})

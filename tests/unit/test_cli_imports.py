@@ -31,3 +31,18 @@ def test_building_the_parser_imports_no_kafka_stack() -> None:
     assert done.returncode == 0, done.stderr
     heavy = done.stdout.strip()
     assert heavy == "", f"building the parser imported {heavy}; import them inside run()"
+
+
+def test_stack_only_offers_exactly_the_stacks_parts() -> None:
+    """The parser names the parts itself (importing `lethe.stack` would load the stack's
+    code just to build it); they must be the stack's own, in its start order."""
+    import argparse
+
+    from lethe import stack
+    from lethe.commands import stack as stack_command
+
+    parser = argparse.ArgumentParser()
+    stack_command.add_arguments(parser)
+    actions = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    only = next(a for a in actions.choices["up"]._actions if a.dest == "only")
+    assert tuple(only.choices or ()) == stack.PART_NAMES

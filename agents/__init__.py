@@ -15,9 +15,10 @@ import faust
 from faust.types import ChannelT, TopicT
 
 from lethe.agents import assign, enforce, lag
-from lethe.agents.watermarks import ChangeProgress
+from lethe.agents.watermarks import UNCHECKED, ChangeProgress
 from lethe.clock import LiveClock
 from lethe.forwarding import Forwarder
+from lethe.heartbeat import SourceHeartbeat
 from lethe.metrics import WorkerMetrics
 from policy.engine import Engine
 
@@ -38,6 +39,7 @@ def install(
     census_interval: float = 30.0,
     detailed_metrics: bool = True,
     forwarder: Forwarder | None = None,
+    heartbeat: SourceHeartbeat | None = None,
 ) -> None:
     """Register every agent of the worker on `app`: the assign agent reads `changes` (each
     with `change_partitions` partitions) and forwards to `subject_events`
@@ -49,7 +51,8 @@ def install(
     enforce agent takes a census of its state every `census_interval` seconds. Without
     `detailed_metrics` (LETHE_METRICS=off) neither is done.
     Forwards and ticks go through `forwarder` (the worker's producer, `lethe.forwarding`;
-    None: Faust sends them to `subject_events`)."""
+    None: Faust sends them to `subject_events`). A caught-up change topic counts as processed
+    only up to the source connector's newest `heartbeat` (None: not checked)."""
     progress = ChangeProgress(engine.policy.sources_by_topic)
     assign.install(
         app,
@@ -85,4 +88,5 @@ def install(
         census_interval=census_interval if detailed_metrics else None,
         consumed=consumed,
         forwarder=forwarder,
+        heard_until=heartbeat.heard_until if heartbeat is not None else lambda: UNCHECKED,
     )

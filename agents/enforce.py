@@ -66,7 +66,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any, Final
@@ -90,7 +90,7 @@ from lethe.agents.subject_records import (
     tick_value,
 )
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
-from lethe.agents.watermarks import ChangeProgress, InputWatermarks, partition_ends
+from lethe.agents.watermarks import UNCHECKED, ChangeProgress, InputWatermarks, partition_ends
 from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
 from lethe.forwarding import ChannelForwarder, Forwarder
@@ -103,6 +103,7 @@ from policy.driver import NOTHING, Bounds, Driver, Outcome, row_bounds
 from policy.engine import Engine, next_due
 from policy.envelope import DecodeReason, Rejection, rejection_of_bug
 from policy.events import ChangeEvent
+from policy.instants import Instant
 from policy.model import Action, Policy
 from policy.sink_records import OutboundRecord, Refusal, sink_topic
 from policy.state import Command
@@ -467,6 +468,7 @@ def install(
     census_interval: float | None = 30.0,
     consumed: ChangeProgress | None = None,
     forwarder: Forwarder | None = None,
+    heard_until: Callable[[], Instant | None] = lambda: UNCHECKED,
 ) -> AgentT[Any]:
     """Register the enforce agent on `app`, reading `subject_events` (`partitions` partitions),
     and the timer that ticks every partition each `tick_interval` seconds with the watermarks
@@ -474,7 +476,8 @@ def install(
     `audit_hash_key` (LETHE_AUDIT_HASH_KEY) hashes the subjects the audit may not keep as they
     are. Each partition's state is counted for the census gauges every `census_interval`
     seconds; `consumed` is told every record processed (for the consumer lag). The ticks go
-    through `forwarder`, the assign agent's (None: Faust sends them)."""
+    through `forwarder`, the assign agent's (None: Faust sends them). A caught-up change
+    topic counts as processed up to `heard_until()` at most (`lethe.heartbeat`)."""
     ticks = forwarder if forwarder is not None else ChannelForwarder(subject_events)
     tables = declare_state_tables(app, partitions)
     store = FaustStore(tables, lambda row, subject: next_due(engine, row, subject), app=app)
@@ -510,7 +513,8 @@ def install(
 
     async def tick_every_partition() -> None:
         try:
-            watermarks = progress.watermarks(partition_ends(app.consumer, progress.topics))
+            ends = partition_ends(app.consumer, progress.topics)
+            watermarks = progress.watermarks(ends, heard_until())
             await ticks.before_tick()  # the events the watermarks cover land before the ticks
             value = tick_value(watermarks)
             for partition in range(partitions):

@@ -11,7 +11,9 @@ ticks of `<app id>-subject-events`:
   per-partition order, so every event they cover is before the tick that carries them)
   give, per partition, the wall instant up to which it has been forwarded: the
   newest event time forwarded, or, when the partition is caught up (every record up to the
-  high watermark of the consumer's last fetch is processed), the time of that fetch if later.
+  high watermark of the consumer's last fetch is processed), the time of that fetch if later,
+  but never past the source connector's newest heartbeat (`lethe.heartbeat`): a topic read
+  to its end is complete only as far as the connector is known to have published.
 - E's side, `InputWatermarks`: per partition of `<app id>-subject-events`, the newest
   watermark each tick brought per change-topic partition (kept in memory; after a restart a
   partition counts as not processed until a tick reports it), and per table the earliest over
@@ -52,12 +54,27 @@ class PartitionEnd:
     """When that fetch's answer arrived (µs since the epoch), or None."""
 
 
+UNCHECKED: Instant = 2**62
+"""`heard_until` when the source's heartbeats are not checked (LETHE_SOURCE_HEARTBEAT_TOPIC=off)."""
+
+
 def watermark(
-    newest: Instant | None, next_offset: int, highwater: int | None, polled_us: Instant | None
+    newest: Instant | None,
+    next_offset: int,
+    highwater: int | None,
+    polled_us: Instant | None,
+    heard_until: Instant | None = UNCHECKED,
 ) -> Instant | None:
-    """Up to when a partition has been forwarded (see the module docstring); None: unknown."""
+    """Up to when a partition has been forwarded (see the module docstring); None: unknown.
+
+    A caught-up partition counts up to its last fetch only as far as the source connector is
+    heard from (`heard_until`, `lethe.heartbeat`; None: never heard): past that, a change the
+    connector has not published yet could still come."""
     if highwater is not None and polled_us is not None and next_offset >= highwater:
-        return polled_us if newest is None or newest < polled_us else newest
+        if heard_until is None:
+            return newest
+        caught_up = min(polled_us, heard_until)
+        return caught_up if newest is None or newest < caught_up else newest
     return newest
 
 
@@ -89,13 +106,18 @@ class ChangeProgress:
         """The newest event time processed from `end`'s partition (None: none yet)."""
         return self._newest.get((end.topic, end.partition))
 
-    def watermarks(self, ends: Iterable[PartitionEnd]) -> dict[InputPartition, Instant]:
-        """Per partition in `ends` (those this worker is assigned), its watermark if known."""
+    def watermarks(
+        self, ends: Iterable[PartitionEnd], heard_until: Instant | None
+    ) -> dict[InputPartition, Instant]:
+        """Per partition in `ends` (those this worker is assigned), its watermark if known;
+        `heard_until`: see `watermark`."""
         found: dict[InputPartition, Instant] = {}
         for end in ends:
             where = (end.topic, end.partition)
             next_offset = max(self._next.get(where, 0), end.committed or 0)
-            mark = watermark(self._newest.get(where), next_offset, end.highwater, end.polled_us)
+            mark = watermark(
+                self._newest.get(where), next_offset, end.highwater, end.polled_us, heard_until
+            )
             if mark is not None:
                 found[where] = mark
         return found

@@ -92,6 +92,9 @@ class WorkerMetrics:
     """lethe_issued_to_confirmed_seconds{table,action}: from first send to confirmation."""
     sweep_duration: Histogram
     """lethe_sweep_duration_seconds: a tick's sweep of a partition (advance and send)."""
+    source_heartbeat_age: Gauge
+    """lethe_source_heartbeat_age_seconds{topic}: seconds since the source connector's newest
+    heartbeat (`lethe.heartbeat`)."""
     consumer_lag_messages: Gauge
     """lethe_consumer_lag_messages{topic,partition}: end offset minus committed position."""
     consumer_lag_seconds: Gauge
@@ -261,6 +264,16 @@ class WorkerMetrics:
                 "Wall seconds a tick's sweep of one partition took: advancing its driver and "
                 "sending what fell due.",
                 buckets=SWEEP_BUCKETS_S,
+                registry=registry,
+            ),
+            source_heartbeat_age=Gauge(
+                "lethe_source_heartbeat_age_seconds",
+                "Seconds since the Debezium source connector wrote its newest heartbeat, by "
+                "heartbeat topic (since the worker started, when it has read none). A caught-up "
+                "change topic counts as processed only up to that heartbeat, so while it grows "
+                "nothing new falls due: check that the connector and its task are RUNNING and "
+                "that heartbeat.interval.ms is set on it (docs/runbook.md).",
+                ["topic"],
                 registry=registry,
             ),
             consumer_lag_messages=Gauge(

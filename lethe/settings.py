@@ -158,6 +158,19 @@ class Settings:
     metrics: per-record counters of every stream, send and table operation); `off` (default)
     leaves it out. Measured, it costs about 15% of the first stage's CPU per event, and the
     dashboard and alerts do not read it (docs/benchmarks.md)."""
+    source_heartbeat_topic: str = ""
+    """LETHE_SOURCE_HEARTBEAT_TOPIC: the topic the Debezium source connector writes its
+    heartbeats to (`heartbeat.interval.ms` on the connector; default
+    `__debezium-heartbeat.<LETHE_CDC_TOPIC_PREFIX>`, Debezium's own name). A change topic read
+    to its end counts as processed only up to the newest heartbeat: while the connector is
+    stopped, a change it has not published (a legal hold) cannot be seen, so no stage falls
+    due past its last heartbeat. Without heartbeats on that topic nothing of a quiet table is
+    issued. `off` drops the check: a stopped connector then goes unnoticed (not safe)."""
+    source_heartbeat_lease: float = 0.0
+    """LETHE_SOURCE_HEARTBEAT_LEASE: seconds past the newest heartbeat for which the source is
+    still taken as having published everything (default 0). Up to one heartbeat interval
+    removes the wait the heartbeat adds to every stage, for a window of that length in which a
+    connector that has just died goes unnoticed."""
     consumer_max_fetch_bytes: int = 4 * 1024 * 1024
     """LETHE_CONSUMER_MAX_FETCH_BYTES: the most bytes the worker fetches per partition in one
     request (default 4 MiB; Faust's is 1 MiB). Must hold the largest record. Larger fetches
@@ -191,6 +204,11 @@ class Settings:
             raise ConfigError(
                 f"LETHE_CONFIRM_TIMEOUT={self.confirm_timeout} is not more than 0; set a number "
                 "of seconds such as 300 (the default)"
+            )
+        if not self.source_heartbeat_lease >= 0:
+            raise ConfigError(
+                f"LETHE_SOURCE_HEARTBEAT_LEASE={self.source_heartbeat_lease} is less than 0; set "
+                "a number of seconds such as 0 (the default)"
             )
         if not self.census_interval > 0:
             raise ConfigError(
@@ -286,6 +304,15 @@ class Settings:
         if self.clock_mode == "accelerated" and self.clock_speed is not None:
             seconds *= self.clock_speed
         return max(1, round(seconds * 1_000_000))
+
+    @property
+    def heartbeat_topic(self) -> str | None:
+        """The source connector's heartbeat topic the worker watches; None when
+        LETHE_SOURCE_HEARTBEAT_TOPIC is `off`."""
+        name = self.source_heartbeat_topic.strip()
+        if name.lower() == "off":
+            return None
+        return name or f"__debezium-heartbeat.{self.cdc_topic_prefix}"
 
     @property
     def audit_hash_key_is_demo(self) -> bool:
@@ -386,6 +413,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "tick_interval": _seconds_setting,
     "census_interval": _seconds_setting,
     "confirm_timeout": _seconds_setting,
+    "source_heartbeat_lease": _seconds_setting,
     "enforce": _switch_setting,
     "metrics": _switch_setting,
     "faust_metrics": _switch_setting,
@@ -433,6 +461,8 @@ _VARIABLES: dict[str, str] = {
     "enforce": "LETHE_ENFORCE",
     "metrics": "LETHE_METRICS",
     "faust_metrics": "LETHE_FAUST_METRICS",
+    "source_heartbeat_topic": "LETHE_SOURCE_HEARTBEAT_TOPIC",
+    "source_heartbeat_lease": "LETHE_SOURCE_HEARTBEAT_LEASE",
     "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",
     "max_poll_records": "LETHE_MAX_POLL_RECORDS",
     "stream_buffer_maxsize": "LETHE_STREAM_BUFFER_MAXSIZE",

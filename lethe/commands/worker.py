@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     import faust
 
     from lethe.app import LetheApp
+    from lethe.heartbeat import SourceHeartbeat
     from policy.model import Policy
+
+log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -67,6 +70,7 @@ def build_worker_app(
 
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
     app.forwarder = kafka_forwarder(settings, app.subject_events.get_topic_name())
+    heartbeat = watch_source_heartbeat(settings, app) if settings.enforce else None
     agents.install(
         app,
         engine=Engine.compile(policy, confirm_after=settings.confirm_after),
@@ -82,8 +86,27 @@ def build_worker_app(
         census_interval=settings.census_interval,
         detailed_metrics=settings.metrics,
         forwarder=app.forwarder,
+        heartbeat=heartbeat,
     )
     return app
+
+
+def watch_source_heartbeat(settings: Settings, app: LetheApp) -> SourceHeartbeat | None:
+    """Start reading the source connector's heartbeats (`lethe.heartbeat`), their age on
+    `lethe_source_heartbeat_age_seconds`; None when LETHE_SOURCE_HEARTBEAT_TOPIC is off."""
+    from lethe.heartbeat import SourceHeartbeat
+
+    topic = settings.heartbeat_topic
+    if topic is None:
+        log.warning(
+            "LETHE_SOURCE_HEARTBEAT_TOPIC=off: a stopped source connector goes unnoticed, and "
+            "stages fall due over changes it has not published"
+        )
+        return None
+    heartbeat = SourceHeartbeat(settings.kafka_bootstrap, topic, settings.source_heartbeat_lease)
+    app.metrics.source_heartbeat_age.labels(topic).set_function(heartbeat.age_seconds)
+    heartbeat.start()
+    return heartbeat
 
 
 def declare_changelog_topics(settings: Settings, app: LetheApp) -> None:

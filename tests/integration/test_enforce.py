@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,9 +119,9 @@ def write_policy(run: Run) -> Path:
     return run.policy
 
 
-def start_worker(run: Run) -> WorkerProcess:
+def start_worker(run: Run, env: Mapping[str, str] | None = None) -> WorkerProcess:
     """The run's worker: the wall clock, a command unconfirmed after CONFIRM_TIMEOUT_S sent
-    again."""
+    again; `env` adds variables."""
     return workers.start_worker(
         run.app_id,
         run.workdir,
@@ -129,6 +129,7 @@ def start_worker(run: Run) -> WorkerProcess:
         env={
             "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
             "LETHE_CONFIRM_TIMEOUT": str(CONFIRM_TIMEOUT_S),
+            **(env or {}),
         },
     )
 

@@ -16,10 +16,20 @@ still reading the backlog (checked), so:
 and a connection log that falls due later, with every input caught up, is deleted (no stall:
 within the bounded wait), never before its due instant. How soon after its due is a figure for
 `bench/delay_bench.py`, not a timed assertion here.
+
+The source connector falls silent: the worker watches a heartbeat topic of the run's own
+(LETHE_SOURCE_HEARTBEAT_TOPIC), which the test writes every 0.2 s as Debezium's
+`heartbeat.interval.ms` does. Two tickets fall due a few seconds after the heartbeats stop
+(the connector died, with every change topic read to its end); a hold on the first customer
+is written in the database meanwhile, which a dead connector does not publish. Nothing is
+deleted while the source is silent, and `lethe_source_heartbeat_age_seconds` says so; when
+the connector is back, the hold comes first, then the heartbeats: the held ticket is never
+deleted, the other one is.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +59,7 @@ APP_ID_PREFIX = "inputs-it-"
 FILLER = 150_000
 """Tombstones ahead of the hold on its topic: several seconds of the worker's reading."""
 HELD, FREE, LOGGER = 987_650_051, 987_650_052, 987_650_053
+SILENT_HELD, SILENT_FREE = 987_650_054, 987_650_055
 """Customer ids no demo row has."""
 DUE_IN_S = 4
 
@@ -67,9 +78,44 @@ def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield run
 
 
+class Heartbeats:
+    """Writes a heartbeat every 0.2 s to the run's heartbeat topic, as Debezium does, until
+    `silent` is set (the connector died) and again once it is cleared."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
+        self.silent = threading.Event()
+        self._stop = threading.Event()
+        self._producer = Producer(quiet(settings))
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(0.2):
+            if not self.silent.is_set():
+                value = orjson.dumps({"ts_ms": int(time.time() * 1000)})
+                self._producer.produce(self.topic, key=b'{"serverName":"it"}', value=value)
+                self._producer.poll(0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._producer.flush(10)
+
+
 @pytest.fixture(scope="module")
-def worker(real_stack: Settings, run: Run) -> Iterator[WorkerProcess]:
-    with serving(start_worker(run)) as handle:
+def heartbeats(real_stack: Settings, run: Run) -> Iterator[Heartbeats]:
+    beats = Heartbeats(real_stack, f"{run.app_id}-heartbeat")
+    try:
+        yield beats
+    finally:
+        beats.close()
+
+
+@pytest.fixture(scope="module")
+def worker(real_stack: Settings, run: Run, heartbeats: Heartbeats) -> Iterator[WorkerProcess]:
+    env = {"LETHE_SOURCE_HEARTBEAT_TOPIC": heartbeats.topic}
+    with serving(start_worker(run, env)) as handle:
         yield handle
 
 
@@ -213,3 +259,53 @@ def test_with_every_input_caught_up_a_delete_is_issued_at_its_due_not_before(
         commands.reader.close()
     assert {(c["action"], instant(c["due_at"])) for c in issued} == {("delete", due)}
     assert all(instant(c["issued_at"]) >= due for c in issued), "never before its due"
+
+
+def heartbeat_age(worker: WorkerProcess, topic: str) -> float | None:
+    metrics = worker.metrics() or {}
+    return metrics.get(("lethe_source_heartbeat_age_seconds", frozenset({("topic", topic)})))
+
+
+def test_a_silent_source_connector_holds_back_the_deletes_that_fall_due_until_it_is_heard(
+    real_stack: Settings, run: Run, worker: WorkerProcess, heartbeats: Heartbeats
+) -> None:
+    changes = ChangeWriter(real_stack, run)
+    tickets = run.source("support_tickets")
+    due = whole_second(datetime.now(UTC)) + timedelta(seconds=DUE_IN_S + 2)
+    last_message = years_before(due, 5)
+    held, free = ticket(11, SILENT_HELD, last_message), ticket(12, SILENT_FREE, last_message)
+    before = count(worker, tickets, "c")
+    for row in (held, free):
+        insert_ticket(real_stack, run, row)
+        changes.write("support_tickets", "c", None, row)
+    wait_for(
+        "the tickets read",
+        lambda: True if count(worker, tickets, "c") == before + 2 else None,
+        worker,
+    )
+    heartbeats.silent.set()
+    placed = iso(datetime.now(UTC))  # the hold the silent connector does not publish
+    time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 4.0)
+    assert {11, 12} <= ticket_ids(real_stack, run), "nothing deleted while the source is silent"
+    age = heartbeat_age(worker, heartbeats.topic)
+    assert age is not None and age > 4.0, f"the heartbeat's age on /metrics: {age}"
+
+    hold = {"id": 11, "customer_id": SILENT_HELD, "case_ref": "IT-SILENT", "placed_at": placed,
+            "released_at": None}  # fmt: skip
+    changes.write("legal_holds", "c", None, hold)  # the connector is back: what it missed first
+    heartbeats.silent.clear()
+    wait_for(
+        "the free ticket deleted once the source is heard again",
+        lambda: True if 12 not in ticket_ids(real_stack, run) else None,
+        worker,
+    )
+    time.sleep(2.0)  # four more sweeps
+    assert 11 in ticket_ids(real_stack, run), "the held ticket was deleted"
+    age = heartbeat_age(worker, heartbeats.topic)
+    assert age is not None and age < 5.0, f"the heartbeat's age once heard again: {age}"
+    commands = Commands(real_stack, run, worker)
+    try:
+        issued = {(c["key"]["id"], c["action"]) for c in commands.of(tickets)}
+    finally:
+        commands.reader.close()
+    assert (12, "delete") in issued and (11, "delete") not in issued

@@ -23,7 +23,13 @@ from lethe.agents.subject_records import (
     tick_headers,
     tick_value,
 )
-from lethe.agents.watermarks import ChangeProgress, InputWatermarks, PartitionEnd, watermark
+from lethe.agents.watermarks import (
+    UNCHECKED,
+    ChangeProgress,
+    InputWatermarks,
+    PartitionEnd,
+    watermark,
+)
 from lethe.app import LetheApp, create_app
 from lethe.clock import LiveClock
 from lethe.settings import Settings
@@ -41,6 +47,27 @@ def test_a_partition_is_forwarded_up_to_its_newest_event_until_it_is_caught_up()
     assert watermark(3_000, 9, 9, 2_000) == 3_000
 
 
+def test_a_caught_up_partition_counts_only_as_far_as_the_source_connector_was_heard() -> None:
+    assert watermark(1_000, 9, 9, 2_000, 1_500) == 1_500, "heard at 1.5 ms, fetched at 2 ms"
+    assert watermark(1_000, 9, 9, 2_000, 2_500) == 2_000, "heard after the fetch: the fetch"
+    assert watermark(1_000, 9, 9, 2_000, 500) == 1_000, "its own newest event is processed"
+    assert watermark(None, 3, 3, 2_000, 1_800) == 1_800, "an idle partition, heard at 1.8 ms"
+    assert watermark(1_000, 9, 9, 2_000, None) == 1_000, "never heard: only what was read"
+    assert watermark(None, 3, 3, 2_000, None) is None, "never heard, nothing read: unknown"
+    assert watermark(1_000, 5, 9, 2_000, 9_000) == 1_000, "not caught up: the heartbeat is moot"
+
+
+def test_a_silent_source_holds_back_every_caught_up_partition_but_not_what_was_read() -> None:
+    progress = ChangeProgress([HOLDS, TICKETS])
+    progress.processed(TICKETS, 0, 8, 5_000)
+    ends = [
+        PartitionEnd(TICKETS, 0, committed=None, highwater=9, polled_us=9_000),
+        PartitionEnd(HOLDS, 0, committed=4, highwater=4, polled_us=9_000),
+    ]
+    assert progress.watermarks(ends, 7_000) == {(TICKETS, 0): 7_000, (HOLDS, 0): 7_000}
+    assert progress.watermarks(ends, None) == {(TICKETS, 0): 5_000}
+
+
 def test_progress_counts_committed_offsets_as_processed_and_keeps_the_newest_event() -> None:
     progress = ChangeProgress([HOLDS, TICKETS])
     progress.processed(TICKETS, 0, 7, 5_000)
@@ -52,7 +79,7 @@ def test_progress_counts_committed_offsets_as_processed_and_keeps_the_newest_eve
         PartitionEnd(HOLDS, 0, committed=4, highwater=4, polled_us=6_500),  # idle since start
         PartitionEnd(HOLDS, 1, committed=None, highwater=None, polled_us=None),  # never fetched
     ]
-    assert progress.watermarks(ends) == {
+    assert progress.watermarks(ends, UNCHECKED) == {
         (TICKETS, 0): 6_000,
         (TICKETS, 1): 4_000,
         (HOLDS, 0): 6_500,
@@ -114,11 +141,11 @@ def test_the_assign_agent_reports_each_record_it_processed(app: LetheApp, demo_e
     app.loop.run_until_complete(_three_records(app, demo_engine, progress))
     # offsets 0 (forwarded, 2025-01-01T00:00:00Z), 1 (a bad record), 2 (a tombstone)
     not_caught_up = PartitionEnd(TICKETS, 0, committed=None, highwater=5, polled_us=None)
-    assert progress.watermarks([not_caught_up]) == {(TICKETS, 0): 1_735_689_600_000_000}
+    assert progress.watermarks([not_caught_up], UNCHECKED) == {(TICKETS, 0): 1_735_689_600_000_000}
     caught_up = PartitionEnd(
         TICKETS, 0, committed=None, highwater=3, polled_us=1_735_689_700_000_000
     )
-    assert progress.watermarks([caught_up]) == {(TICKETS, 0): 1_735_689_700_000_000}
+    assert progress.watermarks([caught_up], UNCHECKED) == {(TICKETS, 0): 1_735_689_700_000_000}
 
 
 async def _three_records(app: LetheApp, engine: Engine, progress: ChangeProgress) -> None:

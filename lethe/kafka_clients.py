@@ -61,6 +61,12 @@ def refused(settings: Settings, error: KafkaError) -> StackError:
             "LETHE_KAFKA_SSL_CA_FILE (the CA that signed the broker's certificate) and that "
             "the host in LETHE_KAFKA_BOOTSTRAP is a name in that certificate"
         )
+    if "mechanism" in text.lower() and "handshake" in text.lower():
+        return StackError(
+            f"Kafka at {settings.kafka_bootstrap} does not offer SASL mechanism "
+            f"{settings.kafka_sasl_mechanism}: authentication failed ({text}); set "
+            "LETHE_KAFKA_SASL_MECHANISM to one it offers"
+        )
     return StackError(
         f"Kafka at {settings.kafka_bootstrap}: authentication failed for SASL user "
         f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}); check "

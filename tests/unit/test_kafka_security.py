@@ -158,6 +158,21 @@ def test_a_refused_login_says_authentication_failed_with_the_user_not_the_passwo
     assert PASSWORD not in text
 
 
+def test_a_mechanism_the_broker_does_not_offer_is_named(ca: Path) -> None:
+    settings = Settings.from_env(sasl_env(ca, LETHE_KAFKA_SASL_MECHANISM="PLAIN"))
+    refusals = Refusals()
+    refusals(
+        KafkaError(
+            KafkaError._AUTHENTICATION,
+            "SASL PLAIN mechanism handshake failed: Broker: Unsupported SASL mechanism: "
+            "broker's supported mechanisms: SCRAM-SHA-512",
+        )
+    )
+    text = str(refusals.error(settings, Exception("Broker transport failure")))
+    assert "does not offer SASL mechanism PLAIN" in text
+    assert "LETHE_KAFKA_SASL_MECHANISM" in text
+
+
 def test_a_refused_tls_handshake_points_at_the_ca_file(ca: Path) -> None:
     settings = Settings.from_env(sasl_env(ca))
     refusals = Refusals()

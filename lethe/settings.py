@@ -367,6 +367,19 @@ class Settings:
         """The audit hash key as the `policy.audit` builders take it (UTF-8); never print it."""
         return self.audit_hash_key.reveal().encode()
 
+    def secret_values(self) -> list[str]:
+        """The value of every secret setting that is set to other than its public default
+        (the local stack's `lethe`, the demo audit key), for `lethe.redaction` to keep out of
+        the logs."""
+        defaults = Settings.__dataclass_fields__
+        return [
+            value.reveal()
+            for setting in fields(self)
+            if isinstance(value := getattr(self, setting.name), Secret)
+            and value.reveal()
+            and value != defaults[setting.name].default
+        ]
+
     @property
     def stack_sasl_port(self) -> int:
         """The local stack's SASL_SSL listener port (LETHE_KAFKA_SASL_PORT, or bootstrap + 2)."""

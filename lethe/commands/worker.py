@@ -122,8 +122,9 @@ def declare_changelog_topics(settings: Settings, app: LetheApp) -> None:
                 raise
 
 
-def quiet_root_worker() -> type[faust.Worker]:
-    """Faust's worker, except that the root logger stays at the chosen level.
+def quiet_root_worker(settings: Settings | None = None) -> type[faust.Worker]:
+    """Faust's worker, except that the root logger stays at the chosen level, and that its
+    handlers write no secret of `settings` (`lethe.redaction`), whichever library logs it.
 
     At `-l warning` and above Faust sets the root logger to DEBUG for its terminal spinner,
     so every debug line of Faust and aiokafka (several per record) was built and then
@@ -131,11 +132,15 @@ def quiet_root_worker() -> type[faust.Worker]:
     """
     import faust
 
+    from lethe.redaction import redact_secrets
+
     class Worker(faust.Worker):
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             if level:
                 logger.setLevel(level)
+            if settings is not None:
+                redact_secrets(settings, logger)
 
     return Worker
 
@@ -168,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     app.metrics.build_info.labels(__version__, running).set(1)
     declare_changelog_topics(settings, app)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
-    worker = quiet_root_worker()(app, loglevel=args.loglevel)
+    worker = quiet_root_worker(settings)(app, loglevel=args.loglevel)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -3,6 +3,8 @@ that cannot connect, or that shows a password, is refused before anything starts
 
 from __future__ import annotations
 
+import io
+import logging
 import socket
 import ssl
 import threading
@@ -14,6 +16,7 @@ from confluent_kafka import KafkaError
 from lethe.app import create_app
 from lethe.errors import ConfigError
 from lethe.kafka_clients import Refusals, client_config, faust_credentials
+from lethe.redaction import redact_secrets
 from lethe.settings import Settings
 from lethe.stack.kafka import Kafka
 
@@ -186,3 +189,38 @@ def test_a_broker_that_does_not_answer_is_not_called_a_refusal() -> None:
     text = str(Refusals().error(Settings(), Exception("Broker transport failure")))
     assert "did not answer" in text
     assert "authentication" not in text
+
+
+def test_the_worker_log_writes_stars_for_a_secret_a_library_logs(ca: Path) -> None:
+    """aiokafka at debug level logs each request it sends; with SASL PLAIN one holds the
+    password (as a bytes repr)."""
+    settings = Settings.from_env(
+        sasl_env(ca, LETHE_KAFKA_SASL_MECHANISM="PLAIN", LETHE_AUDIT_HASH_KEY=HASH_KEY)
+    )
+    stream = io.StringIO()
+    logger = logging.getLogger(f"unit-redaction-{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(logging.StreamHandler(stream))
+    redact_secrets(settings, logger)
+
+    auth_bytes = b"\x00lethe-worker\x00" + PASSWORD.encode()
+    request = f"SaslAuthenticateRequest_v1(sasl_auth_bytes={auth_bytes!r})"
+    logger.debug("Request to %s:%d %d: %s", "kafka.example.net", 9094, 7, request)
+    logger.info("key %s", HASH_KEY)
+    try:
+        raise ValueError(f"refused {PASSWORD}")
+    except ValueError:
+        logger.exception("failed")
+
+    written = stream.getvalue()
+    assert PASSWORD not in written and HASH_KEY not in written
+    assert "sasl_auth_bytes=b'\\x00lethe-worker\\x00********'" in written
+    assert "key ********" in written
+    assert "ValueError: refused ********" in written
+
+
+def test_public_defaults_are_not_redacted() -> None:
+    """The local stack's password is `lethe`: starring it would star every `lethe` logged."""
+    assert Settings().secret_values() == []
+    assert Settings.from_env({"LETHE_PG_PASSWORD": PG_PASSWORD}).secret_values() == [PG_PASSWORD]

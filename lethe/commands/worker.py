@@ -12,7 +12,9 @@ LETHE_ENFORCE=off) and runs it until interrupted. The
 subscription never changes while it runs: to read a new table, add it to the
 policy and restart; until then the worker counts its topic in
 `lethe_unclassified_tables`. Metrics are served at
-http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics. Stop it with Ctrl-C or SIGTERM.
+http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics and a liveness check at /health, nothing else
+(docs/security.md); Kafka is reached as the LETHE_KAFKA_* settings say (SASL/SCRAM over
+TLS too), and a refused login stops it at start. Stop it with Ctrl-C or SIGTERM.
 Faust and the Kafka clients are imported by `run` only, so other subcommands
 start without them.
 """

@@ -7,9 +7,9 @@ What the app is made of:
   table partition);
 - a consumer tuned by LETHE_CONSUMER_MAX_FETCH_BYTES, LETHE_MAX_POLL_RECORDS and
   LETHE_STREAM_BUFFER_MAXSIZE (`lethe.settings`; their effect: docs/benchmarks.md);
-- a web server on LETHE_WEB_HOST:LETHE_WEB_PORT serving `/metrics` (Faust's sensor
-  included unless LETHE_METRICS=off), with the `/table` views (they expose table
-  contents) and the `/router` views off;
+- a web server on LETHE_WEB_HOST:LETHE_WEB_PORT (127.0.0.1 unless set) serving `/metrics`
+  and `/health` only: every view Faust serves of its own (`/`, `/table` with the tables'
+  contents, `/router`, `/stats`, `/graph`, ...) is off (`MetricsOnlyWeb`);
 - a subscription fixed at start: the change topics the policy names
   (`lethe.topics.policy_change_topics`), created beforehand if missing
   (`declare_change_topics`), never changed while it runs (a subscription change
@@ -46,12 +46,15 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from faust.types import TopicT
 from faust.types.transports import TransportT
+from faust.web import Web
+from faust.web import drivers as web_drivers
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from lethe import consumer, topics
 from lethe.errors import ConfigError, StackError
 from lethe.faust_sensor import install_faust_sensor
 from lethe.forwarding import KafkaForwarder
+from lethe.kafka_clients import Refusals, client_config, faust_credentials
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
 from lethe.settings import APP_ID, Settings
 
@@ -97,6 +100,19 @@ class LetheApp(faust.App):
         # Lethe's only replaces the consumer (see lethe.consumer).
         return consumer.Transport(self.conf.broker_consumer, self)
 
+    def _new_web(self) -> Web:
+        driver: type[Web] = web_drivers.by_url(self.conf.web)
+
+        class MetricsOnlyWeb(driver):  # type: ignore[valid-type,misc]
+            """Faust's web server without any view of Faust's own: only the app's pages."""
+
+            default_blueprints = ()
+            production_blueprints = ()
+            debug_blueprints = ()
+            optional_blueprints = ()
+
+        return MetricsOnlyWeb(self)
+
     def Table(self, name: str, **kwargs: Any) -> Any:
         return super().Table(name, **_capped(kwargs))
 
@@ -137,6 +153,7 @@ def create_app(
     app = LetheApp(
         app_id,
         broker=kafka_broker_urls(settings.kafka_bootstrap),
+        broker_credentials=faust_credentials(settings),
         store=store,
         datadir=str(settings.data_dir / app_id),
         autodiscover=False,
@@ -166,6 +183,7 @@ def create_app(
         app.metrics.registry.unregister(monitor._metrics.events_runtime_latency)
     else:
         serve_metrics(app)
+    serve_health(app)
     app.change_topic_names = tuple(change_topic_names)
     app.change_topic = topics.change_topics(app, app.change_topic_names)
     app.deadletters = topics.deadletter_topic(app)
@@ -200,23 +218,32 @@ def serve_metrics(app: LetheApp) -> None:
         )
 
 
-def _admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+def serve_health(app: LetheApp) -> None:
+    """Serve /health: 200 `{"status": "ok"}` while the worker runs and its event loop answers
+    (a process supervisor's liveness probe; lag and failures are on /metrics)."""
+
+    @app.page("/health")
+    async def health_page(self: Any, request: Any) -> Any:
+        return self.json({"status": "ok"})
+
+
+def _admin(settings: Settings, refusals: Refusals | None = None) -> AdminClient:
+    return AdminClient(client_config(settings, refusals))
 
 
 def _unreachable(settings: Settings, exc: Exception) -> StackError:
-    return StackError(
-        f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
-        "start the stack with `lethe stack up` or set LETHE_KAFKA_BOOTSTRAP"
-    )
+    return Refusals().error(settings, exc)
 
 
 def list_topic_names(settings: Settings, timeout_s: float = 10.0) -> list[str]:
-    """Every topic on the broker (names only, nothing subscribed); StackError if no answer."""
+    """Every topic on the broker (names only, nothing subscribed); StackError if no answer,
+    or saying that the broker refused the credentials or the TLS handshake."""
+    refusals = Refusals()
+    admin = _admin(settings, refusals)
     try:
-        metadata = _admin(settings).list_topics(timeout=timeout_s)
+        metadata = admin.list_topics(timeout=timeout_s)
     except Exception as exc:
-        raise _unreachable(settings, exc) from exc
+        raise refusals.error(settings, exc, admin) from exc
     return list(metadata.topics)
 
 
@@ -257,10 +284,12 @@ def declare_change_topics(
 
 def topic_partitions(settings: Settings, names: Sequence[str]) -> dict[str, int]:
     """The partition count of each of `names` the broker has; StackError if no answer."""
+    refusals = Refusals()
+    admin = _admin(settings, refusals)
     try:
-        metadata = _admin(settings).list_topics(timeout=10.0)
+        metadata = admin.list_topics(timeout=10.0)
     except Exception as exc:
-        raise _unreachable(settings, exc) from exc
+        raise refusals.error(settings, exc, admin) from exc
     return {
         name: len(metadata.topics[name].partitions) for name in names if name in metadata.topics
     }

@@ -32,6 +32,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from lethe.errors import ClockError, ConfigError, StackError
+from lethe.kafka_clients import Refusals, client_config
 from lethe.settings import Settings
 from lethe.topics import CLOCK_KEY, CLOCK_TOPIC, CLOCK_TOPIC_CONFIG
 from policy.enforcement_clock import (
@@ -87,11 +88,10 @@ class ManualClockReader:
         """Per partition: the offset after the last record read."""
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **client_config(settings),
                 "group.id": f"lethe-clock-reader-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
-                "log_level": 0,
             }
         )
 
@@ -201,11 +201,12 @@ def decode_advance(raw: bytes | None) -> tuple[Instant, Instant] | None:
 def declare_clock_topic(settings: Settings) -> None:
     """Create the manual clock's topic (compacted, one partition) unless it exists."""
     topic = clock_topic(settings)
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    refusals = Refusals()
+    admin = AdminClient(client_config(settings, refusals))
     try:
         existing = admin.list_topics(timeout=KAFKA_TIMEOUT_S).topics
     except KafkaException as exc:
-        raise _unreachable(settings, exc) from exc
+        raise refusals.error(settings, exc, admin) from exc
     if topic in existing:
         return
     futures = admin.create_topics(
@@ -225,9 +226,7 @@ def declare_clock_topic(settings: Settings) -> None:
 def publish_advance(settings: Settings, to: Instant, wall: Instant) -> None:
     """Write an advance of the manual clock to its topic and wait for the broker's ack."""
     declare_clock_topic(settings)
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "log_level": 0}
-    )
+    producer = Producer({**client_config(settings), "acks": "all"})
     failures: list[str] = []
 
     def delivered(error: KafkaError | None, _message: Message) -> None:
@@ -294,7 +293,4 @@ class LiveClock:
 
 
 def _unreachable(settings: Settings, exc: Exception) -> StackError:
-    return StackError(
-        f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
-        "start the stack with `lethe stack up` or set LETHE_KAFKA_BOOTSTRAP"
-    )
+    return Refusals().error(settings, exc)

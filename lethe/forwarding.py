@@ -34,6 +34,7 @@ from typing import Any, Final, Protocol, cast
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from lethe.kafka_clients import client_config
 from lethe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -225,4 +226,6 @@ class KafkaForwarder:
 
 def kafka_forwarder(settings: Settings, topic: str) -> KafkaForwarder:
     """The worker's forwarder to `topic` (`<app id>-subject-events`) on LETHE_KAFKA_BOOTSTRAP."""
-    return KafkaForwarder(topic, {"bootstrap.servers": settings.kafka_bootstrap, **PRODUCER_CONFIG})
+    config = {**client_config(settings), **PRODUCER_CONFIG}
+    config.pop("log_level")  # the forwarder logs librdkafka through its own logger
+    return KafkaForwarder(topic, config)

@@ -30,6 +30,11 @@ from policy.instants import Instant, parse_instant
 APP_ID = "lethe"
 """The worker's default Faust app id: its Kafka consumer group and the prefix of its topics."""
 
+STACK_SCRAM_USERNAME = "lethe"
+STACK_SCRAM_PASSWORD = "lethe-local-stack-scram"
+"""The SCRAM-SHA-512 user the local stack's SASL_SSL listener knows (`lethe stack up` makes
+it). Public, like LETHE_PG_PASSWORD's default: for the local stack only."""
+
 DEMO_AUDIT_HASH_KEY = "lethe-demo-audit-hash-key: public, for the local stack only"
 """LETHE_AUDIT_HASH_KEY's default. IT IS NOT SECRET: it is in this source file, so anyone can
 hash a list of addresses with it and find their audit records. Set a key of your own (at
@@ -40,6 +45,11 @@ AUDIT_HASH_KEY_MIN_LENGTH = 32
 
 ClockMode = Literal["wall", "accelerated", "manual"]
 CLOCK_MODES: tuple[ClockMode, ...] = get_args(ClockMode)
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KAFKA_SECURITY_PROTOCOLS: tuple[KafkaSecurityProtocol, ...] = get_args(KafkaSecurityProtocol)
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+KAFKA_SASL_MECHANISMS: tuple[KafkaSaslMechanism, ...] = get_args(KafkaSaslMechanism)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,28 @@ class Settings:
     """LETHE_KAFKA_BOOTSTRAP: host:port of the Kafka broker."""
     kafka_controller_port: int = 9093
     """LETHE_KAFKA_CONTROLLER_PORT: KRaft controller port of the local stack's broker."""
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    """LETHE_KAFKA_SECURITY_PROTOCOL: how Lethe's Kafka clients (the worker, its forwarder,
+    `lethe clock`, `lethe demo`) talk to LETHE_KAFKA_BOOTSTRAP: `PLAINTEXT` (default, the
+    local stack's 127.0.0.1 listener), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL` (SASL over TLS:
+    use it for any broker beyond this machine)."""
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    """LETHE_KAFKA_SASL_MECHANISM: with a SASL_* protocol: `SCRAM-SHA-512` (default),
+    `SCRAM-SHA-256` or `PLAIN` (PLAIN sends the password itself: only over SASL_SSL)."""
+    kafka_sasl_username: str = ""
+    """LETHE_KAFKA_SASL_USERNAME: the SASL user (required with a SASL_* protocol)."""
+    kafka_sasl_password: Secret = Secret("")
+    """LETHE_KAFKA_SASL_PASSWORD: that user's password (required with a SASL_* protocol);
+    never logged nor shown."""
+    kafka_ssl_ca_file: Path | None = None
+    """LETHE_KAFKA_SSL_CA_FILE: PEM file of the certificate authorities that signed the
+    broker's certificate, with SSL or SASL_SSL (default: the system's). The broker's name
+    in LETHE_KAFKA_BOOTSTRAP must be in its certificate. The local stack's is
+    `<LETHE_STACK_DIR>/kafka/tls/ca.pem`."""
+    kafka_sasl_port: int | None = None
+    """LETHE_KAFKA_SASL_PORT: the local stack's SASL_SSL listener (SCRAM-SHA-512, user
+    `lethe`, see `STACK_SCRAM_USERNAME`) on the bootstrap host (default: the bootstrap port
+    + 2, 9094); the plain listener stays on LETHE_KAFKA_BOOTSTRAP."""
     connect_url: str = "http://127.0.0.1:8083"
     """LETHE_CONNECT_URL: Kafka Connect REST endpoint."""
     cdc_topic_prefix: str = "hosting"
@@ -189,6 +221,7 @@ class Settings:
             if isinstance(value, Path) and not value.is_absolute():
                 object.__setattr__(self, setting.name, value.absolute())
         self._check_clock()
+        self._check_kafka_security()
         if len(self.audit_hash_key.reveal()) < AUDIT_HASH_KEY_MIN_LENGTH:
             raise ConfigError(
                 f"LETHE_AUDIT_HASH_KEY has {len(self.audit_hash_key.reveal())} characters, "
@@ -228,6 +261,42 @@ class Settings:
             if value is not None and value < 1:
                 raise ConfigError(
                     f"{variable}={value} is less than 1; set a count such as {example}"
+                )
+
+    def _check_kafka_security(self) -> None:
+        """ConfigError when the LETHE_KAFKA_* security variables do not make one client setup."""
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"LETHE_KAFKA_SECURITY_PROTOCOL={protocol!r} is not a protocol; set it to "
+                f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+            )
+        if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ConfigError(
+                f"LETHE_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r} is not a mechanism "
+                f"Lethe supports; set it to {', '.join(KAFKA_SASL_MECHANISMS)}"
+            )
+        if protocol.startswith("SASL_"):
+            for variable, value in (
+                ("LETHE_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                ("LETHE_KAFKA_SASL_PASSWORD", self.kafka_sasl_password.reveal()),
+            ):
+                if not value:
+                    raise ConfigError(
+                        f"LETHE_KAFKA_SECURITY_PROTOCOL={protocol} needs {variable}; set it "
+                        "to the SASL user's name and password the broker knows"
+                    )
+        if self.kafka_ssl_ca_file is not None:
+            if not protocol.endswith("SSL"):
+                raise ConfigError(
+                    f"LETHE_KAFKA_SSL_CA_FILE is set but LETHE_KAFKA_SECURITY_PROTOCOL is "
+                    f"{protocol}, without TLS; set the protocol to SASL_SSL or SSL, or unset "
+                    "LETHE_KAFKA_SSL_CA_FILE"
+                )
+            if not self.kafka_ssl_ca_file.is_file():
+                raise ConfigError(
+                    f"LETHE_KAFKA_SSL_CA_FILE={self.kafka_ssl_ca_file} is not a file; set it "
+                    "to the PEM file of the CA that signed the broker's certificate"
                 )
 
     def _check_clock(self) -> None:
@@ -325,6 +394,43 @@ class Settings:
         """The audit hash key as the `policy.audit` builders take it (UTF-8); never print it."""
         return self.audit_hash_key.reveal().encode()
 
+    def secret_values(self) -> list[str]:
+        """The value of every secret setting that is set to other than its public default
+        (the local stack's `lethe`, the demo audit key), for `lethe.redaction` to keep out of
+        the logs."""
+        defaults = Settings.__dataclass_fields__
+        return [
+            value.reveal()
+            for setting in fields(self)
+            if isinstance(value := getattr(self, setting.name), Secret)
+            and value.reveal()
+            and value != defaults[setting.name].default
+        ]
+
+    @property
+    def stack_sasl_port(self) -> int:
+        """The local stack's SASL_SSL listener port (LETHE_KAFKA_SASL_PORT, or bootstrap + 2)."""
+        if self.kafka_sasl_port is not None:
+            return self.kafka_sasl_port
+        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2]) + 2
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """The confluent-kafka (librdkafka) settings of every Kafka client Lethe makes:
+        `bootstrap.servers` and the LETHE_KAFKA_* security ones. It holds the SASL password:
+        never print or log it."""
+        config = {"bootstrap.servers": self.kafka_bootstrap}
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return config
+        config["security.protocol"] = protocol
+        if protocol.startswith("SASL_"):
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username
+            config["sasl.password"] = self.kafka_sasl_password.reveal()
+        if self.kafka_ssl_ca_file is not None:
+            config["ssl.ca.location"] = str(self.kafka_ssl_ca_file)
+        return config
+
     @property
     def pg_dsn(self) -> str:
         """libpq connection string of the demo database; it holds the password: never print it."""
@@ -418,6 +524,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "metrics": _switch_setting,
     "faust_metrics": _switch_setting,
     "max_poll_records": _count_setting,
+    "kafka_ssl_ca_file": lambda raw: Path(raw).expanduser(),
+    "kafka_sasl_port": _count_setting,
 }
 """Settings whose text is parsed by more than a type; a ValueError's message starts with the
 value and says how to write it."""
@@ -431,6 +539,12 @@ def _conninfo_quoted(value: str) -> str:
 _VARIABLES: dict[str, str] = {
     "kafka_bootstrap": "LETHE_KAFKA_BOOTSTRAP",
     "kafka_controller_port": "LETHE_KAFKA_CONTROLLER_PORT",
+    "kafka_security_protocol": "LETHE_KAFKA_SECURITY_PROTOCOL",
+    "kafka_sasl_mechanism": "LETHE_KAFKA_SASL_MECHANISM",
+    "kafka_sasl_username": "LETHE_KAFKA_SASL_USERNAME",
+    "kafka_sasl_password": "LETHE_KAFKA_SASL_PASSWORD",
+    "kafka_ssl_ca_file": "LETHE_KAFKA_SSL_CA_FILE",
+    "kafka_sasl_port": "LETHE_KAFKA_SASL_PORT",
     "connect_url": "LETHE_CONNECT_URL",
     "cdc_topic_prefix": "LETHE_CDC_TOPIC_PREFIX",
     "pg_host": "LETHE_PG_HOST",

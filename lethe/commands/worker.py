@@ -12,7 +12,9 @@ LETHE_ENFORCE=off) and runs it until interrupted. The
 subscription never changes while it runs: to read a new table, add it to the
 policy and restart; until then the worker counts its topic in
 `lethe_unclassified_tables`. Metrics are served at
-http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics. Stop it with Ctrl-C or SIGTERM.
+http://LETHE_WEB_HOST:LETHE_WEB_PORT/metrics and a liveness check at /health, nothing else
+(docs/security.md); Kafka is reached as the LETHE_KAFKA_* settings say (SASL/SCRAM over
+TLS too), and a refused login stops it at start. Stop it with Ctrl-C or SIGTERM.
 Faust and the Kafka clients are imported by `run` only, so other subcommands
 start without them.
 """
@@ -145,8 +147,9 @@ def declare_changelog_topics(settings: Settings, app: LetheApp) -> None:
                 raise
 
 
-def quiet_root_worker() -> type[faust.Worker]:
-    """Faust's worker, except that the root logger stays at the chosen level.
+def quiet_root_worker(settings: Settings | None = None) -> type[faust.Worker]:
+    """Faust's worker, except that the root logger stays at the chosen level, and that its
+    handlers write no secret of `settings` (`lethe.redaction`), whichever library logs it.
 
     At `-l warning` and above Faust sets the root logger to DEBUG for its terminal spinner,
     so every debug line of Faust and aiokafka (several per record) was built and then
@@ -154,11 +157,15 @@ def quiet_root_worker() -> type[faust.Worker]:
     """
     import faust
 
+    from lethe.redaction import redact_secrets
+
     class Worker(faust.Worker):
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             if level:
                 logger.setLevel(level)
+            if settings is not None:
+                redact_secrets(settings, logger)
 
     return Worker
 
@@ -191,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     app.metrics.build_info.labels(__version__, running).set(1)
     declare_changelog_topics(settings, app)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
-    worker = quiet_root_worker()(app, loglevel=args.loglevel)
+    worker = quiet_root_worker(settings)(app, loglevel=args.loglevel)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

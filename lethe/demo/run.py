@@ -142,10 +142,12 @@ def run_demo(
     engine = Engine.compile(policy)
     tables: Sequence[str] = sorted(policy.sources, key=_display_order)
     topics = [source.topic for source in policy.sources.values()]
+    from lethe.kafka_clients import client_config
+
     say("reading the change topics, as the demo's worker will ...")
-    wait_quiet(settings.kafka_bootstrap, topics)
+    wait_quiet(client_config(settings), topics)
     holds = [source.topic for source in policy.sources.values() if source.hold]
-    history = read_history(settings.kafka_bootstrap, topics, first=holds)
+    history = read_history(client_config(settings), topics, first=holds)
     started = datetime.now(UTC).replace(microsecond=0)
     app_id = app_id or demo_app_id(started)
     wall_start = int(started.timestamp()) * 1_000_000
@@ -240,7 +242,9 @@ def cleanup(settings: Settings, app_id: str, say: Callable[[str], None] = print)
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    from lethe.kafka_clients import client_config
+
+    admin = AdminClient(client_config(settings))
     try:
         names = [
             name

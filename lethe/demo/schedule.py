@@ -44,15 +44,13 @@ class Schedule:
 
 
 def wait_quiet(
-    bootstrap: str, topics: Sequence[str], quiet_s: float = 3.0, timeout_s: float = 60.0
+    kafka: Mapping[str, Any], topics: Sequence[str], quiet_s: float = 3.0, timeout_s: float = 60.0
 ) -> None:
     """Until no record was added to `topics` for `quiet_s` seconds (at most `timeout_s`): the
     rows just written (seeded, or snapshotted by a new source) are on the topics by then."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"lethe-demo-quiet-{uuid.uuid4().hex[:12]}"}
-    )
+    consumer = Consumer({**kafka, "group.id": f"lethe-demo-quiet-{uuid.uuid4().hex[:12]}"})
     try:
         metadata = consumer.list_topics(timeout=10).topics
         places = [
@@ -77,7 +75,10 @@ def wait_quiet(
 
 
 def read_history(
-    bootstrap: str, topics: Sequence[str], first: Collection[str] = (), timeout_s: float = 120.0
+    kafka: Mapping[str, Any],
+    topics: Sequence[str],
+    first: Collection[str] = (),
+    timeout_s: float = 120.0,
 ) -> list[bytes]:
     """Every record now on the change `topics`, as `lethe simulate` lines: what a worker with a
     new app id reads. Those of the `first` topics (the legal holds') come first, then the others
@@ -87,7 +88,7 @@ def read_history(
 
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka,
             "group.id": f"lethe-demo-schedule-{uuid.uuid4().hex[:12]}",
             "enable.auto.commit": False,
         }

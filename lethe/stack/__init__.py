@@ -110,6 +110,12 @@ def pending(settings: Settings) -> list[str]:
     for connector in connectors:
         if not connector.registered_as_configured():
             found.append(f"register {connector.url} with the config the settings give")
+    kafka = Kafka(settings)
+    if kafka.pid() and not kafka.config_current():
+        found.append(
+            f"restart kafka: {kafka.config_file} lacks what this code writes (e.g. the "
+            "SASL_SSL listener): `lethe stack down && lethe stack up`"
+        )
     prometheus = Prometheus(settings)
     if not prometheus.config_current():
         found.append(f"rewrite {prometheus.config_file} from {prometheus.template} and reload")

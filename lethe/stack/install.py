@@ -163,6 +163,8 @@ def missing_packages() -> list[str]:
         missing.append("prometheus")
     if shutil.which("prometheus-alertmanager") is None:
         missing.append("prometheus-alertmanager")
+    if shutil.which("openssl") is None:
+        missing.append("openssl")  # the broker's TLS certificates (lethe.stack.kafka)
     return missing
 
 

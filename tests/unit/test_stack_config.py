@@ -11,7 +11,7 @@ import yaml
 from lethe.settings import Secret, Settings
 from lethe.stack.alertmanager import Alertmanager
 from lethe.stack.connect import sink_config, source_config
-from lethe.stack.kafka import render
+from lethe.stack.kafka import Kafka
 from lethe.stack.prometheus import Prometheus
 from tests.demo_schema import DEMO_TABLES
 
@@ -63,18 +63,20 @@ def test_prometheus_scrapes_the_worker_every_5s(tmp_path: Path) -> None:
     assert config["global"]["scrape_interval"] == "5s"
 
 
-def test_kafka_binds_loopback_with_single_replica_internal_topics() -> None:
-    text = render(
-        "kafka-server.properties",
-        HOST="127.0.0.1",
-        PORT=9092,
-        CONTROLLER_PORT=9093,
-        DATA_DIR="/tmp/x",
-    )
+def test_kafka_binds_loopback_with_single_replica_internal_topics(tmp_path: Path) -> None:
+    text = Kafka(Settings(stack_dir=tmp_path)).config_text()
     props = dict(
         line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
     )
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_SSL://127.0.0.1:9094"
+    )
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9094"
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["listener.name.sasl_ssl.ssl.keystore.location"] == str(
+        tmp_path / "kafka" / "tls" / "broker-keystore.pem"
+    )
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["transaction.state.log.replication.factor"] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"

@@ -35,11 +35,12 @@ RETRY_S = 5.0
 class SourceHeartbeat:
     """The newest heartbeat of the source connector on `topic`, read by a daemon thread."""
 
-    def __init__(self, bootstrap: str, topic: str, lease_s: float = 0.0) -> None:
+    def __init__(self, client: dict[str, str], topic: str, lease_s: float = 0.0) -> None:
+        """`client`: the Kafka client settings (`lethe.kafka_clients.client_config`)."""
         self.topic = topic
         self.lease_us = round(lease_s * 1_000_000)
         self._config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **client,
             "group.id": f"lethe-heartbeat-{uuid.uuid4().hex[:12]}",
             "enable.auto.commit": False,
             "log_level": 0,

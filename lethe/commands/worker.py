@@ -97,6 +97,7 @@ def watch_source_heartbeat(settings: Settings, app: LetheApp) -> SourceHeartbeat
     """Start reading the source connector's heartbeats (`lethe.heartbeat`), their age on
     `lethe_source_heartbeat_age_seconds`; None when LETHE_SOURCE_HEARTBEAT_TOPIC is off."""
     from lethe.heartbeat import SourceHeartbeat
+    from lethe.kafka_clients import client_config
 
     topic = settings.heartbeat_topic
     if topic is None:
@@ -105,7 +106,7 @@ def watch_source_heartbeat(settings: Settings, app: LetheApp) -> SourceHeartbeat
             "stages fall due over changes it has not published"
         )
         return None
-    heartbeat = SourceHeartbeat(settings.kafka_bootstrap, topic, settings.source_heartbeat_lease)
+    heartbeat = SourceHeartbeat(client_config(settings), topic, settings.source_heartbeat_lease)
     app.metrics.source_heartbeat_age.labels(topic).set_function(heartbeat.age_seconds)
     heartbeat.start()
     return heartbeat

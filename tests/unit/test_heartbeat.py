@@ -10,7 +10,8 @@ from lethe.settings import Settings
 
 
 def test_the_source_is_heard_up_to_its_newest_heartbeat_plus_the_lease() -> None:
-    heartbeat = SourceHeartbeat("127.0.0.1:1", "__debezium-heartbeat.hosting", lease_s=0.5)
+    client = {"bootstrap.servers": "127.0.0.1:1"}
+    heartbeat = SourceHeartbeat(client, "__debezium-heartbeat.hosting", lease_s=0.5)
     assert heartbeat.heard_until() is None, "nothing heard yet: no change topic is complete"
     heartbeat.seen(2_000_000)
     heartbeat.seen(1_000_000)  # an older one read late changes nothing

@@ -67,6 +67,7 @@ import fastavro
 import orjson
 import psycopg
 import pytest
+import yaml
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from lethe.clock import advance_manual_clock
@@ -91,6 +92,7 @@ from tests.integration.workers import (
     Reader,
     WorkerProcess,
     forget_topics,
+    produce,
     quiet,
     serving,
     sink_caught_up,
@@ -485,6 +487,10 @@ def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     workdir = tmp_path_factory.mktemp("pii")
     document = write_policy(workdir / "policy.yaml")
     tables = tuple(source.split(".", 1)[1] for source in document["sources"])
+    document["sources"][f"public.{poison_table(app_id)}"] = document["sources"][
+        "public.connection_logs"
+    ]
+    (workdir / "policy.yaml").write_text(yaml.safe_dump(document, sort_keys=False), "utf-8")
     clock = replace(
         real_stack,
         clock_mode="manual",
@@ -498,7 +504,37 @@ def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         sink_caught_up(real_stack, [f"lethe.sink.public.{table}" for table in tables])
         delete_rows(real_stack, tables, base, base + 99)
-        forget_topics(real_stack, run.app_id)
+        forget_topics(real_stack, run.app_id, poison_table(run.app_id))
+
+
+def poison_table(app_id: str) -> str:
+    """The run's own table (under connection_logs' rules, no rows in PostgreSQL), whose change
+    topic gets the hand-written records the worker cannot use."""
+    return "pii_" + app_id.rsplit("-", 1)[1]
+
+
+def poison(rows: Canaries, topic: str) -> list[tuple[bytes, bytes]]:
+    """(key, value) of records the worker must dead-letter, each full of canaries: not JSON,
+    truncated JSON, a timestamp column holding text, an unknown op, a key without the primary
+    key's column."""
+    t, base = rows.text, rows.base
+
+    def envelope(n: int, op: str, **after: object) -> bytes:
+        image = {"id": base + n, "customer_id": base + 2, "ip_address": t(topic, "ip", n)}
+        return orjson.dumps(
+            {"op": op, "ts_ms": 1_764_000_000_000, "before": None, "after": {**image, **after}}
+        )
+
+    def key(n: int) -> bytes:
+        return orjson.dumps({"id": base + n})
+
+    return [
+        (key(91), t(topic, "not_json", 91).encode()),
+        (key(92), envelope(92, "c", logged_at="2015-01-01T00:00:00Z")[:-9]),
+        (key(93), envelope(93, "c", logged_at=t(topic, "logged_at", 93))),
+        (key(94), envelope(94, t(topic, "op", 94), logged_at="2015-01-01T00:00:00Z")),
+        (orjson.dumps({"uid": t(topic, "key", 95)}), envelope(95, "c", logged_at=None)),
+    ]
 
 
 def start_worker(run: Run) -> WorkerProcess:
@@ -582,7 +618,19 @@ def test_no_personal_value_in_logs_metrics_audit_commands_or_sink_records(
     rows = run.rows
     assert isinstance(rows, Canaries)
     sink_topics = [f"lethe.sink.public.{table}" for table in run.tables]
-    starts = ends_now(real_stack, ["lethe.audit", "lethe.commands", *sink_topics])
+    starts = ends_now(real_stack, ["lethe.audit", "lethe.commands", DEADLETTER_TOPIC, *sink_topics])
+    bad_topic = run.topic(poison_table(run.app_id))
+    bad = poison(rows, poison_table(run.app_id))
+
+    def dead_letters(worker: WorkerProcess) -> int:
+        return int(
+            sum(
+                value
+                for (name, labels), value in (worker.metrics() or {}).items()
+                if name == "lethe_dead_letters_total" and dict(labels).get("topic") == bad_topic
+            )
+        )
+
     topics = ChangeTopics(real_stack, run)
     expected: Counter[str] = Counter()
     try:
@@ -596,6 +644,13 @@ def test_no_personal_value_in_logs_metrics_audit_commands_or_sink_records(
                         expected[table] += 1
             wait_for_debezium(topics, expected, worker)
             worker_caught_up(real_stack, run, worker)
+            for key, value in bad:
+                produce(real_stack, bad_topic, key, value)
+            wait_for(
+                lambda: f"{len(bad)} dead letters of {bad_topic}, {dead_letters(worker)} counted",
+                lambda: True if dead_letters(worker) == len(bad) else None,
+                worker,
+            )
             with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
                 for table, row_id, columns in changes(rows):
                     if columns is None:
@@ -660,6 +715,15 @@ def test_no_personal_value_in_logs_metrics_audit_commands_or_sink_records(
             else:
                 leaks += raw_found(record, topic)
     leaks += simulate_output(run, lines)
+
+    kept = [
+        base64.b64decode(letter["value_b64"])
+        for record in records(real_stack, DEADLETTER_TOPIC, starts.get(DEADLETTER_TOPIC))
+        if (letter := orjson.loads(record.value or b"null"))["topic"] == bad_topic
+    ]
+    assert sorted(kept) == sorted(value for _, value in bad), (
+        "lethe.deadletter keeps the raw records (docs/dead-letters.md)"
+    )
     assert leaks == [], f"{len(leaks)} canaries found:\n" + "\n".join(leaks[:60])
 
     assert state, "the subject events hold the Debezium values"

@@ -22,22 +22,29 @@ their commands, and the stack's JDBC sink `lethe-sink` applies them: the test wa
 PostgreSQL shows it, so the commands, the sink records, the audit's issued and confirmed
 records and the debug logs of all that exist before the search.
 
-The search. Every canary, as a case-insensitive `canary` (every canary, the e-mails' local
-parts and their upper, lower and JSON-escaped forms hold it) and in base64, is searched in:
-- what must hold none: the worker's output (stdout and stderr: its only log), its /metrics
-  page, `lethe.audit` (an e-mail subject only as `email-hmac:<HMAC-SHA256 under the run's
-  key>`, which the test computes and finds), `lethe.commands` (Avro decoded) outside the
-  record key and the `subject` field (a command names its person: docs/commands.md), the
-  sink topics `lethe.sink.public.*` (anonymised values and keys only), the worker's clock
-  topic and every other topic of the app that is not its state, `lethe simulate`'s output
-  and errors over the same change events (outside `subject`); the audit hash key itself
-  must not be in the output either;
+The poison. Five records the worker cannot use, full of canaries (not JSON, truncated JSON,
+text in a timestamp column, an unknown op, a key without `id`), are written by hand to the
+change topic of a table of the run's own (`pii_<hex>`, under connection_logs' rules, no rows
+in PostgreSQL; no other test reads it): each is dead-lettered (counted by
+`lethe_dead_letters_total`), and `lethe.deadletter` holds their raw values, as documented.
+
+The search. `canary` in any case (every canary, the e-mails' local parts and their upper,
+lower and JSON-escaped forms hold it) and in base64 is searched for in:
+- what must hold none: the worker's output (stdout and stderr: its only log; at debug), its
+  /metrics page, `lethe.audit` (an e-mail subject only as `email-hmac:<HMAC-SHA256 under the
+  run's key>`, which the test computes and finds), `lethe.commands` (Avro decoded) outside
+  the record key and the `subject` field (a command names its person: docs/commands.md),
+  every other `lethe.*` topic (the sink topics: keys and anonymised values only) from where
+  it ended when the test started, the worker's clock topic and every other topic of the app
+  that is not its state, `lethe simulate`'s output (outside `subject`) and errors over the
+  same change events; the audit hash key must not be in the worker's output either;
 - the worker's state, where personal values are allowed and bounded (docs/reliability.md,
-  "Personal data"): `<app id>-subject-events` (the Debezium values, copied to be keyed by
-  subject; the broker's retention, never infinite) and the tables' compacted changelogs
-  (the subject, and only the columns the rules read: no free text, which the test checks);
+  "Personal data"): the tables' compacted changelogs may hold e-mail subjects and nothing
+  else (the columns the rules read are no free text), `<app id>-subject-events` holds the
+  Debezium values (it must: the test checks that they are there and that the topic is kept
+  `SUBJECT_EVENTS_RETENTION_S`, not for good);
 - `lethe.deadletter` is not searched: it keeps raw records by design (docs/dead-letters.md);
-  the test checks that its retention is bounded (`DEADLETTER_RETENTION_S`).
+  the test checks that it is kept `DEADLETTER_RETENTION_S`.
 
 At the end the test's rows are deleted and the run's topics and consumer group dropped.
 Fails (never skips) when the stack is down.
@@ -553,9 +560,11 @@ def start_worker(run: Run) -> WorkerProcess:
     )
 
 
-def ends_now(settings: Settings, topics: list[str]) -> dict[str, dict[int, int]]:
+def lethe_topics(settings: Settings) -> list[str]:
+    """Every `lethe.*` topic now (the audit, the commands, the sink topics, the dead letters,
+    the default clock, any added later)."""
     existing = AdminClient(quiet(settings)).list_topics(timeout=10).topics
-    return {topic: topic_ends(settings, topic) for topic in topics if topic in existing}
+    return sorted(topic for topic in existing if topic.startswith("lethe."))
 
 
 def database_rows(settings: Settings, run: Run) -> dict[str, dict[int, dict[str, Any]]]:
@@ -618,7 +627,7 @@ def test_no_personal_value_in_logs_metrics_audit_commands_or_sink_records(
     rows = run.rows
     assert isinstance(rows, Canaries)
     sink_topics = [f"lethe.sink.public.{table}" for table in run.tables]
-    starts = ends_now(real_stack, ["lethe.audit", "lethe.commands", DEADLETTER_TOPIC, *sink_topics])
+    starts = {topic: topic_ends(real_stack, topic) for topic in lethe_topics(real_stack)}
     bad_topic = run.topic(poison_table(run.app_id))
     bad = poison(rows, poison_table(run.app_id))
 
@@ -698,11 +707,13 @@ def test_no_personal_value_in_logs_metrics_audit_commands_or_sink_records(
     subjects = {record.key for record in commands}
     assert f"email:{j1.lower()}".encode() in subjects, "the run's commands were read"
 
-    existing = AdminClient(quiet(real_stack)).list_topics(timeout=10).topics
-    for topic in sink_topics:
-        if topic in existing:
+    for topic in lethe_topics(real_stack):
+        if topic not in ("lethe.audit", "lethe.commands", DEADLETTER_TOPIC):
             for record in records(real_stack, topic, starts.get(topic)):
                 leaks += raw_found(record, topic)
+    assert any(topic.startswith("lethe.sink.") for topic in lethe_topics(real_stack))
+
+    existing = AdminClient(quiet(real_stack)).list_topics(timeout=10).topics
 
     subject = re.compile(rb"email:canary-[a-z_]+-[0-9]+-[0-9]+@example\.org")
     state = 0

@@ -28,8 +28,9 @@ change topic of a table of the run's own (`pii_<hex>`, under connection_logs' ru
 in PostgreSQL; no other test reads it): each is dead-lettered (counted by
 `lethe_dead_letters_total`), and `lethe.deadletter` holds their raw values, as documented.
 
-The search. `canary` in any case (every canary, the e-mails' local parts and their upper,
-lower and JSON-escaped forms hold it) and in base64 is searched for in:
+The search. `PATTERNS`: `canary` in any case (every canary, the e-mails' local parts and
+their upper, lower and JSON-escaped forms hold it), the run's base number (a leak of a
+canary's tail), the names' last word (also JSON-escaped) and `CANARY-` in base64, in:
 - what must hold none: the worker's output (stdout and stderr: its only log; at debug), its
   /metrics page, `lethe.audit` (an e-mail subject only as `email-hmac:<HMAC-SHA256 under the
   run's key>`, which the test computes and finds), `lethe.commands` (Avro decoded) outside
@@ -116,7 +117,6 @@ RANGE_LOW = 927_000_000
 START = at("2010-01-01")
 ADVANCE = at("2016-01-01")
 HASH_KEY = "pii-test-audit-hash-key-7f3a9c1e5b2d4f6a8c0e"
-MARKERS = (b"canary",)
 COMMAND_SCHEMA = fastavro.parse_schema(
     json.loads((ROOT / "schemas" / "retention_command.avsc").read_text(encoding="utf-8"))
 )
@@ -401,28 +401,31 @@ def b64_forms(marker: bytes) -> list[bytes]:
     return forms
 
 
-FORMS = [
-    (form, "base64")
+PATTERNS = [
+    (re.compile(rb"(?i)canary"), "text"),
+    (re.compile(rb"(?<![0-9])927[0-9]{4}00(?![0-9])"), "a canary's number"),
+    (re.compile("úñez".encode()), "a canary's name"),
+    (re.compile(rb"(?i)\\u00fa\\u00f1ez"), "a canary's name, JSON-escaped"),
+] + [
+    (re.compile(re.escape(form)), "base64")
     for marker in (b"CANARY-", b"canary-", b"Canary-")
     for form in b64_forms(marker)
-] + [(marker, "text") for marker in MARKERS]
+]
+"""What a canary leaves wherever it goes: `canary` in any case (every canary, e-mails and
+their local parts too), the run's base number (at the end of every canary; never an id: ids
+are base + 1..95), the names' last word, and `CANARY-` in base64."""
 
 
 def found_in(where: str, data: bytes | str | None) -> list[str]:
-    """Each canary in `data` (case-insensitive, or in base64), with its context."""
+    """Each canary in `data` (`PATTERNS`), with its context."""
     if data is None:
         return []
     raw = data.encode() if isinstance(data, str) else data
-    lowered = raw.lower()
-    found = []
-    for form, kind in FORMS:
-        haystack = lowered if kind == "text" else raw
-        start = haystack.find(form)
-        while start >= 0:
-            context = raw[max(0, start - 60) : start + 80].decode(errors="replace")
-            found.append(f"{where}: {kind} {context!r}")
-            start = haystack.find(form, start + 1)
-    return found
+    return [
+        f"{where}: {kind} {raw[max(0, m.start() - 60) : m.start() + 80].decode(errors='replace')!r}"
+        for pattern, kind in PATTERNS
+        for m in pattern.finditer(raw)
+    ]
 
 
 @dataclass(frozen=True)

@@ -332,11 +332,16 @@ def change_topic_partitions(settings: Settings, names: Sequence[str]) -> int:
 
 
 def declare_internal_topic(
-    settings: Settings, name: str, partitions: int, timeout_s: float = 30.0
+    settings: Settings,
+    name: str,
+    partitions: int,
+    timeout_s: float = 30.0,
+    config: dict[str, str] | None = None,
 ) -> bool:
-    """Create the worker's own topic `name` with `partitions` partitions if the broker lacks
-    it; return whether it was created. ConfigError if it exists with another count (its
-    records are placed by key over that count); StackError if the broker does not answer."""
+    """Create the worker's own topic `name` with `partitions` partitions (and the topic
+    `config`) if the broker lacks it; return whether it was created. ConfigError if it
+    exists with another count (its records are placed by key over that count); StackError
+    if the broker does not answer."""
     existing = topic_partitions(settings, [name])
     if name in existing:
         if existing[name] != partitions:
@@ -347,12 +352,13 @@ def declare_internal_topic(
             )
         return False
     admin = _admin(settings)
-    future = admin.create_topics([NewTopic(name, num_partitions=partitions)])[name]
+    topic = NewTopic(name, num_partitions=partitions, config=config or {})
+    future = admin.create_topics([topic])[name]
     try:
         future.result(timeout=timeout_s)
     except KafkaException as exc:
         if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-            return declare_internal_topic(settings, name, partitions, timeout_s)
+            return declare_internal_topic(settings, name, partitions, timeout_s, config)
         raise StackError(
             f"could not create topic {name} on {settings.kafka_bootstrap} ({exc}); create it "
             f"with {partitions} partitions, or check the broker's permissions and log"

@@ -31,11 +31,12 @@
   record of the policy's tables, keyed by the subject of its row, for the enforcing stage
   (E). Prefixed by the app id, as Faust names its own topics, so two workers with
   different ids never share it. LETHE_INTERNAL_PARTITIONS partitions (default 8), created
-  by the worker before its agents send. Its records (values: the raw Debezium value,
-  which holds personal data; metadata in headers) are described under "Wire format of
-  lethe-subject-events" in docs/design/enforcer.md; the header names are the
-  `*_HEADER` constants below. Every worker's timer also sends a `tick` to each of its
-  partitions every LETHE_TICK_INTERVAL seconds: the enforcer issues what fell due then.
+  by the worker before its agents send, kept `SUBJECT_EVENTS_RETENTION_S`. Its records
+  (values: the raw Debezium value, which holds personal data; metadata in headers) are
+  described under "Wire format of lethe-subject-events" in docs/design/enforcer.md; the
+  header names are the `*_HEADER` constants below. Every worker's timer also sends a
+  `tick` to each of its partitions every LETHE_TICK_INTERVAL seconds: the enforcer issues
+  what fell due then.
 - `lethe.commands` (`policy.command_records.COMMANDS_TOPIC`) and `lethe.sink.<schema>.<table>`
   (`policy.sink_records.sink_topic`): the retention commands and the records the JDBC sink
   connector applies to the database (docs/commands.md). The worker declares them at start
@@ -67,6 +68,12 @@ CLOCK_TOPIC: Final = "lethe.clock"
 CLOCK_TOPIC_CONFIG: Final = {"cleanup.policy": "compact"}
 CLOCK_KEY: Final = b"clock"
 SUBJECT_EVENTS_SUFFIX: Final = "subject-events"
+SUBJECT_EVENTS_RETENTION_S: Final = 7 * 24 * 3600
+SUBJECT_EVENTS_TOPIC_CONFIG: Final = {"retention.ms": str(SUBJECT_EVENTS_RETENTION_S * 1000)}
+"""`<app id>-subject-events` holds the Debezium values (personal data): the worker creates it
+kept 7 days (Kafka's default, set on the topic so that a broker that keeps everything does not
+keep these copies). A worker stopped longer than that loses the forwarded events it had not
+enforced yet: start it with a new app id (it reads the change topics again from their start)."""
 COMMAND_PARTITIONS: Final = 1
 """Partitions of `lethe.commands` and of each sink topic when the worker creates them; their
 records are keyed (by subject, by primary key), so more partitions keep each key's order."""

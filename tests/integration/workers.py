@@ -184,10 +184,12 @@ def start_worker(
     *,
     log_name: str = "worker.log",
     env: Mapping[str, str] | None = None,
+    loglevel: str = "info",
 ) -> WorkerProcess:
     """`lethe worker --app-id <app_id>` enforcing `policy` under the wall clock (ticks every
     0.5 s, LETHE_INTERNAL_PARTITIONS=2), its data in `workdir/data` (kept between starts), its
-    log appended to `workdir/<log_name>`; `env` adds variables or overrides these."""
+    log (at `loglevel`) appended to `workdir/<log_name>`; `env` adds variables or overrides
+    these."""
     port = free_port()
     log_path = workdir / log_name
     worker_env = {
@@ -209,7 +211,7 @@ def start_worker(
     )
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "info"],
+            [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", loglevel],
             cwd=ROOT,
             env=worker_env,
             stdout=log_file,

@@ -829,23 +829,30 @@ def kill_part(settings: Settings, part: Part) -> int:
     return pid
 
 
-def restore_stack(settings: Settings) -> None:
+def restore_stack(settings: Settings) -> list[str]:
     """PostgreSQL, Kafka, Connect and both connectors running and healthy again (each part
-    that is down started, a failed connector task restarted); raises when they are not."""
+    that is down started, a failed connector or task restarted); raises when they are not.
+    The connectors that had to be restarted."""
     pid = Connect(settings).pid()
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)  # a frozen Connect (SIGSTOP) thawed
     stack.up(settings, only={"postgres", "kafka", "connect"}, say=lambda line: None)
-    for connector in (SourceConnector(settings), SinkConnector(settings)):
-        restart_failed(connector)
+    restarted = [
+        connector.connector
+        for connector in (SourceConnector(settings), SinkConnector(settings))
+        if revive(connector)
+    ]
     stack.up(settings, only={"source", "sink"}, say=lambda line: None)
+    return restarted
 
 
-def restart_failed(connector: SourceConnector | SinkConnector) -> bool:
-    """Restart the connector and its tasks if any is FAILED (Connect's REST
-    `restart?includeTasks=true&onlyFailed=true`); True if it did."""
+def revive(connector: SourceConnector | SinkConnector) -> bool:
+    """Resume the connector if it is PAUSED; restart it and its tasks if any is FAILED
+    (Connect's REST `restart?includeTasks=true&onlyFailed=true`); True if it was FAILED."""
     state, tasks = connector.state()
+    if state == "PAUSED":
+        http("PUT", f"{connector.url}/resume", timeout=30)
     if state != "FAILED" and not any(t.get("state") == "FAILED" for t in tasks):
         return False
     http("POST", f"{connector.url}/restart?includeTasks=true&onlyFailed=true", timeout=30)

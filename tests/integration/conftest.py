@@ -23,8 +23,15 @@ from lethe.settings import Settings
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The demo's test runs last: its worker really enforces on the demo database (the test
     restores it) and leaves thousands of records on the change topics, which every later
-    worker with a new app id would read again."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/integration/test_demo.py"))
+    worker with a new app id would read again. The fault tests run just before it: they kill
+    and restart Kafka, Connect and PostgreSQL (healthy again when each ends), which no test
+    running next to them should see."""
+    items.sort(
+        key=lambda item: (
+            item.nodeid.startswith("tests/integration/test_demo.py"),
+            item.nodeid.startswith("tests/integration/test_faults.py"),
+        )
+    )
 
 
 @pytest.fixture(scope="session")

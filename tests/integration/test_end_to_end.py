@@ -51,61 +51,50 @@ skips) when the stack is down.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
-import fastavro
-import orjson
 import psycopg
 import pytest
-import yaml
-from confluent_kafka import Consumer, TopicPartition
 
-from lethe.clock import ManualClockReader, advance_manual_clock
 from lethe.settings import Settings
-from policy.instants import format_instant, from_datetime
-from tests.integration import workers
-from tests.integration.workers import (
-    Reader,
-    WorkerProcess,
-    forget_topics,
-    quiet,
-    serving,
-    sink_caught_up,
-    topic_ends,
-    wait_for,
+from tests.integration.faults import (
+    ChangeTopics,
+    Run,
+    at,
+    check_confirmations,
+    command_differences,
+    database_state,
+    differences,
+    expected_state,
+    forget_run,
+    insert,
+    issued_counts,
+    live_commands,
+    new_run,
+    outcome,
+    simulate,
+    update,
+    wait_for_debezium,
+    wait_for_state,
+    worker_caught_up,
+    worker_serving,
 )
+from tests.integration.faults import advance as advance_clock
+from tests.integration.workers import WorkerProcess, sink_caught_up
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 APP_ID_PREFIX = "lethe-it-e2e-"
 PARTITIONS = 8
 """The worker's internal partitions: its default, so that a row moving between subjects
 changes partitions as it does in production."""
 RANGE_LOW, RANGE_HIGH = 918_000_000, 918_899_999
 """Ids of this test's rows (every run takes a block of 100 inside): no demo row has one."""
-COMMAND_SCHEMA = fastavro.parse_schema(
-    json.loads((ROOT / "schemas" / "retention_command.avsc").read_text(encoding="utf-8"))
-)
-
-
-def at(text: str) -> datetime:
-    """An instant in UTC: `2010-06-01` (midnight) or `2010-06-01T10:20:30`."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
 
 START = at("2010-01-01")
 FIRST = at("2013-01-01")
@@ -115,11 +104,10 @@ SECOND = at("2016-01-01")
 
 @dataclass
 class Rows:
-    """The rows the test writes, by table and id: their values as the database holds them
-    after the test's own writes (the enforcer's changes not applied)."""
+    """The ids, customer ids and e-mails of the rows the test writes (their values are kept in
+    `Run.values`)."""
 
     base: int
-    values: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
     def customer(self, n: int) -> int:
         return self.base + n
@@ -468,7 +456,7 @@ def second_writes(rows: Rows) -> list[tuple[str, int, dict[str, Any]]]:
     ]
 
 
-def fates(rows: Rows) -> dict[tuple[str, int], str]:
+def fates(rows: Rows, written: dict[str, dict[int, dict[str, Any]]]) -> dict[tuple[str, int], str]:
     """Worked out by hand from config/policy.yaml: what is left of each row at the end,
     `deleted`, `anonymised` or `kept` (archived rows are kept: archiving changes nothing in
     the database)."""
@@ -496,8 +484,8 @@ def fates(rows: Rows) -> dict[tuple[str, int], str]:
         "dpo_requests": [i(2), i(3)],
     }
     result = {}
-    for table, written in rows.values.items():
-        for row_id in written:
+    for table, table_rows in written.items():
+        for row_id in table_rows:
             result[(table, row_id)] = "kept"
     for table, ids in deleted.items():
         for row_id in ids:
@@ -506,34 +494,6 @@ def fates(rows: Rows) -> dict[tuple[str, int], str]:
         for row_id in ids:
             result[(table, row_id)] = "anonymised"
     return result
-
-
-@dataclass
-class Run:
-    app_id: str
-    workdir: Path
-    policy: Path
-    rows: Rows
-    clock: Settings
-    """The stack's settings with the run's manual clock."""
-    tables: tuple[str, ...]
-    """The demo tables the policy names, unqualified."""
-    commands_start: dict[int, int] = field(default_factory=dict)
-    others_before: dict[str, dict[int, tuple[Any, ...]]] = field(default_factory=dict)
-
-    def topic(self, table: str) -> str:
-        return f"hosting.public.{table}"
-
-
-def write_policy(path: Path) -> dict[str, Any]:
-    """config/policy.yaml with an objected call recording due at `recorded_at` instead of
-    `at_once` (see the module docstring); the policy document is returned."""
-    document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text(encoding="utf-8"))
-    stage = document["sources"]["public.call_recordings"]["rules"][0]["stages"][0]
-    assert stage["due"]["then"] == "at_once", "config/policy.yaml's call recordings changed"
-    stage["due"]["then"] = "recorded_at"
-    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return dict(document)
 
 
 def other_rows(
@@ -553,407 +513,91 @@ def other_rows(
         }
 
 
-def delete_rows(settings: Settings, tables: tuple[str, ...], low: int, high: int) -> None:
-    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
-        for table in tables:
-            conn.execute(f"DELETE FROM {table} WHERE id BETWEEN %s AND %s", (low, high))
-
-
 @pytest.fixture(scope="module")
 def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The run's ids, policy and clock; its rows are deleted and its topics dropped at the end."""
     hex_id = uuid.uuid4().hex[:8]
-    app_id = APP_ID_PREFIX + hex_id
-    base = RANGE_LOW + (int(hex_id, 16) % 9000) * 100
-    workdir = tmp_path_factory.mktemp("e2e")
-    document = write_policy(workdir / "policy.yaml")
-    tables = tuple(source.split(".", 1)[1] for source in document["sources"])
-    clock = replace(
+    run = new_run(
         real_stack,
-        clock_mode="manual",
-        clock_start=from_datetime(START),
-        clock_topic=f"{app_id}-clock",
+        APP_ID_PREFIX + hex_id,
+        tmp_path_factory.mktemp("e2e"),
+        base=RANGE_LOW + (int(hex_id, 16) % 9000) * 100,
+        span=100,
+        id_range=(RANGE_LOW, RANGE_HIGH),
+        start=START,
+        advances=(FIRST, SECOND),
     )
-    run = Run(app_id, workdir, workdir / "policy.yaml", Rows(base), clock, tables)
-    delete_rows(real_stack, tables, base, base + 99)  # a crashed run's leftovers
-    run.others_before = other_rows(real_stack, tables)
-    run.commands_start = topic_ends(real_stack, "lethe.commands")
     try:
         yield run
     finally:
-        sink_topics = [f"lethe.sink.public.{table}" for table in tables]
-        caught_up = sink_caught_up(real_stack, sink_topics)
-        if not caught_up:
-            time.sleep(10)
-        delete_rows(real_stack, tables, base, base + 99)
-        forget_topics(real_stack, run.app_id)  # its clock topic among them
+        forget_run(real_stack, run)
 
 
-def start_worker(run: Run) -> WorkerProcess:
-    """The run's worker: enforcing, under the run's manual clock from START."""
-    return workers.start_worker(
-        run.app_id,
-        run.workdir,
-        run.policy,
-        env={
-            "LETHE_INTERNAL_PARTITIONS": str(PARTITIONS),
-            "LETHE_ENFORCE": "on",
-            "LETHE_CLOCK": "manual",
-            "LETHE_CLOCK_START": format_instant(from_datetime(START)),
-            "LETHE_CLOCK_TOPIC": f"{run.app_id}-clock",
-        },
-    )
+@pytest.fixture(scope="module")
+def others_before(real_stack: Settings, run: Run) -> dict[str, dict[int, tuple[Any, ...]]]:
+    """Every row outside the test's id range when the test starts."""
+    return other_rows(real_stack, run.tables)
 
 
 @pytest.fixture(scope="module")
 def worker(real_stack: Settings, run: Run) -> Iterator[WorkerProcess]:
-    with serving(start_worker(run)) as handle:
+    with worker_serving(run, PARTITIONS) as handle:
         yield handle
 
 
-class ChangeTopics:
-    """The demo change topics, read from their start: what the worker consumes."""
-
-    def __init__(self, settings: Settings, run: Run) -> None:
-        self.run = run
-        self.readers = {table: Reader(settings, run.topic(table)) for table in run.tables}
-
-    def ours(self, table: str) -> int:
-        """How many change events (not tombstones) of the run's rows `table`'s topic holds."""
-        low, high = self.run.rows.base, self.run.rows.base + 99
-        count = 0
-        for message in self.readers[table].read():
-            if message.value() is None:
-                continue
-            payload = orjson.loads(message.value())["payload"]
-            image = payload["after"] or payload["before"]
-            count += low <= image["id"] <= high
-        return count
-
-    def lines(self) -> list[dict[str, Any]]:
-        """Every record as a `lethe simulate` line, in the order Debezium sent them."""
-        lines = []
-        for table in self.run.tables:
-            for message in self.readers[table].read():
-                if message.value() is None:
-                    continue
-                value = orjson.loads(message.value())
-                lines.append(
-                    {
-                        "topic": message.topic(),
-                        "key": orjson.loads(message.key()),
-                        "value": value,
-                        "order": (value["payload"]["ts_ms"], message.topic(), message.offset()),
-                    }
-                )
-        lines.sort(key=lambda line: line.pop("order"))
-        return lines
-
-    def close(self) -> None:
-        for reader in self.readers.values():
-            reader.close()
-
-
-def insert(conn: psycopg.Connection[Any], table: str, row: dict[str, Any]) -> None:
-    columns = ", ".join(row)
-    marks = ", ".join(["%s"] * len(row))
-    conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
-
-
-def update(conn: psycopg.Connection[Any], table: str, row_id: int, columns: dict[str, Any]) -> None:
-    assignments = ", ".join(f"{column} = %s" for column in columns)
-    conn.execute(f"UPDATE {table} SET {assignments} WHERE id = %s", (*columns.values(), row_id))
-
-
-def worker_caught_up(settings: Settings, run: Run, worker: WorkerProcess) -> None:
-    """Wait until the worker has committed every record now on the change topics, then
-    every record then on its subject events topic (so every event so far, and a sweep after
-    it, is processed)."""
-    consumer = Consumer({**quiet(settings), "group.id": run.app_id, "enable.auto.commit": False})
-    try:
-        committed_to_end(settings, consumer, [run.topic(t) for t in run.tables], worker)
-        time.sleep(2.0)  # a few ticks after the last event
-        committed_to_end(settings, consumer, [f"{run.app_id}-subject-events"], worker)
-    finally:
-        consumer.close()
-
-
-def committed_to_end(
-    settings: Settings, consumer: Consumer, topics: list[str], worker: WorkerProcess
-) -> None:
-    """Wait until the worker's group has committed `topics` up to their ends now."""
-    ends = {topic: topic_ends(settings, topic) for topic in topics}
-    partitions = [TopicPartition(t, p) for t, parts in ends.items() for p in parts]
-    behind: list[str] = []
-
-    def committed_all() -> bool | None:
-        committed = consumer.committed(partitions, timeout=10)
-        behind[:] = [
-            f"{tp.topic}[{tp.partition}] at {tp.offset} of {ends[tp.topic][tp.partition]}"
-            for tp in committed
-            if max(tp.offset, 0) < ends[tp.topic][tp.partition]
-        ]
-        return True if not behind else None
-
-    wait_for(lambda: f"the worker to commit {', '.join(behind)}", committed_all, worker)
-
-
-def wait_for_debezium(topics: ChangeTopics, expected: Counter[str], worker: WorkerProcess) -> None:
-    """Wait until the change topics hold `expected` change events of the run's rows per table."""
-
-    def seen() -> bool | None:
-        return True if all(topics.ours(t) >= n for t, n in expected.items()) else None
-
-    wait_for(
-        lambda: (
-            "Debezium's change events of the test's rows: "
-            + ", ".join(f"{t} {topics.ours(t)}/{n}" for t, n in sorted(expected.items()))
-        ),
-        seen,
-        worker,
-    )
-
-
-def simulate(run: Run, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`lethe simulate` over `lines` under the run's manual clock, advanced as the worker saw."""
-    events = run.workdir / "events.jsonl"
-    events.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
-    with ManualClockReader(run.clock) as reader:
-        advances = reader.clock().advances
-    assert [a.to for a in advances] == [from_datetime(FIRST), from_datetime(SECOND)]
-    advances_file = run.workdir / "advances.txt"
-    advances_file.write_text(
-        "".join(f"{format_instant(a.wall)} {format_instant(a.to)}\n" for a in advances),
-        encoding="utf-8",
-    )
-    env = {name: value for name, value in os.environ.items() if not name.startswith("LETHE_")}
-    env.update({"LETHE_CLOCK": "manual", "LETHE_CLOCK_START": format_instant(from_datetime(START))})
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "lethe", "simulate", "--policy", str(run.policy)),
-            *("--events", str(events), "--until", format_instant(from_datetime(SECOND))),
-            *("--clock-advances", str(advances_file)),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr.decode()[-3000:]
-    return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
-
-
-def anonymised(method: Any, value: Any) -> Any:
-    """A column's value once anonymised by the policy's `method` (the demo's two kinds)."""
-    if method == "empty":
-        return None
-    if method == {"coarsen": "month"}:
-        return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    raise AssertionError(f"no expectation written for anonymise method {method!r}")
-
-
-def expected_state(
-    run: Run, policy: dict[str, Any], commands: list[dict[str, Any]]
-) -> dict[str, dict[int, dict[str, Any]]]:
-    """The run's rows once `commands` (in their order) are applied to what the test wrote."""
-    state = {
-        table: {i: dict(v) for i, v in rows.items()} for table, rows in run.rows.values.items()
-    }
-    for command in commands:
-        table = command["table"].split(".", 1)[1]
-        row = state.get(table, {}).get(int(command["key"]["id"]))
-        if row is None:
-            continue
-        if command["action"] == "delete":
-            del state[table][row["id"]]
-        elif command["action"] == "anonymise":
-            methods = policy["sources"][command["table"]]["anonymise"]
-            for column in command["fields"]:
-                row[column] = anonymised(methods[column], row[column])
-    return state
-
-
-def database_state(settings: Settings, run: Run) -> dict[str, dict[int, dict[str, Any]]]:
-    low, high = run.rows.base, run.rows.base + 99
-    state: dict[str, dict[int, dict[str, Any]]] = {}
-    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        for table in run.tables:
-            cursor = conn.execute(f"SELECT * FROM {table} WHERE id BETWEEN %s AND %s", (low, high))
-            names = [column.name for column in cursor.description or ()]
-            state[table] = {row[0]: dict(zip(names, row, strict=True)) for row in cursor}
-    return state
-
-
-def differences(
-    expected: dict[str, dict[int, dict[str, Any]]], actual: dict[str, dict[int, dict[str, Any]]]
-) -> list[str]:
-    """Each (table, id) where the database differs from the expectation, with both."""
-    found = []
-    for table in sorted(set(expected) | set(actual)):
-        want, have = expected.get(table, {}), actual.get(table, {})
-        for row_id in sorted(set(want) | set(have)):
-            w, h = want.get(row_id), have.get(row_id)
-            if w is None or h is None:
-                if w != h:
-                    found.append(
-                        f"{table} id {row_id}: expected {'deleted' if w is None else 'present'}, "
-                        f"found {'deleted' if h is None else 'present'}"
-                    )
-                continue
-            changed = {c: (w[c], h.get(c)) for c in w if w[c] != h.get(c)}
-            if changed:
-                found.append(
-                    f"{table} id {row_id}: "
-                    + "; ".join(f"{c} expected {e!r}, found {a!r}" for c, (e, a) in changed.items())
-                )
-    return found
-
-
-def outcome(run: Run, state: dict[str, dict[int, dict[str, Any]]]) -> dict[tuple[str, int], str]:
-    """`deleted`, `anonymised` or `kept` for each row the test wrote, in `state`."""
-    result = {}
-    for table, written in run.rows.values.items():
-        for row_id, values in written.items():
-            now = state[table].get(row_id)
-            if now is None:
-                result[(table, row_id)] = "deleted"
-            else:
-                same = all(now[column] == value for column, value in values.items())
-                result[(table, row_id)] = "kept" if same else "anonymised"
-    return result
-
-
-def live_commands(settings: Settings, run: Run) -> list[dict[str, Any]]:
-    """The commands on `lethe.commands` since the test started for rows in the test's id
-    range, every record (at least once: a command may be sent more than once, same id)."""
-    reader = Reader(settings, "lethe.commands", start=run.commands_start)
-    try:
-        found = []
-        for message in reader.read():
-            command = fastavro.schemaless_reader(io.BytesIO(message.value()), COMMAND_SCHEMA)
-            key = command["key"].get("id")
-            if isinstance(key, int) and RANGE_LOW <= key <= RANGE_HIGH:
-                found.append({**command, "command_id": str(command["command_id"])})
-        return found
-    finally:
-        reader.close()
-
-
-def command_differences(live: list[dict[str, Any]], simulated: list[dict[str, Any]]) -> list[str]:
-    """Each command only one of `lethe.commands` and `lethe simulate` has, described by id,
-    action, table, key, due instant and subject (and how often the worker sent it)."""
-    sends = Counter(c["command_id"] for c in live)
-    live_by_id = {c["command_id"]: c for c in live}
-    simulated_by_id = {c["command_id"]: c for c in simulated}
-
-    def described(c: dict[str, Any]) -> str:
-        return (
-            f"{c['action']} {c['table']} id {c['key']['id']} command_id {c['command_id']} "
-            f"due {c['due_at']} issued {c['issued_at']} subject {c['subject']}"
-        )
-
-    return [
-        f"only on lethe.commands (sent {sends[i]} times): {described(live_by_id[i])}"
-        for i in sorted(set(live_by_id) - set(simulated_by_id))
-    ] + [
-        f"only in `lethe simulate`: {described(simulated_by_id[i])}"
-        for i in sorted(set(simulated_by_id) - set(live_by_id))
-    ]
-
-
-def check_confirmations(worker: WorkerProcess, simulated: list[dict[str, Any]], run: Run) -> None:
-    """Lethe records the deletes and anonymises confirmed from the change stream
-    (`lethe_commands_confirmed_total{table,action}`, one per distinct command of the run's
-    rows)."""
-    low, high = run.rows.base, run.rows.base + 99
-    expected = Counter(
-        (c["table"], c["action"])
-        for c in {c["command_id"]: c for c in simulated}.values()
-        if c["action"] in ("delete", "anonymise") and low <= int(c["key"]["id"]) <= high
-    )
-
-    def confirmed() -> dict[tuple[str, str], int]:
-        metrics = worker.metrics() or {}
-        return {
-            (dict(labels)["table"], dict(labels)["action"]): int(value)
-            for (name, labels), value in metrics.items()
-            if name == "lethe_commands_confirmed_total" and value
-        }
-
-    wait_for(
-        lambda: f"confirmations {confirmed()} to reach {dict(expected)}",
-        lambda: True if confirmed() == dict(expected) else None,
-        worker,
-    )
-
-
-def issued_counts(worker: WorkerProcess) -> dict[tuple[str, str], int]:
-    metrics = worker.metrics() or {}
-    return {
-        (dict(labels)["table"], dict(labels)["action"]): int(value)
-        for (name, labels), value in metrics.items()
-        if name == "lethe_commands_issued_total" and value
-    }
-
-
 def test_live_enforcer_and_simulation_leave_every_demo_table_the_same(
-    real_stack: Settings, run: Run, worker: WorkerProcess
+    real_stack: Settings,
+    run: Run,
+    others_before: dict[str, dict[int, tuple[Any, ...]]],
+    worker: WorkerProcess,
 ) -> None:
-    policy = yaml.safe_load(run.policy.read_text(encoding="utf-8"))
-    rows = run.rows
+    rows = Rows(run.base)
     topics = ChangeTopics(real_stack, run)
     try:
         expected_events: Counter[str] = Counter()
         with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-            rows.values["legal_holds"] = {}
+            run.values["legal_holds"] = {}
             for hold in holds(rows):
                 insert(conn, "legal_holds", hold)
-                rows.values["legal_holds"][hold["id"]] = dict(hold)
+                run.values["legal_holds"][hold["id"]] = dict(hold)
                 expected_events["legal_holds"] += 1
         wait_for_debezium(topics, expected_events, worker)
         worker_caught_up(real_stack, run, worker)  # the holds are in force before their rows
 
         with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
             for table, written in first_rows(rows).items():
-                rows.values[table] = {}
+                run.values[table] = {}
                 for row in written:
                     insert(conn, table, row)
-                    rows.values[table][row["id"]] = dict(row)
+                    run.values[table][row["id"]] = dict(row)
                     expected_events[table] += 1
         wait_for_debezium(topics, expected_events, worker)
         worker_caught_up(real_stack, run, worker)
         assert issued_counts(worker) == {}, "nothing is due at the clock's start"
 
-        advance_manual_clock(run.clock, from_datetime(FIRST))
+        advance_clock(real_stack, run, FIRST)
         worker_caught_up(real_stack, run, worker)
 
         with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
             for table, row_id, columns in second_writes(rows):
-                if row_id in rows.values[table]:
+                if row_id in run.values[table]:
                     update(conn, table, row_id, columns)
-                    rows.values[table][row_id].update(columns)
+                    run.values[table][row_id].update(columns)
                 else:
                     insert(conn, table, columns)
-                    rows.values[table][row_id] = dict(columns)
+                    run.values[table][row_id] = dict(columns)
                 expected_events[table] += 1
         wait_for_debezium(topics, expected_events, worker)
         worker_caught_up(real_stack, run, worker)
 
-        advance_manual_clock(run.clock, from_datetime(SECOND))
+        advance_clock(real_stack, run, SECOND)
         worker_caught_up(real_stack, run, worker)
         sink_topics = [f"lethe.sink.public.{table}" for table in run.tables]
         assert sink_caught_up(real_stack, sink_topics), "the sink did not catch up within 60 s"
 
         simulated = simulate(run, topics.lines())
-        expected = expected_state(run, policy, simulated)
-
-        def agreed() -> bool | None:
-            return True if not differences(expected, database_state(real_stack, run)) else None
-
-        with contextlib.suppress(pytest.fail.Exception):
-            wait_for("the database to reach the simulated state", agreed, worker)
+        expected = expected_state(run, simulated)
+        wait_for_state(real_stack, run, expected)
         actual = database_state(real_stack, run)
 
         problems = [
@@ -964,7 +608,7 @@ def test_live_enforcer_and_simulation_leave_every_demo_table_the_same(
         problems += [
             f"PostgreSQL differs from `lethe simulate`: {d}" for d in differences(expected, actual)
         ]
-        hand, seen = fates(rows), outcome(run, actual)
+        hand, seen = fates(rows, run.values), outcome(run, actual)
         problems += [
             f"{table} id {row_id}: worked out by hand {hand.get((table, row_id))}, "
             f"found {seen.get((table, row_id))}"
@@ -975,7 +619,7 @@ def test_live_enforcer_and_simulation_leave_every_demo_table_the_same(
         others_after = other_rows(real_stack, run.tables)
         problems += [
             f"{table} id {row_id}, a row the test did not write, was changed or deleted"
-            for table, before in run.others_before.items()
+            for table, before in others_before.items()
             for row_id, values in before.items()
             if others_after[table].get(row_id) != values
         ]

@@ -196,23 +196,27 @@ def delete_rows(settings: Settings, run: Run) -> None:
             )
 
 
-def forget_run(settings: Settings, run: Run) -> None:
+def forget_run(settings: Settings, run: Run, marker: str = "") -> None:
     """After a run: let the sink catch up, delete the run's rows, drop its topics (its clock
-    topic among them) and consumer group."""
+    topic among them, and every topic whose name holds `marker` when given) and consumer
+    group."""
     caught_up = sink_caught_up(settings, [f"lethe.sink.public.{t}" for t in run.tables])
     if not caught_up:
         time.sleep(10)
     delete_rows(settings, run)
-    forget_topics(settings, run.app_id)
+    forget_topics(settings, run.app_id, marker)
 
 
-def start_worker(run: Run, partitions: int = 8, **env: str) -> WorkerProcess:
-    """The run's worker: enforcing, under the run's manual clock from its start; `env` adds
-    variables (e.g. LETHE_CONFIRM_TIMEOUT)."""
+def start_worker(
+    run: Run, partitions: int = 8, *, loglevel: str = "info", **env: str
+) -> WorkerProcess:
+    """The run's worker: enforcing, under the run's manual clock from its start, logging at
+    `loglevel`; `env` adds variables (e.g. LETHE_CONFIRM_TIMEOUT)."""
     return workers.start_worker(
         run.app_id,
         run.workdir,
         run.policy,
+        loglevel=loglevel,
         env={
             "LETHE_INTERNAL_PARTITIONS": str(partitions),
             "LETHE_ENFORCE": "on",

@@ -57,7 +57,6 @@ import base64
 import hashlib
 import hmac
 import io
-import json
 import os
 import re
 import subprocess
@@ -66,9 +65,8 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -81,25 +79,27 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from lethe.clock import advance_manual_clock
 from lethe.settings import Settings
 from lethe.topics import DEADLETTER_RETENTION_S, DEADLETTER_TOPIC, SUBJECT_EVENTS_RETENTION_S
-from policy.instants import format_instant, from_datetime
-from tests.integration import workers
-from tests.integration.test_end_to_end import (
+from policy.instants import from_datetime
+from tests.integration.faults import (
+    AUDIT_SCHEMA,
+    COMMAND_SCHEMA,
+    ROOT,
     ChangeTopics,
-    Rows,
     Run,
     at,
-    delete_rows,
-    insert,
+    database_state,
+    forget_run,
+    insert_rows,
     issued_counts,
+    new_run,
+    start_worker,
     update,
     wait_for_debezium,
     worker_caught_up,
-    write_policy,
 )
 from tests.integration.workers import (
     Reader,
     WorkerProcess,
-    forget_topics,
     produce,
     quiet,
     serving,
@@ -110,23 +110,29 @@ from tests.integration.workers import (
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 APP_ID_PREFIX = "lethe-it-pii-"
 """Not `canary`: the app id is in topic names and log lines."""
-RANGE_LOW = 927_000_000
+RANGE_LOW, RANGE_HIGH = 927_000_000, 927_899_999
+"""Ids of this test's rows (every run takes a block of 100 inside): no demo row has one."""
 START = at("2010-01-01")
 ADVANCE = at("2016-01-01")
 HASH_KEY = "pii-test-audit-hash-key-7f3a9c1e5b2d4f6a8c0e"
-COMMAND_SCHEMA = fastavro.parse_schema(
-    json.loads((ROOT / "schemas" / "retention_command.avsc").read_text(encoding="utf-8"))
-)
-AUDIT_SCHEMA = fastavro.parse_schema(
-    json.loads((ROOT / "schemas" / "audit_record.avsc").read_text(encoding="utf-8"))
-)
+PARTITIONS = 2
+"""The worker's internal partitions: the integration workers' usual two."""
 
 
-class Canaries(Rows):
-    """The test's rows and their canaries (ids `base + n`)."""
+@dataclass(frozen=True)
+class Canaries:
+    """The canaries of the test's rows (ids `base + n`, customer ids the same); the rows
+    written are kept in `Run.values`."""
+
+    base: int
+
+    def customer(self, n: int) -> int:
+        return self.base + n
+
+    def id(self, n: int) -> int:
+        return self.base + n
 
     def text(self, table: str, column: str, n: int) -> str:
         return f"CANARY-{table}-{column}-{n}-{self.base}"
@@ -491,30 +497,29 @@ def email_hmac(address: str) -> str:
 
 @pytest.fixture(scope="module")
 def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """The run's block, policy (the poison table's source added) and clock; its rows are
+    deleted and its topics dropped at the end."""
     hex_id = uuid.uuid4().hex[:8]
     app_id = APP_ID_PREFIX + hex_id
-    base = RANGE_LOW + (int(hex_id, 16) % 9000) * 100
-    workdir = tmp_path_factory.mktemp("pii")
-    document = write_policy(workdir / "policy.yaml")
-    tables = tuple(source.split(".", 1)[1] for source in document["sources"])
+    run = new_run(
+        real_stack,
+        app_id,
+        tmp_path_factory.mktemp("pii"),
+        base=RANGE_LOW + (int(hex_id, 16) % 9000) * 100,
+        span=100,
+        id_range=(RANGE_LOW, RANGE_HIGH),
+        start=START,
+        advances=(ADVANCE,),
+    )
+    document = yaml.safe_load(run.policy.read_text(encoding="utf-8"))
     document["sources"][f"public.{poison_table(app_id)}"] = document["sources"][
         "public.connection_logs"
     ]
-    (workdir / "policy.yaml").write_text(yaml.safe_dump(document, sort_keys=False), "utf-8")
-    clock = replace(
-        real_stack,
-        clock_mode="manual",
-        clock_start=from_datetime(START),
-        clock_topic=f"{app_id}-clock",
-    )
-    run = Run(app_id, workdir, workdir / "policy.yaml", Canaries(base), clock, tables)
-    delete_rows(real_stack, tables, base, base + 99)
+    run.policy.write_text(yaml.safe_dump(document, sort_keys=False), "utf-8")
     try:
         yield run
     finally:
-        sink_caught_up(real_stack, [f"lethe.sink.public.{table}" for table in tables])
-        delete_rows(real_stack, tables, base, base + 99)
-        forget_topics(real_stack, run.app_id, poison_table(run.app_id))
+        forget_run(real_stack, run, poison_table(run.app_id))
 
 
 def poison_table(app_id: str) -> str:
@@ -547,22 +552,6 @@ def poison(rows: Canaries, topic: str) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def start_worker(run: Run) -> WorkerProcess:
-    return workers.start_worker(
-        run.app_id,
-        run.workdir,
-        run.policy,
-        loglevel="debug",
-        env={
-            "LETHE_ENFORCE": "on",
-            "LETHE_CLOCK": "manual",
-            "LETHE_CLOCK_START": format_instant(from_datetime(START)),
-            "LETHE_CLOCK_TOPIC": f"{run.app_id}-clock",
-            "LETHE_AUDIT_HASH_KEY": HASH_KEY,
-        },
-    )
-
-
 def lethe_topics(settings: Settings) -> list[str]:
     """Every `lethe.*` topic now (the audit, the commands, the sink topics, the dead letters,
     the default clock, any added later)."""
@@ -570,20 +559,9 @@ def lethe_topics(settings: Settings) -> list[str]:
     return sorted(topic for topic in existing if topic.startswith("lethe."))
 
 
-def database_rows(settings: Settings, run: Run) -> dict[str, dict[int, dict[str, Any]]]:
-    low, high = run.rows.base, run.rows.base + 99
-    state: dict[str, dict[int, dict[str, Any]]] = {}
-    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
-        for table in run.tables:
-            cursor = conn.execute(f"SELECT * FROM {table} WHERE id BETWEEN %s AND %s", (low, high))
-            names = [column.name for column in cursor.description or ()]
-            state[table] = {row[0]: dict(zip(names, row, strict=True)) for row in cursor}
-    return state
-
-
 def enforced(settings: Settings, run: Run) -> list[str]:
     """How PostgreSQL differs from the hand-worked outcome (empty: every command applied)."""
-    rows, base = database_rows(settings, run), run.rows.base
+    rows, base = database_state(settings, run), run.base
     wrong = [
         f"{table} {n} not deleted"
         for table, ns in DELETED.items()
@@ -627,8 +605,7 @@ def simulate_output(run: Run, lines: list[dict[str, Any]]) -> list[str]:
 def test_no_personal_value_in_logs_metrics_audit_commands_or_sink_records(
     real_stack: Settings, run: Run
 ) -> None:
-    rows = run.rows
-    assert isinstance(rows, Canaries)
+    rows = Canaries(run.base)
     sink_topics = [f"lethe.sink.public.{table}" for table in run.tables]
     starts = {topic: topic_ends(real_stack, topic) for topic in lethe_topics(real_stack)}
     bad_topic = run.topic(poison_table(run.app_id))
@@ -646,14 +623,10 @@ def test_no_personal_value_in_logs_metrics_audit_commands_or_sink_records(
     topics = ChangeTopics(real_stack, run)
     expected: Counter[str] = Counter()
     try:
-        with serving(start_worker(run)) as worker:
-            with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-                for table, written in canary_rows(rows).items():
-                    rows.values[table] = {}
-                    for row in written:
-                        insert(conn, table, row)
-                        rows.values[table][row["id"]] = row
-                        expected[table] += 1
+        with serving(
+            start_worker(run, PARTITIONS, loglevel="debug", LETHE_AUDIT_HASH_KEY=HASH_KEY)
+        ) as worker:
+            insert_rows(real_stack, run, canary_rows(rows), expected)
             wait_for_debezium(topics, expected, worker)
             worker_caught_up(real_stack, run, worker)
             for key, value in bad:
@@ -688,7 +661,7 @@ def test_no_personal_value_in_logs_metrics_audit_commands_or_sink_records(
         lines = [
             line
             for line in topics.lines()
-            if rows.base <= (line["key"].get("payload") or line["key"])["id"] < rows.base + 100
+            if run.owns((line["key"].get("payload") or line["key"])["id"])
         ]
     finally:
         topics.close()

@@ -8,9 +8,10 @@ offsets, never record values).
 A dead letter is the exception: it carries the raw record, which can be what makes it fail
 (a record too large for the dead-letter topic once base64-encoded). It is tried at most
 `DEAD_LETTER_ATTEMPTS` times, or once when the error cannot heal (`retriable` false, as
-aiokafka's errors say, timeouts excepted); then the dead letter goes without its raw key and value
-(its reason, the sizes and the error instead), retried until the broker has it, so the
-agent is never blocked for good by one record and the record is still accounted for.
+aiokafka's errors say, timeouts excepted; behind Faust's `ProducerSendError`, its cause);
+then the dead letter goes without its raw key and value (its reason, the sizes and the error
+instead), retried until the broker has it, so the agent is never blocked for good by one
+record and the record is still accounted for.
 """
 
 from __future__ import annotations
@@ -102,8 +103,13 @@ async def deliver_dead_letter(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _may_heal(error: Exception) -> bool:
-    """A timeout or lost connection may heal; so may an error that does not say it cannot."""
+def _may_heal(error: BaseException) -> bool:
+    """A timeout or lost connection may heal; so may an error that does not say it cannot.
+    Faust raises the client's error as the cause of its own `ProducerSendError`, which says
+    nothing: the innermost cause decides (a too-large record was tried 8 times, about 90 s of
+    a stalled agent per record, while its cause said it cannot heal)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
     if isinstance(error, KafkaTimeoutError | KafkaConnectionError | TimeoutError | ConnectionError):
         return True
     return bool(getattr(error, "retriable", True))

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 
 from lethe import topics
 from lethe.agents import delivery
@@ -83,6 +84,24 @@ def test_an_error_that_cannot_heal_sends_it_at_once_without_the_raw_record() -> 
         3,
         42,
     )
+
+
+def test_a_too_large_dead_letter_behind_fausts_send_error_goes_at_once_without_raw() -> None:
+    """Faust's producer raises the client's refusal as the cause of a ProducerSendError (as the
+    worker meets it); it cannot heal either: one try, not eight over ~90 s."""
+    try:
+        try:
+            raise MessageSizeTooLargeError("too large")
+        except MessageSizeTooLargeError as refused:
+            raise ProducerSendError(f"Error while sending: {refused!r}") from refused
+    except ProducerSendError as wrapped:
+        error = wrapped
+    channel = Channel(error, KafkaTimeoutError())
+    assert deliver(channel) is True
+    [(key, value)] = channel.delivered
+    assert key is None
+    assert "MessageSizeTooLargeError" in orjson.loads(value or b"")["raw_dropped"]
+    assert channel.errors == [], "the stripped dead letter came after one more failure"
 
 
 def test_an_error_that_may_heal_is_retried_then_the_raw_record_is_given_up() -> None:

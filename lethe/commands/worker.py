@@ -140,12 +140,29 @@ def quiet_root_worker() -> type[faust.Worker]:
     return Worker
 
 
+def missing_codecs() -> list[str]:
+    """The compression codecs aiokafka cannot decompress in this environment (snappy, lz4 and
+    zstd need `cramjam`, which aiokafka's extras bring)."""
+    from aiokafka import codec
+
+    found = (("snappy", codec.has_snappy), ("lz4", codec.has_lz4), ("zstd", codec.has_zstd))
+    return [name for name, has in found if not has()]
+
+
 def run(args: argparse.Namespace) -> int:
     from lethe import __version__, topics
     from lethe.app import change_topic_partitions, declare_change_topics, declare_internal_topic
     from lethe.metrics import policy_hash
 
     settings = Settings.from_env()
+    missing = missing_codecs()
+    if missing:
+        print(
+            f"lethe worker: warning: this environment cannot decompress {', '.join(missing)}: "
+            "a change topic compressed with one of them is set aside, unread "
+            "(lethe_unreadable_partitions); install pip install 'aiokafka[lz4,snappy,zstd]'",
+            file=sys.stderr,
+        )
     policy = load_policy(settings.policy_path)
     names = topics.policy_change_topics(policy, settings.cdc_topic_prefix)
     created = declare_change_topics(settings, names)

@@ -91,6 +91,9 @@ class LetheApp(faust.App):
     forwarder: KafkaForwarder | None = None
     """The worker's producer to `subject_events` (`lethe.forwarding`), set by the worker
     command; the consumer commits only what it has delivered."""
+    dead_letter_pipeline: Any = None
+    """The assign agent's dead letters in flight (`lethe.agents.delivery.DeadLetterPipeline`),
+    set by the worker command; the consumer commits only once they are delivered."""
 
     def _new_transport(self) -> TransportT:
         # Faust's `by_url` would pick its stock aiokafka transport for kafka:// URLs;

@@ -164,11 +164,16 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         """Commit only once the forwarder (`app.forwarder`, when the app has one) delivered
-        every record it was handed; never after it failed."""
+        every record it was handed, never after it failed; and once every dead letter handed
+        to `app.dead_letter_pipeline` (`lethe.agents.delivery.DeadLetterPipeline`) is
+        delivered, never after one was lost."""
         forwarder = getattr(self.app, "forwarder", None)
         if forwarder is not None and not await forwarder.settle(lambda: self.should_stop):
             if forwarder.failure is not None:
                 await self.crash(ForwardFailed(forwarder.failure))
+            return False
+        dead_letters = getattr(self.app, "dead_letter_pipeline", None)
+        if dead_letters is not None and not await dead_letters.settle(lambda: self.should_stop):
             return False
         return bool(await super()._commit(offsets))
 

@@ -60,6 +60,7 @@ def build_worker_app(
     `change_partitions` partitions each; it forwards to its subject events through its own
     producer (`lethe.forwarding`)."""
     from lethe import agents
+    from lethe.agents.delivery import DeadLetterPipeline
     from lethe.app import create_app
     from lethe.clock import LiveClock
     from lethe.forwarding import kafka_forwarder
@@ -67,6 +68,7 @@ def build_worker_app(
 
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
     app.forwarder = kafka_forwarder(settings, app.subject_events.get_topic_name())
+    app.dead_letter_pipeline = DeadLetterPipeline()
     agents.install(
         app,
         engine=Engine.compile(policy, confirm_after=settings.confirm_after),
@@ -82,6 +84,7 @@ def build_worker_app(
         census_interval=settings.census_interval,
         detailed_metrics=settings.metrics,
         forwarder=app.forwarder,
+        dead_letter_pipeline=app.dead_letter_pipeline,
     )
     return app
 

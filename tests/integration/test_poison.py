@@ -5,7 +5,7 @@ The run has tables of its own (`provisioned` of test_enforce: copies of demo tab
 `poison_it_<run>_<table>`, their change topics, a policy naming only them). The test writes,
 in one seeded random order, into three of the run's change topics: 10,000 malformed records
 of every kind `tests/poison.py` makes (two of them too large for a dead letter's raw copy),
-and 240 good change records (creates of connection logs and surveys, half of them overdue,
+and 280 good change records (creates of connection logs and surveys, half of them overdue,
 and deletes of recent rows with their tombstones). One worker (wall clock, enforcing on the
 run's own tables) reads them. Then:
 - the worker is still running, and its /metrics answers;

@@ -39,6 +39,7 @@ from typing import Any, Final
 import faust
 from faust.exceptions import PartitionsMismatch
 from faust.types import AgentT, ChannelT, EventT, Message, TopicT
+from mode import CrashingSupervisor
 
 from lethe import topics
 from lethe.agents.delivery import DeadLetterPipeline, deliver_dead_letter
@@ -121,7 +122,9 @@ def install(
                 progress.processed(message.topic, message.partition, message.offset, forwarded)
             await marks.store(message.topic, message.partition, message.offset)
 
-    return app.agent(changes, name=AGENT_NAME, concurrency=1)(assign)
+    return app.agent(
+        changes, name=AGENT_NAME, concurrency=1, supervisor_strategy=CrashingSupervisor
+    )(assign)
 
 
 async def handle_change(

@@ -63,14 +63,19 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, Final
 
 from aiokafka.errors import IllegalStateError, UnsupportedCodecError
+from faust.streams import current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
 from lethe.forwarding import ForwardFailed
+from policy.envelope import rejection_of_bug
 
 log = logging.getLogger(__name__)
 
 SEEK_RETRY_S: Final = 1.0
+AGENT_FAILURE_ATTRIBUTE: Final = "agent_failure"
+"""The app attribute set when an agent failed on a record (`Consumer.on_task_error`): from
+then on the consumer commits nothing."""
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -158,6 +163,32 @@ class Consumer(faust_aiokafka.Consumer):
         log.error("%s", unreadable_message(tp, codec, exc))
         await self.seek_back({tp})
 
+    async def on_task_error(self, exc: BaseException) -> None:
+        """An agent raised on a record (Faust calls this from `App._on_agent_error`). Faust
+        commits here, past that record, and restarts the agent: tried on 2026-11-30, the
+        record was never processed again. Lethe's agents never raise for bad input (it is
+        dead-lettered); one that raises met a bug, or the broker or the disk failing, and
+        skipping its record would leave a row untracked, its retention never enforced. So
+        nothing is committed from now on (`_commit`), the log says what failed where, and
+        the agent, run under Faust's `CrashingSupervisor`, stops the worker: exit code 1
+        (`LetheWorkerDown` while none runs). Restarted, it reads the record again."""
+        setattr(self.app, AGENT_FAILURE_ATTRIBUTE, exc)
+        event = current_event()
+        where = "outside a record"
+        if event is not None:
+            message = event.message
+            where = f"{message.topic}[{message.partition}]@{message.offset}"
+        trace = rejection_of_bug(exc).trace if isinstance(exc, Exception) else None
+        log.critical(
+            "An agent failed on %s with %s (a bug in Lethe, or the broker or the disk "
+            "failing). The worker stops (exit code 1) and commits neither that record nor any "
+            "after it: restart it (a service manager does) and it processes them again. If it "
+            "fails again on the same record, report it with this log.\n%s",
+            where,
+            type(exc).__qualname__,
+            trace or "",
+        )
+
     def _commits_for(self, tp: TP) -> bool:
         """Whether Faust commits offsets for `tp` (read with acks, not a table changelog)."""
         return self.app.topics.acks_enabled_for(tp.topic) and not self._is_changelog_tp(tp)
@@ -166,7 +197,10 @@ class Consumer(faust_aiokafka.Consumer):
         """Commit only once the forwarder (`app.forwarder`, when the app has one) delivered
         every record it was handed, never after it failed; and once every dead letter handed
         to `app.dead_letter_pipeline` (`lethe.agents.delivery.DeadLetterPipeline`) is
-        delivered, never after one was lost."""
+        delivered, never after one was lost; never after an agent failed on a record
+        (`on_task_error`)."""
+        if getattr(self.app, AGENT_FAILURE_ATTRIBUTE, None) is not None:
+            return False  # an agent failed on a record: nothing past it (on_task_error)
         forwarder = getattr(self.app, "forwarder", None)
         if forwarder is not None and not await forwarder.settle(lambda: self.should_stop):
             if forwarder.failure is not None:

@@ -174,13 +174,13 @@ class Consumer(faust_aiokafka.Consumer):
         (`LetheWorkerDown` while none runs). Restarted, it reads the record again."""
         setattr(self.app, AGENT_FAILURE_ATTRIBUTE, exc)
         event = current_event()
-        where = "outside a record"
+        where = " outside any record"
         if event is not None:
             message = event.message
-            where = f"{message.topic}[{message.partition}]@{message.offset}"
+            where = f" on {message.topic}[{message.partition}]@{message.offset}"
         trace = rejection_of_bug(exc).trace if isinstance(exc, Exception) else None
         log.critical(
-            "An agent failed on %s with %s (a bug in Lethe, or the broker or the disk "
+            "An agent failed%s with %s (a bug in Lethe, or the broker or the disk "
             "failing). The worker stops (exit code 1) and commits neither that record nor any "
             "after it: restart it (a service manager does) and it processes them again. If it "
             "fails again on the same record, report it with this log.\n%s",

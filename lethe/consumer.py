@@ -146,8 +146,9 @@ class Consumer(faust_aiokafka.Consumer):
         with the others, from their committed offsets (aiokafka may have taken records of
         other partitions in the fetch that failed, and dropped them with it). Nothing of the
         unreadable partition is committed past what was processed; once the worker runs with
-        the codec, it reads the partition from there. The partition is tried again after
-        each rebalance (and set aside again): no loop on it. Without the partition (the
+        the codec, it reads the partition from there. It is tried again at most once per
+        rebalance (and set aside again): no loop on it. The gauge stays 1 until the worker
+        restarts. Without the partition (the
         error did not show it) the error goes on: Faust stops the worker, exit code 1."""
         tp = unreadable_partition(exc, self.unreadable_module)
         codec = codec_of(exc)

@@ -158,9 +158,7 @@ class Consumer(faust_aiokafka.Consumer):
         self.pause_partitions([tp])
         metrics = getattr(self.app, "metrics", None)
         if metrics is not None:
-            metrics.unreadable_partitions.labels(
-                topic=tp.topic, partition=str(tp.partition), codec=codec
-            ).set(1)
+            metrics.unreadable_partitions.labels(topic=tp.topic, partition=str(tp.partition)).set(1)
         log.error("%s", unreadable_message(tp, codec, exc))
         await self.seek_back({tp})
 

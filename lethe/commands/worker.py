@@ -69,6 +69,9 @@ def build_worker_app(
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
     app.forwarder = kafka_forwarder(settings, app.subject_events.get_topic_name())
     app.dead_letter_pipeline = DeadLetterPipeline()
+    for topic in change_topic_names:
+        for partition in range(change_partitions):
+            app.metrics.unreadable_partitions.labels(topic=topic, partition=str(partition)).set(0)
     agents.install(
         app,
         engine=Engine.compile(policy, confirm_after=settings.confirm_after),

@@ -170,7 +170,8 @@ class Consumer(faust_aiokafka.Consumer):
         skipping its record would leave a row untracked, its retention never enforced. So
         nothing is committed from now on (`_commit`), the log says what failed where, and
         the agent, run under Faust's `CrashingSupervisor`, stops the worker: exit code 1
-        (`LetheWorkerDown` while none runs). Restarted, it reads the record again."""
+        (`LetheWorkerDown` while none runs; `LetheWorkerRestarting` when it is restarted into
+        the same failure). Restarted, it reads the record again."""
         setattr(self.app, AGENT_FAILURE_ATTRIBUTE, exc)
         event = current_event()
         where = " outside any record"

@@ -15,6 +15,7 @@ import faust
 from faust.types import ChannelT, TopicT
 
 from lethe.agents import assign, enforce, lag
+from lethe.agents.delivery import DeadLetterPipeline
 from lethe.agents.watermarks import UNCHECKED, ChangeProgress
 from lethe.clock import LiveClock
 from lethe.forwarding import Forwarder
@@ -40,6 +41,7 @@ def install(
     detailed_metrics: bool = True,
     forwarder: Forwarder | None = None,
     heartbeat: SourceHeartbeat | None = None,
+    dead_letter_pipeline: DeadLetterPipeline | None = None,
 ) -> None:
     """Register every agent of the worker on `app`: the assign agent reads `changes` (each
     with `change_partitions` partitions) and forwards to `subject_events`
@@ -51,8 +53,10 @@ def install(
     enforce agent takes a census of its state every `census_interval` seconds. Without
     `detailed_metrics` (LETHE_METRICS=off) neither is done.
     Forwards and ticks go through `forwarder` (the worker's producer, `lethe.forwarding`;
-    None: Faust sends them to `subject_events`). A caught-up change topic counts as processed
-    only up to the source connector's newest `heartbeat` (None: not checked)."""
+    None: Faust sends them to `subject_events`). The assign agent's dead letters go through
+    `dead_letter_pipeline` (in the background; the consumer commits once they are delivered;
+    None: each awaited in turn). A caught-up change topic counts as processed only up to the
+    source connector's newest `heartbeat` (None: not checked)."""
     progress = ChangeProgress(engine.policy.sources_by_topic)
     assign.install(
         app,
@@ -64,6 +68,7 @@ def install(
         partitions=change_partitions,
         progress=progress,
         forwarder=forwarder,
+        dead_letter_pipeline=dead_letter_pipeline,
     )
     if clock is None:
         if detailed_metrics:

@@ -32,15 +32,17 @@ may be an email address) is logged at DEBUG only (`-l debug`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
 import faust
 from faust.exceptions import PartitionsMismatch
 from faust.types import AgentT, ChannelT, EventT, Message, TopicT
+from mode import CrashingSupervisor
 
 from lethe import topics
-from lethe.agents.delivery import deliver_dead_letter
+from lethe.agents.delivery import DeadLetterPipeline, deliver_dead_letter
 from lethe.agents.replays import ReplayMarks
 from lethe.agents.routing import (
     Routing,
@@ -78,12 +80,14 @@ def install(
     progress: ChangeProgress | None = None,
     replay_marks: ReplayMarks | None = None,
     forwarder: Forwarder | None = None,
+    dead_letter_pipeline: DeadLetterPipeline | None = None,
 ) -> AgentT[Any]:
     """Register the assign agent on `app`, reading `changes` (P = `partitions` each) and
     forwarding through `forwarder` (the worker's producer, `lethe.forwarding`; None: Faust
     sends to `subject_events`); each record processed is told to `progress`; `replay_marks`
     defaults to `ReplayMarks.install(app, partitions)`, storing a mark only once the forwards
-    it covers are delivered."""
+    it covers are delivered. Dead letters go through `dead_letter_pipeline` (delivered in the
+    background, the consumer commits once they are; None: each awaited in turn)."""
     forward = forwarder if forwarder is not None else ChannelForwarder(subject_events)
     marks = replay_marks or ReplayMarks.install(app, partitions, flush=forward.delivered)
     locations = app.Table(
@@ -110,6 +114,7 @@ def install(
                     deadletters=deadletters,
                     subject_events=forward,
                     replay_marks=marks,
+                    pipeline=dead_letter_pipeline,
                 ),
                 f"Assigning {message.topic}[{message.partition}]@{message.offset}",
             )
@@ -117,7 +122,9 @@ def install(
                 progress.processed(message.topic, message.partition, message.offset, forwarded)
             await marks.store(message.topic, message.partition, message.offset)
 
-    return app.agent(changes, name=AGENT_NAME, concurrency=1)(assign)
+    return app.agent(
+        changes, name=AGENT_NAME, concurrency=1, supervisor_strategy=CrashingSupervisor
+    )(assign)
 
 
 async def handle_change(
@@ -129,6 +136,7 @@ async def handle_change(
     deadletters: ChannelT[bytes],
     subject_events: Forwarder,
     replay_marks: ReplayMarks | None = None,
+    pipeline: DeadLetterPipeline | None = None,
 ) -> Instant | None:
     """Process one change record; never raises for bad input. Returns the time of the event
     it forwarded to `subject_events` (None: nothing forwarded)."""
@@ -139,7 +147,7 @@ async def handle_change(
         log.exception("Decoding %s[%s]@%s failed", message.topic, message.partition, message.offset)
         outcome = rejection_of_bug(exc)
     if isinstance(outcome, Rejection):
-        await reject(message, outcome, metrics, deadletters)
+        await reject(message, outcome, metrics, deadletters, pipeline)
         return None
     op = TOMBSTONE if not isinstance(outcome, ChangeEvent) else outcome.op.value
     labelled(metrics.change_events, outcome.table, op).inc()
@@ -162,7 +170,7 @@ async def handle_change(
         raise
     except Exception as exc:
         log.exception("Routing %s[%s]@%s failed", message.topic, message.partition, message.offset)
-        await reject(message, rejection_of_bug(exc, outcome.table), metrics, deadletters)
+        await reject(message, rejection_of_bug(exc, outcome.table), metrics, deadletters, pipeline)
         return None
     _write(locations, routing)
     for record in routing.records:
@@ -185,19 +193,32 @@ def _write(locations: Any, routing: Routing) -> None:
 
 
 async def reject(
-    message: Message, rejected: Rejection, metrics: WorkerMetrics, deadletters: ChannelT[bytes]
+    message: Message,
+    rejected: Rejection,
+    metrics: WorkerMetrics,
+    deadletters: ChannelT[bytes],
+    pipeline: DeadLetterPipeline | None = None,
 ) -> None:
-    """Dead-letter the record and count it."""
-    await send_dead_letter(message, rejected, deadletters)
-    metrics.dead_letters.labels(topic=message.topic, reason=rejected.reason.value).inc()
+    """Dead-letter the record and count it once the broker has it: through `pipeline` in the
+    background (its record is committed only once delivered), else awaited here."""
+    counted = metrics.dead_letters.labels(topic=message.topic, reason=rejected.reason.value)
+    delivery = send_dead_letter(message, rejected, deadletters, counted.inc)
+    if pipeline is None:
+        await delivery
+    else:
+        await pipeline.submit(delivery, len(raw_bytes(message.value) or b""))
 
 
 async def send_dead_letter(
-    message: Message, rejected: Rejection, deadletters: ChannelT[bytes]
+    message: Message,
+    rejected: Rejection,
+    deadletters: ChannelT[bytes],
+    delivered: Callable[[], None] | None = None,
 ) -> None:
-    """Send the dead letter and wait until the broker has it.
+    """Send the dead letter and wait until the broker has it; then call `delivered`.
 
-    The source record is acknowledged only after this returns, so a broker outage delays
+    The source record is acknowledged only after this returns (or, through a
+    `DeadLetterPipeline`, committed only after it returns), so a broker outage delays
     processing instead of losing data. A dead letter the broker will not take with its raw
     record (too large, or failing past a few tries) goes without it
     (`lethe.agents.delivery.deliver_dead_letter`).
@@ -228,6 +249,8 @@ async def send_dead_letter(
 
     what = f"the dead letter for {message.topic}[{message.partition}]@{message.offset}"
     await deliver_dead_letter(deadletters, key, record(), record, what)
+    if delivered is not None:
+        delivered()
 
 
 def _key_label(key: Key) -> str:

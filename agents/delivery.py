@@ -8,16 +8,17 @@ offsets, never record values).
 A dead letter is the exception: it carries the raw record, which can be what makes it fail
 (a record too large for the dead-letter topic once base64-encoded). It is tried at most
 `DEAD_LETTER_ATTEMPTS` times, or once when the error cannot heal (`retriable` false, as
-aiokafka's errors say, timeouts excepted); then the dead letter goes without its raw key and value
-(its reason, the sizes and the error instead), retried until the broker has it, so the
-agent is never blocked for good by one record and the record is still accounted for.
+aiokafka's errors say, timeouts excepted; behind Faust's `ProducerSendError`, its cause);
+then the dead letter goes without its raw key and value (its reason, the sizes and the error
+instead), retried until the broker has it, so the agent is never blocked for good by one
+record and the record is still accounted for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
@@ -102,8 +103,85 @@ async def deliver_dead_letter(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _may_heal(error: Exception) -> bool:
-    """A timeout or lost connection may heal; so may an error that does not say it cannot."""
+def _may_heal(error: BaseException) -> bool:
+    """A timeout or lost connection may heal; so may an error that does not say it cannot.
+    Faust raises the client's error as the cause of its own `ProducerSendError`, which says
+    nothing: the innermost cause decides (a too-large record was tried 8 times, about 90 s of
+    a stalled agent per record, while its cause said it cannot heal)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
     if isinstance(error, KafkaTimeoutError | KafkaConnectionError | TimeoutError | ConnectionError):
         return True
     return bool(getattr(error, "retriable", True))
+
+
+PIPELINE_RECORDS: Final = 500
+PIPELINE_BYTES: Final = 16 * 1024 * 1024
+STOPPING_WAIT_S: Final = 10.0
+
+
+class DeadLetterPipeline:
+    """Dead letters delivered in the background, so that a flood of bad records does not
+    cost a round trip to the broker each: the agent hands one over (`submit`) and goes on
+    with the next record; the consumer commits only after every dead letter handed over so
+    far is delivered (`settle`, from `lethe.consumer.Consumer._commit`), so a record whose
+    dead letter is not on `lethe.deadletter` yet is never committed (at a crash it is read
+    again and dead-lettered again: at least once). Dead letters may reach the topic out of
+    order; each says its topic, partition and offset.
+
+    At most `max_records` dead letters, or `max_bytes` of them, are in flight: past that,
+    `submit` waits for the oldest to be delivered. Measured with 10,000 bad records on the
+    local stack (docs/reliability.md, row 5): awaited one by one, the agent managed ~60 per
+    second on a loaded 2-core machine."""
+
+    def __init__(
+        self, max_records: int = PIPELINE_RECORDS, max_bytes: int = PIPELINE_BYTES
+    ) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self._tasks: dict[asyncio.Task[None], int] = {}
+        self.failed = False
+        """A delivery failed or was cancelled: nothing is committed from then on (`settle`)."""
+
+    @property
+    def pending(self) -> int:
+        """Dead letters handed over and not delivered yet."""
+        return len(self._tasks)
+
+    async def submit(self, delivery: Coroutine[Any, Any, None], size: int) -> None:
+        """Deliver in the background (`delivery` retries until the broker has the dead
+        letter); wait first while too many are in flight."""
+        while self._tasks and (
+            len(self._tasks) >= self.max_records
+            or sum(self._tasks.values()) + size > self.max_bytes
+        ):
+            await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.ensure_future(delivery)
+        self._tasks[task] = size
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        if task.cancelled():
+            self.failed = True
+        elif task.exception() is not None:
+            self.failed = True
+            log.error("A dead letter's delivery failed", exc_info=task.exception())
+
+    async def settle(self, stopping: Callable[[], bool] | None = None) -> bool:
+        """Wait until every dead letter handed over so far is delivered; True then. False
+        if one ever failed or was cancelled (its record must not be committed: it is read
+        again at the next start), or if `stopping()` turns true and some are still in flight
+        `STOPPING_WAIT_S` later."""
+        started = asyncio.get_running_loop().time()
+        while self._tasks and not self.failed:
+            await asyncio.wait(list(self._tasks), timeout=0.5)
+            waited = asyncio.get_running_loop().time() - started
+            if stopping is not None and stopping() and waited > STOPPING_WAIT_S:
+                log.warning(
+                    "Stopping with %d dead letter(s) not delivered; their records are not "
+                    "committed and are read again at the next start",
+                    len(self._tasks),
+                )
+                return False
+        return not self.failed

@@ -75,6 +75,7 @@ import faust
 import orjson
 from faust.exceptions import PartitionsMismatch
 from faust.types import AgentT, ChannelT, Message, TopicT
+from mode import CrashingSupervisor
 
 from lethe import topics
 from lethe.agents.assign import raw_bytes, reject
@@ -523,7 +524,9 @@ def install(
             log.exception("Could not send the ticks; trying again in %.1fs", tick_interval)
 
     app.timer(tick_interval, name="lethe.tick")(tick_every_partition)
-    return app.agent(subject_events, name=AGENT_NAME, concurrency=1)(enforce)
+    return app.agent(
+        subject_events, name=AGENT_NAME, concurrency=1, supervisor_strategy=CrashingSupervisor
+    )(enforce)
 
 
 def _confirmed_and_holds(

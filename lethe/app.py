@@ -74,6 +74,12 @@ PRODUCER_LINGER_S: Final = 0.005
 audit) waits to batch records: with Faust's 0, nearly every changelog record went out in a
 produce request of its own (docs/benchmarks.md (a))."""
 
+PRODUCER_MAX_BATCH_BYTES: Final = 512 * 1024
+"""How many bytes Faust's producer buffers per partition before a send waits for the batch to
+go out: with aiokafka's 16 KiB, dead letters of a few KiB each (a flood of bad records) went
+one produce request at a time, ~100 per second (docs/reliability.md, row 5). Half the broker's
+default message.max.bytes (1 MiB), so that a full batch is always taken."""
+
 UNCLASSIFIED_CHECK_S: Final = 30.0
 """How often the worker lists the broker's topics for change topics the policy does not name."""
 
@@ -94,6 +100,9 @@ class LetheApp(faust.App):
     forwarder: KafkaForwarder | None = None
     """The worker's producer to `subject_events` (`lethe.forwarding`), set by the worker
     command; the consumer commits only what it has delivered."""
+    dead_letter_pipeline: Any = None
+    """The assign agent's dead letters in flight (`lethe.agents.delivery.DeadLetterPipeline`),
+    set by the worker command; the consumer commits only once they are delivered."""
 
     def _new_transport(self) -> TransportT:
         # Faust's `by_url` would pick its stock aiokafka transport for kafka:// URLs;
@@ -162,6 +171,7 @@ def create_app(
         broker_max_poll_records=settings.max_poll_records,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
         producer_linger=PRODUCER_LINGER_S,
+        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         topic_replication_factor=1,
         web_enabled=web_enabled,
         web_bind=settings.web_host,

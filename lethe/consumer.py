@@ -1,6 +1,7 @@
 """The worker's Kafka consumer: Faust's own, except that after every rebalance each
-change-topic partition without a committed offset is read from its beginning, and that
-no change record reaches a stream while a rebalance is in progress.
+change-topic partition without a committed offset is read from its beginning, that
+no change record reaches a stream while a rebalance is in progress, and that a partition
+it cannot decompress is set aside, said, and the others read on.
 
 Why: in faust-streaming 0.15.3 with aiokafka 0.14.0 a rebalance (a second worker
 joining, a worker leaving) can hand records to Faust that it then discards: a fetch
@@ -40,6 +41,15 @@ commit this consumer also waits until the forwarder has delivered everything it 
 crashes the consumer (as Faust does when its own producer fails), so that the worker stops
 and the next one processes every record after the committed offsets again.
 
+Fourth: a partition whose records this process cannot decompress (aiokafka's
+`UnsupportedCodecError`: the producer used snappy, lz4 or zstd and `cramjam` is missing)
+crashed Faust's fetcher, and the worker exited 1 without naming the topic or the fix, before
+processing the other topics' records of the same fetch. The consumer now sets that partition
+aside (`set_aside_unreadable`): it stops reading it, logs an ERROR naming topic, partition,
+codec and fix, sets `lethe_unreadable_partitions` (alert `LetheUnreadablePartition`), seeks
+the others back to their committed offsets (the failed fetch may have taken some of their
+records) and goes on; the partition's records wait, uncommitted, for a worker with the codec.
+
 The worker uses it through `lethe.app.LetheApp`; an operator has nothing to set. The
 log says at INFO which partitions were sent back to their beginning, and which had
 records fetched during a rebalance.
@@ -48,18 +58,24 @@ records fetched during a rebalance.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, Final
 
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, UnsupportedCodecError
+from faust.streams import current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
 from lethe.forwarding import ForwardFailed
+from policy.envelope import rejection_of_bug
 
 log = logging.getLogger(__name__)
 
 SEEK_RETRY_S: Final = 1.0
+AGENT_FAILURE_ATTRIBUTE: Final = "agent_failure"
+"""The app attribute set when an agent failed on a record (`Consumer.on_task_error`): from
+then on the consumer commits nothing."""
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -86,11 +102,15 @@ class Consumer(faust_aiokafka.Consumer):
         over afterwards is never discarded that way.
         """
         held_back: set[TP] = set()
-        async for tp, message in super().getmany(timeout):
-            if self.app.rebalancing and self._commits_for(tp):
-                held_back.add(tp)
-                continue
-            yield tp, message
+        try:
+            async for tp, message in super().getmany(timeout):
+                if self.app.rebalancing and self._commits_for(tp):
+                    held_back.add(tp)
+                    continue
+                yield tp, message
+        except UnsupportedCodecError as exc:
+            await self.set_aside_unreadable(exc)
+            return
         if held_back:
             log.info(
                 "Records fetched during a rebalance are read again once it ends: %s",
@@ -117,17 +137,77 @@ class Consumer(faust_aiokafka.Consumer):
                 )
                 await self.sleep(SEEK_RETRY_S)
 
+    unreadable_module: ClassVar[str] = "aiokafka."
+    """Where `unreadable_partition` looks for the partition (tests stand in for aiokafka)."""
+
+    async def set_aside_unreadable(self, exc: UnsupportedCodecError) -> None:
+        """A partition whose records this process cannot decompress (a codec library
+        missing): stop reading it, say so (log and `lethe_unreadable_partitions`), and go on
+        with the others, from their committed offsets (aiokafka may have taken records of
+        other partitions in the fetch that failed, and dropped them with it). Nothing of the
+        unreadable partition is committed past what was processed; once the worker runs with
+        the codec, it reads the partition from there. It is tried again at most once per
+        rebalance (and set aside again): no loop on it. The gauge stays 1 until the worker
+        restarts. Without the partition (the
+        error did not show it) the error goes on: Faust stops the worker, exit code 1."""
+        tp = unreadable_partition(exc, self.unreadable_module)
+        codec = codec_of(exc)
+        if tp is None:
+            log.critical("%s", unreadable_message(None, codec, exc))
+            raise exc
+        self.pause_partitions([tp])
+        metrics = getattr(self.app, "metrics", None)
+        if metrics is not None:
+            metrics.unreadable_partitions.labels(topic=tp.topic, partition=str(tp.partition)).set(1)
+        log.error("%s", unreadable_message(tp, codec, exc))
+        await self.seek_back({tp})
+
+    async def on_task_error(self, exc: BaseException) -> None:
+        """An agent raised on a record (Faust calls this from `App._on_agent_error`). Faust
+        commits here, past that record, and restarts the agent: tried on 2026-11-30, the
+        record was never processed again. Lethe's agents never raise for bad input (it is
+        dead-lettered); one that raises met a bug, or the broker or the disk failing, and
+        skipping its record would leave a row untracked, its retention never enforced. So
+        nothing is committed from now on (`_commit`), the log says what failed where, and
+        the agent, run under Faust's `CrashingSupervisor`, stops the worker: exit code 1
+        (`LetheWorkerDown` while none runs; `LetheWorkerRestarting` when it is restarted into
+        the same failure). Restarted, it reads the record again."""
+        setattr(self.app, AGENT_FAILURE_ATTRIBUTE, exc)
+        event = current_event()
+        where = " outside any record"
+        if event is not None:
+            message = event.message
+            where = f" on {message.topic}[{message.partition}]@{message.offset}"
+        trace = rejection_of_bug(exc).trace if isinstance(exc, Exception) else None
+        log.critical(
+            "An agent failed%s with %s (a bug in Lethe, or the broker or the disk "
+            "failing). The worker stops (exit code 1) and commits neither that record nor any "
+            "after it: restart it (a service manager does) and it processes them again. If it "
+            "fails again on the same record, report it with this log.\n%s",
+            where,
+            type(exc).__qualname__,
+            trace or "",
+        )
+
     def _commits_for(self, tp: TP) -> bool:
         """Whether Faust commits offsets for `tp` (read with acks, not a table changelog)."""
         return self.app.topics.acks_enabled_for(tp.topic) and not self._is_changelog_tp(tp)
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         """Commit only once the forwarder (`app.forwarder`, when the app has one) delivered
-        every record it was handed; never after it failed."""
+        every record it was handed, never after it failed; and once every dead letter handed
+        to `app.dead_letter_pipeline` (`lethe.agents.delivery.DeadLetterPipeline`) is
+        delivered, never after one was lost; never after an agent failed on a record
+        (`on_task_error`)."""
+        if getattr(self.app, AGENT_FAILURE_ATTRIBUTE, None) is not None:
+            return False  # an agent failed on a record: nothing past it (on_task_error)
         forwarder = getattr(self.app, "forwarder", None)
         if forwarder is not None and not await forwarder.settle(lambda: self.should_stop):
             if forwarder.failure is not None:
                 await self.crash(ForwardFailed(forwarder.failure))
+            return False
+        dead_letters = getattr(self.app, "dead_letter_pipeline", None)
+        if dead_letters is not None and not await dead_letters.settle(lambda: self.should_stop):
             return False
         return bool(await super()._commit(offsets))
 
@@ -187,4 +267,54 @@ def _names(tps: list[TP]) -> str:
         by_topic.setdefault(tp.topic, []).append(tp.partition)
     return ", ".join(
         f"{topic}[{','.join(map(str, partitions))}]" for topic, partitions in by_topic.items()
+    )
+
+
+CODEC_LIBRARIES: Final = "pip install 'aiokafka[lz4,snappy,zstd]' (it brings cramjam)"
+"""How to give the worker every codec a Kafka producer may use."""
+
+
+def unreadable_partition(exc: BaseException, module: str = "aiokafka.") -> TP | None:
+    """The partition whose records aiokafka could not decompress. Its error does not name
+    it; the traceback does: the innermost frame of a `module` module with a `tp` local
+    (aiokafka's `PartitionRecords._unpack_records`, `Fetcher.fetched_records`). None if no
+    frame has one."""
+    found: TP | None = None
+    frame = exc.__traceback__
+    while frame is not None:
+        if str(frame.tb_frame.f_globals.get("__name__", "")).startswith(module):
+            candidate = frame.tb_frame.f_locals.get("tp")
+            topic = getattr(candidate, "topic", None)
+            partition = getattr(candidate, "partition", None)
+            if isinstance(topic, str) and isinstance(partition, int):
+                found = TP(topic, partition)
+        frame = frame.tb_next
+    return found
+
+
+def codec_of(exc: BaseException) -> str:
+    """The codec aiokafka's `UnsupportedCodecError` names (`snappy`, `lz4`, `zstd`, `gzip`, or
+    the unknown codec's number, `0x05`); `unknown` when its text names none."""
+    text = str(exc)
+    named = re.search(r"for (\w+) compression codec", text)
+    if named:
+        return named.group(1)
+    number = re.search(r"codec (0x[0-9a-fA-F]+)", text)
+    return number.group(1) if number else "unknown"
+
+
+def unreadable_message(tp: TP | None, codec: str, exc: BaseException) -> str:
+    """What the worker logs about an unreadable partition: what, where, and the fix."""
+    where = f"{tp.topic}[{tp.partition}]" if tp is not None else "a change topic"
+    then = (
+        "Its records are not processed (nothing is committed past them) until the worker "
+        "runs with the codec; the other partitions go on"
+        if tp is not None
+        else "The worker stops"
+    )
+    return (
+        f"Cannot read {where}: its records are compressed with {codec}, which this worker "
+        f"cannot decompress ({exc}). {then}. Fix: give the worker the codec libraries "
+        f"({CODEC_LIBRARIES}) and restart it; or have the topic's producer use a codec the "
+        "worker reads (compression.type), and restart it."
     )

@@ -52,6 +52,10 @@ class WorkerMetrics:
     unclassified_tables: Gauge
     """lethe_unclassified_tables{topic}: 1 for each change topic on the broker whose table the
     policy does not name (unclassified personal data, never read); sum it to count them."""
+    unreadable_partitions: Gauge
+    """lethe_unreadable_partitions{topic,partition}: 1 for each change-topic partition the
+    worker stopped reading because it cannot decompress its records (`lethe.consumer`), 0 for
+    the others (set at start, so that the alert's expression always has data)."""
     commands_issued: Counter
     """lethe_commands_issued_total{table,action}: commands produced (with their sink record)."""
     commands_refused: Counter
@@ -137,6 +141,15 @@ class WorkerMetrics:
                 "unclassified personal data the worker does not read. Add the table to the "
                 "policy, then restart the worker.",
                 ["topic"],
+                registry=registry,
+            ),
+            unreadable_partitions=Gauge(
+                "lethe_unreadable_partitions",
+                "Change-topic partitions the worker stopped reading (1; 0 for the others) "
+                "because it cannot decompress their records (codec library missing; the log "
+                "names the codec): their records wait, unprocessed. Install the codec "
+                "libraries, then restart the worker.",
+                ["topic", "partition"],
                 registry=registry,
             ),
             commands_issued=Counter(

@@ -77,6 +77,7 @@ def build_worker_app(
     `change_partitions` partitions each; it forwards to its subject events through its own
     producer (`lethe.forwarding`)."""
     from lethe import agents
+    from lethe.agents.delivery import DeadLetterPipeline
     from lethe.app import create_app
     from lethe.clock import LiveClock
     from lethe.forwarding import kafka_forwarder
@@ -84,6 +85,10 @@ def build_worker_app(
 
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
     app.forwarder = kafka_forwarder(settings, app.subject_events.get_topic_name())
+    app.dead_letter_pipeline = DeadLetterPipeline()
+    for topic in change_topic_names:
+        for partition in range(change_partitions):
+            app.metrics.unreadable_partitions.labels(topic=topic, partition=str(partition)).set(0)
     heartbeat = watch_source_heartbeat(settings, app) if settings.enforce else None
     agents.install(
         app,
@@ -100,6 +105,7 @@ def build_worker_app(
         census_interval=settings.census_interval,
         detailed_metrics=settings.metrics,
         forwarder=app.forwarder,
+        dead_letter_pipeline=app.dead_letter_pipeline,
         heartbeat=heartbeat,
     )
     return app
@@ -198,12 +204,29 @@ def quiet_root_worker(settings: Settings | None = None) -> type[faust.Worker]:
     return Worker
 
 
+def missing_codecs() -> list[str]:
+    """The compression codecs aiokafka cannot decompress in this environment (snappy, lz4 and
+    zstd need `cramjam`, which aiokafka's extras bring)."""
+    from aiokafka import codec
+
+    found = (("snappy", codec.has_snappy), ("lz4", codec.has_lz4), ("zstd", codec.has_zstd))
+    return [name for name, has in found if not has()]
+
+
 def run(args: argparse.Namespace) -> int:
     from lethe import __version__, topics
     from lethe.app import change_topic_partitions, declare_change_topics, declare_internal_topic
     from lethe.metrics import policy_hash
 
     settings = Settings.from_env()
+    missing = missing_codecs()
+    if missing:
+        print(
+            f"lethe worker: warning: this environment cannot decompress {', '.join(missing)}: "
+            "a change topic compressed with one of them is set aside, unread "
+            "(lethe_unreadable_partitions); install pip install 'aiokafka[lz4,snappy,zstd]'",
+            file=sys.stderr,
+        )
     policy = load_policy(settings.policy_path)
     names = topics.policy_change_topics(policy, settings.cdc_topic_prefix)
     created = declare_change_topics(settings, names)

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 
 from lethe import topics
 from lethe.agents import delivery
@@ -85,6 +86,24 @@ def test_an_error_that_cannot_heal_sends_it_at_once_without_the_raw_record() -> 
     )
 
 
+def test_a_too_large_dead_letter_behind_fausts_send_error_goes_at_once_without_raw() -> None:
+    """Faust's producer raises the client's refusal as the cause of a ProducerSendError (as the
+    worker meets it); it cannot heal either: one try, not eight over ~90 s."""
+    try:
+        try:
+            raise MessageSizeTooLargeError("too large")
+        except MessageSizeTooLargeError as refused:
+            raise ProducerSendError(f"Error while sending: {refused!r}") from refused
+    except ProducerSendError as wrapped:
+        error = wrapped
+    channel = Channel(error, KafkaTimeoutError())
+    assert deliver(channel) is True
+    [(key, value)] = channel.delivered
+    assert key is None
+    assert "MessageSizeTooLargeError" in orjson.loads(value or b"")["raw_dropped"]
+    assert channel.errors == [], "the stripped dead letter came after one more failure"
+
+
 def test_an_error_that_may_heal_is_retried_then_the_raw_record_is_given_up() -> None:
     heals_late = [KafkaTimeoutError() for _ in range(delivery.DEAD_LETTER_ATTEMPTS)]
     channel = Channel(*heals_late)
@@ -106,3 +125,71 @@ def test_the_stripped_dead_letter_is_retried_until_delivered() -> None:
     channel = Channel(*errors)
     assert deliver(channel) is True
     assert len(channel.delivered) == 1
+
+
+async def delivered_after(gate: asyncio.Event, log: list[str], name: str) -> None:
+    await gate.wait()
+    log.append(name)
+
+
+def test_the_pipeline_hands_back_at_once_and_settles_once_all_are_delivered() -> None:
+    async def scenario() -> tuple[int, bool, list[str]]:
+        gate, log = asyncio.Event(), []
+        pipeline = delivery.DeadLetterPipeline()
+        await pipeline.submit(delivered_after(gate, log, "a"), 10)
+        await pipeline.submit(delivered_after(gate, log, "b"), 10)
+        in_flight = pipeline.pending
+        settling = asyncio.ensure_future(pipeline.settle())
+        await asyncio.sleep(0.01)
+        assert not settling.done(), "settle waits for the deliveries"
+        gate.set()
+        return in_flight, await settling, log
+
+    in_flight, settled, log = asyncio.run(scenario())
+    assert (in_flight, settled, sorted(log)) == (2, True, ["a", "b"])
+
+
+def test_the_pipeline_waits_when_too_many_are_in_flight() -> None:
+    async def scenario() -> list[str]:
+        gates = [asyncio.Event(), asyncio.Event()]
+        log: list[str] = []
+        pipeline = delivery.DeadLetterPipeline(max_records=2)
+        await pipeline.submit(delivered_after(gates[0], log, "first"), 1)
+        await pipeline.submit(delivered_after(gates[1], log, "second"), 1)
+        third = asyncio.ensure_future(pipeline.submit(delivered_after(gates[1], log, "third"), 1))
+        await asyncio.sleep(0.01)
+        log.append("third waits" if not third.done() else "third went at once")
+        gates[0].set()
+        await third
+        gates[1].set()
+        assert await pipeline.settle()
+        return log
+
+    assert asyncio.run(scenario()) == ["third waits", "first", "second", "third"]
+
+
+def test_a_lost_dead_letter_stops_every_later_commit() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        pipeline = delivery.DeadLetterPipeline()
+        await pipeline.submit(asyncio.sleep(3600), 1)
+        [task] = list(pipeline._tasks)
+        task.cancel()
+        first = await pipeline.settle()
+        await pipeline.submit(asyncio.sleep(0), 1)
+        return first, await pipeline.settle()
+
+    assert asyncio.run(scenario()) == (False, False)
+
+
+def test_a_stopping_worker_does_not_wait_for_ever(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "STOPPING_WAIT_S", 0.0)
+
+    async def scenario() -> bool:
+        pipeline = delivery.DeadLetterPipeline()
+        await pipeline.submit(asyncio.sleep(3600), 1)
+        settled = await pipeline.settle(lambda: True)
+        for task in list(pipeline._tasks):
+            task.cancel()
+        return settled
+
+    assert asyncio.run(scenario()) is False

@@ -28,6 +28,13 @@ What the app is made of:
   rebalance a change-topic partition without a committed offset is read from its
   beginning, and that no change record reaches a stream until a rebalance is over
   (Faust 0.15 could otherwise lose records at a rebalance);
+- Faust's at-least-once processing guarantee, set explicitly: a record's offset is committed
+  only once what it caused is delivered, a record may be processed twice after a crash, and
+  what it sends again is the same (commands keep their `command_id`; the sink's deletes and
+  anonymisations change nothing the second time). Faust's `exactly_once` is not used: its
+  transactions commit offsets without waiting for the assign agent's own producer
+  (`lethe.forwarding`), whose forwards a crash can then lose, and the commands, sink records
+  and audit go outside them anyway (docs/reliability.md);
 - no agents: the worker command (`lethe.commands.worker`) installs them with
   `lethe.agents.install`, so this module never imports the agents and the
   agents never import it.
@@ -140,6 +147,7 @@ def create_app(
         store=store,
         datadir=str(settings.data_dir / app_id),
         autodiscover=False,
+        processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.max_poll_records,

@@ -7,6 +7,8 @@ What the app is made of:
   table partition);
 - a consumer tuned by LETHE_CONSUMER_MAX_FETCH_BYTES, LETHE_MAX_POLL_RECORDS and
   LETHE_STREAM_BUFFER_MAXSIZE (`lethe.settings`; their effect: docs/benchmarks.md);
+- a consumer group session of LETHE_SESSION_TIMEOUT seconds (how long a dead worker's
+  partitions wait before another worker of the app id takes them);
 - a web server on LETHE_WEB_HOST:LETHE_WEB_PORT serving `/metrics` (Faust's sensor
   included unless LETHE_METRICS=off), with the `/table` views (they expose table
   contents) and the `/router` views off;
@@ -60,7 +62,7 @@ from lethe.errors import ConfigError, StackError
 from lethe.faust_sensor import install_faust_sensor
 from lethe.forwarding import KafkaForwarder
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
-from lethe.settings import APP_ID, Settings
+from lethe.settings import APP_ID, HEARTBEAT_MAX_S, Settings
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,8 @@ def create_app(
         datadir=str(settings.data_dir / app_id),
         autodiscover=False,
         processing_guarantee="at_least_once",
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(HEARTBEAT_MAX_S, settings.session_timeout / 3),
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.max_poll_records,

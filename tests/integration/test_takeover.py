@@ -201,6 +201,7 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(timeout=10)
         killed = time.monotonic()
+        at_kill = topic_ends(real_stack, "lethe.commands")
         wait_for(
             "the survivor alone in the group",
             lambda: True if members(real_stack, run.app_id) == 1 else None,
@@ -215,6 +216,7 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
         faults.worker_caught_up(real_stack, run, survivor)
         taken_over = time.monotonic() - killed
 
+        at_restart = topic_ends(real_stack, "lethe.commands")
         restarted = workers.enter_context(serving(start(run, victim.log_path.parent.name)))
         wait_for(
             "the restarted worker to be assigned partitions",
@@ -245,6 +247,10 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
         live = faults.live_commands(real_stack, run)
         counts = faults.tally(real_stack, run, live, simulated, expected)
         mine = [c for c in live if run.owns(int(c["key"]["id"]))]
+        phases = Counter(
+            sum(1 for ends in (at_kill, at_restart) if c["where"][1] >= ends.get(c["where"][0], 0))
+            for c in mine
+        )
         problems = [
             f"PostgreSQL differs from `lethe simulate`: {d}"
             for d in faults.differences(expected, faults.database_state(real_stack, run))
@@ -262,7 +268,9 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
             f"rebalanced without it {rebalanced:.1f} s later, the survivor had committed every "
             f"partition to its end {taken_over:.1f} s after the kill; the restarted worker held "
             f"{len(its_share)} partitions {rejoined:.1f} s after the kill and committed them to "
-            f"their end {commits_after:.1f} s after the second advance; {counts.line()}"
+            f"their end {commits_after:.1f} s after the second advance; commands sent before the "
+            f"kill {phases[0]}, by the survivor alone {phases[1]}, after the restart {phases[2]}; "
+            f"{counts.line()}"
         )
 
 

@@ -1,11 +1,11 @@
 """Fault matrix row 1 (docs/reliability.md): two workers share the partitions, one is killed
 with SIGKILL mid-run, the other takes over; the killed one is started again and its commits
-advance; nothing is lost. And why the worker stays at least once rather than Faust's
-exactly_once: its forwards go through a producer of its own that Faust's transactions do not
-cover.
+advance; nothing is lost.
 
 The row's other half, a second worker joining before the first has committed anything while
-its event loop stalls, is tests/integration/test_rebalance.py.
+its event loop stalls, is tests/integration/test_rebalance.py; that a change record is
+committed only once its forward is delivered (what Faust's exactly_once breaks) is
+tests/integration/test_forwarding.py.
 
 The run is the fault harness's (tests/integration/faults.py): the fault data set written to
 the demo tables through SQL, captured by Debezium, two `lethe worker`s of one app id (each its
@@ -17,10 +17,7 @@ Runs on the shared stack (own app id, own block of ids, no stack part touched).
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -28,25 +25,18 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from lethe.settings import Settings
 from tests.integration import faults
 from tests.integration.faults import ChangeTopics, Run
 from tests.integration.workers import (
-    ROOT,
-    LogsRun,
     WorkerProcess,
-    forget_topics,
-    free_port,
     quiet,
-    read_topic,
     serving,
     sink_caught_up,
-    stop,
     topic_ends,
     wait_for,
 )
@@ -272,98 +262,3 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
             f"kill {phases[0]}, by the survivor alone {phases[1]}, after the restart {phases[2]}; "
             f"{counts.line()}"
         )
-
-
-WRAPPER = ROOT / "tests" / "integration" / "guarantee_worker.py"
-FORWARD_HOLD_MS = 60_000
-"""How long the worker's producer holds its forwards in the ordering test."""
-COMMIT_WATCH_S = 8.0
-"""How long the ordering test watches the commits while the forwards are held (Faust commits
-every 2.8 s)."""
-ROWS = 20
-
-
-def start_holding_forwards(run: LogsRun, policy: Path) -> WorkerProcess:
-    """`lethe worker` (tests/integration/guarantee_worker.py) whose forwards wait
-    FORWARD_HOLD_MS in its producer; enforcing off (the assign stage is under test).
-    LETHE_IT_PROCESSING_GUARANTEE from the environment passes through."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "LETHE_DATA_DIR": str(run.workdir / "data"),
-        "LETHE_WEB_PORT": str(port),
-        "LETHE_POLICY": str(policy),
-        "LETHE_INTERNAL_PARTITIONS": "2",
-        "LETHE_ENFORCE": "off",
-        "LETHE_IT_FORWARD_LINGER_MS": str(FORWARD_HOLD_MS),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = run.workdir / "worker.log"
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, str(WRAPPER), "--app-id", run.app_id, "-l", "info"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return WorkerProcess(process, log_path, f"http://127.0.0.1:{port}/metrics", run.app_id)
-
-
-def write_changes(settings: Settings, topic: str) -> None:
-    """Debezium create records (no schema) of rows 1 to ROWS, offsets 0 to ROWS - 1."""
-    producer = Producer(quiet(settings))
-    for row in range(1, ROWS + 1):
-        after = {"id": row, "customer_id": 987_650_090, "logged_at": "2024-03-01T10:00:00Z"}
-        value = {"before": None, "after": after, "source": {"ts_ms": 1}, "op": "c", "ts_ms": 1}
-        producer.produce(topic, key=orjson.dumps({"id": row}), value=orjson.dumps(value))
-    assert producer.flush(30) == 0, "the change records were not all delivered"
-
-
-def test_a_change_record_is_committed_only_once_its_forward_is_delivered(
-    real_stack: Settings, tmp_path: Path
-) -> None:
-    """The assign stage forwards each change record through its own producer
-    (`lethe.forwarding`) and commits the record's offset only once that forward is delivered:
-    killed while its forwards are still held in the producer, the worker has committed none of
-    their change records, so the next start reads them again. Faust's exactly_once commits
-    offsets in its own transactions without waiting for that producer
-    (LETHE_IT_PROCESSING_GUARANTEE=exactly_once makes this test fail: docs/reliability.md)."""
-    hex_id = uuid.uuid4().hex[:8]
-    run = LogsRun(f"lethe-it-forward-order-{hex_id}", f"it_fo_{hex_id}_connection_logs", tmp_path)
-    admin = AdminClient(quiet(real_stack))
-    admin.create_topics([NewTopic(run.topic, num_partitions=1, replication_factor=1)])[
-        run.topic
-    ].result(timeout=30)
-    worker = start_holding_forwards(run, run.write_policy())
-    subject_events = f"{run.app_id}-subject-events"
-    try:
-        wait_for("the worker's /metrics page", worker.metrics, worker)
-        write_changes(real_stack, run.topic)
-        wait_for(
-            "every change record processed",
-            lambda: (
-                True if sum((worker.change_counts(run.source) or {}).values()) >= ROWS else None
-            ),
-            worker,
-        )
-        time.sleep(COMMIT_WATCH_S)
-        change_committed = committed(real_stack, run.app_id, {(run.topic, 0)})[(run.topic, 0)]
-        forwarded = sum(topic_ends(real_stack, subject_events).values())
-        worker.process.send_signal(signal.SIGKILL)
-        worker.process.wait(timeout=10)
-        forwarded_rows = {
-            orjson.loads(message.key())["id"]
-            for message in read_topic(real_stack, subject_events)
-            if message.key() is not None
-        }
-        assert forwarded == 0, f"the forwards were not held: {forwarded} on {subject_events}"
-        lost = [row for row in range(1, max(change_committed, 0) + 1) if row not in forwarded_rows]
-        assert lost == [], (
-            f"change records committed (up to offset {change_committed}) whose forwards were "
-            f"never delivered ({forwarded} records on {subject_events} at the kill): rows {lost} "
-            "are lost for good\n" + worker.tail()
-        )
-    finally:
-        stop(worker)
-        forget_topics(real_stack, run.app_id, topics=[run.topic])

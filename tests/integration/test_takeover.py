@@ -139,8 +139,8 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
     started again on its own data directory, gets its share back, and commits its partitions
     to their end after the second advance within RESTARTED_COMMIT_S. At the end nothing is
     lost or unexpected against `lethe simulate`, every due delete and anonymise is confirmed,
-    PostgreSQL holds what the simulation leaves, and no command names a held customer or
-    deletes an invoice or order early."""
+    PostgreSQL holds what the simulation leaves, no command names a held customer or
+    deletes an invoice or order early, and both workers still run."""
     topics = ChangeTopics(real_stack, run)
     with contextlib.ExitStack() as workers:
         workers.callback(topics.close)
@@ -252,6 +252,11 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
         if counts.lost or counts.unexpected or counts.confirmed != counts.to_confirm:
             problems.append(f"lost, unexpected or unconfirmed commands: {counts.line()}")
         assert problems == [], "\n".join(problems)
+        for worker in (survivor, restarted):
+            assert worker.process.poll() is None, (
+                f"{worker.log_path.parent.name} exited ({worker.process.returncode})\n"
+                + worker.tail()
+            )
         print(
             f"fault row 1: {victim.log_path.parent.name} (holding {len(held)} of "
             f"{len(everything)} partitions, the change topics among them) killed; the group "

@@ -7,8 +7,6 @@ What the app is made of:
   table partition);
 - a consumer tuned by LETHE_CONSUMER_MAX_FETCH_BYTES, LETHE_MAX_POLL_RECORDS and
   LETHE_STREAM_BUFFER_MAXSIZE (`lethe.settings`; their effect: docs/benchmarks.md);
-- a consumer group session of LETHE_SESSION_TIMEOUT seconds (how long a dead worker's
-  partitions wait before another worker of the app id takes them);
 - a web server on LETHE_WEB_HOST:LETHE_WEB_PORT serving `/metrics` (Faust's sensor
   included unless LETHE_METRICS=off), with the `/table` views (they expose table
   contents) and the `/router` views off;
@@ -30,6 +28,8 @@ What the app is made of:
   rebalance a change-topic partition without a committed offset is read from its
   beginning, and that no change record reaches a stream until a rebalance is over
   (Faust 0.15 could otherwise lose records at a rebalance);
+- a consumer group session of LETHE_SESSION_TIMEOUT seconds (how long a dead worker's
+  partitions wait before another worker of the app id takes them);
 - Faust's at-least-once processing guarantee, set explicitly: a record's offset is committed
   only once what it caused is delivered, a record may be processed twice after a crash, and
   what it sends again is the same (commands keep their `command_id`; the sink's deletes and

@@ -7,9 +7,6 @@ a long one, the records the assign agent forwards wait in the producer's queue, 
 while the agent goes on and Faust tries to commit.
 LETHE_IT_COMMIT_UNSETTLED=1 commits without waiting for the forwarder's deliveries, to see what
 the test catches without that wait.
-LETHE_IT_PROCESSING_GUARANTEE=exactly_once builds the app with Faust's
-`processing_guarantee="exactly_once"` instead of Lethe's at-least-once: Faust then commits in
-its own transactions, which do not wait for the forwarder (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -19,22 +16,9 @@ import sys
 from typing import Any
 
 
-def use_processing_guarantee(guarantee: str) -> None:
-    from lethe.app import LetheApp
-
-    init = LetheApp.__init__
-
-    def init_with_guarantee(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **{**kwargs, "processing_guarantee": guarantee})
-
-    LetheApp.__init__ = init_with_guarantee  # type: ignore[method-assign]
-
-
 def main() -> int:
     from lethe import forwarding
 
-    if guarantee := os.environ.get("LETHE_IT_PROCESSING_GUARANTEE"):
-        use_processing_guarantee(guarantee)
     if linger := os.environ.get("LETHE_IT_FORWARD_LINGER_MS"):
         forwarding.PRODUCER_CONFIG["linger.ms"] = int(linger)
     if os.environ.get("LETHE_IT_COMMIT_UNSETTLED") == "1":

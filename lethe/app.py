@@ -28,6 +28,15 @@ What the app is made of:
   rebalance a change-topic partition without a committed offset is read from its
   beginning, and that no change record reaches a stream until a rebalance is over
   (Faust 0.15 could otherwise lose records at a rebalance);
+- a consumer group session of LETHE_SESSION_TIMEOUT seconds (how long a dead worker's
+  partitions wait before another worker of the app id takes them);
+- Faust's at-least-once processing guarantee, set explicitly: a record's offset is committed
+  only once what it caused is delivered, a record may be processed twice after a crash, and
+  what it sends again is the same (commands keep their `command_id`; the sink's deletes and
+  anonymisations change nothing the second time). Faust's `exactly_once` is not used: its
+  transactions commit offsets without waiting for the assign agent's own producer
+  (`lethe.forwarding`), whose forwards a crash can then lose, and the commands, sink records
+  and audit go outside them anyway (docs/reliability.md);
 - no agents: the worker command (`lethe.commands.worker`) installs them with
   `lethe.agents.install`, so this module never imports the agents and the
   agents never import it.
@@ -56,7 +65,7 @@ from lethe.faust_sensor import install_faust_sensor
 from lethe.forwarding import KafkaForwarder
 from lethe.kafka_clients import Refusals, client_config, faust_credentials
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
-from lethe.settings import APP_ID, Settings
+from lethe.settings import APP_ID, HEARTBEAT_MAX_S, Settings
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +175,9 @@ def create_app(
         store=store,
         datadir=str(settings.data_dir / app_id),
         autodiscover=False,
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(HEARTBEAT_MAX_S, settings.session_timeout / 3),
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=settings.consumer_max_fetch_bytes,
         broker_max_poll_records=settings.max_poll_records,

@@ -42,6 +42,11 @@ least 32 characters, e.g. `python -c 'import secrets; print(secrets.token_hex(32
 anywhere but the local demo, and keep it: records hashed under another key are found only
 with that key."""
 AUDIT_HASH_KEY_MIN_LENGTH = 32
+SESSION_TIMEOUT_MIN_S = 6.0
+SESSION_TIMEOUT_MAX_S = 1800.0
+"""The session timeouts a Kafka broker accepts by default (group.min/max.session.timeout.ms)."""
+HEARTBEAT_MAX_S = 3.0
+"""How often at most the worker sends a heartbeat (Faust's default interval)."""
 
 ClockMode = Literal["wall", "accelerated", "manual"]
 CLOCK_MODES: tuple[ClockMode, ...] = get_args(ClockMode)
@@ -166,6 +171,13 @@ class Settings:
     the change stream to show it applied (the row's delete, its anonymised values) before the
     enforcer sends it again with the same `command_id` (default 300); then after 2x, 4x, 8x and
     16x that. See `confirm_after` for what it is on the enforcement clock."""
+    session_timeout: float = 60.0
+    """LETHE_SESSION_TIMEOUT: seconds the broker waits for a worker's heartbeat before it gives
+    the worker's partitions to the other workers of the app id (default 60, Faust's; the broker
+    allows 6 to 1800 by default). A worker that dies without leaving (SIGKILL, a lost machine)
+    stops the commands of its partitions that long: the takeover time of docs/reliability.md is
+    this plus about 6 s. Heartbeats go from the consumer's own thread every third of it (at most
+    every 3 s), so a busy event loop does not miss them; lower it to take over sooner."""
     tick_interval: float = 1.0
     """LETHE_TICK_INTERVAL: seconds between two sweeps of the enforcer (default 1): how late
     after its due instant a stage is issued at most, besides the worker's lag."""
@@ -247,6 +259,13 @@ class Settings:
             raise ConfigError(
                 f"LETHE_CENSUS_INTERVAL={self.census_interval} is not more than 0; set a number "
                 "of seconds such as 30 (the default)"
+            )
+        if not SESSION_TIMEOUT_MIN_S <= self.session_timeout <= SESSION_TIMEOUT_MAX_S:
+            raise ConfigError(
+                f"LETHE_SESSION_TIMEOUT={self.session_timeout} is outside what the broker allows "
+                f"by default ({SESSION_TIMEOUT_MIN_S:.0f} to {SESSION_TIMEOUT_MAX_S:.0f} s, its "
+                "group.min/max.session.timeout.ms); set a number of seconds such as 60 (the "
+                "default)"
             )
         if not self.tick_interval > 0:
             raise ConfigError(
@@ -517,6 +536,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "clock_wall_start": _instant_setting,
     "clock_speed": parse_speed,
     "tick_interval": _seconds_setting,
+    "session_timeout": _seconds_setting,
     "census_interval": _seconds_setting,
     "confirm_timeout": _seconds_setting,
     "source_heartbeat_lease": _seconds_setting,
@@ -572,6 +592,7 @@ _VARIABLES: dict[str, str] = {
     "tick_interval": "LETHE_TICK_INTERVAL",
     "census_interval": "LETHE_CENSUS_INTERVAL",
     "confirm_timeout": "LETHE_CONFIRM_TIMEOUT",
+    "session_timeout": "LETHE_SESSION_TIMEOUT",
     "enforce": "LETHE_ENFORCE",
     "metrics": "LETHE_METRICS",
     "faust_metrics": "LETHE_FAUST_METRICS",

@@ -10,7 +10,10 @@ by the workers' policy: config/policy.yaml's purposes with that source only), LE
   worker of the app forwards every change again: each change record's offset reaches the
   subject events at least once. With LETHE_IT_COMMIT_UNSETTLED=1 the held worker commits
   without waiting for its deliveries and the test fails (2026-11-30: offset 200 committed,
-  all 200 forwards undelivered; the next worker would start past them);
+  all 200 forwards undelivered; the next worker would start past them); so it does under
+  Faust's exactly_once, whose transactions commit without asking the forwarder
+  (tests/integration/exactly_once/sitecustomize.py; 2026-11-30: the same, offset 200
+  committed, 200 undelivered);
 - a worker whose forwards the broker refuses for good (its subject events topic takes records
   of 64 bytes at most) stops, says why, and commits nothing;
 - the forwarding producer puts each subject in the partition Faust's producer (aiokafka's

@@ -217,6 +217,54 @@ def test_anonymise_and_delete_sent_together_leave_the_row_deleted(
     assert survey(pg, row_id) is None
 
 
+def test_a_command_applied_again_changes_nothing(
+    policy: Policy,
+    sink: Settings,
+    send: Callable[..., Any],
+    pg: psycopg.Connection[Any],
+    own_rows: list[tuple[str, int]],
+) -> None:
+    """At least once: after a worker restart the same commands come again (same command id,
+    same sink records). Applied a second time by the sink, an anonymise or a delete leaves the
+    table as the first left it, and an anonymise that comes again after its row's delete does
+    not bring the row back (the sink updates, never inserts)."""
+    row_id = insert_survey(pg, own_rows)
+    marker = insert_survey(pg, own_rows)
+    later_marker = insert_survey(pg, own_rows)
+
+    def table() -> list[tuple[Any, ...]]:
+        return pg.execute(
+            f"SELECT id, {SURVEY_COLUMNS} FROM satisfaction_surveys ORDER BY id"
+        ).fetchall()
+
+    kept = {"submitted_at": micros("2024-03-17T10:20:30Z")}
+    send(policy, anonymise_survey(row_id), kept)
+    wait_for(lambda: (survey(pg, row_id) or (1,))[0] is None, "the anonymised survey")
+    anonymised = table()
+
+    send(policy, anonymise_survey(row_id), kept)
+    send(policy, anonymise_survey(marker), kept)
+    wait_for(lambda: (survey(pg, marker) or (1,))[0] is None, "the marker's anonymise")
+    assert survey(pg, row_id) == (None, None, 7, None, datetime(2024, 3, 1, tzinfo=UTC))
+    assert [row for row in table() if row[0] != marker] == [
+        row for row in anonymised if row[0] != marker
+    ], "the anonymise applied again changed a row"
+
+    send(policy, delete("public.satisfaction_surveys", row_id, "customer:987001"), {})
+    wait_for(lambda: survey(pg, row_id) is None, "the deleted survey")
+    deleted = table()
+
+    send(policy, delete("public.satisfaction_surveys", row_id, "customer:987001"), {})
+    send(policy, anonymise_survey(row_id), kept)
+    send(policy, anonymise_survey(later_marker), kept)
+    wait_for(lambda: (survey(pg, later_marker) or (1,))[0] is None, "the later marker's anonymise")
+    assert survey(pg, row_id) is None, "an anonymise after the delete brought the row back"
+    assert [row for row in table() if row[0] != later_marker] == [
+        row for row in deleted if row[0] != later_marker
+    ], "the delete or anonymise applied again changed a row"
+    assert SinkConnector(sink).healthy(), "the sink failed on a command applied again"
+
+
 def end_offset(settings: Settings, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "unused"})
     try:

@@ -240,7 +240,8 @@ class Enforcer:
                     return
                 if not isinstance(decoded, ChangeEvent):
                     return  # a tombstone: the assign agent never forwards one
-                event = replace(decoded, ts=self.clock.event_instant(decoded.ts))
+                at = self.clock.event_instant(decoded.ts)
+                event = decoded if at == decoded.ts else replace(decoded, ts=at)
                 where = (record.source_topic, record.source_partition, record.source_offset)
                 outcome = driver.feed(event, self.bounds.get(message.partition, {}))
             elif isinstance(record, Depart):

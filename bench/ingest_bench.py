@@ -29,8 +29,11 @@ records its first stage handled; the whole page is read every 15 s, as by Promet
 "all agents" waits further, until the worker's consumer group has committed every record
 of the bench topic and, with stage E, of `<app id>-subject-events` (Faust commits every
 2.8 s: up to that late, the worker idle meanwhile), so the bench measures whatever agents
-the worker runs, with or without metrics. After the worker stops, the end offsets of its
-changelog topics and of `<app id>-subject-events` give the records it wrote per event.
+the worker runs, with or without metrics; the worker's CPU is then read for 8 s more, idle:
+"busy" CPU per event leaves out that idle rate over the run (timers, polling loops), which
+otherwise grows CPU per event with the run's length on a loaded machine. After the worker
+stops, the end offsets of its changelog topics and of `<app id>-subject-events` give the
+records it wrote per event.
 
 It prints a table: events/s best and median of the runs, the ratio to the tuned bare agent,
 and `nproc`; and the CPU time each contender's process (all its threads: librdkafka's too)
@@ -95,6 +98,8 @@ CONTENDERS = (
 )
 SAMPLE_S = 0.2
 PROMETHEUS_SCRAPE_S = 15.0
+IDLE_S = 8.0
+"""How long the worker's CPU is read once it has committed everything: its idle rate."""
 START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 45.0
@@ -447,6 +452,13 @@ def _watch_worker(
             result.extra["all_agents_cpu_s"] = (
                 (drained_cpu - first_cpu) * (bench.events - 1) / counted
             )
+            time.sleep(IDLE_S)
+            idle_cpu = cpu_seconds(pid)
+            if idle_cpu is not None:
+                idle_rate = (idle_cpu - drained_cpu) / (time.perf_counter() - drained)
+                result.extra["idle_share"] = idle_rate
+                busy = drained_cpu - first_cpu - idle_rate * (drained - first[0])
+                result.extra["busy_cpu_s"] = busy * (bench.events - 1) / counted
     return result
 
 
@@ -611,6 +623,12 @@ def main() -> None:
                     if "all_agents_cpu_s" in result.extra:
                         cpu = result.extra["all_agents_cpu_s"] * 1e6 / bench.events
                         extra += f", {cpu:,.0f} µs CPU/event"
+                    if "busy_cpu_s" in result.extra:
+                        busy = result.extra["busy_cpu_s"] * 1e6 / bench.events
+                        extra += (
+                            f" (idle {result.extra['idle_share']:.1%} of a core; without it "
+                            f"{busy:,.0f} µs)"
+                        )
                     print(
                         f"run {round_no}: {name}: {rate_text(result.rate)} ev/s{extra}",
                         flush=True,

@@ -63,6 +63,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -498,6 +499,29 @@ def _written_per_event(bench: Bench, app_id: str) -> dict[str, float]:
 # --- report -----------------------------------------------------------------------------
 
 
+def run_text(result: Result, events: int) -> str:
+    """One run's line: events/s, CPU per event, and for a worker the same for all agents."""
+    text = f"{rate_text(result.rate)} ev/s"
+    if "cpu_s" in result.extra:
+        text += f", {result.extra['cpu_s'] * 1e6 / events:,.0f} µs CPU/event"
+    if "all_agents_rate" in result.extra:
+        text += f", all agents {result.extra['all_agents_rate']:,.0f} ev/s"
+    if "all_agents_cpu_s" in result.extra:
+        text += f", {result.extra['all_agents_cpu_s'] * 1e6 / events:,.0f} µs CPU/event"
+    if "busy_cpu_s" in result.extra:
+        busy = result.extra["busy_cpu_s"] * 1e6 / events
+        text += f" (idle {result.extra['idle_share']:.1%} of a core; without it {busy:,.0f} µs)"
+    return text
+
+
+def paired_text(first: Result, second: Result) -> str:
+    """The first run's all-agents CPU per event over the second's (side by side)."""
+    a, b = first.extra.get("all_agents_cpu_s"), second.extra.get("all_agents_cpu_s")
+    if not a or not b:
+        return "first / second all-agents CPU per event: -"
+    return f"first / second all-agents CPU per event: {a / b:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -520,6 +544,12 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
     parser.add_argument("--profile", type=Path, help="also profile one run of each Faust app")
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="run the contenders of a round at the same time (each its own app and group), "
+        "so that they share the machine's load; with two, print their CPU ratio per round",
+    )
     parser.add_argument(
         "--py-spy",
         type=Path,
@@ -612,27 +642,17 @@ def main() -> None:
             contenders = [everyone[key] for key in args.contenders.split(",")]
             results: dict[str, list[Result]] = {name: [] for name, _ in contenders}
             for round_no in range(1, args.runs + 1):
-                for name, run in contenders:
-                    result = run()
+                if args.side_by_side:
+                    with ThreadPoolExecutor(len(contenders)) as pool:
+                        futures = [(name, pool.submit(run)) for name, run in contenders]
+                        done = [(name, future.result()) for name, future in futures]
+                else:
+                    done = [(name, run()) for name, run in contenders]
+                for name, result in done:
                     results[name].append(result)
-                    extra = ""
-                    if "cpu_s" in result.extra:
-                        extra = f", {result.extra['cpu_s'] * 1e6 / bench.events:,.0f} µs CPU/event"
-                    if "all_agents_rate" in result.extra:
-                        extra += f", all agents {result.extra['all_agents_rate']:,.0f} ev/s"
-                    if "all_agents_cpu_s" in result.extra:
-                        cpu = result.extra["all_agents_cpu_s"] * 1e6 / bench.events
-                        extra += f", {cpu:,.0f} µs CPU/event"
-                    if "busy_cpu_s" in result.extra:
-                        busy = result.extra["busy_cpu_s"] * 1e6 / bench.events
-                        extra += (
-                            f" (idle {result.extra['idle_share']:.1%} of a core; without it "
-                            f"{busy:,.0f} µs)"
-                        )
-                    print(
-                        f"run {round_no}: {name}: {rate_text(result.rate)} ev/s{extra}",
-                        flush=True,
-                    )
+                    print(f"run {round_no}: {name}: {run_text(result, bench.events)}", flush=True)
+                if args.side_by_side and len(done) == 2:
+                    print(f"run {round_no}: {paired_text(done[0][1], done[1][1])}", flush=True)
             print()
             print(table(results, bench.events, size / count))
             if args.profile is not None:

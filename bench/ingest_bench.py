@@ -83,6 +83,7 @@ from bench.ingest_stream import (  # noqa: E402
     produce,
     topics_of,
 )
+from policy.sink_records import sink_topic  # noqa: E402
 
 TUNED = {"fetch_bytes": 8 * 1024 * 1024, "poll_records": 5000, "buffer": 32768}
 CONTENDERS = (
@@ -130,7 +131,8 @@ class Bench:
 def clean_up(bench: Bench) -> None:
     """Delete the bench topic, every topic of the bench's apps and every group it made."""
     client = admin(bench.bootstrap)
-    doomed = [bench.topic]
+    table = bench.topic.split(".", 1)[1]  # hosting.public.bench_x -> public.bench_x
+    doomed = [bench.topic, sink_topic(table)]  # stage E declares its table's sink topic
     for app_id in bench.app_ids:
         doomed += topics_of(bench.bootstrap, f"{app_id}-")
     for name, future in client.delete_topics(doomed, operation_timeout=30).items():

@@ -151,7 +151,8 @@ async def handle_change(
         return None
     op = TOMBSTONE if not isinstance(outcome, ChangeEvent) else outcome.op.value
     labelled(metrics.change_events, outcome.table, op).inc()
-    log.debug("change table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("change table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
     if not isinstance(outcome, ChangeEvent):
         return None
     source = (message.topic, message.partition)

@@ -177,16 +177,20 @@ class Enforcer:
             self.census = CensusBoard(metrics, purposes)
         self.due_to_issued = Children(metrics.due_to_issued)
         self.issued_to_confirmed = Children(metrics.issued_to_confirmed)
+        self.issued = Children(metrics.commands_issued)
+        self.reissued = Children(metrics.commands_reissued)
+        self.confirmed = Children(metrics.commands_confirmed)
+        self.input_lag = Children(metrics.input_watermark_lag)
         for table in engine.plans:  # at 0 from the start: a rate sees the first command
             for action in ACTIONS:
-                for counter in (
-                    metrics.commands_issued,
-                    metrics.commands_reissued,
-                    metrics.commands_confirmed,
+                for children in (
+                    self.issued,
+                    self.reissued,
+                    self.confirmed,
+                    self.due_to_issued,
+                    self.issued_to_confirmed,
                 ):
-                    counter.labels(table=table, action=action)
-                self.due_to_issued(table, action)
-                self.issued_to_confirmed(table, action)
+                    children(table, action)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """The partitions were revoked: drop their watermarks (a partition assigned again
@@ -205,10 +209,9 @@ class Enforcer:
         worker's partitions."""
         self.watermarks.report(partition, tick.watermarks)
         slowest = self.watermarks.slowest()
-        lag = self.metrics.input_watermark_lag
         for table in self.engine.policy.sources:
             mark = slowest.get(table)
-            lag.labels(table=table).set(float("inf") if mark is None else (wall - mark) / 1e6)
+            self.input_lag(table).set(float("inf") if mark is None else (wall - mark) / 1e6)
         reported = self.watermarks.processed(partition)
         processed = {table: self.clock.event_instant(mark) for table, mark in reported.items()}
         bounds = self.bounds[partition] = row_bounds(self.engine, processed)
@@ -242,7 +245,8 @@ class Enforcer:
                     return
                 if not isinstance(decoded, ChangeEvent):
                     return  # a tombstone: the assign agent never forwards one
-                event = replace(decoded, ts=self.clock.event_instant(decoded.ts))
+                at = self.clock.event_instant(decoded.ts)
+                event = decoded if at == decoded.ts else replace(decoded, ts=at)
                 where = (record.source_topic, record.source_partition, record.source_offset)
                 outcome = driver.feed(event, self.bounds.get(message.partition, {}))
             elif isinstance(record, Depart):
@@ -333,10 +337,10 @@ class Enforcer:
         for command, deliveries in sent:
             for record, pending in deliveries:
                 await self.delivered(pending, self.topic(record.topic), record.key, record.value)
-            labels = {"table": command.table, "action": command.action.value}
+            labels = (command.table, command.action.value)
             if command.reissued_at is None:
-                self.metrics.commands_issued.labels(**labels).inc()
-                self.due_to_issued(command.table, command.action.value).observe(
+                self.issued(*labels).inc()
+                self.due_to_issued(*labels).observe(
                     max(0, command.issued_at - command.due_at) / 1e6
                 )
                 log.info(
@@ -346,7 +350,7 @@ class Enforcer:
                     command.command_id,
                 )
             else:
-                self.metrics.commands_reissued.labels(**labels).inc()
+                self.reissued(*labels).inc()
                 log.warning(
                     "reissued %s %s command_id=%s attempt=%d: not confirmed yet",
                     command.action.value,
@@ -358,9 +362,7 @@ class Enforcer:
             await self.delivered(pending, self.audit, key, value)
         for confirmation in outcome.confirmations:
             command = confirmation.command
-            self.metrics.commands_confirmed.labels(
-                table=command.table, action=command.action.value
-            ).inc()
+            self.confirmed(command.table, command.action.value).inc()
             self.issued_to_confirmed(command.table, command.action.value).observe(
                 max(0, confirmation.at - command.issued_at) / 1e6
             )

@@ -24,13 +24,16 @@ in turn, each with its own consumer group:
 4b. the same with stage E in the same worker (LETHE_ENFORCE=on, `worker-e`);
 5. `lethe worker` with its default settings, stage A only.
 Events/s run from the first record handled to the N-th: the bare agent times itself; the
-worker is sampled every 0.2 s on /metrics (`lethe_change_events_total`, the change records
-its first stage handled). "all agents" waits further, until every topic the worker reads
-(Faust's `messages_received_per_topic`: its own `<app id>-subject-events` once a later
-stage reads it) is read to its end and nothing read is left unacknowledged
-(`active_messages` 0), so the bench measures whatever agents the worker runs. After the
-worker stops, the end offsets of its changelog topics and of `<app id>-subject-events` give
-the records it wrote per event.
+worker is sampled every 0.2 s on /metrics (`lethe_change_events_total` alone, the change
+records its first stage handled; the whole page is read every 15 s, as by Prometheus).
+"all agents" waits further, until the worker's consumer group has committed every record
+of the bench topic and, with stage E, of `<app id>-subject-events` (Faust commits every
+2.8 s: up to that late, the worker idle meanwhile), so the bench measures whatever agents
+the worker runs, with or without metrics; the worker's CPU is then read for 8 s more, idle:
+"busy" CPU per event leaves out that idle rate over the run (timers, polling loops), which
+otherwise grows CPU per event with the run's length on a loaded machine. After the worker
+stops, the end offsets of its changelog topics and of `<app id>-subject-events` give the
+records it wrote per event.
 
 It prints a table: events/s best and median of the runs, the ratio to the tuned bare agent,
 and `nproc`; and the CPU time each contender's process (all its threads: librdkafka's too)
@@ -40,7 +43,8 @@ other processes sharing the cores barely touches (the worker's is read from /pro
 0.2 s). The machine is shared and noisy: compare within one run, not across runs.
 `--profile DIR` adds one run of the tuned bare agent and of the tuned worker (stage A, then
 stages A and E) under cProfile (not in the table; it slows them) and prints where each spends
-its time.
+its time. `--py-spy DIR` samples every worker run with py-spy (`<app id>.txt`, raw stacks;
+`bench/stacks.py` compares two of them).
 """
 
 from __future__ import annotations
@@ -59,11 +63,12 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,6 +83,7 @@ from bench.ingest_stream import (  # noqa: E402
     produce,
     topics_of,
 )
+from policy.sink_records import sink_topic  # noqa: E402
 
 TUNED = {"fetch_bytes": 8 * 1024 * 1024, "poll_records": 5000, "buffer": 32768}
 CONTENDERS = (
@@ -93,8 +99,11 @@ CONTENDERS = (
     "worker-e-nometrics",
 )
 SAMPLE_S = 0.2
+PROMETHEUS_SCRAPE_S = 15.0
+IDLE_S = 8.0
+"""How long the worker's CPU is read once it has committed everything: its idle rate."""
 START_TIMEOUT_S = 120.0
-DRAIN_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 45.0
 
 
@@ -107,6 +116,8 @@ class Bench:
     workdir: Path
     run_id: str
     timeout_s: float
+    py_spy: Path | None = None
+    """A directory: every worker run is sampled by py-spy into `<app id>.txt` there."""
     app_ids: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
 
@@ -120,7 +131,8 @@ class Bench:
 def clean_up(bench: Bench) -> None:
     """Delete the bench topic, every topic of the bench's apps and every group it made."""
     client = admin(bench.bootstrap)
-    doomed = [bench.topic]
+    table = bench.topic.split(".", 1)[1]  # hosting.public.bench_x -> public.bench_x
+    doomed = [bench.topic, sink_topic(table)]  # stage E declares its table's sink topic
     for app_id in bench.app_ids:
         doomed += topics_of(bench.bootstrap, f"{app_id}-")
     for name, future in client.delete_topics(doomed, operation_timeout=30).items():
@@ -288,22 +300,35 @@ def free_port() -> int:
 
 
 def scrape(port: int) -> dict[str, float] | None:
-    """The worker's /metrics: the sums the bench watches, keyed by name (and topic)."""
+    """The worker's /metrics, only `lethe_change_events_total` (the page's `name[]` filter: a
+    probe that costs every worker alike, however many metrics it has): the sum the bench
+    watches."""
+    url = f"http://127.0.0.1:{port}/metrics?name[]=lethe_change_events_total"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
     except OSError:
         return None
-    sums: dict[str, float] = {"changes": 0.0, "active": 0.0}
+    sums: dict[str, float] = {"changes": 0.0}
     for line in text.splitlines():
         if line.startswith("lethe_change_events_total{"):
             sums["changes"] += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("lethe_faust_active_messages "):
-            sums["active"] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("lethe_faust_messages_received_per_topic_total{"):
-            topic = line.split('topic="', 1)[1].split('"', 1)[0]
-            sums[f"topic:{topic}"] = float(line.rsplit(" ", 1)[1])
     return sums
+
+
+class Prometheus(threading.Thread):
+    """Reads the worker's whole /metrics page every PROMETHEUS_SCRAPE_S, as the stack's
+    Prometheus does (docker/prometheus.yml), until stopped."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(PROMETHEUS_SCRAPE_S):
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url, timeout=5) as r:
+                r.read()
 
 
 def run_worker(
@@ -352,11 +377,24 @@ def run_worker(
     else:
         argv = [sys.executable, "-m", "cProfile", "-o", str(profile), *script]
     child = Child(argv, bench.workdir / f"{app_id}.log", env, cwd=root)
+    sampler = None
+    if bench.py_spy is not None:
+        py_spy = str(Path(sys.executable).with_name("py-spy"))
+        sampler = subprocess.Popen(
+            [py_spy, "record", "--pid", str(child.process.pid), "--format", "raw",
+             "--rate", "100", "-o", str(bench.py_spy / f"{app_id}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     result = Result(name, None)
+    prometheus = Prometheus(port)
+    prometheus.start()
     try:
-        result = _watch_worker(bench, name, port, app_id, child)
+        result = _watch_worker(bench, name, port, app_id, child, enforce=enforce)
     finally:
+        prometheus.stopped.set()
         child.stop()
+        if sampler is not None:
+            sampler.wait(timeout=60)
     if result.rate is not None:
         result.extra.update(_written_per_event(bench, app_id))
     return result
@@ -371,7 +409,9 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child) -> Result:
+def _watch_worker(
+    bench: Bench, name: str, port: int, app_id: str, child: Child, *, enforce: bool
+) -> Result:
     start_deadline = time.monotonic() + START_TIMEOUT_S
     pid = child.process.pid
     first_cpu: float | None = None
@@ -407,7 +447,7 @@ def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child)
     result = Result(name, counted / seconds, seconds)
     if first_cpu is not None and done_cpu is not None:
         result.extra["cpu_s"] = (done_cpu - first_cpu) * (bench.events - 1) / counted
-    drained = _wait_drained(bench, port, app_id)
+    drained = _wait_committed(bench, app_id, enforce)
     if drained is not None:
         result.extra["all_agents_rate"] = counted / (drained - first[0])
         drained_cpu = cpu_seconds(pid)
@@ -415,24 +455,35 @@ def _watch_worker(bench: Bench, name: str, port: int, app_id: str, child: Child)
             result.extra["all_agents_cpu_s"] = (
                 (drained_cpu - first_cpu) * (bench.events - 1) / counted
             )
+            time.sleep(IDLE_S)
+            idle_cpu = cpu_seconds(pid)
+            if idle_cpu is not None:
+                idle_rate = (idle_cpu - drained_cpu) / (time.perf_counter() - drained)
+                result.extra["idle_share"] = idle_rate
+                busy = drained_cpu - first_cpu - idle_rate * (drained - first[0])
+                result.extra["busy_cpu_s"] = busy * (bench.events - 1) / counted
     return result
 
 
-def _wait_drained(bench: Bench, port: int, app_id: str) -> float | None:
-    """When every topic the worker reads is read to its end and acknowledged (a later stage
-    reading `<app id>-subject-events` included); None if not within DRAIN_TIMEOUT_S."""
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        sums = scrape(port)
-        sampled = time.perf_counter()
-        if sums is not None and sums["active"] == 0:
-            read = {key[6:]: value for key, value in sums.items() if key.startswith("topic:")}
-            read.pop(bench.topic, None)
-            ends = end_offsets(bench.bootstrap, sorted(read)) if read else {}
-            if all(read[topic] >= ends[topic] for topic in read):
+def _wait_committed(bench: Bench, app_id: str, enforce: bool) -> float | None:
+    """When the worker's consumer group has committed every record of the bench topic and,
+    with stage E, of `<app id>-subject-events` (one partition each); None if not within
+    DRAIN_TIMEOUT_S. Faust commits every 2.8 s: up to that late, the worker idle meanwhile."""
+    topics = [bench.topic, f"{app_id}-subject-events"] if enforce else [bench.topic]
+    consumer = Consumer({"bootstrap.servers": bench.bootstrap, "group.id": app_id,
+                         "enable.auto.commit": False, "log_level": 0})  # fmt: skip
+    try:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ends = end_offsets(bench.bootstrap, topics)
+            sampled = time.perf_counter()
+            committed = consumer.committed([TopicPartition(t, 0) for t in topics], timeout=10)
+            if all(max(tp.offset, 0) >= ends[tp.topic] for tp in committed):
                 return sampled
-        time.sleep(SAMPLE_S)
-    print(f"{app_id}: its topics were not read to their end within {DRAIN_TIMEOUT_S:.0f} s")
+            time.sleep(SAMPLE_S)
+    finally:
+        consumer.close()
+    print(f"{app_id}: its topics were not committed to their end within {DRAIN_TIMEOUT_S:.0f} s")
     return None
 
 
@@ -448,6 +499,29 @@ def _written_per_event(bench: Bench, app_id: str) -> dict[str, float]:
 
 
 # --- report -----------------------------------------------------------------------------
+
+
+def run_text(result: Result, events: int) -> str:
+    """One run's line: events/s, CPU per event, and for a worker the same for all agents."""
+    text = f"{rate_text(result.rate)} ev/s"
+    if "cpu_s" in result.extra:
+        text += f", {result.extra['cpu_s'] * 1e6 / events:,.0f} µs CPU/event"
+    if "all_agents_rate" in result.extra:
+        text += f", all agents {result.extra['all_agents_rate']:,.0f} ev/s"
+    if "all_agents_cpu_s" in result.extra:
+        text += f", {result.extra['all_agents_cpu_s'] * 1e6 / events:,.0f} µs CPU/event"
+    if "busy_cpu_s" in result.extra:
+        busy = result.extra["busy_cpu_s"] * 1e6 / events
+        text += f" (idle {result.extra['idle_share']:.1%} of a core; without it {busy:,.0f} µs)"
+    return text
+
+
+def paired_text(first: Result, second: Result) -> str:
+    """The first run's all-agents CPU per event over the second's (side by side)."""
+    a, b = first.extra.get("all_agents_cpu_s"), second.extra.get("all_agents_cpu_s")
+    if not a or not b:
+        return "first / second all-agents CPU per event: -"
+    return f"first / second all-agents CPU per event: {a / b:.3f}"
 
 
 def main() -> None:
@@ -473,6 +547,17 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="per run, seconds")
     parser.add_argument("--profile", type=Path, help="also profile one run of each Faust app")
     parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="run the contenders of a round at the same time (each its own app and group), "
+        "so that they share the machine's load; with two, print their CPU ratio per round",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="a directory: sample every worker run with py-spy (raw stacks, <app id>.txt)",
+    )
+    parser.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),
         help=f"comma-separated, in run order (default: all: {','.join(CONTENDERS)})",
@@ -491,7 +576,10 @@ def main() -> None:
             workdir=workdir,
             run_id=run_id,
             timeout_s=args.timeout,
+            py_spy=args.py_spy,
         )
+        if args.py_spy is not None:
+            args.py_spy.mkdir(parents=True, exist_ok=True)
         try:
             create_topic(bench.bootstrap, bench.topic)
             started = time.perf_counter()
@@ -556,16 +644,17 @@ def main() -> None:
             contenders = [everyone[key] for key in args.contenders.split(",")]
             results: dict[str, list[Result]] = {name: [] for name, _ in contenders}
             for round_no in range(1, args.runs + 1):
-                for name, run in contenders:
-                    result = run()
+                if args.side_by_side:
+                    with ThreadPoolExecutor(len(contenders)) as pool:
+                        futures = [(name, pool.submit(run)) for name, run in contenders]
+                        done = [(name, future.result()) for name, future in futures]
+                else:
+                    done = [(name, run()) for name, run in contenders]
+                for name, result in done:
                     results[name].append(result)
-                    extra = ""
-                    if "all_agents_rate" in result.extra:
-                        extra = f", all agents {result.extra['all_agents_rate']:,.0f} ev/s"
-                    print(
-                        f"run {round_no}: {name}: {rate_text(result.rate)} ev/s{extra}",
-                        flush=True,
-                    )
+                    print(f"run {round_no}: {name}: {run_text(result, bench.events)}", flush=True)
+                if args.side_by_side and len(done) == 2:
+                    print(f"run {round_no}: {paired_text(done[0][1], done[1][1])}", flush=True)
             print()
             print(table(results, bench.events, size / count))
             if args.profile is not None:

@@ -129,6 +129,8 @@ def cpu_table(results: dict[str, list[Result]], events: int) -> list[str]:
                 run.extra["all_agents_cpu_s"] for run in runs if "all_agents_cpu_s" in run.extra
             ]
             rows.append((f"{contender}, all agents", drained))
+            busy = [run.extra["busy_cpu_s"] for run in runs if "busy_cpu_s" in run.extra]
+            rows.append((f"{contender}, all agents, idle rate left out", busy))
     per_event = {name: statistics.median(cpus) * 1e6 / events for name, cpus in rows if cpus}
     base = per_event.get("bare Faust agent, tuned")
     out = [

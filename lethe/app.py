@@ -57,14 +57,14 @@ from faust.types import TopicT
 from faust.types.transports import TransportT
 from faust.web import Web
 from faust.web import drivers as web_drivers
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from lethe import consumer, topics
 from lethe.errors import ConfigError, StackError
 from lethe.faust_sensor import install_faust_sensor
 from lethe.forwarding import KafkaForwarder
 from lethe.kafka_clients import Refusals, client_config, faust_credentials
-from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics
+from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics, metrics_text
 from lethe.settings import APP_ID, HEARTBEAT_MAX_S, Settings
 
 log = logging.getLogger(__name__)
@@ -230,14 +230,15 @@ def create_app(
 
 
 def serve_metrics(app: LetheApp) -> None:
-    """Serve the app's registry at /metrics (without Faust's sensor, which does it too)."""
+    """Serve the app's registry at /metrics (without Faust's sensor, which does it too);
+    `/metrics?name[]=<sample name>&...` serves only those metrics, as prometheus_client's
+    own handler does."""
     registry = app.metrics.registry
 
     @app.page("/metrics")
     async def metrics_page(self: Any, request: Any) -> Any:
-        return Response(
-            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        text = metrics_text(registry, request.query.getall("name[]", []))
+        return Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def serve_health(app: LetheApp) -> None:

@@ -11,7 +11,7 @@ only, never row values (a topic name is a table name).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -23,6 +23,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    generate_latest,
 )
 
 from policy.census import FORECAST_DAYS, Census
@@ -398,3 +399,11 @@ def labelled(metric: Any, *values: str) -> Any:
     if child is None:
         child = _LABELLED[key] = metric.labels(*values)
     return child
+
+
+def metrics_text(registry: CollectorRegistry, names: Collection[str] = ()) -> bytes:
+    """The registry in Prometheus's text format; with `names` (sample names, such as
+    `lethe_change_events_total`), only the metrics that have them."""
+    if names:
+        return generate_latest(registry.restricted_registry(names))
+    return generate_latest(registry)

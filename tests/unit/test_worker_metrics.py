@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lethe.agents.lag import LagReport
 from lethe.agents.watermarks import ChangeProgress, PartitionEnd
 from lethe.app import create_app
-from lethe.metrics import CensusBoard, WorkerMetrics, policy_hash
+from lethe.metrics import CensusBoard, WorkerMetrics, metrics_text, policy_hash
 from lethe.settings import Settings
 from policy.census import Census
 
@@ -102,6 +102,19 @@ def test_build_info_names_the_version_and_the_policy():
     metrics.build_info.labels("0.1.0", policy_hash(b"policy: x\n")).set(1)
     # sha256 of "policy: x\n", first 12 hex digits (by `printf 'policy: x\n' | sha256sum`)
     assert value(metrics, "lethe_build_info", version="0.1.0", policy_hash="8d1211339364") == 1
+
+
+def test_a_scrape_naming_samples_gets_those_alone_and_an_unnamed_one_gets_every_metric():
+    metrics = WorkerMetrics.create()
+    CensusBoard(metrics, {"public.orders": ("accounting",)})
+    metrics.change_events.labels("public.orders", "c").inc(3)
+    named = metrics_text(metrics.registry, ["lethe_change_events_total"]).decode()
+    samples = [line for line in named.splitlines() if not line.startswith("#")]
+    assert samples == ['lethe_change_events_total{op="c",table="public.orders"} 3.0']
+    whole = metrics_text(metrics.registry).decode()
+    assert 'lethe_change_events_total{op="c",table="public.orders"} 3.0' in whole
+    assert 'lethe_backlog_rows{action="delete",table="public.orders"} 0.0' in whole
+    assert "process_cpu_seconds_total" in whole
 
 
 @pytest.mark.usefixtures("promtool_installed")

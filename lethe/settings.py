@@ -158,6 +158,12 @@ class Settings:
     metrics: per-record counters of every stream, send and table operation); `off` (default)
     leaves it out. Measured, it costs about 15% of the first stage's CPU per event, and the
     dashboard and alerts do not read it (docs/benchmarks.md)."""
+    prewarm: bool = False
+    """LETHE_PREWARM: `on` fills the worker's RocksDB tables from their changelogs before Faust
+    starts, with a fast reader (`lethe.prewarm`): a worker whose data directory is lost or
+    behind then starts in seconds instead of minutes (docs/benchmarks.md (e)); Faust's own
+    recovery reads only what was written after. `off` (default) leaves it all to Faust.
+    Give the worker its own data directory (LETHE_DATA_DIR) either way."""
     consumer_max_fetch_bytes: int = 4 * 1024 * 1024
     """LETHE_CONSUMER_MAX_FETCH_BYTES: the most bytes the worker fetches per partition in one
     request (default 4 MiB; Faust's is 1 MiB). Must hold the largest record. Larger fetches
@@ -389,6 +395,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "enforce": _switch_setting,
     "metrics": _switch_setting,
     "faust_metrics": _switch_setting,
+    "prewarm": _switch_setting,
     "max_poll_records": _count_setting,
 }
 """Settings whose text is parsed by more than a type; a ValueError's message starts with the
@@ -433,6 +440,7 @@ _VARIABLES: dict[str, str] = {
     "enforce": "LETHE_ENFORCE",
     "metrics": "LETHE_METRICS",
     "faust_metrics": "LETHE_FAUST_METRICS",
+    "prewarm": "LETHE_PREWARM",
     "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",
     "max_poll_records": "LETHE_MAX_POLL_RECORDS",
     "stream_buffer_maxsize": "LETHE_STREAM_BUFFER_MAXSIZE",

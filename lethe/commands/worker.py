@@ -122,6 +122,22 @@ def declare_changelog_topics(settings: Settings, app: LetheApp) -> None:
                 raise
 
 
+def prewarm(settings: Settings, app: LetheApp) -> None:
+    """Fill the app's tables from their changelogs (LETHE_PREWARM, `lethe.prewarm`) and say
+    so on stderr: Faust's logging is not set up yet."""
+    from lethe.prewarm import prewarm_app
+
+    print("lethe worker: prewarming the tables from their changelogs", file=sys.stderr)
+    filled = prewarm_app(app, settings.kafka_bootstrap)
+    if filled is not None:
+        print(
+            f"lethe worker: prewarm applied {filled.records} changelog records to "
+            f"{filled.partitions} table partitions ({filled.complete} read to their end) in "
+            f"{filled.seconds:.1f}s",
+            file=sys.stderr,
+        )
+
+
 def quiet_root_worker() -> type[faust.Worker]:
     """Faust's worker, except that the root logger stays at the chosen level.
 
@@ -168,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
     app.metrics.build_info.labels(__version__, running).set(1)
     declare_changelog_topics(settings, app)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
+    if settings.prewarm:
+        prewarm(settings, app)
     worker = quiet_root_worker()(app, loglevel=args.loglevel)
     try:
         worker.execute_from_commandline()

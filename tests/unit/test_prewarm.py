@@ -1,0 +1,175 @@
+"""The prewarm's parts that need no broker: which offsets a partition's file lacks, and that the
+file it writes from changelog records is the one Faust's own recovery writes from them (same
+keys, values and persisted offset, read back through Faust's RocksDB store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from lethe.app import ROCKSDB_OPTIONS, create_app
+from lethe.faust_store import ROWS, declare_state_tables
+from lethe.prewarm import (
+    OFFSET_KEY,
+    PartitionFill,
+    Span,
+    TableFiles,
+    app_tables,
+    open_file,
+    span_to_read,
+)
+from lethe.settings import Settings
+
+Record = tuple[bytes, bytes | None, int]
+"""A changelog record: key, value (None: a tombstone), offset."""
+
+# A compacted changelog partition: offsets 2, 5 and 6 were compacted away; b"b" was deleted
+# (tombstone at 4) and written again at 8; b"c" was deleted at 9 and stays deleted.
+RECORDS: list[Record] = [
+    (b"a", b"a-0", 0),
+    (b"b", b"b-1", 1),
+    (b"c", b"c-3", 3),
+    (b"b", None, 4),
+    (b"a", b"a-7", 7),
+    (b"b", b"b-8", 8),
+    (b"c", None, 9),
+]
+END = 11
+"""The partition's end: offset 10 was compacted away too."""
+
+
+def test_a_new_file_is_filled_from_the_log_start() -> None:
+    assert span_to_read(None, 0, 500) == Span(0, 500)
+    assert span_to_read(None, 120, 500) == Span(120, 500)
+
+
+def test_a_kept_file_is_filled_from_the_offset_after_the_one_it_holds() -> None:
+    assert span_to_read(349, 0, 500) == Span(350, 500)
+
+
+def test_a_file_that_holds_offsets_the_log_no_longer_has_is_filled_from_the_log_start() -> None:
+    assert span_to_read(49, 120, 500) == Span(120, 500)
+
+
+def test_a_file_at_the_end_is_left_alone() -> None:
+    assert span_to_read(499, 0, 500) is None
+
+
+def test_a_file_past_the_end_is_left_to_faust_s_consistency_check() -> None:
+    assert span_to_read(800, 0, 500) is None
+
+
+def test_an_empty_partition_is_not_read() -> None:
+    assert span_to_read(None, 0, 0) is None
+    assert span_to_read(None, 40, 40) is None
+
+
+def filled(path: Path, records: list[Record], end: int, *, at_end: bool) -> dict[bytes, bytes]:
+    table = TableFiles("t-changelog", path, "t", dict(ROCKSDB_OPTIONS))
+    db = open_file(table, 0)
+    try:
+        fill = PartitionFill(db, Span(0, end))
+        for key, value, offset in records[:4]:
+            fill.apply(key, value, offset)
+        fill.flush()  # two batches, as when the consumer hands the records over in two
+        for key, value, offset in records[4:]:
+            fill.apply(key, value, offset)
+        if at_end:
+            fill.reached(end)
+        fill.flush()
+    finally:
+        db.close()
+    db = open_file(table, 0)
+    try:
+        return dict(db.items())
+    finally:
+        db.close()
+
+
+def test_the_file_holds_the_last_value_of_each_key_without_the_deleted_ones(
+    tmp_path: Path,
+) -> None:
+    assert filled(tmp_path, RECORDS, END, at_end=False) == {
+        b"a": b"a-7",
+        b"b": b"b-8",
+        OFFSET_KEY: b"9",
+    }
+
+
+def test_a_partition_read_to_its_end_records_the_end_as_read(tmp_path: Path) -> None:
+    assert filled(tmp_path, RECORDS, END, at_end=True)[OFFSET_KEY] == b"10"
+
+
+def test_nothing_is_written_when_nothing_was_read(tmp_path: Path) -> None:
+    table = TableFiles("t-changelog", tmp_path, "t", dict(ROCKSDB_OPTIONS))
+    db = open_file(table, 0)
+    try:
+        PartitionFill(db, Span(0, END)).flush()
+        assert dict(db.items()) == {}
+    finally:
+        db.close()
+
+
+def faust_table(tmp_path: Path, app_id: str) -> Any:
+    settings = Settings.from_env({"LETHE_DATA_DIR": str(tmp_path)})
+    app = create_app(settings, app_id=app_id, web_enabled=False)
+    tables = declare_state_tables(app, 2)
+    return app, tables.rows
+
+
+def test_faust_s_store_reads_the_filled_file_as_it_reads_its_own_recovery(
+    tmp_path: Path,
+) -> None:
+    _app, rows = faust_table(tmp_path / "faust", "pw-unit")
+    tp = TP(rows.changelog_topic_name, 1)
+    events = [
+        SimpleNamespace(
+            message=SimpleNamespace(tp=tp, partition=1, offset=offset, key=key, value=value)
+        )
+        for key, value, offset in RECORDS
+    ]
+    rows.data.apply_changelog_batch(events, None, None)
+    recovered = dict(rows.data._db_for_partition(1).items())
+    recovered_offset = rows.data.persisted_offset(tp)
+
+    prewarm_app, prewarm_rows = faust_table(tmp_path / "prewarm", "pw-unit")
+    (files,) = [t for t in app_tables(prewarm_app) if t.name == ROWS]
+    assert files.path(1) == prewarm_rows.data.partition_path(1), "the file Faust opens"
+    db = open_file(files, 1)
+    try:
+        fill = PartitionFill(db, Span(0, RECORDS[-1][2] + 1))
+        for key, value, offset in RECORDS:
+            fill.apply(key, value, offset)
+        fill.flush()
+    finally:
+        db.close()
+
+    assert dict(prewarm_rows.data._db_for_partition(1).items()) == recovered
+    assert prewarm_rows.data.persisted_offset(tp) == recovered_offset == 9
+
+
+def test_every_table_of_the_worker_is_filled_with_faust_s_changelog_and_options(
+    tmp_path: Path,
+) -> None:
+    app, _ = faust_table(tmp_path, "pw-unit")
+    app.Table("other", key_type=bytes, value_type=bytes, partitions=2)
+    found = {t.name: t for t in app_tables(app)}
+    assert sorted(found) == sorted(app.tables)
+    assert found["other"].changelog == "pw-unit-other-changelog"
+    assert found["other"].options == ROCKSDB_OPTIONS
+
+
+def test_an_app_on_the_memory_store_has_nothing_to_fill(tmp_path: Path) -> None:
+    settings = Settings.from_env({"LETHE_DATA_DIR": str(tmp_path)})
+    app = create_app(settings, app_id="pw-unit", store="memory://", web_enabled=False)
+    declare_state_tables(app, 2)
+    assert app_tables(app) == []
+
+
+@pytest.mark.parametrize("text", ["on", "off"])
+def test_the_prewarm_is_a_setting(text: str) -> None:
+    assert Settings.from_env({"LETHE_PREWARM": text}).prewarm is (text == "on")

@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import resource
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -91,13 +92,14 @@ def span_to_read(held: int | None, low: int, high: int) -> Span | None:
 
 @dataclass(frozen=True, slots=True)
 class Filled:
-    """What a fill did: records applied, partitions read, partitions read to their end, and
-    the seconds it took."""
+    """What a fill did: records applied, partitions read, partitions read to their end, the
+    seconds it took, and the peak memory (RSS, MiB) of the process that read them."""
 
     records: int
     partitions: int
     complete: int
     seconds: float
+    peak_mib: float = 0.0
 
 
 class PartitionFill:
@@ -166,17 +168,17 @@ def held_offset(db: Any) -> int | None:
     return None if held is None else int(held)
 
 
-def fill(
-    bootstrap: str,
-    tables: Sequence[TableFiles],
-    *,
-    committed_only: bool = False,
-    batch: int = BATCH,
-    stall_s: float = STALL_S,
-) -> Filled:
-    """Bring every partition file of `tables` up to its changelog's end (see the module)."""
-    started = time.monotonic()
-    consumer = Consumer(
+@dataclass(frozen=True, slots=True)
+class Lack:
+    """A table partition whose file lacks changelog records, and which."""
+
+    table: TableFiles
+    partition: int
+    span: Span
+
+
+def _consumer(bootstrap: str, committed_only: bool) -> Consumer:
+    return Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": "lethe-prewarm",  # never joined nor committed: assign() only
@@ -190,34 +192,84 @@ def fill(
             "log_level": 0,
         }
     )
-    fills: dict[tuple[str, int], PartitionFill] = {}
-    dbs: list[Any] = []
+
+
+def lacking(bootstrap: str, tables: Sequence[TableFiles]) -> list[Lack]:
+    """Every partition of the `tables`' changelogs whose file lacks records (see the module):
+    the changelog's offsets from the broker, the file's from the file (not created when
+    missing)."""
+    consumer = _consumer(bootstrap, committed_only=False)
+    found: list[Lack] = []
     try:
         counts = _partition_counts(consumer, [table.changelog for table in tables])
         for table in tables:
             for partition in range(counts.get(table.changelog, 0)):
                 where = TopicPartition(table.changelog, partition)
                 low, high = consumer.get_watermark_offsets(where, timeout=10)
-                if high <= low:
-                    continue
-                db = open_file(table, partition)
-                dbs.append(db)
-                span = span_to_read(held_offset(db), low, high)
+                held = None
+                if table.path(partition).exists() and high > low:
+                    db = open_file(table, partition)
+                    try:
+                        held = held_offset(db)
+                    finally:
+                        db.close()
+                span = span_to_read(held, low, high)
                 if span is not None:
-                    fills[(table.changelog, partition)] = PartitionFill(db, span)
+                    found.append(Lack(table, partition, span))
+    finally:
+        consumer.close()
+    return found
+
+
+def fill(
+    bootstrap: str,
+    tables: Sequence[TableFiles],
+    *,
+    committed_only: bool = False,
+    batch: int = BATCH,
+    stall_s: float = STALL_S,
+) -> Filled:
+    """Bring every partition file of `tables` up to its changelog's end (see the module)."""
+    started = time.monotonic()
+    filled = fill_lacks(
+        bootstrap,
+        lacking(bootstrap, tables),
+        committed_only=committed_only,
+        batch=batch,
+        stall_s=stall_s,
+    )
+    return replace(filled, seconds=time.monotonic() - started)
+
+
+def fill_lacks(
+    bootstrap: str,
+    lacks: Sequence[Lack],
+    *,
+    committed_only: bool = False,
+    batch: int = BATCH,
+    stall_s: float = STALL_S,
+) -> Filled:
+    """Read what each of `lacks` lacks from its changelog into its file."""
+    started = time.monotonic()
+    consumer = _consumer(bootstrap, committed_only)
+    fills: dict[tuple[str, int], PartitionFill] = {}
+    try:
+        for lack in lacks:
+            db = open_file(lack.table, lack.partition)
+            fills[(lack.table.changelog, lack.partition)] = PartitionFill(db, lack.span)
         if fills:
             consumer.assign([TopicPartition(t, p, f.position) for (t, p), f in fills.items()])
         _read(consumer, fills, batch, stall_s)
     finally:
         consumer.close()
-        for db in dbs:
-            db.close()
-    complete = sum(1 for f in fills.values() if f.done)
+        for target in fills.values():
+            target.db.close()
     return Filled(
         sum(f.records for f in fills.values()),
         len(fills),
-        complete,
+        sum(1 for f in fills.values() if f.done),
         time.monotonic() - started,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
 
 
@@ -300,17 +352,27 @@ def app_tables(app: Any) -> list[TableFiles]:
 
 def prewarm_app(app: Any, bootstrap: str) -> Filled | None:
     """Fill the app's RocksDB tables from their changelogs before it starts, in a child
-    process (the memory RocksDB and the consumer took goes with it); log what was done. A
-    failure is logged and returns None: Faust then reads what is missing itself."""
+    process (the memory RocksDB and the consumer took goes with it) when any file lacks
+    records; log what was done. A failure is logged and returns None: Faust then reads what
+    is missing itself."""
     from faust.types.enums import ProcessingGuarantee
 
     tables = app_tables(app)
     if not tables:
         return None
     committed_only = app.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
+    started = time.monotonic()
     try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-            filled = child.submit(fill, bootstrap, tables, committed_only=committed_only).result()
+        lacks = lacking(bootstrap, tables)
+        if lacks:
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(1, mp_context=spawn) as child:
+                done = child.submit(
+                    fill_lacks, bootstrap, lacks, committed_only=committed_only
+                ).result()
+        else:
+            done = Filled(0, 0, 0, 0.0)
+        filled = replace(done, seconds=time.monotonic() - started)
     except Exception as exc:
         log.warning(
             "Prewarm stopped (%s): the worker starts anyway, and Faust reads what the tables "

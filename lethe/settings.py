@@ -158,12 +158,12 @@ class Settings:
     metrics: per-record counters of every stream, send and table operation); `off` (default)
     leaves it out. Measured, it costs about 15% of the first stage's CPU per event, and the
     dashboard and alerts do not read it (docs/benchmarks.md)."""
-    prewarm: bool = False
-    """LETHE_PREWARM: `on` fills the worker's RocksDB tables from their changelogs before Faust
-    starts, with a fast reader (`lethe.prewarm`): a worker whose data directory is lost or
-    behind then starts in seconds instead of minutes (docs/benchmarks.md (e)); Faust's own
-    recovery reads only what was written after. `off` (default) leaves it all to Faust.
-    Give the worker its own data directory (LETHE_DATA_DIR) either way."""
+    prewarm: bool = True
+    """LETHE_PREWARM: `on` (default) fills the worker's RocksDB tables from their changelogs
+    before Faust starts, with a fast reader (`lethe.prewarm`): a worker whose data directory
+    is lost or behind starts in tens of seconds instead of many minutes (docs/benchmarks.md
+    (e)), and Faust's own recovery reads only what was written after. `off` leaves it all to
+    Faust. Give each worker a data directory (LETHE_DATA_DIR) of its own either way."""
     consumer_max_fetch_bytes: int = 4 * 1024 * 1024
     """LETHE_CONSUMER_MAX_FETCH_BYTES: the most bytes the worker fetches per partition in one
     request (default 4 MiB; Faust's is 1 MiB). Must hold the largest record. Larger fetches

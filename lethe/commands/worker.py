@@ -129,11 +129,13 @@ def prewarm(settings: Settings, app: LetheApp) -> None:
 
     print("lethe worker: prewarming the tables from their changelogs", file=sys.stderr)
     filled = prewarm_app(app, settings.kafka_bootstrap)
-    if filled is not None:
+    if filled is not None and filled.partitions == 0:
+        print("lethe worker: prewarm: every table file holds its whole changelog", file=sys.stderr)
+    elif filled is not None:
         print(
             f"lethe worker: prewarm applied {filled.records} changelog records to "
             f"{filled.partitions} table partitions ({filled.complete} read to their end) in "
-            f"{filled.seconds:.1f}s",
+            f"{filled.seconds:.1f}s (reader's peak RSS {filled.peak_mib:.0f} MiB)",
             file=sys.stderr,
         )
 

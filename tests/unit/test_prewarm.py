@@ -173,3 +173,7 @@ def test_an_app_on_the_memory_store_has_nothing_to_fill(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", ["on", "off"])
 def test_the_prewarm_is_a_setting(text: str) -> None:
     assert Settings.from_env({"LETHE_PREWARM": text}).prewarm is (text == "on")
+
+
+def test_the_worker_prewarms_unless_told_not_to() -> None:
+    assert Settings.from_env({}).prewarm is True

@@ -16,7 +16,12 @@ What it covers and why:
   known before it joins its group. A file for a partition it is not assigned is never opened
   by Faust (it opens the files of assigned partitions only, and reads only those it opened);
   if the partition is assigned later, Faust reads the changelog from the offset that file
-  holds, as for a file kept from an earlier assignment;
+  holds, as for a file kept from an earlier assignment (tests/unit/test_prewarm.py checks
+  that Faust leaves unassigned files alone). Such a file is as old as a file Faust keeps
+  after a rebalance: assigned only after the changelog's `delete.retention.ms` (a day by
+  default), its recovery can miss a tombstone compacted away meanwhile. Each start brings
+  every file up to date again; with several workers each reads every changelog (disk and
+  start time grow with the whole state, not the worker's share);
 - a partition is read from the offset after the one its file holds (none: from the log
   start): a kept data directory costs one look-up per partition. A file that holds an
   offset at or past the changelog's end is left alone: Faust's own check refuses it

@@ -4,6 +4,7 @@ keys, values and persisted offset, read back through Faust's RocksDB store)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -177,3 +178,28 @@ def test_the_prewarm_is_a_setting(text: str) -> None:
 
 def test_the_worker_prewarms_unless_told_not_to() -> None:
     assert Settings.from_env({}).prewarm is True
+
+
+def test_faust_reads_only_the_files_of_the_partitions_it_is_assigned(tmp_path: Path) -> None:
+    """The prewarm fills every partition; a worker assigned some of them must not see the
+    others' rows (Faust opens, lists and looks up the files of assigned partitions only)."""
+    app, rows = faust_table(tmp_path, "pw-unit")
+    (files,) = [t for t in app_tables(app) if t.name == ROWS]
+    for partition, key in ((0, b"row-of-0"), (1, b"row-of-1")):
+        db = open_file(files, partition)
+        try:
+            fill = PartitionFill(db, Span(0, 1))
+            fill.apply(key, b"state", 0)
+            fill.flush()
+        finally:
+            db.close()
+    assigned = {TP(rows.changelog_topic_name, 0)}
+    app.assignor.assigned_actives = lambda: assigned
+    app.assignor.assigned_standbys = lambda: set()
+
+    asyncio.run(rows.data.assign_partitions(rows, assigned))
+
+    assert sorted(rows.data._dbs) == [0]
+    assert list(rows.data._iterkeys()) == [b"row-of-0"]
+    assert rows.data._get(b"row-of-1") is None
+    assert rows.data._get(b"row-of-0") == b"state"

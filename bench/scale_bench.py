@@ -31,7 +31,7 @@ current, and peak VmHWM) once the commands are in, and the commands issued and r
 dead-lettered (its /metrics). From the process start means: the `prewarmed` scenario's
 replay before the worker starts counts. Scenarios, run in order on one app id:
 - `fresh` (or `lost`): a new data directory (a new machine), LETHE_PREWARM=off: Faust replays
-  every changelog;
+  every changelog (every other scenario runs the worker as shipped, LETHE_PREWARM=on);
 - `kept`: the data directory of the previous run, stopped with SIGTERM;
 - `killed`: the data directory of the previous run, killed with SIGKILL (its group member
   then holds the partitions until its session times out: Faust's 60 s, or
@@ -409,7 +409,7 @@ def run_scenario(
     start = topic_ends(bootstrap, COMMANDS)
     port = free_port()
     env = worker_env(
-        bootstrap, layout, policy, data_dir, clock, port, prewarm=scenario == "prewarmed"
+        bootstrap, layout, policy, data_dir, clock, port, prewarm=scenario not in ("fresh", "lost")
     )
     log_path = logs / f"{scenario}-{k}.log"
     schema = fastavro.parse_schema(

@@ -264,7 +264,7 @@ def fill_lacks(
             fills[(lack.table.changelog, lack.partition)] = PartitionFill(db, lack.span)
         if fills:
             consumer.assign([TopicPartition(t, p, f.position) for (t, p), f in fills.items()])
-        _read(consumer, fills, batch, stall_s)
+        read_changelogs(consumer, fills, batch, stall_s)
     finally:
         consumer.close()
         for target in fills.values():
@@ -278,12 +278,16 @@ def fill_lacks(
     )
 
 
-def _read(
-    consumer: Consumer,
+def read_changelogs(
+    consumer: Any,
     fills: dict[tuple[str, int], PartitionFill],
-    batch: int,
-    stall_s: float,
+    batch: int = BATCH,
+    stall_s: float = STALL_S,
 ) -> None:
+    """Consume the assigned changelog partitions ((topic, partition) -> its fill) until each
+    reached its end, writing each partition's records after every batch and pausing it once
+    it is done (records past its end in the batch that reached it are applied too). A
+    TimeoutError after `stall_s` without a record or an end of partition."""
     pending = {where for where, f in fills.items() if not f.done}
     quiet_since = time.monotonic()
     while pending:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 from faust.types import TP
 
 from lethe.app import ROCKSDB_OPTIONS, create_app
@@ -21,6 +22,7 @@ from lethe.prewarm import (
     TableFiles,
     app_tables,
     open_file,
+    read_changelogs,
     span_to_read,
 )
 from lethe.settings import Settings
@@ -203,3 +205,91 @@ def test_faust_reads_only_the_files_of_the_partitions_it_is_assigned(tmp_path: P
     assert list(rows.data._iterkeys()) == [b"row-of-0"]
     assert rows.data._get(b"row-of-1") is None
     assert rows.data._get(b"row-of-0") == b"state"
+
+
+class Fetched:
+    """A confluent-kafka message as the consumer hands it over."""
+
+    def __init__(
+        self, partition: int, offset: int, key: bytes, value: bytes | None, eof: bool = False
+    ) -> None:
+        self._partition, self._offset, self._key, self._value = partition, offset, key, value
+        self._eof = eof
+
+    def topic(self) -> str:
+        return "t-changelog"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def error(self) -> Any:
+        if not self._eof:
+            return None
+        return SimpleNamespace(code=lambda: KafkaError._PARTITION_EOF)
+
+
+class ChangelogConsumer:
+    """Hands over the given batches, one per consume, then nothing; records the pauses."""
+
+    def __init__(self, batches: list[list[Fetched]]) -> None:
+        self.batches = batches
+        self.paused: list[int] = []
+
+    def consume(self, count: int, timeout: float) -> list[Fetched]:
+        return self.batches.pop(0) if self.batches else []
+
+    def pause(self, partitions: list[Any]) -> None:
+        self.paused.extend(tp.partition for tp in partitions)
+
+
+def read(tmp_path: Path, batches: list[list[Fetched]], end: int) -> tuple[dict[bytes, bytes], Any]:
+    table = TableFiles("t-changelog", tmp_path, "t", dict(ROCKSDB_OPTIONS))
+    db = open_file(table, 0)
+    consumer = ChangelogConsumer(batches)
+    try:
+        read_changelogs(consumer, {("t-changelog", 0): PartitionFill(db, Span(0, end))}, 10, 0.5)
+        return dict(db.items()), consumer
+    finally:
+        db.close()
+
+
+def test_a_changelog_written_while_it_is_read_is_read_to_the_end_it_had(tmp_path: Path) -> None:
+    """The partition ended at 3 when the fill started; 3 and 4 came meanwhile, in the batch
+    that reached 3, and 5 after: Faust's recovery reads 5 on from the offset the file holds."""
+    batches = [
+        [Fetched(0, 0, b"a", b"a-0"), Fetched(0, 1, b"b", b"b-1")],
+        [Fetched(0, 2, b"a", None), Fetched(0, 3, b"b", b"b-3"), Fetched(0, 4, b"c", b"c-4")],
+        [Fetched(0, 5, b"c", None)],
+    ]
+    held, consumer = read(tmp_path, batches, end=3)
+    assert held == {b"b": b"b-3", b"c": b"c-4", OFFSET_KEY: b"4"}
+    assert consumer.paused == [0]
+
+
+def test_a_partition_whose_records_end_short_of_its_end_is_done_at_its_end_of_partition(
+    tmp_path: Path,
+) -> None:
+    """Read committed: an open transaction's records (from 2 on) are not handed over."""
+    batches = [
+        [
+            Fetched(0, 0, b"a", b"a-0"),
+            Fetched(0, 1, b"b", b"b-1"),
+            Fetched(0, 2, b"", None, eof=True),
+        ]
+    ]
+    held, _ = read(tmp_path, batches, end=6)
+    assert held == {b"a": b"a-0", b"b": b"b-1", OFFSET_KEY: b"1"}
+
+
+def test_a_changelog_that_hands_over_nothing_stops_the_fill(tmp_path: Path) -> None:
+    with pytest.raises(TimeoutError):
+        read(tmp_path, [], end=3)

@@ -19,12 +19,13 @@ deleted ones.
    Faust started, tracks what worker 2 tracked, and its files hold what worker 2's hold.
 5. A worker on a new data directory, prewarm on, clock T1: one delete for each due row, due a
    year after its last logged_at, none for the others.
+6. The prewarm brings worker 4's directory, now behind, up to date: it reads only what worker 5
+   wrote, and the files then hold what worker 5's hold.
 At the end the run's topics, consumer group and table are dropped. Runs on the shared stack.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from rocksdict import Options, Rdict
 
-from lethe.prewarm import OFFSET_KEY, TableFiles, fill
+from lethe.prewarm import OFFSET_KEY, Filled, TableFiles, fill
 from lethe.settings import Settings
 from policy.instants import parse_instant
 from tests.integration.workers import (
@@ -224,15 +225,14 @@ def test_a_lost_data_directory_is_prewarmed_to_the_state_faust_recovers(
     faust_files = files_of(run.workdir / "recovered", run.app_id)
     assert faust_tracked == expected
 
+    def prewarm_into(data_dir: Path) -> Filled:
+        tabledir = data_dir / run.app_id / "v1" / "tables"
+        name = slice(len(run.app_id) + 1, -len("-changelog"))
+        tables = [TableFiles(topic, tabledir, topic[name]) for topic in changelogs]
+        return fill(real_stack.kafka_bootstrap, tables)
+
     filled_dir = run.workdir / "filled"
-    tabledir = filled_dir / run.app_id / "v1" / "tables"
-    filled = fill(
-        real_stack.kafka_bootstrap,
-        [
-            TableFiles(topic, tabledir, topic.removeprefix(f"{run.app_id}-")[: -len("-changelog")])
-            for topic in changelogs
-        ],
-    )
+    filled = prewarm_into(filled_dir)
     assert filled.records > 0
     assert filled.complete == filled.partitions
     prewarm_files = files_of(filled_dir, run.app_id)
@@ -255,7 +255,6 @@ def test_a_lost_data_directory_is_prewarmed_to_the_state_faust_recovers(
         faust_files
     )
 
-    shutil.rmtree(run.workdir / "prewarmed")
     enforcing = worker(run, "enforcing", T1, prewarm=True)
     try:
         wait_for(
@@ -272,7 +271,18 @@ def test_a_lost_data_directory_is_prewarmed_to_the_state_faust_recovers(
     finally:
         stop(enforcing)
     assert "lethe worker: prewarm applied" in enforcing.log()
+    assert len(commands) == len(DUE_AT_T1), "each delete sent once"
     assert {(c["action"], int(c["key"]["id"]), parse_instant(c["due_at"])) for c in commands} == {
         ("delete", row, parse_instant(stamp(logged_at(row).replace(year=T0.year))))
         for row in DUE_AT_T1
     }
+
+    behind = run.workdir / "prewarmed"  # as the worker at T0 left it: without the deletes issued
+    caught_up = prewarm_into(behind)
+    assert 0 < caught_up.records < filled.records, "only what was written after"
+    behind_files = files_of(behind, run.app_id)
+    enforcing_files = files_of(run.workdir / "enforcing", run.app_id)
+    assert without_offsets(behind_files) == without_offsets(enforcing_files)
+    for name, data in behind_files.items():
+        if OFFSET_KEY in enforcing_files.get(name, {}):
+            assert data[OFFSET_KEY] == enforcing_files[name][OFFSET_KEY], name

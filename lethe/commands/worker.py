@@ -130,7 +130,11 @@ def prewarm(settings: Settings, app: LetheApp) -> None:
     print("lethe worker: prewarming the tables from their changelogs", file=sys.stderr)
     filled = prewarm_app(app, settings.kafka_bootstrap)
     if filled is not None and filled.partitions == 0:
-        print("lethe worker: prewarm: every table file holds its whole changelog", file=sys.stderr)
+        print(
+            "lethe worker: prewarm: every table file holds its whole changelog (looked up in "
+            f"{filled.seconds:.1f}s)",
+            file=sys.stderr,
+        )
     elif filled is not None:
         print(
             f"lethe worker: prewarm applied {filled.records} changelog records to "

@@ -30,13 +30,14 @@ each `Driver.advance` over its `FaustStore`, the rebuild left out), the worker's
 current, and peak VmHWM) once the commands are in, and the commands issued and records
 dead-lettered (its /metrics). From the process start means: the `prewarmed` scenario's
 replay before the worker starts counts. Scenarios, run in order on one app id:
-- `fresh`: a new data directory: Faust replays every changelog;
+- `fresh` (or `lost`): a new data directory (a new machine), LETHE_PREWARM=off: Faust replays
+  every changelog (every other scenario runs the worker as shipped, LETHE_PREWARM=on);
 - `kept`: the data directory of the previous run, stopped with SIGTERM;
 - `killed`: the data directory of the previous run, killed with SIGKILL (its group member
   then holds the partitions until its session times out: Faust's 60 s, or
   `--session-timeout`, given to every worker of the run as BROKER_SESSION_TIMEOUT);
-- `prewarmed`: a new data directory, filled by `bench/prewarm.py` (the changelogs read with
-  confluent-kafka straight into the RocksDB files) before the worker starts; its time counts.
+- `prewarmed`: a new data directory, LETHE_PREWARM=on: the worker fills its RocksDB files from
+  the changelogs with confluent-kafka (`lethe.prewarm`) before Faust starts; its time counts.
 `--validate` (use a small --rows, e.g. 10000) also produces the same events to the change
 topic and runs a worker over them first (own app id, clock before any due), then compares
 its changelog topics with the bench's, key by key.
@@ -75,7 +76,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from enforce_bench import committed, forget, free_port  # noqa: E402
-from prewarm import prewarm  # noqa: E402
 
 from lethe.agents.assign import LOCATIONS_TABLE  # noqa: E402
 from lethe.agents.routing import route  # noqa: E402
@@ -341,7 +341,13 @@ class Outcome:
 
 
 def worker_env(
-    bootstrap: str, layout: Layout, policy: Path, data_dir: Path, clock: int, port: int
+    bootstrap: str,
+    layout: Layout,
+    policy: Path,
+    data_dir: Path,
+    clock: int,
+    port: int,
+    prewarm: bool = False,
 ) -> dict[str, str]:
     env = {n: v for n, v in os.environ.items() if not n.startswith("LETHE_CLOCK")}
     env.update(
@@ -356,6 +362,7 @@ def worker_env(
             "LETHE_CLOCK_START": format_instant(clock),
             "LETHE_CLOCK_TOPIC": f"{layout.app_id}-no-clock",
             "LETHE_TICK_INTERVAL": "1",
+            "LETHE_PREWARM": "on" if prewarm else "off",
         }
     )
     if SESSION_TIMEOUT:
@@ -401,7 +408,9 @@ def run_scenario(
     clock = SWEEP_AT + k * STEP_US
     start = topic_ends(bootstrap, COMMANDS)
     port = free_port()
-    env = worker_env(bootstrap, layout, policy, data_dir, clock, port)
+    env = worker_env(
+        bootstrap, layout, policy, data_dir, clock, port, prewarm=scenario not in ("fresh", "lost")
+    )
     log_path = logs / f"{scenario}-{k}.log"
     schema = fastavro.parse_schema(
         orjson.loads((ROOT / "schemas" / "retention_command.avsc").read_bytes())
@@ -416,11 +425,6 @@ def run_scenario(
     )
     consumer.assign(start)
     started = time.time()
-    if scenario == "prewarmed":
-        applied = prewarm(
-            bootstrap, data_dir / layout.app_id / "v1" / "tables", layout.changelogs(layout.app_id)
-        )
-        print(f"prewarmed: {applied:,} records in {time.time() - started:.1f} s", flush=True)
     process = subprocess.Popen(
         [sys.executable, str(TIMED_WORKER), "worker", "--app-id", layout.app_id, "-l", "info"],
         cwd=ROOT,
@@ -522,6 +526,7 @@ def validate(
     app_id = f"{layout.app_id}-fed"
     env = worker_env(bootstrap, layout, fed_policy, scratch / "fed", INGESTED_AT, free_port())
     env["LETHE_CDC_TOPIC_PREFIX"] = "scalefed"
+    env["LETHE_SOURCE_HEARTBEAT_TOPIC"] = Settings.from_env().heartbeat_topic or "off"
     log_path = scratch / "fed.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "warning"],
@@ -619,7 +624,7 @@ def main() -> int:
         del expected
         data_dir = scratch / "data"
         for k, scenario in enumerate(args.scenarios):
-            if scenario in ("fresh", "prewarmed"):
+            if scenario in ("fresh", "lost", "prewarmed"):
                 shutil.rmtree(data_dir, ignore_errors=True)
             outcome, process = run_scenario(
                 scenario, k, bootstrap, layout, policy, data_dir, args.due, logs

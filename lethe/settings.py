@@ -215,6 +215,12 @@ class Settings:
     still taken as having published everything (default 0). Up to one heartbeat interval
     removes the wait the heartbeat adds to every stage, for a window of that length in which a
     connector that has just died goes unnoticed."""
+    prewarm: bool = True
+    """LETHE_PREWARM: `on` (default) fills the worker's RocksDB tables from their changelogs
+    before Faust starts, with a fast reader (`lethe.prewarm`): a worker whose data directory
+    is lost or behind starts in tens of seconds instead of many minutes (docs/benchmarks.md
+    (e)), and Faust's own recovery reads only what was written after. `off` leaves it all to
+    Faust. Give each worker a data directory (LETHE_DATA_DIR) of its own either way."""
     consumer_max_fetch_bytes: int = 4 * 1024 * 1024
     """LETHE_CONSUMER_MAX_FETCH_BYTES: the most bytes the worker fetches per partition in one
     request (default 4 MiB; Faust's is 1 MiB). Must hold the largest record. Larger fetches
@@ -543,6 +549,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "enforce": _switch_setting,
     "metrics": _switch_setting,
     "faust_metrics": _switch_setting,
+    "prewarm": _switch_setting,
     "max_poll_records": _count_setting,
     "kafka_ssl_ca_file": lambda raw: Path(raw).expanduser(),
     "kafka_sasl_port": _count_setting,
@@ -598,6 +605,7 @@ _VARIABLES: dict[str, str] = {
     "faust_metrics": "LETHE_FAUST_METRICS",
     "source_heartbeat_topic": "LETHE_SOURCE_HEARTBEAT_TOPIC",
     "source_heartbeat_lease": "LETHE_SOURCE_HEARTBEAT_LEASE",
+    "prewarm": "LETHE_PREWARM",
     "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",
     "max_poll_records": "LETHE_MAX_POLL_RECORDS",
     "stream_buffer_maxsize": "LETHE_STREAM_BUFFER_MAXSIZE",

@@ -166,6 +166,29 @@ def declare_changelog_topics(settings: Settings, app: LetheApp) -> None:
                 raise
 
 
+def prewarm(settings: Settings, app: LetheApp) -> None:
+    """Fill the app's tables from their changelogs (LETHE_PREWARM, `lethe.prewarm`) and say
+    so on stderr: Faust's logging is not set up yet."""
+    from lethe.kafka_clients import client_config
+    from lethe.prewarm import prewarm_app
+
+    print("lethe worker: prewarming the tables from their changelogs", file=sys.stderr)
+    filled = prewarm_app(app, client_config(settings))
+    if filled is not None and filled.partitions == 0:
+        print(
+            "lethe worker: prewarm: every table file holds its whole changelog (looked up in "
+            f"{filled.seconds:.1f}s)",
+            file=sys.stderr,
+        )
+    elif filled is not None:
+        print(
+            f"lethe worker: prewarm applied {filled.records} changelog records to "
+            f"{filled.partitions} table partitions ({filled.complete} read to their end) in "
+            f"{filled.seconds:.1f}s (reader's peak RSS {filled.peak_mib:.0f} MiB)",
+            file=sys.stderr,
+        )
+
+
 class RecordContentFilter(logging.Filter):
     """Drops the debug lines of `RECORD_CONTENT_LOGS`: logs never hold personal data."""
 
@@ -254,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
     app.metrics.build_info.labels(__version__, running).set(1)
     declare_changelog_topics(settings, app)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates one level only
+    if settings.prewarm:
+        prewarm(settings, app)
     hide_record_contents()
     worker = quiet_root_worker(settings)(app, loglevel=args.loglevel)
     try:

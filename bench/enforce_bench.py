@@ -144,11 +144,13 @@ def start_worker(
         )
 
 
-def write_logs_policy(table: str, path: Path, parameters: dict[str, str] | None = None) -> Path:
-    """config/policy.yaml with `public.<table>`, under connection_logs' rules, as its only
+def write_logs_policy(
+    table: str, path: Path, parameters: dict[str, str] | None = None, schema: str = "public"
+) -> Path:
+    """config/policy.yaml with `<schema>.<table>`, under connection_logs' rules, as its only
     source; `parameters` (name: value) replace those parameters' defaults."""
     document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
-    document["sources"] = {f"public.{table}": document["sources"]["public.connection_logs"]}
+    document["sources"] = {f"{schema}.{table}": document["sources"]["public.connection_logs"]}
     for name, value in (parameters or {}).items():
         document["parameters"][name]["default"] = value
     path.write_text(yaml.safe_dump(document, sort_keys=False))

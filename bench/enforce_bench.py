@@ -119,11 +119,17 @@ def free_port() -> int:
 
 
 def start_worker(
-    app_id: str, policy: Path, data_dir: Path, log_path: Path, env: dict[str, str]
+    app_id: str,
+    policy: Path,
+    data_dir: Path,
+    log_path: Path,
+    env: dict[str, str],
+    script: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """`lethe worker --app-id <app_id> -l warning` enforcing `policy` with
     LETHE_INTERNAL_PARTITIONS=PARTITIONS, its data in `data_dir`, its output written to
-    `log_path`; `env` adds variables or overrides these (this shell's LETHE_CLOCK* dropped)."""
+    `log_path`; `env` adds variables or overrides these (this shell's LETHE_CLOCK* dropped).
+    `script`: a wrapper of `lethe.cli.main` (e.g. bench/timed_worker.py) run instead."""
     worker_env = {n: v for n, v in os.environ.items() if not n.startswith("LETHE_CLOCK")}
     worker_env.update(
         {
@@ -136,7 +142,11 @@ def start_worker(
     )
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "warning"],
+            [
+                sys.executable,
+                *(["-m", "lethe"] if script is None else [str(script)]),
+                *("worker", "--app-id", app_id, "-l", "warning"),
+            ],
             cwd=ROOT,
             env=worker_env,
             stdout=log,

@@ -31,7 +31,9 @@ Every `--sample-every` seconds the bench reads the worker's RSS and CPU time (/p
 /metrics (commands issued, confirmed, re-issued, dead letters, rows tracked, the consumer
 lag gauges, the `lethe_sweep_duration_seconds` histogram; LETHE_CENSUS_INTERVAL=10 for the
 gauges), its group's committed offsets against the end offsets of the change topic and of
-`<app id>-subject-events`, and its data directory's size. It prints the minute table, the
+`<app id>-subject-events`, and its data directory's size. `--traced` runs the worker under
+`bench/traced_worker.py`, which logs its due indexes' sizes each minute (`--tracemalloc`: and
+the source lines whose allocations grew most), to find what grows. It prints the minute table, the
 verdict, and the commands: rows due before the load stopped against the deletes seen (none
 missing, none early, none for a row deleted early). Exit status 0 when nothing grows and no
 command is missing or early, 2 otherwise. The machine is shared: note `nproc` and the load.
@@ -319,6 +321,21 @@ def main() -> int:
         help="seconds to wait, once the load stops, for the commands of the rows due by then",
     )
     parser.add_argument("--samples-out", type=Path, help="also write the samples as JSON")
+    parser.add_argument(
+        "--traced",
+        action="store_true",
+        help="run the worker under bench/traced_worker.py: its due-index sizes each minute",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="with --traced: also the lines whose allocations grew most (slows the worker)",
+    )
+    parser.add_argument(
+        "--write-buffer",
+        type=int,
+        help="with --traced: RocksDB write_buffer_size in bytes for the worker (default 8 MiB)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on the way out
     settings = Settings.from_env()
@@ -334,6 +351,7 @@ def main() -> int:
     feed = database = None
     stopped_ms = 0
     drained_s = 0.0
+    traced = False
     with tempfile.TemporaryDirectory(prefix="lethe-soak-") as scratch:
         workdir = Path(scratch)
         log_path = Path(tempfile.gettempdir()) / f"{app_id}.log"
@@ -351,6 +369,10 @@ def main() -> int:
             )
             port = free_port()
             data_dir = workdir / "data"
+            traced = args.traced or args.tracemalloc or args.write_buffer is not None
+            tracing = {"PYTHONTRACEMALLOC": "1"} if args.tracemalloc else {}
+            if args.write_buffer is not None:
+                tracing["SOAK_WRITE_BUFFER"] = str(args.write_buffer)
             print(f"worker log: {log_path}; app id {app_id}; topic {topic}", flush=True)
             process = start_worker(
                 app_id,
@@ -364,7 +386,9 @@ def main() -> int:
                     "LETHE_METRICS": "on",
                     "LETHE_WEB_PORT": str(port),
                     "LETHE_CENSUS_INTERVAL": "10",
+                    **tracing,
                 },
+                ROOT / "bench" / "traced_worker.py" if traced else None,
             )
             wait_for_metrics(port, lambda: process.poll() is None)
             database = Database(bootstrap, sink, topic, ledger, args.seed)
@@ -437,6 +461,11 @@ def main() -> int:
     print(f"\ncommands, {drained_s:.0f} s after the load stopped:")
     for name, count in counts.items():
         print(f"{name}: {count:,}")
+    if traced:
+        print(f"\nfrom {log_path}:")
+        for line in log_path.read_text(errors="replace").splitlines():
+            if any(f"bench {what}" in line for what in ("due index", "rocksdb", "tracemalloc")):
+                print(line)
     if args.samples_out is not None:
         args.samples_out.write_text(json.dumps([asdict(s) for s in samples], indent=1))
     bad = counts["missing"] or counts["early (sent before due)"]

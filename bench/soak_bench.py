@@ -79,6 +79,7 @@ from policy.sink_records import sink_topic  # noqa: E402
 SCHEMA = "soak"
 ROWS_PER_CUSTOMER = 5
 MUTABLE_MARGIN_S = 2.0
+MISSING = "not seen by the end of the drain (lost, or late: see the lag)"
 START_TIMEOUT_S = 180.0
 
 
@@ -298,7 +299,7 @@ def account(ledger: Ledger, stopped_ms: int) -> dict[str, int]:
         "deleted early by the application": len(ledger.early_deleted),
         "due before the load stopped": len(due),
         "delete commands seen for them": len(due & seen),
-        "missing": len(due - seen),
+        MISSING: len(due - seen),
         "early (sent before due)": early,
         "for a row deleted early": ledger.after_early_delete,
         "re-sent (same row)": ledger.repeated,
@@ -433,7 +434,7 @@ def main() -> int:
             producer.flush(30)
             stopped_ms = int(time.time() * 1000)
             drain_until = time.monotonic() + args.drain
-            while time.monotonic() < drain_until and account(ledger, stopped_ms)["missing"]:
+            while time.monotonic() < drain_until and account(ledger, stopped_ms)[MISSING]:
                 time.sleep(1)
             drained_s = args.drain - max(0.0, drain_until - time.monotonic())
         finally:
@@ -468,7 +469,7 @@ def main() -> int:
                 print(line)
     if args.samples_out is not None:
         args.samples_out.write_text(json.dumps([asdict(s) for s in samples], indent=1))
-    bad = counts["missing"] or counts["early (sent before due)"]
+    bad = counts[MISSING] or counts["early (sent before due)"]
     return 2 if bad or any(f.growing for f in findings) else 0
 
 

@@ -68,7 +68,7 @@ class Store(Protocol):
 
 
 _SEQUENCE_BITS: Final = 40
-STALE_SLACK: Final = 1024
+STALE_SLACK: Final = 64
 """Stale timers a due index may hold beyond as many as its live ones before it drops them."""
 
 

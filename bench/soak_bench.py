@@ -32,11 +32,16 @@ Every `--sample-every` seconds the bench reads the worker's RSS and CPU time (/p
 lag gauges, the `lethe_sweep_duration_seconds` histogram; LETHE_CENSUS_INTERVAL=10 for the
 gauges), its group's committed offsets against the end offsets of the change topic and of
 `<app id>-subject-events`, and its data directory's size. `--traced` runs the worker under
-`bench/traced_worker.py`, which logs its due indexes' sizes each minute (`--tracemalloc`: and
-the source lines whose allocations grew most), to find what grows. It prints the minute table, the
-verdict, and the commands: rows due before the load stopped against the deletes seen (none
-missing, none early, none for a row deleted early). Exit status 0 when nothing grows and no
-command is missing or early, 2 otherwise. The machine is shared: note `nproc` and the load.
+`bench/traced_worker.py`, which logs its due indexes' sizes and RocksDB's memtables at each
+sample (the table and verdict then show RSS less the memtables; `--tracemalloc`: also the
+source lines whose allocations grew most, each minute), to find what grows.
+
+It prints the minute table, the verdict, and the commands: rows due before the load stopped
+against the deletes seen (none missing, none early, none for a row deleted early). Exit
+status 0 when nothing grows and no command is missing or early, 2 otherwise. The machine is
+shared: note `nproc` and the load. The worker must keep up for the verdict to speak of
+leaks: a worker that falls behind holds fetched records and unconfirmed rows that grow with
+its lag (the lag finding says so); lower `--rate` until it keeps up.
 """
 
 from __future__ import annotations
@@ -261,6 +266,18 @@ def metrics_text(port: int) -> str | None:
         return None
 
 
+def memtables_kib(log_path: Path) -> int | None:
+    """RocksDB's memtables as bench/traced_worker.py last logged them, in KiB."""
+    found = None
+    with contextlib.suppress(OSError):
+        for line in log_path.read_text(errors="replace").splitlines():
+            if "bench rocksdb:" in line:
+                found = line
+    if found is None:
+        return None
+    return int(float(found.split("memtables ", 1)[1].split(" MiB", 1)[0]) * 1024)
+
+
 def directory_kib(path: Path) -> int:
     total = 0
     for folder, _, files in os.walk(path):
@@ -325,7 +342,7 @@ def main() -> int:
     parser.add_argument(
         "--traced",
         action="store_true",
-        help="run the worker under bench/traced_worker.py: its due-index sizes each minute",
+        help="run the worker under bench/traced_worker.py: due index and RocksDB memtables",
     )
     parser.add_argument(
         "--tracemalloc",
@@ -371,7 +388,9 @@ def main() -> int:
             port = free_port()
             data_dir = workdir / "data"
             traced = args.traced or args.tracemalloc or args.write_buffer is not None
-            tracing = {"PYTHONTRACEMALLOC": "1"} if args.tracemalloc else {}
+            tracing = {"SOAK_TRACE_EVERY": str(args.sample_every)}
+            if args.tracemalloc:
+                tracing["PYTHONTRACEMALLOC"] = "1"
             if args.write_buffer is not None:
                 tracing["SOAK_WRITE_BUFFER"] = str(args.write_buffer)
             print(f"worker log: {log_path}; app id {app_id}; topic {topic}", flush=True)
@@ -418,6 +437,7 @@ def main() -> int:
                             cpu_seconds(process.pid) or 0.0,
                             committed_lag(bootstrap, app_id, topic),
                             directory_kib(data_dir),
+                            memtables_kib(log_path) if traced else None,
                         )
                     )
                 if k and at_s % 60 == 0:
@@ -464,8 +484,12 @@ def main() -> int:
         print(f"{name}: {count:,}")
     if traced:
         print(f"\nfrom {log_path}:")
-        for line in log_path.read_text(errors="replace").splitlines():
-            if any(f"bench {what}" in line for what in ("due index", "rocksdb", "tracemalloc")):
+        lines = log_path.read_text(errors="replace").splitlines()
+        indexes = [line for line in lines if "bench due index" in line]
+        for line in indexes[:: max(1, round(60 / args.sample_every))]:
+            print(line)
+        for line in lines:
+            if "bench tracemalloc" in line:
                 print(line)
     if args.samples_out is not None:
         args.samples_out.write_text(json.dumps([asdict(s) for s in samples], indent=1))

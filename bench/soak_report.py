@@ -15,6 +15,10 @@ when the line's rise over those minutes is more than its tolerance:
 - sweep time (mean of the minute): rise over 25% of the mean (sweeps of a few ms on a shared
   machine: the noise is larger than for RSS).
 It also shows the last minute against minute 1 and, for RSS, the slope per event processed.
+With RocksDB's memtables sampled (`--traced`), RSS less the memtables is judged as well: they
+fill up to their configured ceiling (`lethe.app.ROCKSDB_OPTIONS`, 2 x 8 MiB per table
+partition) over hours at a soak's write rate, bounded growth that would hide a leak or pass
+for one.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ class Sample:
     sweep_sum_s: float
     state_kib: int
     """Bytes on disk of the worker's data directory (RocksDB), in KiB."""
+    memtables_kib: int | None = None
+    """RocksDB's memtables over all the worker's tables (`--traced`), in KiB."""
 
 
 def sample_of(
@@ -77,6 +83,7 @@ def sample_of(
     cpu_s: float,
     committed_lag: float = 0.0,
     state_kib: int = 0,
+    memtables_kib: int | None = None,
 ) -> Sample:
     """A sample from the worker's /metrics text and what the bench read beside it."""
     counters = dict.fromkeys(COUNTERS, 0.0)
@@ -112,6 +119,7 @@ def sample_of(
         sweep_buckets=tuple(sorted(buckets.items())),
         sweep_sum_s=sweep_sum,
         state_kib=state_kib,
+        memtables_kib=memtables_kib,
     )
 
 
@@ -134,6 +142,7 @@ class Minute:
     sweep_mean_ms: float | None
     sweep_p99_ms: float | None
     state_mib: float
+    memtables_mib: float | None
 
 
 def _sweep_count(sample: Sample) -> float:
@@ -191,6 +200,7 @@ def minutes(samples: Sequence[Sample]) -> list[Minute]:
                 ),
                 sweep_p99_ms=None if p99 is None else p99 * 1000,
                 state_mib=last.state_kib / MIB_KIB,
+                memtables_mib=None if last.memtables_kib is None else last.memtables_kib / MIB_KIB,
             )
         )
         before = last
@@ -202,8 +212,8 @@ def table(rows: Iterable[Minute]) -> str:
     lines = [
         "| min | events | commands | confirmed | reissued | dead letters | rows tracked | "
         "unconfirmed | RSS MiB | RSS max | CPU | lag max | lag s max | committed lag max | "
-        "sweeps | sweep mean ms | sweep p99 ms <= | state MiB |",
-        "|" + "---:|" * 18,
+        "sweeps | sweep mean ms | sweep p99 ms <= | state MiB | memtables MiB |",
+        "|" + "---:|" * 19,
     ]
     for row in rows:
         mean = "-" if row.sweep_mean_ms is None else f"{row.sweep_mean_ms:.2f}"
@@ -215,7 +225,9 @@ def table(rows: Iterable[Minute]) -> str:
             f"{row.unconfirmed:,.0f} | {row.rss_mib:.1f} | {row.rss_max_mib:.1f} | "
             f"{row.cpu_share:.0%} | {row.lag_max:,.0f} | {row.lag_seconds_max:.1f} | "
             f"{row.committed_lag_max:,.0f} | {row.sweeps:,.0f} | {mean} | {p99} | "
-            f"{row.state_mib:.1f} |"
+            f"{row.state_mib:.1f} | "
+            + ("-" if row.memtables_mib is None else f"{row.memtables_mib:.1f}")
+            + " |"
         )
     return "\n".join(lines)
 
@@ -299,6 +311,21 @@ def verdict(rows: Sequence[Minute], rate: float) -> list[Finding]:
         ),
         _finding("consumer lag", "records", [(float(r.minute), r.lag_max) for r in steady], rate),
     ]
+    native = [
+        (float(r.minute), r.rss_mib - r.memtables_mib)
+        for r in steady
+        if r.memtables_mib is not None
+    ]
+    if len(native) == len(steady):
+        mean_native = sum(y for _, y in native) / len(native)
+        findings.append(
+            _finding(
+                "RSS less RocksDB memtables",
+                "MiB",
+                native,
+                max(RSS_RISE_TOLERANCE * mean_native, RSS_RISE_MIB),
+            )
+        )
     sweeps = [(float(r.minute), r.sweep_mean_ms) for r in steady if r.sweep_mean_ms is not None]
     if len(sweeps) >= 2:
         mean_sweep = sum(y for _, y in sweeps) / len(sweeps)

@@ -8,10 +8,10 @@ the worker's `FaustStore` (timers: heap entries; armed: rows with a live timer; 
 difference: entries of rows disarmed or re-armed, dropped only when their instant passes)
 and `bench rocksdb: ...`, the memory RocksDB reports for all the worker's table partitions
 (memtables, block caches, table readers: native memory that tracemalloc does not see).
-Under PYTHONTRACEMALLOC (the soak's `--tracemalloc`) it also logs the 10 source lines whose
-allocations grew most since its first report (`bench tracemalloc: ...`). SOAK_WRITE_BUFFER
-(bytes) replaces `lethe.app.ROCKSDB_OPTIONS`' write_buffer_size (8 MiB): with a small one the
-memtables reach their ceiling within minutes, so that RocksDB's filling does not hide a leak.
+Under PYTHONTRACEMALLOC (the soak's `--tracemalloc`) it also logs, each minute, the 10 source
+lines whose allocations grew most since its first report (`bench tracemalloc: ...`).
+SOAK_WRITE_BUFFER (bytes) replaces `lethe.app.ROCKSDB_OPTIONS`' write_buffer_size (8 MiB):
+with a small one the memtables reach their ceiling sooner.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ stores: list[Any] = []
 tables: list[Any] = []
 setup = faust_store.FaustStore.__init__
 table_setup = rocksdb.Store.__init__
+TRACEMALLOC_EVERY_S = 60.0
 ROCKSDB_MEMORY = (
     "rocksdb.cur-size-all-mem-tables",
     "rocksdb.block-cache-usage",
@@ -65,6 +66,7 @@ def rocksdb_mib() -> tuple[int, list[float]]:
 
 def report(every: float) -> None:
     first = None
+    traced_at = time.monotonic()
     while True:
         time.sleep(every)
         indexes = [index for store in stores for index in store._due.values()]
@@ -80,8 +82,9 @@ def report(every: float) -> None:
             caches,
             readers,
         )
-        if not tracemalloc.is_tracing():
+        if not tracemalloc.is_tracing() or time.monotonic() - traced_at < TRACEMALLOC_EVERY_S:
             continue
+        traced_at = time.monotonic()
         snapshot = tracemalloc.take_snapshot()
         if first is None:
             first = snapshot

@@ -171,3 +171,23 @@ def test_the_table_shows_each_minute() -> None:
     assert len(lines) == 4
     assert lines[2].startswith("| 0 | 6,000 | 0 |")
     assert lines[3].startswith("| 1 | 6,000 | 0 |")
+
+
+def test_rss_growing_only_by_rocksdb_memtables_is_no_growth_once_they_are_taken_off() -> None:
+    samples = [sample_of(metrics(), 0, 100 * 1024, 0, memtables_kib=0)]
+    for minute in range(6):  # RSS and memtables both rise 3 MiB a minute
+        text = metrics(events=6000.0 * (minute + 1), sweeps=(100, 100, 100))
+        rss_kib = (100 + 3 * minute) * 1024
+        samples.append(
+            sample_of(text, 60.0 * (minute + 1), rss_kib, 0, memtables_kib=3 * minute * 1024)
+        )
+    findings = {f.name: f for f in verdict(minutes(samples), rate=100)}
+    assert findings["RSS"].slope_per_min == pytest.approx(3.0)
+    assert findings["RSS"].growing  # rises 12 MiB over minutes 1 to 5
+    assert findings["RSS less RocksDB memtables"].slope_per_min == pytest.approx(0.0)
+    assert not findings["RSS less RocksDB memtables"].growing
+
+
+def test_no_memtables_finding_without_memtables_sampled() -> None:
+    findings = verdict(minutes(soak([100, 101, 102], [0] * 3, [3] * 3)), rate=100)
+    assert "RSS less RocksDB memtables" not in {f.name for f in findings}

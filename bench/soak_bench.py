@@ -119,7 +119,7 @@ def change_record(
         if op == "d"
         else None,
         "after": image,
-        "source": {"ts_ms": now_ms, "schema": SCHEMA, "table": "soak", "db": "hosting"},
+        "source": {"ts_ms": now_ms},
         "op": op,
         "ts_ms": now_ms,
     }

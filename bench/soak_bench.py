@@ -478,6 +478,8 @@ def main() -> int:
     findings = verdict(rows, args.rate)
     for finding in findings:
         print(finding.line())
+    if not findings:
+        print("no verdict: it needs at least two whole minutes after the first (--minutes 3)")
     counts = account(ledger, stopped_ms)
     print(f"\ncommands, {drained_s:.0f} s after the load stopped:")
     for name, count in counts.items():

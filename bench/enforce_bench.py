@@ -119,11 +119,17 @@ def free_port() -> int:
 
 
 def start_worker(
-    app_id: str, policy: Path, data_dir: Path, log_path: Path, env: dict[str, str]
+    app_id: str,
+    policy: Path,
+    data_dir: Path,
+    log_path: Path,
+    env: dict[str, str],
+    script: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """`lethe worker --app-id <app_id> -l warning` enforcing `policy` with
     LETHE_INTERNAL_PARTITIONS=PARTITIONS, its data in `data_dir`, its output written to
-    `log_path`; `env` adds variables or overrides these (this shell's LETHE_CLOCK* dropped)."""
+    `log_path`; `env` adds variables or overrides these (this shell's LETHE_CLOCK* dropped).
+    `script`: a wrapper of `lethe.cli.main` (e.g. bench/timed_worker.py) run instead."""
     worker_env = {n: v for n, v in os.environ.items() if not n.startswith("LETHE_CLOCK")}
     worker_env.update(
         {
@@ -136,7 +142,11 @@ def start_worker(
     )
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "lethe", "worker", "--app-id", app_id, "-l", "warning"],
+            [
+                sys.executable,
+                *(["-m", "lethe"] if script is None else [str(script)]),
+                *("worker", "--app-id", app_id, "-l", "warning"),
+            ],
             cwd=ROOT,
             env=worker_env,
             stdout=log,
@@ -144,11 +154,13 @@ def start_worker(
         )
 
 
-def write_logs_policy(table: str, path: Path, parameters: dict[str, str] | None = None) -> Path:
-    """config/policy.yaml with `public.<table>`, under connection_logs' rules, as its only
+def write_logs_policy(
+    table: str, path: Path, parameters: dict[str, str] | None = None, schema: str = "public"
+) -> Path:
+    """config/policy.yaml with `<schema>.<table>`, under connection_logs' rules, as its only
     source; `parameters` (name: value) replace those parameters' defaults."""
     document = yaml.safe_load((ROOT / "config" / "policy.yaml").read_text())
-    document["sources"] = {f"public.{table}": document["sources"]["public.connection_logs"]}
+    document["sources"] = {f"{schema}.{table}": document["sources"]["public.connection_logs"]}
     for name, value in (parameters or {}).items():
         document["parameters"][name]["default"] = value
     path.write_text(yaml.safe_dump(document, sort_keys=False))

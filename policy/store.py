@@ -68,6 +68,8 @@ class Store(Protocol):
 
 
 _SEQUENCE_BITS: Final = 40
+STALE_SLACK: Final = 64
+"""Stale timers a due index may hold beyond as many as its live ones before it drops them."""
 
 
 class DueIndex:
@@ -77,7 +79,13 @@ class DueIndex:
     The heap holds plain ints, the due instant and an arming sequence in one
     (`at << 40 | sequence`), and the row ids are looked up by that int: a pop then compares
     ints, not tuples, and touches a third of the memory per heap level (at 10^6 timers, 1,000
-    pops took less than half the time: docs/benchmarks.md (b)). Good for 2^40 arms per index."""
+    pops took less than half the time: docs/benchmarks.md (b)). Good for 2^40 arms per index.
+
+    A timer replaced or disarmed stays in the heap until its instant, holding its row id: a
+    row confirmed deleted keeps its re-issue timer (LETHE_CONFIRM_TIMEOUT ahead) that long. So
+    once the heap holds more than 2 x live + STALE_SLACK timers, the stale ones are dropped
+    (O(n), at most once per n / 2 arms): the soak (docs/benchmarks.md (f)) saw 7 stale timers
+    to 1 live one, growing for the first 300 s."""
 
     __slots__ = ("_armed", "_ids", "_sequence", "_timers")
 
@@ -100,6 +108,19 @@ class DueIndex:
         timer = at << _SEQUENCE_BITS | self._sequence
         self._ids[timer] = row_id
         heapq.heappush(self._timers, timer)
+        if len(self._timers) > 2 * len(armed) + STALE_SLACK:
+            self._drop_stale()
+
+    def _drop_stale(self) -> None:
+        """Keep one timer per armed row, the one at its armed instant set last."""
+        armed = self._armed
+        live: dict[RowId, int] = {}
+        for timer, row_id in self._ids.items():
+            if armed.get(row_id) == timer >> _SEQUENCE_BITS and timer > live.get(row_id, -1):
+                live[row_id] = timer
+        self._ids = {timer: row_id for row_id, timer in live.items()}
+        self._timers = list(self._ids)
+        heapq.heapify(self._timers)
 
     def pop(self, until: Instant) -> tuple[Instant, RowId] | None:
         """Remove and return the earliest timer due at or before `until`, or None."""
@@ -118,6 +139,10 @@ class DueIndex:
 
     def __len__(self) -> int:
         return len(self._armed)
+
+    def timers(self) -> int:
+        """Timers in the heap, live and stale: at most 2 x len(self) + STALE_SLACK after an arm."""
+        return len(self._timers)
 
 
 class MemoryStore:

@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -162,6 +163,26 @@ def new_run(
     run.commands_start = topic_ends(settings, "lethe.commands")
     run.audit_start = ends_if_any(settings, "lethe.audit")
     return run
+
+
+def new_fault_run(
+    settings: Settings, app_id_prefix: str, workdir: Path, id_range: tuple[int, int]
+) -> Run:
+    """A run of the fault data set (`fault_rows`) under its own app id (`app_id_prefix` and a
+    random hex id) in a block of 1,000 ids of `id_range` picked by that id."""
+    hex_id = uuid.uuid4().hex[:8]
+    blocks = (id_range[1] - id_range[0] + 1) // 1000
+    return new_run(
+        settings,
+        f"{app_id_prefix}{hex_id}",
+        workdir,
+        base=id_range[0] + (int(hex_id, 16) % blocks) * 1000,
+        span=1000,
+        id_range=id_range,
+        start=FAULT_START,
+        advances=FAULT_ADVANCES,
+        tables=FAULT_TABLES,
+    )
 
 
 def ends_if_any(settings: Settings, topic: str) -> dict[int, int]:

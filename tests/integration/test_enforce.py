@@ -320,11 +320,17 @@ def simulate(run: Run, settings: Settings) -> list[dict[str, Any]]:
     lines.sort(key=lambda line: line["value"]["ts_ms"])
     events = run.workdir / "events.jsonl"
     events.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return simulate_until_now(run.policy, events)
+
+
+def simulate_until_now(policy: Path, events: Path) -> list[dict[str, Any]]:
+    """`lethe simulate` of `policy` over the change records in `events` (JSON lines) under the
+    wall clock up to now: the commands it prints."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("LETHE_CLOCK")}
     until = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "lethe", "simulate", "--policy", str(run.policy)),
+            *(sys.executable, "-m", "lethe", "simulate", "--policy", str(policy)),
             *("--events", str(events), "--until", until),
         ],
         cwd=ROOT,

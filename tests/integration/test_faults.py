@@ -23,7 +23,6 @@ line starting `fault row`.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,18 +61,7 @@ send is sent again at the next advance."""
 def run(real_stack: Settings, tmp_path: Path) -> Iterator[Run]:
     """The run (its own block, policy and clock); in the end the stack healthy again, the
     run's rows deleted and its topics dropped."""
-    hex_id = uuid.uuid4().hex[:8]
-    run = faults.new_run(
-        real_stack,
-        f"lethe-it-fault-{hex_id}",
-        tmp_path,
-        base=RANGE_LOW + (int(hex_id, 16) % 900) * 1000,
-        span=1000,
-        id_range=(RANGE_LOW, RANGE_HIGH),
-        start=faults.FAULT_START,
-        advances=faults.FAULT_ADVANCES,
-        tables=faults.FAULT_TABLES,
-    )
+    run = faults.new_fault_run(real_stack, "lethe-it-fault-", tmp_path, (RANGE_LOW, RANGE_HIGH))
     try:
         yield run
     finally:

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -199,20 +197,7 @@ def simulate_good(run: PoisonRun, records: list[Record]) -> list[dict[str, Any]]
         if reason is None
     ]
     events.write_bytes(b"".join(lines))
-    env = {name: value for name, value in os.environ.items() if not name.startswith("LETHE_CLOCK")}
-    until = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "lethe", "simulate", "--policy", str(run.policy)),
-            *("--events", str(events), "--until", until),
-        ],
-        cwd=ROOT,
-        env={**env, "LETHE_CLOCK": "wall"},
-        capture_output=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr.decode()
-    return [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return test_enforce.simulate_until_now(run.policy, events)
 
 
 def test_every_malformed_record_is_dead_lettered_once_and_the_good_ones_processed(

@@ -27,17 +27,15 @@ At the end the run's topics, consumer group and table are dropped. Runs on the s
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from rocksdict import Options, Rdict
 
 from lethe.kafka_clients import client_config
@@ -49,7 +47,7 @@ from tests.integration.workers import (
     WorkerProcess,
     commands_of,
     committed_to_end,
-    drop_run,
+    logs_run,
     quiet,
     read_topic,
     start_worker,
@@ -81,19 +79,8 @@ def logged_at(row: int) -> datetime:
 
 @pytest.fixture
 def run(real_stack: Settings, tmp_path: Path) -> Iterator[LogsRun]:
-    hexed = uuid.uuid4().hex[:8]
-    run = LogsRun(f"prewarm-it-{hexed}", f"it_prewarm_{hexed}_connection_logs", tmp_path)
-    with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {run.table} (LIKE connection_logs INCLUDING ALL)")
-    admin = AdminClient(quiet(real_stack))
-    try:
-        for future in admin.create_topics(
-            [NewTopic(run.topic, num_partitions=1, replication_factor=1)]
-        ).values():
-            future.result(timeout=30)
+    with logs_run(real_stack, "prewarm-it-", "prewarm", tmp_path) as run:
         yield run
-    finally:
-        drop_run(real_stack, run.app_id, run.table, [run.table])
 
 
 def write_changes(settings: Settings, run: LogsRun) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -59,18 +58,7 @@ restart)."""
 
 @pytest.fixture
 def run(real_stack: Settings, tmp_path: Path) -> Iterator[Run]:
-    hex_id = uuid.uuid4().hex[:8]
-    run = faults.new_run(
-        real_stack,
-        f"lethe-it-takeover-{hex_id}",
-        tmp_path,
-        base=RANGE_LOW + (int(hex_id, 16) % 100) * 1000,
-        span=1000,
-        id_range=(RANGE_LOW, RANGE_HIGH),
-        start=faults.FAULT_START,
-        advances=faults.FAULT_ADVANCES,
-        tables=faults.FAULT_TABLES,
-    )
+    run = faults.new_fault_run(real_stack, "lethe-it-takeover-", tmp_path, (RANGE_LOW, RANGE_HIGH))
     try:
         yield run
     finally:

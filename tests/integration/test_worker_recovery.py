@@ -17,7 +17,6 @@ consumer group and table are dropped. Runs on the shared stack (own table, topic
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +26,6 @@ import orjson
 import psycopg
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from lethe.settings import Settings
 from tests.integration.workers import (
@@ -35,7 +33,7 @@ from tests.integration.workers import (
     WorkerProcess,
     commands_of,
     committed_to_end,
-    drop_run,
+    logs_run,
     quiet,
     start_worker,
     stop,
@@ -54,19 +52,8 @@ CUSTOMER = 987_650_081
 
 @pytest.fixture
 def run(real_stack: Settings, tmp_path: Path) -> Iterator[LogsRun]:
-    hexed = uuid.uuid4().hex[:8]
-    run = LogsRun(f"lethe-it-recover-{hexed}", f"it_recover_{hexed}_connection_logs", tmp_path)
-    with psycopg.connect(real_stack.pg_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {run.table} (LIKE connection_logs INCLUDING ALL)")
-    admin = AdminClient(quiet(real_stack))
-    try:
-        for future in admin.create_topics(
-            [NewTopic(run.topic, num_partitions=1, replication_factor=1)]
-        ).values():
-            future.result(timeout=30)
+    with logs_run(real_stack, "lethe-it-recover-", "recover", tmp_path) as run:
         yield run
-    finally:
-        drop_run(real_stack, run.app_id, run.table, [run.table])
 
 
 def overdue(row: int) -> str:

@@ -35,7 +35,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from lethe.settings import Settings
@@ -175,6 +175,26 @@ class LogsRun:
         path = self.workdir / "policy.yaml"
         path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         return path
+
+
+@contextlib.contextmanager
+def logs_run(settings: Settings, app_id_prefix: str, name: str, workdir: Path) -> Iterator[LogsRun]:
+    """A `LogsRun` (app id `app_id_prefix` + a hex id, table `it_<name>_<hex>_connection_logs`,
+    a copy of the demo's) with its table and change topic created; its table, topics and
+    consumer group dropped on leaving."""
+    hexed = uuid.uuid4().hex[:8]
+    run = LogsRun(f"{app_id_prefix}{hexed}", f"it_{name}_{hexed}_connection_logs", workdir)
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {run.table} (LIKE connection_logs INCLUDING ALL)")
+    admin = AdminClient(quiet(settings))
+    try:
+        for future in admin.create_topics(
+            [NewTopic(run.topic, num_partitions=1, replication_factor=1)]
+        ).values():
+            future.result(timeout=30)
+        yield run
+    finally:
+        drop_run(settings, run.app_id, run.table, [run.table])
 
 
 def start_worker(

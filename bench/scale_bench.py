@@ -35,7 +35,7 @@ replay before the worker starts counts. Scenarios, run in order on one app id:
 - `kept`: the data directory of the previous run, stopped with SIGTERM;
 - `killed`: the data directory of the previous run, killed with SIGKILL (its group member
   then holds the partitions until its session times out: Faust's 60 s, or
-  `--session-timeout`, given to every worker of the run as BROKER_SESSION_TIMEOUT);
+  `--session-timeout`, given to every worker of the run as LETHE_SESSION_TIMEOUT);
 - `prewarmed`: a new data directory, LETHE_PREWARM=on: the worker fills its RocksDB files from
   the changelogs with confluent-kafka (`lethe.prewarm`) before Faust starts; its time counts.
 `--validate` (use a small --rows, e.g. 10000) also produces the same events to the change
@@ -99,7 +99,7 @@ INGESTED_AT = SWEEP_AT - 86_400_000_000
 CUSTOMER_BASE = 700_000_000
 STEP_US = 60_000_000
 SESSION_TIMEOUT = ""
-"""BROKER_SESSION_TIMEOUT for the workers (Faust reads it from the environment); empty: 60 s."""
+"""LETHE_SESSION_TIMEOUT for the workers; empty: the setting's default."""
 MARKS = {
     "restore": "Restoring state from changelog topics",
     "replayed": "Done reading from changelog topics",
@@ -366,7 +366,7 @@ def worker_env(
         }
     )
     if SESSION_TIMEOUT:
-        env["BROKER_SESSION_TIMEOUT"] = SESSION_TIMEOUT
+        env["LETHE_SESSION_TIMEOUT"] = SESSION_TIMEOUT
     return env
 
 
@@ -574,7 +574,9 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=10_000, help="customers per driver")
     parser.add_argument("--validate", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep topics, table and data")
-    parser.add_argument("--session-timeout", default="", help="seconds (Faust's default: 60)")
+    parser.add_argument(
+        "--session-timeout", default="", help="seconds (default: LETHE_SESSION_TIMEOUT's)"
+    )
     args = parser.parse_args()
     global SESSION_TIMEOUT
     SESSION_TIMEOUT = args.session_timeout

@@ -73,15 +73,32 @@ from policy.envelope import rejection_of_bug
 log = logging.getLogger(__name__)
 
 SEEK_RETRY_S: Final = 1.0
+FETCH_MAX_WAIT_MS: Final = 100
+"""How long the broker may hold a fetch of partitions with nothing new (Faust's: 1500 ms). A
+caught-up partition counts as processed up to its last fetch (`lethe.agents.watermarks`), so
+that wait is how stale its watermark may be: every stage waits that much longer to be
+issued. 100 ms costs an idle worker about ten empty fetches a second."""
 AGENT_FAILURE_ATTRIBUTE: Final = "agent_failure"
 """The app attribute set when an agent failed on a record (`Consumer.on_task_error`): from
 then on the consumer commits nothing."""
 
 
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, its aiokafka consumer's fetch wait `FETCH_MAX_WAIT_MS`."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher at start
+        return consumer
+
+
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer; partitions without a committed offset restart at their
     beginning whenever Faust seeks to committed offsets, and no record reaches a stream
-    while a rebalance is in progress."""
+    while a rebalance is in progress; its fetches wait `FETCH_MAX_WAIT_MS` at most."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         """Faust's fetch, minus the records of partitions whose offsets Faust commits that

@@ -63,6 +63,18 @@ def test_the_worker_reads_kafka_through_lethes_consumer(tmp_path: Path) -> None:
     assert isinstance(app.consumer, Consumer)
 
 
+def test_the_brokers_hold_an_idle_fetch_100_ms_not_fausts_1500(tmp_path: Path) -> None:
+    """A caught-up partition's watermark is its last fetch: Faust's 1.5 s wait delayed every
+    stage by up to that much (bench/delay_bench.py: p99 2.04 s, 1.26 s with 100 ms)."""
+    app = create_app(Settings(data_dir=tmp_path), app_id="lethe-unit", store="memory://")
+
+    async def fetch_wait() -> int:
+        thread = app.consumer._new_consumer_thread()  # type: ignore[attr-defined]
+        return int(thread._create_worker_consumer(app.transport)._fetch_max_wait_ms)
+
+    assert asyncio.run(fetch_wait()) == 100
+
+
 def test_partitions_without_a_committed_offset_start_at_their_beginning() -> None:
     thread = ThreadRecorder()
     committed: dict[Any, int | None] = {

@@ -171,9 +171,11 @@ class Settings:
     the change stream to show it applied (the row's delete, its anonymised values) before the
     enforcer sends it again with the same `command_id` (default 300); then after 2x, 4x, 8x and
     16x that. See `confirm_after` for what it is on the enforcement clock."""
-    session_timeout: float = 60.0
+    session_timeout: float = 45.0
     """LETHE_SESSION_TIMEOUT: seconds the broker waits for a worker's heartbeat before it gives
-    the worker's partitions to the other workers of the app id (default 60, Faust's; the broker
+    the worker's partitions to the other workers of the app id (default 45, the Kafka clients'
+    own since Kafka 3.0; Faust's is 60, which made a worker killed and restarted on its data
+    directory issue its first command after 63 s, 45 s with 45: docs/benchmarks.md (e); the broker
     allows 6 to 1800 by default). A worker that dies without leaving (SIGKILL, a lost machine)
     stops the commands of its partitions that long: the takeover time of docs/reliability.md is
     this plus about 6 s. Heartbeats go from the consumer's own thread every third of it (at most

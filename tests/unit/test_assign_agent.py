@@ -291,7 +291,7 @@ def test_web_server_hides_table_contents(tmp_path: Path) -> None:
 def test_the_worker_is_at_least_once_and_its_session_follows_the_setting(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path), app_id="lethe-unit-guarantee", web_enabled=False)
     assert app.conf.processing_guarantee.value == "at_least_once"
-    assert (app.conf.broker_session_timeout, app.conf.broker_heartbeat_interval) == (60.0, 3.0)
+    assert (app.conf.broker_session_timeout, app.conf.broker_heartbeat_interval) == (45.0, 3.0)
     quick = Settings(data_dir=tmp_path, session_timeout=6.0)
     app = create_app(quick, app_id="lethe-unit-session", web_enabled=False)
     assert (app.conf.broker_session_timeout, app.conf.broker_heartbeat_interval) == (6.0, 2.0)

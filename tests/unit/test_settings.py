@@ -144,7 +144,7 @@ def test_the_enforcer_sweeps_every_second_unless_set_to_more_than_0() -> None:
 
 
 def test_a_dead_worker_is_taken_over_after_60_s_unless_set_within_the_brokers_bounds() -> None:
-    assert Settings().session_timeout == 60.0
+    assert Settings().session_timeout == 45.0
     assert Settings.from_env({"LETHE_SESSION_TIMEOUT": "10"}).session_timeout == 10.0
     with pytest.raises(ConfigError, match=r"LETHE_SESSION_TIMEOUT=5\.0 is outside .*\(6 to 1800 s"):
         Settings.from_env({"LETHE_SESSION_TIMEOUT": "5"})

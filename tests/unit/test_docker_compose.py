@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lethe.settings import _VARIABLES, Secret, Settings
+from lethe.settings import Secret, Settings
+from lethe.settings_env import VARIABLES as _VARIABLES
 from lethe.stack.connect import sink_config
 
 REPO = Path(__file__).resolve().parents[2]

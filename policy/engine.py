@@ -73,11 +73,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from types import MappingProxyType
 from typing import Final
 
-from policy.clock_closures import ConditionFn, Values
 from policy.confirmation import (
     NO_CONFIRMATIONS,
     awaiting,
@@ -87,19 +86,23 @@ from policy.confirmation import (
     next_reissue,
     reissue,
     reissue_due,
-    shows_anonymised,
-    state_value,
 )
 from policy.events import ChangeEvent, Key, Op, Value
-from policy.instants import EPOCH, EPOCH_ORDINAL, US_PER_DAY, Instant, from_datetime
-from policy.model import Action, Source
+from policy.instants import Instant
+from policy.model import Source
 from policy.plans import (
     ACTION_OF_RANK,
-    ANONYMISE_RANK,
     DELETE_RANK,
     NEVER,
     Engine,
     SourcePlan,
+)
+from policy.row_values import (
+    anonymous_already,
+    instant_of,
+    keep_at_once,
+    read_values,
+    still_scheduled,
 )
 from policy.state import (
     EMPTY_SUBJECT,
@@ -206,30 +209,6 @@ def hold_id(table: str, key: Key) -> str:
 # --- apply ---------------------------------------------------------------------------------
 
 
-def _read_values(reads: tuple[str, ...], image: Mapping[str, Value]) -> dict[str, StateValue]:
-    """The columns the rules read, as state values; nulls are left out (absent = null)."""
-    values: dict[str, StateValue] = {}
-    for column in reads:
-        value = image.get(column)
-        if value is None:
-            continue
-        if type(value) is datetime and value.tzinfo is not None:
-            values[column] = (value - EPOCH) // _ONE_US
-        elif isinstance(value, _TEXT_OR_INT):
-            values[column] = value
-        else:
-            values[column] = state_value(value)
-    return values
-
-
-def _instant(value: Value) -> Instant | None:
-    if isinstance(value, datetime):
-        return (value - EPOCH) // _ONE_US if value.tzinfo is not None else from_datetime(value)
-    if isinstance(value, date):
-        return (value.toordinal() - EPOCH_ORDINAL) * US_PER_DAY
-    return None
-
-
 _new = object.__new__
 (
     _set_step_row,
@@ -300,7 +279,7 @@ def _subject_change(
         known = subject.activity
         activity: dict[str, Instant] | None = None
         for feed in source.activity:
-            moment = _instant(image.get(feed.column))
+            moment = instant_of(image.get(feed.column))
             if moment is not None and moment > known.get(feed.activity, NEVER):
                 if activity is None:
                     activity = dict(known)
@@ -390,16 +369,16 @@ def apply(
         return _step(
             None, new_subject, None, reevaluate, subject_key, holds_changed, confirmed=confirmed
         )
-    values = _read_values(plan.reads, image)
+    values = read_values(plan.reads, image)
     if plan.at_once:
-        _keep_at_once(plan.at_once, values, row, event.ts)
+        keep_at_once(plan.at_once, values, row, event.ts)
     issued = row.issued if row is not None else _NOTHING_ISSUED
     if issued:
-        issued = _still_scheduled(plan, values, new_subject, issued)
+        issued = still_scheduled(plan, values, new_subject, issued)
         if unconfirmed:
             unconfirmed = tuple(entry for entry in unconfirmed if entry.stage in issued)
     elif row is None and plan.anonymises:
-        issued = _anonymous_already(engine, plan, values, new_subject, event, image)
+        issued = anonymous_already(engine, plan, values, new_subject, event, image)
     schedule: Schedule
     if plan.reads_activity:
         activity_now = new_subject.activity if new_subject is not None else _NO_ACTIVITY
@@ -419,74 +398,6 @@ def apply(
         new_row, new_subject, upcoming, reevaluate, subject_key, holds_changed, moved, left_key,
         left_state, reevaluate_left, confirmed,
     )  # fmt: skip
-
-
-def _still_scheduled(
-    plan: SourcePlan, values: Values, subject: SubjectState | None, issued: frozenset[str]
-) -> frozenset[str]:
-    """The issued stages the row's new values still schedule. One whose clock stopped (an
-    account reopened: `closed_at` back to null) is forgotten, so that it is issued anew
-    once its clock runs again (the account closed again)."""
-    activity = subject.activity if subject is not None and plan.reads_activity else _NO_ACTIVITY
-    scheduled, _ = plan.stages(values, activity, _NOTHING_ISSUED)
-    return issued.intersection(stage[2] for stage in scheduled)
-
-
-def _anonymous_already(
-    engine: Engine,
-    plan: SourcePlan,
-    values: Values,
-    subject: SubjectState | None,
-    event: ChangeEvent,
-    image: Mapping[str, Value],
-) -> frozenset[str]:
-    """The anonymise stages of a row first seen that are due by the event and whose every
-    column already holds what the stage writes: done (issued and confirmed, no command).
-
-    A row that moves to another subject arrives at the worker's other partition as new,
-    often because its own anonymise emptied the subject's column (a survey's customer id),
-    and sometimes with that stage's clock column coarsened, so the stage would be issued
-    again with another due, as a no-op: `lethe simulate` moves the row with its issued
-    stages and never does. Only anonymises: what is already anonymous is not anonymised
-    again; a delete or an archive is never taken as done."""
-    activity = subject.activity if subject is not None and plan.reads_activity else _NO_ACTIVITY
-    stages, _ = plan.stages(values, activity, _NOTHING_ISSUED)
-    done = [
-        stage_id
-        for at, rank, stage_id, purposes, fields in stages
-        if rank == ANONYMISE_RANK
-        and at <= event.ts
-        and shows_anonymised(
-            engine,
-            Command(
-                at,
-                at,
-                Action.ANONYMISE,
-                stage_id,
-                plan.table,
-                event.key,
-                None,
-                purposes,
-                fields,
-            ),
-            _NOTHING_KEPT,
-            image,
-        )
-    ]
-    return frozenset(done) if done else _NOTHING_ISSUED
-
-
-def _keep_at_once(
-    at_once: tuple[tuple[str, ConditionFn], ...],
-    values: dict[str, StateValue],
-    row: RowState | None,
-    now: Instant,
-) -> None:
-    """Since when each `at_once` condition holds: kept from the row state, else `now`."""
-    for slot, holds in at_once:
-        if holds(values):
-            since = row.values.get(slot) if row is not None else None
-            values[slot] = since if type(since) is int else now
 
 
 # --- due -----------------------------------------------------------------------------------

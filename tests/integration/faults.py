@@ -629,6 +629,45 @@ class Tally:
         )
 
 
+def settle(
+    settings: Settings, run: Run, topics: ChangeTopics
+) -> tuple[Tally, list[dict[str, Any]], list[str]]:
+    """The end of a fault run: the sink caught up, then `lethe simulate` over what the change
+    topics hold compared with PostgreSQL (the simulation's state, and the outcome worked out
+    by hand, `fault_outcome`), with the commands the worker sent (the same ids, none lost or
+    unexpected, every due delete and anonymise confirmed) and with the safety rules. Returns
+    the tally, the commands sent and what is wrong (nothing, when the run held)."""
+    sink_topics = [f"lethe.sink.public.{table}" for table in run.tables]
+    assert sink_caught_up(settings, sink_topics), "the sink did not catch up within 60 s"
+    simulated = simulate(run, topics.lines())
+    expected = expected_state(run, simulated)
+    wait_for_state(settings, run, expected)
+    wait_for_confirmations(settings, run, simulated)
+    live = live_commands(settings, run)
+    counts = tally(settings, run, live, simulated, expected)
+    actual = database_state(settings, run)
+    problems = [
+        f"PostgreSQL differs from `lethe simulate`: {d}" for d in differences(expected, actual)
+    ]
+    problems += command_differences(
+        [c for c in live if run.owns(int(c["key"]["id"]))],
+        [c for c in simulated if run.owns(int(c["key"]["id"]))],
+    )
+    seen = outcome(run, actual)
+    by_hand = fault_outcome()
+    for table, wanted in by_hand.items():
+        found = Counter(seen[(t, i)] for t, i in seen if t == table)
+        if found != wanted:
+            problems.append(f"{table}: worked out by hand {dict(wanted)}, found {dict(found)}")
+    held = {run.base + h for h in HELD}
+    problems += safety_violations(run, live, held)
+    if counts.lost or counts.unexpected:
+        problems.append(f"commands lost or unexpected: {counts.line()}")
+    if counts.confirmed != counts.to_confirm:
+        problems.append(f"not every due delete and anonymise confirmed: {counts.line()}")
+    return counts, live, problems
+
+
 def tally(
     settings: Settings,
     run: Run,

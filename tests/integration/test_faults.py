@@ -113,37 +113,9 @@ def first_command_sent(settings: Settings, run: Run) -> None:
 def check_run(
     settings: Settings, run: Run, worker: WorkerProcess, topics: ChangeTopics
 ) -> faults.Tally:
-    """The end of a run: sink caught up, the simulation compared (see the module docstring);
-    the tally."""
-    sink_topics = [f"lethe.sink.public.{table}" for table in run.tables]
-    assert sink_caught_up(settings, sink_topics), "the sink did not catch up within 60 s"
-    simulated = faults.simulate(run, topics.lines())
-    expected = faults.expected_state(run, simulated)
-    faults.wait_for_state(settings, run, expected)
-    faults.wait_for_confirmations(settings, run, simulated)
-    live = faults.live_commands(settings, run)
-    counts = faults.tally(settings, run, live, simulated, expected)
-    actual = faults.database_state(settings, run)
-    problems = [
-        f"PostgreSQL differs from `lethe simulate`: {d}"
-        for d in faults.differences(expected, actual)
-    ]
-    problems += faults.command_differences(
-        [c for c in live if run.owns(int(c["key"]["id"]))],
-        [c for c in simulated if run.owns(int(c["key"]["id"]))],
-    )
-    seen = faults.outcome(run, actual)
-    by_hand = faults.fault_outcome()
-    for table, wanted in by_hand.items():
-        found = Counter(seen[(t, i)] for t, i in seen if t == table)
-        if found != wanted:
-            problems.append(f"{table}: worked out by hand {dict(wanted)}, found {dict(found)}")
-    held = {run.base + h for h in faults.HELD}
-    problems += faults.safety_violations(run, live, held)
-    if counts.lost or counts.unexpected:
-        problems.append(f"commands lost or unexpected: {counts.line()}")
-    if counts.confirmed != counts.to_confirm:
-        problems.append(f"not every due delete and anonymise confirmed: {counts.line()}")
+    """The end of a run: `faults.settle` found nothing wrong and the worker still runs; the
+    tally."""
+    counts, _, problems = faults.settle(settings, run, topics)
     assert problems == [], "\n".join(problems)
     assert worker.process.poll() is None, "the worker is still running at the end"
     return counts

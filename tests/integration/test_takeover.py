@@ -35,7 +35,6 @@ from tests.integration.workers import (
     WorkerProcess,
     quiet,
     serving,
-    sink_caught_up,
     topic_ends,
     wait_for,
 )
@@ -204,29 +203,12 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
             f"the restarted worker took {commits_after:.0f} s to commit its partitions"
         )
 
-        sink_topics = [f"lethe.sink.public.{table}" for table in run.tables]
-        assert sink_caught_up(real_stack, sink_topics), "the sink did not catch up within 60 s"
-        simulated = faults.simulate(run, topics.lines())
-        expected = faults.expected_state(run, simulated)
-        faults.wait_for_state(real_stack, run, expected)
-        faults.wait_for_confirmations(real_stack, run, simulated)
-        live = faults.live_commands(real_stack, run)
-        counts = faults.tally(real_stack, run, live, simulated, expected)
+        counts, live, problems = faults.settle(real_stack, run, topics)
         mine = [c for c in live if run.owns(int(c["key"]["id"]))]
         phases = Counter(
             sum(1 for ends in (at_kill, at_restart) if c["where"][1] >= ends.get(c["where"][0], 0))
             for c in mine
         )
-        problems = [
-            f"PostgreSQL differs from `lethe simulate`: {d}"
-            for d in faults.differences(expected, faults.database_state(real_stack, run))
-        ]
-        problems += faults.command_differences(
-            mine, [c for c in simulated if run.owns(int(c["key"]["id"]))]
-        )
-        problems += faults.safety_violations(run, live, {run.base + h for h in faults.HELD})
-        if counts.lost or counts.unexpected or counts.confirmed != counts.to_confirm:
-            problems.append(f"lost, unexpected or unconfirmed commands: {counts.line()}")
         assert problems == [], "\n".join(problems)
         assert phases[1], (
             "no command was sent between the kill and the restart: none was left to take over"

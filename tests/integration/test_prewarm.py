@@ -170,6 +170,15 @@ def without_offsets(files: dict[str, dict[bytes, bytes]]) -> dict[str, dict[byte
     }
 
 
+def tracked_then_stopped(started: WorkerProcess, table: str, when: str) -> dict[str, float]:
+    """The rows of `table` the worker tracks once it serves /metrics; the worker stopped."""
+    try:
+        wait_for("the worker's /metrics page", started.metrics, started)
+        return wait_for(f"rows tracked {when}", lambda: tracked(started, table), started)
+    finally:
+        stop(started)
+
+
 def test_a_lost_data_directory_is_prewarmed_to_the_state_faust_recovers(
     real_stack: Settings, run: LogsRun
 ) -> None:
@@ -203,13 +212,7 @@ def test_a_lost_data_directory_is_prewarmed_to_the_state_faust_recovers(
     assert tombstones >= 2 * len(DELETED), "the deletes left tombstones in the changelogs"
 
     recovered = worker(run, "recovered", T0, prewarm=False)
-    try:
-        wait_for("the worker's /metrics page", recovered.metrics, recovered)
-        faust_tracked = wait_for(
-            "rows tracked after Faust's recovery", lambda: tracked(recovered, table), recovered
-        )
-    finally:
-        stop(recovered)
+    faust_tracked = tracked_then_stopped(recovered, table, "after Faust's recovery")
     faust_files = files_of(run.workdir / "recovered", run.app_id)
     assert faust_tracked == expected
 
@@ -230,13 +233,7 @@ def test_a_lost_data_directory_is_prewarmed_to_the_state_faust_recovers(
             assert data[OFFSET_KEY] == faust_files[name][OFFSET_KEY], name
 
     prewarmed = worker(run, "prewarmed", T0, prewarm=True)
-    try:
-        wait_for("the worker's /metrics page", prewarmed.metrics, prewarmed)
-        prewarmed_tracked = wait_for(
-            "rows tracked after the prewarm", lambda: tracked(prewarmed, table), prewarmed
-        )
-    finally:
-        stop(prewarmed)
+    prewarmed_tracked = tracked_then_stopped(prewarmed, table, "after the prewarm")
     assert "lethe worker: prewarm applied" in prewarmed.log()
     assert prewarmed_tracked == faust_tracked
     assert without_offsets(files_of(run.workdir / "prewarmed", run.app_id)) == without_offsets(

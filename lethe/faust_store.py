@@ -241,16 +241,7 @@ class FaustStore:
 
     def states(self) -> Iterator[tuple[RowState, SubjectState | None]]:
         """Every row state of the current partition with its subject's state (a scan)."""
-        subjects: dict[str, SubjectState | None] = {}
-        for key, data in self._rows_db(self._partition()).items():
-            if key[:1] not in (_NO_SUBJECT, _SUBJECT):
-                continue
-            row = RowState.from_bytes(data)
-            subject = None
-            if row.subject is not None:
-                if row.subject not in subjects:
-                    subjects[row.subject] = self.subject(row.subject)
-                subject = subjects[row.subject]
+        for _, row, subject in self._scan(self._partition(), {}):
             yield row, subject
 
     def subject_states(self) -> Iterator[SubjectState]:
@@ -278,20 +269,28 @@ class FaustStore:
             due = self._due[partition] = self._rebuild(partition)
         return due
 
-    def _rebuild(self, partition: int) -> DueIndex:
-        started = time.monotonic()
-        due = DueIndex()
-        subjects: dict[str, SubjectState | None] = {}
-        names: dict[str, str] = {}  # the index's row ids share their strings
+    def _scan(
+        self, partition: int, subjects: dict[str, SubjectState | None]
+    ) -> Iterator[tuple[bytes, RowState, SubjectState | None]]:
+        """Every row of `partition` (its key, state and subject's state), Faust's own keys
+        (the persisted changelog offset) left out; each subject read once, into `subjects`."""
         for key, data in self._rows_db(partition).items():
             if key[:1] not in (_NO_SUBJECT, _SUBJECT):
-                continue  # Faust's own keys (the persisted changelog offset)
+                continue
             row = RowState.from_bytes(data)
             subject = None
             if row.subject is not None:
                 if row.subject not in subjects:
                     subjects[row.subject] = self.subject(row.subject)
                 subject = subjects[row.subject]
+            yield key, row, subject
+
+    def _rebuild(self, partition: int) -> DueIndex:
+        started = time.monotonic()
+        due = DueIndex()
+        subjects: dict[str, SubjectState | None] = {}
+        names: dict[str, str] = {}  # the index's row ids share their strings
+        for key, row, subject in self._scan(partition, subjects):
             due.arm(_shared_row_id(decode_row_key(key), names), self._next_due(row, subject))
         log.info(
             "Rebuilt the due index of partition %d: %d timers over %d subjects in %.2fs",

@@ -60,6 +60,7 @@ from faust.web import drivers as web_drivers
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from lethe import consumer, topics
+from lethe.changelog import ForwardedChangelogTable
 from lethe.errors import ConfigError, StackError
 from lethe.faust_sensor import install_faust_sensor
 from lethe.forwarding import KafkaForwarder
@@ -194,6 +195,7 @@ def create_app(
         web_router_enabled=False,
         web_stats_enabled=False,
         web_graph_enabled=False,
+        Table=ForwardedChangelogTable,
     )
     app.settings = settings
     app.metrics = WorkerMetrics.create()

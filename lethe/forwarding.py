@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, cast
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -188,6 +188,38 @@ class KafkaForwarder:
             except BufferError:  # queue full: the broker is slow or away
                 producer.poll(0)
                 await asyncio.sleep(QUEUE_FULL_WAIT_S)
+        batch.pending += 1
+        producer.poll(0)
+
+    def produce_now(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        delivered: Callable[[str, int, int], None],
+    ) -> None:
+        """Hand over one record for `topic`'s `partition` without awaiting (a table's
+        changelog record, `lethe.changelog`); `delivered(topic, partition, offset)` once the
+        broker has it. Counted with the forwards: the consumer commits only once it is
+        delivered. While the producer's queue is full (the broker slow or away) this serves
+        delivery reports until there is room: the worker waits, nothing is dropped."""
+        if self.failure is not None:
+            raise ForwardFailed(self.failure)
+        producer = self.producer
+        batch = self._batch
+
+        def report(error: KafkaError | None, message: Message) -> None:
+            batch.delivered(error, message)
+            if error is None:
+                delivered(topic, partition, cast(int, message.offset()))
+
+        while True:
+            try:
+                producer.produce(topic, value, key, partition, report)
+                break
+            except BufferError:
+                producer.poll(QUEUE_FULL_WAIT_S)
         batch.pending += 1
         producer.poll(0)
 

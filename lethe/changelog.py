@@ -1,0 +1,67 @@
+"""Table changelog records through the worker's confluent-kafka producer.
+
+Every write to a Faust table is a changelog record. Through Faust's own producer (aiokafka,
+its futures and sensors) each costs about 100-130 µs of the agent's time, which made
+changelog records the largest share of the worker's cost per event (docs/benchmarks.md (a));
+through a confluent-kafka produce, batched in librdkafka's threads, they cost a few µs.
+
+`ForwardedChangelogTable` (the app's table class, `lethe.app.create_app`) sends its changelog
+records through the app's forwarder (`app.forwarder`, `lethe.forwarding.KafkaForwarder`) when
+the app has one. Nothing else changes:
+- the records are byte for byte the ones Faust would send (its key and value serializers), to
+  the same changelog partition, so Faust's recovery and standby replicas read them as before;
+- once the broker has a record, the table persists its offset in the partition's RocksDB, as
+  Faust does, so a restart with the state directory kept replays only what follows;
+- the consumer commits a change record's offset only once the forwarder delivered everything
+  handed to it before (`lethe.consumer`): the table writes an event made are in Kafka before
+  the event counts as processed, as with Faust's producer;
+- the idempotent producer keeps each partition's records in order across retries.
+Without a forwarder (unit tests over memory channels) or inside a Faust transaction
+(`exactly_once`, whose changelog records must be in its transaction) the table sends through
+Faust as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.types import TP
+
+
+class _Sent:
+    """What Faust's `on_key_set`/`on_key_del` read of a sent changelog record: its partition."""
+
+    __slots__ = ("message", "partition")
+
+    def __init__(self, partition: int) -> None:
+        self.message = self
+        self.partition = partition
+
+
+class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
+    """A Faust table whose changelog records go through the app's forwarder (see module)."""
+
+    def send_changelog(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> Any:
+        forwarder = getattr(self.app, "forwarder", None)
+        if forwarder is None or partition is None or self.app.in_transaction:
+            return super().send_changelog(partition, key, value, key_serializer, value_serializer)
+        topic = self.changelog_topic
+        wire_key, _ = topic.prepare_key(key, key_serializer or self.key_serializer)
+        wire_value = None
+        if value is not None:
+            wire_value, _ = topic.prepare_value(value, value_serializer or self.value_serializer)
+        forwarder.produce_now(
+            topic.get_topic_name(), wire_key, wire_value, partition, self._changelog_delivered
+        )
+        return _Sent(partition)
+
+    def _changelog_delivered(self, topic: str, partition: int, offset: int) -> None:
+        self.data.set_persisted_offset(TP(topic, partition), offset)

@@ -54,6 +54,7 @@ from lethe.agents.routing import (
 )
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress
+from lethe.changelog import PartitionTable
 from lethe.forwarding import ChannelForwarder, Forwarder
 from lethe.metrics import WorkerMetrics, labelled
 from policy.decoding import decode_raw
@@ -98,6 +99,8 @@ def install(
         help="Row (<table>:<key JSON>) -> its subject, or - for none.",
     )
 
+    located = PartitionTable(locations)
+
     async def assign(stream: Any) -> None:
         await subject_events.maybe_declare()
         await await_changelogs(app, [locations, marks.table], partitions)
@@ -109,7 +112,7 @@ def install(
                     handle_change,
                     message,
                     engine=engine,
-                    locations=locations,
+                    locations=located,
                     metrics=metrics,
                     deadletters=deadletters,
                     subject_events=forward,
@@ -131,7 +134,7 @@ async def handle_change(
     message: Message,
     *,
     engine: Engine,
-    locations: Any,
+    locations: PartitionTable,
     metrics: WorkerMetrics,
     deadletters: ChannelT[bytes],
     subject_events: Forwarder,
@@ -164,7 +167,7 @@ async def handle_change(
     try:
         located = located_by_event(engine, outcome)
         if isinstance(located, Unknown):
-            stored = locations.get(row)
+            stored = locations.get(message.partition, row)
             located = None if stored is None else stored.decode()
         routing = route(engine, located, outcome)
     except PartitionsMismatch:
@@ -173,7 +176,7 @@ async def handle_change(
         log.exception("Routing %s[%s]@%s failed", message.topic, message.partition, message.offset)
         await reject(message, rejection_of_bug(exc, outcome.table), metrics, deadletters, pipeline)
         return None
-    _write(locations, routing)
+    _write(locations, message.partition, routing)
     for record in routing.records:
         await subject_events.send(
             key=record.key.encode(),
@@ -185,12 +188,12 @@ async def handle_change(
     return outcome.ts
 
 
-def _write(locations: Any, routing: Routing) -> None:
+def _write(locations: PartitionTable, partition: int, routing: Routing) -> None:
     for key, subject in routing.writes:
         if subject is None:
-            del locations[key.encode()]
+            locations.delete(partition, key.encode())
         else:
-            locations[key.encode()] = subject.encode()
+            locations.put(partition, key.encode(), subject.encode())
 
 
 async def reject(

@@ -65,3 +65,40 @@ class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
 
     def _changelog_delivered(self, topic: str, partition: int, offset: int) -> None:
         self.data.set_persisted_offset(TP(topic, partition), offset)
+
+
+class PartitionTable:
+    """Reads and writes of a table in one given partition, straight on that partition's
+    RocksDB (Faust's mapping interface adds, per access, its sensor, its key-to-partition
+    index and, for an absent key, a `KeyError` raised and caught: about half the cost of a
+    `locations` lookup, docs/benchmarks.md (a)). A write sends its changelog record to the
+    same partition (`on_key_set`/`on_key_del`), then writes the database. Over a memory store
+    (unit tests) it goes through Faust's mapping. Use it from an agent's stream only, with the
+    partition of the event being processed."""
+
+    __slots__ = ("_direct", "table")
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._direct = hasattr(table.data, "_db_for_partition")
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        if not self._direct:
+            value: bytes | None = self.table.get(key)
+            return value
+        found: bytes | None = self.table.data._db_for_partition(partition).get(key)
+        return found
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        if not self._direct:
+            self.table[key] = value
+            return
+        self.table.on_key_set(key, value)
+        self.table.data._db_for_partition(partition).put(key, value)
+
+    def delete(self, partition: int, key: bytes) -> None:
+        if not self._direct:
+            del self.table[key]
+            return
+        self.table.on_key_del(key)
+        self.table.data._db_for_partition(partition).delete(key)

@@ -39,6 +39,7 @@ import faust
 import orjson
 from faust.types import TP
 
+from lethe.changelog import PartitionTable
 from policy.events import Key
 from policy.instants import Instant
 from policy.state import RowState, SubjectState
@@ -153,9 +154,9 @@ class FaustStore:
         self, tables: StateTables, next_due: NextDue, app: faust.App | None = None
     ) -> None:
         self.tables = tables
-        self._rows = tables.rows
-        self._subjects = tables.subjects
-        self._locations = tables.locations
+        self._rows = PartitionTable(tables.rows)
+        self._subjects = PartitionTable(tables.subjects)
+        self._locations = PartitionTable(tables.locations)
         self._next_due = next_due
         self._due: dict[int, DueIndex] = {}
         if app is not None:
@@ -246,7 +247,7 @@ class FaustStore:
 
     def subject_states(self) -> Iterator[SubjectState]:
         """Every subject state of the current partition (a scan)."""
-        db = self._subjects.data._db_for_partition(self._partition())
+        db = self.tables.subjects.data._db_for_partition(self._partition())
         for key, data in db.items():
             if key == _FAUST_OFFSET_KEY:
                 continue
@@ -302,27 +303,20 @@ class FaustStore:
         return due
 
     def _rows_db(self, partition: int) -> Any:
-        return self._rows.data._db_for_partition(partition)
+        return self.tables.rows.data._db_for_partition(partition)
 
-    def _get(self, table: Any, key: bytes) -> bytes | None:
+    def _get(self, table: PartitionTable, key: bytes) -> bytes | None:
         """The key's value in the current partition's database (None: absent)."""
-        value: bytes | None = table.data._db_for_partition(self._partition()).get(key)
-        return value
+        return table.get(self._partition(), key)
 
-    def _put(self, table: Any, key: bytes, value: bytes) -> None:
-        """Write the key in the current partition: its changelog record (Faust's `on_key_set`
-        sends it to the current event's partition), then its database."""
-        partition = self._partition()
-        table.on_key_set(key, value)
-        table.data._db_for_partition(partition).put(key, value)
+    def _put(self, table: PartitionTable, key: bytes, value: bytes) -> None:
+        """Write the key in the current partition: its changelog record, then its database."""
+        table.put(self._partition(), key, value)
 
-    def _delete(self, table: Any, key: bytes) -> None:
-        """Delete the key in the current partition: its changelog tombstone (Faust's
-        `on_key_del`, to the current event's partition), then its database. Not `del
-        table[key]`: that deletes wherever this process last wrote the key."""
-        partition = self._partition()
-        table.on_key_del(key)
-        table.data._db_for_partition(partition).delete(key)
+    def _delete(self, table: PartitionTable, key: bytes) -> None:
+        """Delete the key in the current partition: its changelog tombstone, then its
+        database. Not `del table[key]`: that deletes wherever this process last wrote the key."""
+        table.delete(self._partition(), key)
 
     def _keys_from(self, prefix: bytes) -> Iterator[bytes]:
         for key in self._rows_db(self._partition()).keys(from_key=prefix):

@@ -7,15 +7,20 @@ from __future__ import annotations
 import json
 import logging
 import urllib.error
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lethe.commands.worker import build_worker_app
 from lethe.connect_watch import ConnectorStatus, ConnectWatch, connector_statuses
 from lethe.errors import ConfigError
 from lethe.metrics import WorkerMetrics
+from lethe.policy_file import load_policy
 from lethe.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TRACE = (
     "org.apache.kafka.connect.errors.ConnectException: Exiting WorkerSinkTask due to "
@@ -206,11 +211,16 @@ def test_a_failed_task_is_logged_once_with_where_to_look_and_never_its_trace(
     assert "ada@example.org" not in caplog.text and "PSQLException" not in caplog.text
 
 
-def test_the_poll_gauges_are_not_served_while_the_poll_is_off():
-    metrics = WorkerMetrics.create()
-    names = {name for name, _ in scraped(metrics)}
-    assert "lethe_connect_up" not in names
-    assert "lethe_connect_poll_age_seconds" not in names
+@pytest.mark.parametrize("interval", [10.0, None], ids=["on", "off"])
+def test_the_worker_serves_the_poll_gauges_only_while_the_poll_is_on(
+    tmp_path: Path, interval: float | None
+):
+    settings = Settings(data_dir=tmp_path, enforce=False, connect_poll_interval=interval)
+    policy = load_policy(ROOT / "config" / "policy.yaml")
+    app = build_worker_app(settings, "lethe-unit-connect", policy, ["hosting.public.orders"], 1)
+    names = {name for name, _ in scraped(app.metrics)}
+    served = {"lethe_connect_up", "lethe_connect_poll_age_seconds"} <= names
+    assert served == (interval is not None), "no 0 that says Connect is down while unpolled"
 
 
 def test_the_poll_interval_and_the_watched_connectors_come_from_their_variables():

@@ -17,7 +17,6 @@ a task's trace (which can quote a record's values) is never logged nor shown.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import re
@@ -151,11 +150,12 @@ class ConnectWatch:
         return max(0.0, self._monotonic() - self._last_answer)
 
     def poll(self) -> bool:
-        """Ask Connect once and show its answer; whether it answered. A failure is shown on
-        `lethe_connect_up` and logged when it begins and ends, never raised."""
+        """Ask Connect once and show its answer; whether it answered. No answer, or one that
+        is not Connect's JSON, is shown on `lethe_connect_up` and logged when it begins and
+        ends, never raised."""
         try:
             statuses = connector_statuses(self._fetch(), self.watched)
-        except (OSError, ValueError, http.client.HTTPException) as exc:
+        except Exception as exc:
             self.metrics.connect_up.set(0)
             if self._answered is not False:
                 log.warning(

@@ -150,6 +150,7 @@ def test_a_connect_that_does_not_answer_is_shown_and_the_last_states_are_kept():
         urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
         "<html>502 Bad Gateway</html>",
         ["hosting", "lethe-sink"],
+        {"odd": {"status": {"connector": {"state": "RUNNING"}, "tasks": [{"id": None}]}}},
         ANSWER,
     ]
 
@@ -165,7 +166,7 @@ def test_a_connect_that_does_not_answer_is_shown_and_the_last_states_are_kept():
     watch = ConnectWatch("http://connect:8083", 10, metrics, fetch=fetch)
     assert watch.poll()
     up = ("lethe_connect_up", frozenset())
-    for _ in range(3):
+    for _ in range(4):
         assert not watch.poll()
         assert scraped(metrics)[up] == 0
         assert tasks(metrics, "lethe-sink")["FAILED"] == 1, "the last known states stay"

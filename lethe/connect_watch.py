@@ -198,13 +198,14 @@ class ConnectWatch:
             log.warning(
                 "Kafka Connect: task %s of connector %s FAILED; it stays so until restarted. "
                 "Its trace: curl %s/connectors/%s/status; restart: curl -X POST "
-                "%s/connectors/%s/tasks/<id>/restart (docs/runbook.md#letheconnectortaskfailed)",
+                "%s/connectors/%s/tasks/%d/restart (docs/runbook.md#letheconnectortaskfailed)",
                 ", ".join(map(str, newly)),
                 name,
                 self.url,
                 name,
                 self.url,
                 name,
+                newly[0],
             )
         if now.state in ("FAILED", MISSING) and (before is None or before.state != now.state):
             log.warning(

@@ -208,6 +208,7 @@ def test_a_failed_task_is_logged_once_with_where_to_look_and_never_its_trace(
     failed = [r.getMessage() for r in caplog.records if "lethe-sink FAILED" in r.getMessage()]
     assert len(failed) == 1
     assert "curl http://connect:8083/connectors/lethe-sink/status" in failed[0]
+    assert "curl -X POST http://connect:8083/connectors/lethe-sink/tasks/0/restart" in failed[0]
     assert "connector archive-sink is FAILED" in caplog.text
     assert "ada@example.org" not in caplog.text and "PSQLException" not in caplog.text
 

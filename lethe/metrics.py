@@ -105,6 +105,19 @@ class WorkerMetrics:
     consumer_lag_seconds: Gauge
     """lethe_consumer_lag_seconds{topic,partition}: now minus the newest processed event's
     time (0 once caught up)."""
+    connector_tasks: Gauge
+    """lethe_connector_tasks{connector,state}: Kafka Connect's tasks of the connector in each
+    state (`lethe.connect_watch`)."""
+    connector_state: Gauge
+    """lethe_connector_state{connector,state}: 1 for the connector's own state, 0 for the
+    others."""
+    connect_up: Gauge
+    """lethe_connect_up: 1 when Kafka Connect answered the last poll, 0 when not. In the
+    registry only while the poll is on (`lethe.connect_watch.ConnectWatch` puts it there):
+    with LETHE_CONNECT_POLL_INTERVAL=off no 0 says Connect is down."""
+    connect_poll_age: Gauge
+    """lethe_connect_poll_age_seconds: seconds since Kafka Connect last answered a poll (in
+    the registry only while the poll is on, as `connect_up`)."""
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -305,6 +318,38 @@ class WorkerMetrics:
                 "assigned.",
                 ["topic", "partition"],
                 registry=registry,
+            ),
+            connector_tasks=Gauge(
+                "lethe_connector_tasks",
+                "Tasks of the Kafka Connect connector in each state (RUNNING, FAILED, PAUSED, "
+                "UNASSIGNED, RESTARTING, STOPPED; 0 when none), as Connect answered the last "
+                "poll (LETHE_CONNECT_URL, every LETHE_CONNECT_POLL_INTERVAL seconds). A FAILED "
+                "task stays so until restarted: a sink's then applies no command, a source's "
+                "publishes no change (docs/runbook.md#letheconnectortaskfailed).",
+                ["connector", "state"],
+                registry=registry,
+            ),
+            connector_state=Gauge(
+                "lethe_connector_state",
+                "1 for the Kafka Connect connector's own state (RUNNING, FAILED, PAUSED, "
+                "UNASSIGNED, RESTARTING, STOPPED, or MISSING for one LETHE_CONNECT_CONNECTORS "
+                "names that Connect does not have), 0 for the others, as of the last poll.",
+                ["connector", "state"],
+                registry=registry,
+            ),
+            connect_up=Gauge(
+                "lethe_connect_up",
+                "1 when Kafka Connect's REST API (LETHE_CONNECT_URL) answered the worker's last "
+                "poll of its connectors' states, 0 when it did not (the lethe_connector_ "
+                "gauges then keep the states of the last answer).",
+                registry=None,
+            ),
+            connect_poll_age=Gauge(
+                "lethe_connect_poll_age_seconds",
+                "Seconds since Kafka Connect's REST API last answered the worker's poll (since "
+                "the worker started, when it has not yet): how old the lethe_connector_ gauges "
+                "are (docs/runbook.md#letheconnectunreachable).",
+                registry=None,
             ),
         )
 

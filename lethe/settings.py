@@ -104,7 +104,22 @@ class Settings:
     `lethe`, see `STACK_SCRAM_USERNAME`) on the bootstrap host (default: the bootstrap port
     + 2, 9094); the plain listener stays on LETHE_KAFKA_BOOTSTRAP."""
     connect_url: str = "http://127.0.0.1:8083"
-    """LETHE_CONNECT_URL: Kafka Connect REST endpoint."""
+    """LETHE_CONNECT_URL: Kafka Connect REST endpoint: where `lethe stack up` registers the
+    connectors, and where the worker polls their states (LETHE_CONNECT_POLL_INTERVAL)."""
+    connect_poll_interval: float | None = 10.0
+    """LETHE_CONNECT_POLL_INTERVAL: seconds between two polls of Kafka Connect's connector
+    states (`GET <LETHE_CONNECT_URL>/connectors?expand=status`, `lethe.connect_watch`) by the
+    worker, in the background (default 10). A FAILED task (a sink applying no delete, a source
+    publishing no change) then shows on `lethe_connector_tasks` and fires
+    `LetheConnectorTaskFailed`; a Connect that does not answer fires `LetheConnectUnreachable`.
+    On by default, as the URL defaults to the local stack's: set LETHE_CONNECT_URL to your
+    Connect cluster's, or `off` when the worker cannot reach it (nothing then watches the
+    connectors' tasks)."""
+    connect_connectors: str = ""
+    """LETHE_CONNECT_CONNECTORS: the connectors the worker watches, names separated by commas
+    (default: every connector of the Connect cluster). Set it to Lethe's (the local stack's:
+    `hosting,lethe-sink`) on a cluster shared with other connectors; a named connector Connect
+    does not have shows as MISSING and alerts like a failed one."""
     cdc_topic_prefix: str = "hosting"
     """LETHE_CDC_TOPIC_PREFIX: Debezium's `topic.prefix`; the policy's `topic_prefix` must be the
     same. The worker reports the `<prefix>.<schema>.<table>` topics the policy does not name."""
@@ -275,6 +290,11 @@ class Settings:
                 "group.min/max.session.timeout.ms); set a number of seconds such as 60 (the "
                 "default)"
             )
+        if self.connect_poll_interval is not None and not self.connect_poll_interval > 0:
+            raise ConfigError(
+                f"LETHE_CONNECT_POLL_INTERVAL={self.connect_poll_interval} is not more than 0; "
+                "set a number of seconds such as 10 (the default), or off"
+            )
         if not self.tick_interval > 0:
             raise ConfigError(
                 f"LETHE_TICK_INTERVAL={self.tick_interval} is not more than 0; set a number of "
@@ -409,6 +429,12 @@ class Settings:
         if name.lower() == "off":
             return None
         return name or f"__debezium-heartbeat.{self.cdc_topic_prefix}"
+
+    @property
+    def watched_connectors(self) -> frozenset[str] | None:
+        """The connectors LETHE_CONNECT_CONNECTORS names; None (every one) when unset."""
+        names = frozenset(name.strip() for name in self.connect_connectors.split(","))
+        return (names - {""}) or None
 
     @property
     def audit_hash_key_is_demo(self) -> bool:

@@ -67,6 +67,17 @@ def _seconds_setting(raw: str) -> float:
         raise ValueError(f"{raw!r} is not a number of seconds; write one such as 1") from None
 
 
+def _seconds_or_off_setting(raw: str) -> float | None:
+    if raw.strip().lower() == "off":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{raw!r} is neither a number of seconds nor off; write one such as 10, or off"
+        ) from None
+
+
 def _switch_setting(raw: str) -> bool:
     text = raw.strip().lower()
     if text in ("on", "true", "1", "yes"):
@@ -92,6 +103,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "census_interval": _seconds_setting,
     "confirm_timeout": _seconds_setting,
     "source_heartbeat_lease": _seconds_setting,
+    "connect_poll_interval": _seconds_or_off_setting,
     "enforce": _switch_setting,
     "metrics": _switch_setting,
     "faust_metrics": _switch_setting,
@@ -114,6 +126,8 @@ VARIABLES: dict[str, str] = {
     "kafka_ssl_ca_file": "LETHE_KAFKA_SSL_CA_FILE",
     "kafka_sasl_port": "LETHE_KAFKA_SASL_PORT",
     "connect_url": "LETHE_CONNECT_URL",
+    "connect_poll_interval": "LETHE_CONNECT_POLL_INTERVAL",
+    "connect_connectors": "LETHE_CONNECT_CONNECTORS",
     "cdc_topic_prefix": "LETHE_CDC_TOPIC_PREFIX",
     "pg_host": "LETHE_PG_HOST",
     "pg_port": "LETHE_PG_PORT",

@@ -7,7 +7,8 @@ The compose stack provisions the JSON with its Prometheus data source (uid
 builds. What each metric means: docs/metrics.md. An SRE reads, top to bottom: are deletions
 on time (backlog, oldest overdue, delays), are they applied (issued against confirmed,
 unconfirmed), what comes next (forecast), are the inputs read (lag per partition, dead
-letters, unclassified tables), and what is held (legal holds).
+letters, unclassified tables), what is held (legal holds), and whether Kafka Connect runs the
+connectors' tasks (a FAILED one applies or publishes nothing until restarted).
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ STATS: Final = (
     ("Open legal holds", "sum(lethe_legal_holds) or vector(0)", "short"),
     ("Unclassified tables", "sum(lethe_unclassified_tables) or vector(0)", "short"),
     ("Workers up", 'sum(up{job="lethe"})', "short"),
-)
+    ("Connectors or tasks FAILED",
+     '(sum(max by (connector) (lethe_connector_tasks{state="FAILED"})) or vector(0)) + '
+     '(sum(max by (connector) (lethe_connector_state{state=~"FAILED|MISSING"})) or vector(0))',
+     "short"),
+    ("Kafka Connect last answered (age)", "max(lethe_connect_poll_age_seconds)", "s"),
+)  # fmt: skip
 """(title, PromQL, unit) of the stats across the top."""
 
 GRAPHS: Final[tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]] = (
@@ -115,6 +121,11 @@ GRAPHS: Final[tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]] = (
          ("sum by (topic) (lethe_unclassified_tables)", "unclassified {{topic}}")),
     ),
     (
+        "Kafka Connect: connector tasks by state (states with a task)",
+        "short",
+        (("max by (connector, state) (lethe_connector_tasks) > 0", "{{connector}} {{state}}"),),
+    ),
+    (
         "Rows tracked by table",
         "short",
         (("max by (table) (sum by (table, purpose) (lethe_rows_tracked))", "{{table}}"),),
@@ -155,7 +166,7 @@ def build() -> dict[str, Any]:
             .datasource(DATASOURCE)
             .unit(unit)
             .height(4)
-            .span(4)
+            .span(24 // len(STATS))
             .graph_mode(BigValueGraphMode.AREA)
             .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]))
             .with_target(Dataquery().expr(expr).ref_id("A"))

@@ -8,7 +8,8 @@ and counts if not), creates the worker's `<app id>-subject-events` with
 LETHE_INTERNAL_PARTITIONS partitions, builds the app (`lethe.app.create_app`) subscribed
 to exactly the change topics, installs the agents (`lethe.agents.install`: the assign
 agent, and the enforce agent under the enforcement clock of the LETHE_CLOCK* settings unless
-LETHE_ENFORCE=off) and runs it until interrupted. The
+LETHE_ENFORCE=off), polls Kafka Connect's connector states in the background
+(LETHE_CONNECT_POLL_INTERVAL, `lethe.connect_watch`) and runs it until interrupted. The
 subscription never changes while it runs: to read a new table, add it to the
 policy and restart; until then the worker counts its topic in
 `lethe_unclassified_tables`. Metrics are served at
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import faust
 
     from lethe.app import LetheApp
+    from lethe.connect_watch import ConnectWatch
     from lethe.heartbeat import SourceHeartbeat
     from policy.model import Policy
 
@@ -90,6 +92,7 @@ def build_worker_app(
         for partition in range(change_partitions):
             app.metrics.unreadable_partitions.labels(topic=topic, partition=str(partition)).set(0)
     heartbeat = watch_source_heartbeat(settings, app) if settings.enforce else None
+    watch_connectors(settings, app)
     agents.install(
         app,
         engine=Engine.compile(policy, confirm_after=settings.confirm_after),
@@ -128,6 +131,28 @@ def watch_source_heartbeat(settings: Settings, app: LetheApp) -> SourceHeartbeat
     app.metrics.source_heartbeat_age.labels(topic).set_function(heartbeat.age_seconds)
     heartbeat.start()
     return heartbeat
+
+
+def watch_connectors(settings: Settings, app: LetheApp) -> ConnectWatch | None:
+    """Poll Kafka Connect's connector states from the worker's start (`lethe.connect_watch`,
+    the `lethe_connector_` and `lethe_connect_` gauges); None when
+    LETHE_CONNECT_POLL_INTERVAL is off."""
+    from lethe.connect_watch import ConnectWatch
+
+    interval = settings.connect_poll_interval
+    if interval is None:
+        log.warning(
+            "LETHE_CONNECT_POLL_INTERVAL=off: a FAILED connector task (a sink applying no "
+            "delete, a source publishing no change) is not watched by Lethe"
+        )
+        return None
+    watch = ConnectWatch(settings.connect_url, interval, app.metrics, settings.watched_connectors)
+
+    async def start_connect_watch() -> None:
+        watch.start()
+
+    app.task(start_connect_watch)
+    return watch
 
 
 def declare_changelog_topics(settings: Settings, app: LetheApp) -> None:

@@ -35,7 +35,7 @@ def run(*args: str) -> str:
 
 @promtool
 def test_promtool_accepts_the_rules():
-    assert "SUCCESS: 10 rules found" in run("check", "rules", str(RULES))
+    assert "SUCCESS: 12 rules found" in run("check", "rules", str(RULES))
 
 
 @promtool
@@ -55,6 +55,7 @@ def test_every_alert_has_its_unit_tests_with_a_firing_and_a_silent_case():
         "LetheBacklogGrowing", "LetheOverdueTooLong", "LetheCommandsUnconfirmed",
         "LetheConsumerLagHigh", "LetheSourceSilent", "LetheDeadLetters", "LetheUnclassifiedTable",
         "LetheWorkerDown", "LetheUnreadablePartition", "LetheWorkerRestarting",
+        "LetheConnectorTaskFailed", "LetheConnectUnreachable",
     }  # fmt: skip
     for name in names:
         assert sorted(set(tested.get(name, []))) == [False, True], name

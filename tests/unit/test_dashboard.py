@@ -46,5 +46,8 @@ def test_the_panels_query_every_metric_an_sre_watches():
         "lethe_dead_letters_total",
         "lethe_legal_holds",
         "lethe_unclassified_tables",
+        "lethe_connector_tasks",
+        "lethe_connector_state",
+        "lethe_connect_poll_age_seconds",
     ):
         assert metric in expressions, metric

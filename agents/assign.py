@@ -104,26 +104,29 @@ def install(
     async def assign(stream: Any) -> None:
         await subject_events.maybe_declare()
         await await_changelogs(app, [locations, marks.table], partitions)
+        handling: dict[str, Any] = {
+            "engine": engine,
+            "locations": located,
+            "metrics": metrics,
+            "deadletters": deadletters,
+            "subject_events": forward,
+            "replay_marks": marks,
+            "pipeline": dead_letter_pipeline,
+        }
         event: EventT[bytes]
         async for event in stream.events():
             message = event.message
-            forwarded = await retry_on_partitions_mismatch(
-                partial(
-                    handle_change,
-                    message,
-                    engine=engine,
-                    locations=located,
-                    metrics=metrics,
-                    deadletters=deadletters,
-                    subject_events=forward,
-                    replay_marks=marks,
-                    pipeline=dead_letter_pipeline,
-                ),
-                f"Assigning {message.topic}[{message.partition}]@{message.offset}",
-            )
+            try:
+                forwarded = await handle_change(message, **handling)
+            except PartitionsMismatch:
+                forwarded = await retry_on_partitions_mismatch(
+                    partial(handle_change, message, **handling),
+                    f"Assigning {message.topic}[{message.partition}]@{message.offset}",
+                )
             if progress is not None:
                 progress.processed(message.topic, message.partition, message.offset, forwarded)
-            await marks.store(message.topic, message.partition, message.offset)
+            if marks.due(message.topic, message.partition, message.offset):
+                await marks.store(message.topic, message.partition, message.offset)
 
     return app.agent(
         changes, name=AGENT_NAME, concurrency=1, supervisor_strategy=CrashingSupervisor

@@ -88,7 +88,16 @@ class ReplayMarks:
     writes the partition's mark to the table when it is due. Call them from the agent's
     stream (a table write needs the current event)."""
 
-    __slots__ = ("_clock", "_flush", "_highwater", "_interval_s", "_marks", "_stored", "_table")
+    __slots__ = (
+        "_clock",
+        "_ends",
+        "_flush",
+        "_highwater",
+        "_interval_s",
+        "_marks",
+        "_stored",
+        "_table",
+    )
 
     def __init__(
         self,
@@ -106,6 +115,7 @@ class ReplayMarks:
         self._clock = clock
         self._marks: dict[tuple[str, int], SourcePosition | None] = {}
         self._stored: dict[tuple[str, int], tuple[float, SourcePosition | None]] = {}
+        self._ends: dict[tuple[str, int], int] = {}
 
     @property
     def table(self) -> Any:
@@ -171,36 +181,53 @@ class ReplayMarks:
     def forwarded(self, topic: str, partition: int, position: SourcePosition | None) -> None:
         self._marks[(topic, partition)] = advance(self.mark(topic, partition), position)
 
-    async def store(self, topic: str, partition: int, offset: int) -> None:
-        """Write the partition's mark when it moved, and the record at `offset` is the
-        partition's last or `interval_s` passed since the last write; flush the producer
-        first."""
+    def due(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether `store` would write the partition's mark now: it moved, and the record at
+        `offset` is the partition's last or `interval_s` passed since the last write. Cheap:
+        the agent asks after every record."""
         where = (topic, partition)
         mark = self._marks.get(where)
+        if mark is None:
+            return False
         stored_at, stored = self._stored.get(where, (float("-inf"), None))
-        now = self._clock()
-        if mark is None or mark == stored:
+        if mark == stored:
+            return False
+        return self._clock() - stored_at >= self._interval_s or self._at_end(where, offset)
+
+    async def store(self, topic: str, partition: int, offset: int) -> None:
+        """Write the partition's mark when it is `due`; flush the producer first."""
+        if not self.due(topic, partition, offset):
             return
-        if now - stored_at < self._interval_s and not self._at_end(topic, partition, offset):
-            return
+        where = (topic, partition)
+        mark = self._marks[where]
+        assert mark is not None
         try:
             await self._flush()
         except Exception:  # e.g. the producer stopping: the mark waits, which is safe
             log.warning("Flushing the producer failed; the replay mark of %s[%s] waits", *where)
             return
         self._table[_key(where)] = encode(mark)
-        self._stored[where] = (now, mark)
+        self._stored[where] = (self._clock(), mark)
 
-    def _at_end(self, topic: str, partition: int, offset: int) -> bool:
+    def _at_end(self, where: tuple[str, int], offset: int) -> bool:
+        """Whether `offset` is the partition's last record, as the consumer last heard. The
+        end it heard is kept: while `offset` is below it, the record is not the last (a
+        partition's end only grows), and the consumer is not asked again."""
         if self._highwater is None:
             return False
-        end = self._highwater(topic, partition)
-        return end is not None and offset + 1 >= end
+        end = self._ends.get(where)
+        if end is None or offset + 1 >= end:
+            end = self._highwater(*where)
+            if end is None:
+                return False
+            self._ends[where] = end
+        return offset + 1 >= end
 
     def forget(self, partitions: set[tuple[str, int]]) -> None:
         for where in partitions:
             self._marks.pop(where, None)
             self._stored.pop(where, None)
+            self._ends.pop(where, None)
 
 
 def _key(where: tuple[str, int]) -> bytes:

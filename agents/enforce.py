@@ -22,8 +22,11 @@ A record that cannot be read or decoded, or whose processing raised, goes to
 
 Every command the driver returns becomes the records of `policy.command_records.records_for`
 (its `lethe.commands` record, and its sink record for anonymise and delete, built from the
-row state's values), sent and delivered before the record is acknowledged: at least once, a
-command may be sent twice (same `command_id`), never lost. A command that would be unsafe to
+row state's values), handed to the worker's confluent-kafka producer (`lethe.forwarding`;
+ordered per key, so a row's anonymise stays before its delete) without waiting, and
+delivered before the consumer commits the record's offset (a worker that stops first
+processes the record again): at least once, a command may be sent twice (same
+`command_id`), never lost. A command that would be unsafe to
 apply (a `Refusal`) is not sent: it goes to `lethe.deadletter` with its reason and the
 command's JSON (no row values), counted in `lethe_commands_refused_total{table,reason}`. Sent
 commands are counted in `lethe_commands_issued_total{table,action}`, re-issues of commands not
@@ -43,8 +46,8 @@ legal holds, summed over the partitions this worker holds (`lethe.metrics.Census
 Each decision goes to `lethe.audit` (`policy.audit`, keyed by the row): `issued`, `reissued`,
 `confirmed` (with the confirming change record's topic, partition and offset), `held` and
 `released` (a legal hold opened or closed), and `dead_lettered` for a refused command or a
-record this agent could not use. Its audit records are sent with the commands and delivered
-before the record is acknowledged. Nothing is written to the audit for a record that
+record this agent could not use. Its audit records go with the commands, through the same
+producer, delivered before the record's offset is committed. Nothing is written to the audit for a record that
 decided nothing (most updates, most ticks): `tracked` and `scheduled` are not written.
 
 Ticks: a timer on every worker sends a `tick` to every partition of
@@ -94,7 +97,7 @@ from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import UNCHECKED, ChangeProgress, InputWatermarks, partition_ends
 from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
-from lethe.forwarding import ChannelForwarder, Forwarder
+from lethe.forwarding import ChannelForwarder, Forwarder, KafkaForwarder
 from lethe.metrics import ACTIONS, CensusBoard, Children, WorkerMetrics
 from policy import audit
 from policy.census import take_census
@@ -147,8 +150,13 @@ class Enforcer:
         change_partitions: int = 1,
         census_interval: float | None = 30.0,
         consumed: ChangeProgress | None = None,
+        outbound: KafkaForwarder | None = None,
     ) -> None:
         self.app = app
+        self.outbound = outbound
+        """The worker's confluent-kafka producer (`lethe.forwarding`): commands, sink records
+        and audit are handed to it and delivered before the consumer commits; None: each is
+        sent through Faust and awaited before the record is acknowledged."""
         self.engine = engine
         self.store = store
         self.clock = clock
@@ -376,12 +384,19 @@ class Enforcer:
     async def send_audit(self, record: audit.AuditRecord) -> tuple[bytes, bytes, Any]:
         """Hand an audit record to the producer; return its key, value and delivery."""
         key, value = audit.audit_record_key(record), audit.audit_avro(record)
+        if self.outbound is not None:
+            self.outbound.produce_now(topics.AUDIT_TOPIC, key, value)
+            return key, value, None
         return key, value, await send_retrying(self.audit, key, value, topics.AUDIT_TOPIC)
 
     async def delivered(
         self, pending: Any, topic: ChannelT[bytes], key: bytes | None, value: bytes | None
     ) -> None:
-        """Wait for a record's delivery; if it failed, send it again until the broker has it."""
+        """Wait for a record's delivery; if it failed, send it again until the broker has it.
+        A record handed to the outbound producer (`pending` None) is delivered before the
+        consumer commits, or the worker stops and processes its input again."""
+        if pending is None:
+            return
         try:
             await pending
         except asyncio.CancelledError:
@@ -408,7 +423,11 @@ class Enforcer:
         await self.deliver(self.audit, audit.audit_record_key(record), audit.audit_avro(record))
 
     async def send(self, record: OutboundRecord) -> Any:
-        """Hand the record to the producer (retrying until it takes it); return its delivery."""
+        """Hand the record to the producer (retrying until it takes it); return its delivery
+        (None: handed to the outbound producer, delivered before the consumer commits)."""
+        if self.outbound is not None:
+            self.outbound.produce_now(record.topic, record.key, record.value)
+            return None
         return await send_retrying(self.topic(record.topic), record.key, record.value, record.topic)
 
     async def deliver(self, topic: ChannelT[bytes], key: bytes | None, value: bytes | None) -> None:
@@ -495,6 +514,7 @@ def install(
         change_partitions=change_partitions,
         census_interval=census_interval,
         consumed=consumed,
+        outbound=forwarder if isinstance(forwarder, KafkaForwarder) else None,
     )
     subject_topic = subject_events.get_topic_name()
 

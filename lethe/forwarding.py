@@ -196,27 +196,33 @@ class KafkaForwarder:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        partition: int,
-        delivered: Callable[[str, int, int], None],
+        partition: int | None = None,
+        delivered: Callable[[str, int, int], None] | None = None,
     ) -> None:
-        """Hand over one record for `topic`'s `partition` without awaiting (a table's
-        changelog record, `lethe.changelog`); `delivered(topic, partition, offset)` once the
-        broker has it. Counted with the forwards: the consumer commits only once it is
-        delivered. While the producer's queue is full (the broker slow or away) this serves
-        delivery reports until there is room: the worker waits, nothing is dropped."""
+        """Hand over one record for `topic` without awaiting (a table's changelog record,
+        `lethe.changelog`; the enforcer's commands, sink records and audit), in `partition`
+        or placed by its key; `delivered(topic, partition, offset)` once the broker has it.
+        Counted with the forwards: the consumer commits only once it is delivered. While the
+        producer's queue is full (the broker slow or away) this serves delivery reports until
+        there is room: the worker waits, nothing is dropped."""
         if self.failure is not None:
             raise ForwardFailed(self.failure)
         producer = self.producer
         batch = self._batch
 
-        def report(error: KafkaError | None, message: Message) -> None:
-            batch.delivered(error, message)
-            if error is None:
-                delivered(topic, partition, cast(int, message.offset()))
+        report = batch.delivered
+        if delivered is not None:
+            then = delivered
 
+            def report(error: KafkaError | None, message: Message) -> None:
+                batch.delivered(error, message)
+                if error is None:
+                    then(topic, cast(int, message.partition()), cast(int, message.offset()))
+
+        place = UNASSIGNED_PARTITION if partition is None else partition
         while True:
             try:
-                producer.produce(topic, value, key, partition, report)
+                producer.produce(topic, value, key, place, report)
                 break
             except BufferError:
                 producer.poll(QUEUE_FULL_WAIT_S)

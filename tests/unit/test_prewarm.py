@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import KafkaError
 from faust.types import TP
 
-from lethe.app import ROCKSDB_OPTIONS, create_app
+from lethe.app import create_app, rocksdb_options
 from lethe.faust_store import ROWS, declare_state_tables
 from lethe.prewarm import (
     OFFSET_KEY,
@@ -72,7 +72,7 @@ def test_an_empty_partition_is_not_read() -> None:
 
 
 def filled(path: Path, records: list[Record], end: int, *, at_end: bool) -> dict[bytes, bytes]:
-    table = TableFiles("t-changelog", path, "t", dict(ROCKSDB_OPTIONS))
+    table = TableFiles("t-changelog", path, "t", rocksdb_options(Settings()))
     db = open_file(table, 0)
     try:
         fill = PartitionFill(db, Span(0, end))
@@ -108,7 +108,7 @@ def test_a_partition_read_to_its_end_records_the_end_as_read(tmp_path: Path) -> 
 
 
 def test_nothing_is_written_when_nothing_was_read(tmp_path: Path) -> None:
-    table = TableFiles("t-changelog", tmp_path, "t", dict(ROCKSDB_OPTIONS))
+    table = TableFiles("t-changelog", tmp_path, "t", rocksdb_options(Settings()))
     db = open_file(table, 0)
     try:
         PartitionFill(db, Span(0, END)).flush()
@@ -163,7 +163,7 @@ def test_every_table_of_the_worker_is_filled_with_faust_s_changelog_and_options(
     found = {t.name: t for t in app_tables(app)}
     assert sorted(found) == sorted(app.tables)
     assert found["other"].changelog == "pw-unit-other-changelog"
-    assert found["other"].options == ROCKSDB_OPTIONS
+    assert found["other"].options == rocksdb_options(Settings())
 
 
 def test_an_app_on_the_memory_store_has_nothing_to_fill(tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ class ChangelogConsumer:
 
 
 def read(tmp_path: Path, batches: list[list[Fetched]], end: int) -> tuple[dict[bytes, bytes], Any]:
-    table = TableFiles("t-changelog", tmp_path, "t", dict(ROCKSDB_OPTIONS))
+    table = TableFiles("t-changelog", tmp_path, "t", rocksdb_options(Settings()))
     db = open_file(table, 0)
     consumer = ChangelogConsumer(batches)
     try:

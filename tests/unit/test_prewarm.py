@@ -107,6 +107,23 @@ def test_a_partition_read_to_its_end_records_the_end_as_read(tmp_path: Path) -> 
     assert filled(tmp_path, RECORDS, END, at_end=True)[OFFSET_KEY] == b"10"
 
 
+def written_buffer_size(path: Path) -> int:
+    (written,) = path.glob("OPTIONS-*")
+    (size,) = (o for o in written.read_text().split() if o.startswith("write_buffer_size="))
+    return int(size.partition("=")[2])
+
+
+def test_the_fill_writes_through_8_mib_memtables_even_when_the_worker_s_are_smaller(
+    tmp_path: Path,
+) -> None:
+    small = rocksdb_options(Settings(rocksdb_write_buffer_bytes=262144))
+    open_file(TableFiles("t-changelog", tmp_path / "small", "t", small), 0).close()
+    assert written_buffer_size(tmp_path / "small" / "t-0.db") == 8 * 1024 * 1024
+    large = rocksdb_options(Settings(rocksdb_write_buffer_bytes=32 * 1024 * 1024))
+    open_file(TableFiles("t-changelog", tmp_path / "large", "t", large), 0).close()
+    assert written_buffer_size(tmp_path / "large" / "t-0.db") == 32 * 1024 * 1024
+
+
 def test_nothing_is_written_when_nothing_was_read(tmp_path: Path) -> None:
     table = TableFiles("t-changelog", tmp_path, "t", rocksdb_options(Settings()))
     db = open_file(table, 0)

@@ -62,8 +62,8 @@ STALL_S: Final = 60.0
 FILL_WRITE_BUFFER_BYTES: Final = 8 * 1024 * 1024
 """The smallest memtable the fill writes a file through. The worker's (LETHE_ROCKSDB_WRITE_
 BUFFER_BYTES, 256 KiB) bounds its RSS over hours; the fill is a child process that exits once
-done, and a bulk load of 10^6 rows took 3 times as long through 256 KiB memtables as through
-8 MiB ones (docs/benchmarks.md (f))."""
+done, and a bulk load of 10^6 rows took 2-3 times as long through 256 KiB memtables as through
+8 MiB ones (docs/benchmarks.md (f), "The memtable size")."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,10 @@ in turn, each with its own consumer group:
    the bench table's), with the same tuning (LETHE_CONSUMER_MAX_FETCH_BYTES,
    LETHE_MAX_POLL_RECORDS, LETHE_STREAM_BUFFER_MAXSIZE), stage A only (LETHE_ENFORCE=off);
 4b. the same with stage E in the same worker (LETHE_ENFORCE=on, `worker-e`);
-5. `lethe worker` with its default settings, stage A only.
+5. `lethe worker` with its default settings, stage A only;
+6. `worker-wb<bytes>` and `worker-e-wb<bytes>` (any number of bytes, e.g. `worker-e-wb8388608`):
+   4 and 4b with LETHE_ROCKSDB_WRITE_BUFFER_BYTES set to that, to weigh the memtable size
+   (run two or three with `--side-by-side`).
 Events/s run from the first record handled to the N-th: the bare agent times itself; the
 worker is sampled every 0.2 s on /metrics (`lethe_change_events_total` alone, the change
 records its first stage handled; the whole page is read every 15 s, as by Prometheus).
@@ -339,11 +342,14 @@ def run_worker(
     enforce: bool = False,
     metrics: bool = True,
     root: Path = ROOT,
+    write_buffer: int | None = None,
 ) -> Result:
     name = "lethe worker, " + ("tuned" if tuned else "its defaults")
     name += ", stages A and E" if enforce else ", stage A"
     if not metrics:
         name += ", LETHE_METRICS=off"
+    if write_buffer is not None:
+        name += f", LETHE_ROCKSDB_WRITE_BUFFER_BYTES={write_buffer}"
     if root != ROOT:
         name = f"baseline {name}"
     app_id = bench.app_id(f"worker-{'tuned' if tuned else 'default'}-{uuid.uuid4().hex[:6]}")
@@ -360,6 +366,8 @@ def run_worker(
         "LETHE_ENFORCE": "on" if enforce else "off",
         "LETHE_METRICS": "on" if metrics else "off",
     }
+    if write_buffer is not None:
+        env["LETHE_ROCKSDB_WRITE_BUFFER_BYTES"] = str(write_buffer)
     if tuned:
         env["LETHE_CONSUMER_MAX_FETCH_BYTES"] = str(TUNED["fetch_bytes"])
         env["LETHE_MAX_POLL_RECORDS"] = str(TUNED["poll_records"])
@@ -516,12 +524,24 @@ def run_text(result: Result, events: int) -> str:
     return text
 
 
-def paired_text(first: Result, second: Result) -> str:
-    """The first run's all-agents CPU per event over the second's (side by side)."""
-    a, b = first.extra.get("all_agents_cpu_s"), second.extra.get("all_agents_cpu_s")
+def paired_text(first: Result, other: Result) -> str:
+    """The first contender's all-agents CPU per event over another's (side by side)."""
+    a, b = first.extra.get("all_agents_cpu_s"), other.extra.get("all_agents_cpu_s")
+    label = f"first / {other.contender}: all-agents CPU per event"
     if not a or not b:
-        return "first / second all-agents CPU per event: -"
-    return f"first / second all-agents CPU per event: {a / b:.3f}"
+        return f"{label}: -"
+    return f"{label}: {a / b:.3f}"
+
+
+def write_buffer_contender(bench: Bench, key: str) -> tuple[str, Callable[[], Result]]:
+    """`worker-wb<bytes>` or `worker-e-wb<bytes>`: the tuned worker (stage A, or A and E) with
+    LETHE_ROCKSDB_WRITE_BUFFER_BYTES=<bytes>."""
+    stages, _, size = key.rpartition("-wb")
+    if stages not in ("worker", "worker-e") or not size.isdigit():
+        raise SystemExit(f"unknown contender {key!r}; see --help")
+    enforce = stages == "worker-e"
+    name = f"lethe worker, tuned, {'stages A and E' if enforce else 'stage A'}, {size} B memtables"
+    return name, lambda: run_worker(bench, True, enforce=enforce, write_buffer=int(size))
 
 
 def main() -> None:
@@ -560,7 +580,8 @@ def main() -> None:
     parser.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),
-        help=f"comma-separated, in run order (default: all: {','.join(CONTENDERS)})",
+        help=f"comma-separated, in run order (default: all: {','.join(CONTENDERS)}); also "
+        "worker-wb<bytes> and worker-e-wb<bytes>: with LETHE_ROCKSDB_WRITE_BUFFER_BYTES=<bytes>",
     )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on the way out
@@ -641,7 +662,10 @@ def main() -> None:
                     "baseline lethe worker, tuned, stages A and E",
                     lambda: run_worker(bench, True, enforce=True, root=baseline),
                 )
-            contenders = [everyone[key] for key in args.contenders.split(",")]
+            contenders = [
+                everyone[key] if key in everyone else write_buffer_contender(bench, key)
+                for key in args.contenders.split(",")
+            ]
             results: dict[str, list[Result]] = {name: [] for name, _ in contenders}
             for round_no in range(1, args.runs + 1):
                 if args.side_by_side:
@@ -653,8 +677,9 @@ def main() -> None:
                 for name, result in done:
                     results[name].append(result)
                     print(f"run {round_no}: {name}: {run_text(result, bench.events)}", flush=True)
-                if args.side_by_side and len(done) == 2:
-                    print(f"run {round_no}: {paired_text(done[0][1], done[1][1])}", flush=True)
+                if args.side_by_side:
+                    for _, other in done[1:]:
+                        print(f"run {round_no}: {paired_text(done[0][1], other)}", flush=True)
             print()
             print(table(results, bench.events, size / count))
             if args.profile is not None:

@@ -352,7 +352,8 @@ def main() -> int:
     parser.add_argument(
         "--write-buffer",
         type=int,
-        help="with --traced: RocksDB write_buffer_size in bytes for the worker (default 8 MiB)",
+        help="LETHE_ROCKSDB_WRITE_BUFFER_BYTES for the worker (default: the setting's, or "
+        "the variable's when set)",
     )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on the way out
@@ -387,12 +388,12 @@ def main() -> int:
             )
             port = free_port()
             data_dir = workdir / "data"
-            traced = args.traced or args.tracemalloc or args.write_buffer is not None
-            tracing = {"SOAK_TRACE_EVERY": str(args.sample_every)}
+            traced = args.traced or args.tracemalloc
+            extra = {"SOAK_TRACE_EVERY": str(args.sample_every)}
             if args.tracemalloc:
-                tracing["PYTHONTRACEMALLOC"] = "1"
+                extra["PYTHONTRACEMALLOC"] = "1"
             if args.write_buffer is not None:
-                tracing["SOAK_WRITE_BUFFER"] = str(args.write_buffer)
+                extra["LETHE_ROCKSDB_WRITE_BUFFER_BYTES"] = str(args.write_buffer)
             print(f"worker log: {log_path}; app id {app_id}; topic {topic}", flush=True)
             process = start_worker(
                 app_id,
@@ -406,7 +407,7 @@ def main() -> int:
                     "LETHE_METRICS": "on",
                     "LETHE_WEB_PORT": str(port),
                     "LETHE_CENSUS_INTERVAL": "10",
-                    **tracing,
+                    **extra,
                 },
                 ROOT / "bench" / "traced_worker.py" if traced else None,
             )

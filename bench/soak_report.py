@@ -16,9 +16,9 @@ when the line's rise over those minutes is more than its tolerance:
   machine: the noise is larger than for RSS).
 It also shows the last minute against minute 1 and, for RSS, the slope per event processed.
 With RocksDB's memtables sampled (`--traced`), RSS less the memtables is judged as well: they
-fill up to their configured ceiling (`lethe.app.ROCKSDB_OPTIONS`, 2 x 8 MiB per table
-partition) over hours at a soak's write rate, bounded growth that would hide a leak or pass
-for one.
+fill up to their configured ceiling (`lethe.app.rocksdb_options`, 2 x
+LETHE_ROCKSDB_WRITE_BUFFER_BYTES per table partition), with large buffers over hours at a
+soak's write rate, bounded growth that would hide a leak or pass for one.
 """
 
 from __future__ import annotations

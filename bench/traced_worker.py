@@ -10,8 +10,6 @@ and `bench rocksdb: ...`, the memory RocksDB reports for all the worker's table 
 (memtables, block caches, table readers: native memory that tracemalloc does not see).
 Under PYTHONTRACEMALLOC (the soak's `--tracemalloc`) it also logs, each minute, the 10 source
 lines whose allocations grew most since its first report (`bench tracemalloc: ...`).
-SOAK_WRITE_BUFFER (bytes) replaces `lethe.app.ROCKSDB_OPTIONS`' write_buffer_size (8 MiB):
-with a small one the memtables reach their ceiling sooner.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from faust.stores import rocksdb
 
-from lethe import app, faust_store
+from lethe import faust_store
 from lethe.cli import main
 
 log = logging.getLogger("bench.trace")
@@ -98,7 +96,5 @@ rocksdb.Store.__init__ = recorded_table_setup  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     every = float(os.environ.get("SOAK_TRACE_EVERY", "60"))
-    if "SOAK_WRITE_BUFFER" in os.environ:
-        app.ROCKSDB_OPTIONS["write_buffer_size"] = int(os.environ["SOAK_WRITE_BUFFER"])
     threading.Thread(target=report, args=(every,), daemon=True).start()
     raise SystemExit(main())

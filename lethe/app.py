@@ -3,8 +3,8 @@
 What the app is made of:
 - id `lethe` (the Kafka consumer group and the prefix of Faust's own topics);
 - tables in RocksDB under `<LETHE_DATA_DIR>/<id>`, with capped caches and
-  write buffers (`ROCKSDB_OPTIONS`; Faust's default is a 2 GiB block cache per
-  table partition);
+  write buffers (`rocksdb_options`: `ROCKSDB_OPTIONS` and LETHE_ROCKSDB_WRITE_BUFFER_BYTES;
+  Faust's default is a 2 GiB block cache and 3 x 64 MiB memtables per table partition);
 - a consumer tuned by LETHE_CONSUMER_MAX_FETCH_BYTES, LETHE_MAX_POLL_RECORDS and
   LETHE_STREAM_BUFFER_MAXSIZE (`lethe.settings`; their effect: docs/benchmarks.md);
 - a web server on LETHE_WEB_HOST:LETHE_WEB_PORT (127.0.0.1 unless set) serving `/metrics`
@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 import faust
@@ -70,14 +71,16 @@ from lethe.settings import APP_ID, HEARTBEAT_MAX_S, Settings
 
 log = logging.getLogger(__name__)
 
-ROCKSDB_OPTIONS: Final[dict[str, int]] = {
-    "block_cache_size": 8 * 1024 * 1024,
-    "write_buffer_size": 8 * 1024 * 1024,
-    "max_write_buffer_number": 2,
-    "target_file_size_base": 16 * 1024 * 1024,
-    "max_open_files": 256,
-}
-"""Per table partition (one RocksDB per partition): at most ~24 MiB of memory each."""
+ROCKSDB_OPTIONS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "block_cache_size": 8 * 1024 * 1024,
+        "max_write_buffer_number": 2,
+        "target_file_size_base": 16 * 1024 * 1024,
+        "max_open_files": 256,
+    }
+)
+"""Per table partition (one RocksDB per partition): an 8 MiB block cache and up to two
+memtables of LETHE_ROCKSDB_WRITE_BUFFER_BYTES each (`rocksdb_options`)."""
 
 PRODUCER_LINGER_S: Final = 0.005
 """How long Faust's producer (table changelogs, dead letters, the enforcer's commands and
@@ -98,7 +101,7 @@ class LetheApp(faust.App):
     """A Faust app that knows Lethe's settings, metrics and topics.
 
     Every table made with `Table`/`GlobalTable`/`SetTable`/`SetGlobalTable`
-    gets `ROCKSDB_OPTIONS` unless it passes its own `options`.
+    gets `rocksdb_options(settings)`, but for the `options` it passes.
     """
 
     settings: Settings
@@ -133,21 +136,27 @@ class LetheApp(faust.App):
         return MetricsOnlyWeb(self)
 
     def Table(self, name: str, **kwargs: Any) -> Any:
-        return super().Table(name, **_capped(kwargs))
+        return super().Table(name, **self._capped(kwargs))
 
     def GlobalTable(self, name: str, **kwargs: Any) -> Any:
-        return super().GlobalTable(name, **_capped(kwargs))
+        return super().GlobalTable(name, **self._capped(kwargs))
 
     def SetTable(self, name: str, **kwargs: Any) -> Any:
-        return super().SetTable(name, **_capped(kwargs))
+        return super().SetTable(name, **self._capped(kwargs))
 
     def SetGlobalTable(self, name: str, **kwargs: Any) -> Any:
-        return super().SetGlobalTable(name, **_capped(kwargs))
+        return super().SetGlobalTable(name, **self._capped(kwargs))
+
+    def _capped(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # A fresh dict per table: faust's RocksDB store pops keys out of it.
+        options = {**rocksdb_options(self.settings), **(kwargs.get("options") or {})}
+        return {**kwargs, "options": options}
 
 
-def _capped(kwargs: dict[str, Any]) -> dict[str, Any]:
-    # A fresh dict per table: faust's RocksDB store pops keys out of it.
-    return {**kwargs, "options": {**ROCKSDB_OPTIONS, **(kwargs.get("options") or {})}}
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """The options of each table partition's RocksDB: `ROCKSDB_OPTIONS` with memtables of
+    LETHE_ROCKSDB_WRITE_BUFFER_BYTES."""
+    return {**ROCKSDB_OPTIONS, "write_buffer_size": settings.rocksdb_write_buffer_bytes}
 
 
 def kafka_broker_urls(bootstrap: str) -> list[str]:

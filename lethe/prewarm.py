@@ -59,6 +59,11 @@ BATCH: Final = 20_000
 """Records taken from the consumer at a time; each partition's share is one write batch."""
 STALL_S: Final = 60.0
 """How long the fill waits for any record or end of partition before it gives up."""
+FILL_WRITE_BUFFER_BYTES: Final = 8 * 1024 * 1024
+"""The smallest memtable the fill writes a file through. The worker's (LETHE_ROCKSDB_WRITE_
+BUFFER_BYTES, 256 KiB) bounds its RSS over hours; the fill is a child process that exits once
+done, and a bulk load of 10^6 rows took 2-3 times as long through 256 KiB memtables as through
+8 MiB ones (docs/benchmarks.md (f), "The memtable size")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +164,12 @@ def _new_batch() -> Any:
 
 
 def open_file(table: TableFiles, partition: int) -> Any:
-    """The partition's RocksDB, opened as Faust opens it (raw mode, the table's options)."""
+    """The partition's RocksDB, opened as Faust opens it (raw mode, the table's options), with
+    memtables of at least `FILL_WRITE_BUFFER_BYTES`."""
     from faust.stores.rocksdb import RocksDBOptions
 
     options = {k: v for k, v in table.options.items() if k not in ("read_only", "driver")}
+    options["write_buffer_size"] = max(options.get("write_buffer_size", 0), FILL_WRITE_BUFFER_BYTES)
     table.tabledir.mkdir(parents=True, exist_ok=True)
     return RocksDBOptions(**options, use_rocksdict=True).open(table.path(partition))
 

@@ -47,6 +47,8 @@ SESSION_TIMEOUT_MAX_S = 1800.0
 """The session timeouts a Kafka broker accepts by default (group.min/max.session.timeout.ms)."""
 HEARTBEAT_MAX_S = 3.0
 """How often at most the worker sends a heartbeat (Faust's default interval)."""
+ROCKSDB_WRITE_BUFFER_MIN_BYTES = 64 * 1024
+"""The smallest memtable RocksDB takes (it raises a smaller write_buffer_size to this)."""
 
 ClockMode = Literal["wall", "accelerated", "manual"]
 CLOCK_MODES: tuple[ClockMode, ...] = get_args(ClockMode)
@@ -249,6 +251,16 @@ class Settings:
     """LETHE_STREAM_BUFFER_MAXSIZE: records each agent's stream may hold read but unprocessed
     before the consumer pauses (default 4096, Faust's). bench/ingest_bench.py runs the worker
     with 32768; memory grows with it times the record size."""
+    rocksdb_write_buffer_bytes: int = 256 * 1024
+    """LETHE_ROCKSDB_WRITE_BUFFER_BYTES: the size of one memtable (RocksDB's write_buffer_size)
+    of each table partition's RocksDB (default 262144, 256 KiB; at least 65536). Each keeps
+    up to two (`lethe.app.ROCKSDB_OPTIONS`), filled by the table's writes and flushed to disk
+    when full, so the worker's memtables take up to 2 x this x its table partitions (3 x
+    LETHE_INTERNAL_PARTITIONS, plus 2 per change-topic partition it reads): 13 MiB for the
+    26 of 8 internal partitions and one change-topic partition. Larger buffers flush less
+    often (a few % less CPU per event, more for large partitions) for that much more memory
+    once filled, which at a steady load takes hours: RSS climbs for hours (8 MiB: toward 416
+    MiB for those 26; docs/benchmarks.md (f))."""
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -299,6 +311,12 @@ class Settings:
             raise ConfigError(
                 f"LETHE_TICK_INTERVAL={self.tick_interval} is not more than 0; set a number of "
                 "seconds such as 1 (the default)"
+            )
+        if self.rocksdb_write_buffer_bytes < ROCKSDB_WRITE_BUFFER_MIN_BYTES:
+            raise ConfigError(
+                f"LETHE_ROCKSDB_WRITE_BUFFER_BYTES={self.rocksdb_write_buffer_bytes} is less "
+                f"than RocksDB's smallest memtable ({ROCKSDB_WRITE_BUFFER_MIN_BYTES} bytes); set "
+                "a number of bytes such as 262144 (the default)"
             )
         for variable, value, example in (
             ("LETHE_CONSUMER_MAX_FETCH_BYTES", self.consumer_max_fetch_bytes, "4194304"),

@@ -164,4 +164,5 @@ VARIABLES: dict[str, str] = {
     "consumer_max_fetch_bytes": "LETHE_CONSUMER_MAX_FETCH_BYTES",
     "max_poll_records": "LETHE_MAX_POLL_RECORDS",
     "stream_buffer_maxsize": "LETHE_STREAM_BUFFER_MAXSIZE",
+    "rocksdb_write_buffer_bytes": "LETHE_ROCKSDB_WRITE_BUFFER_BYTES",
 }

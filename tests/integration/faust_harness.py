@@ -31,8 +31,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.types import TP
 
-from lethe.app import ROCKSDB_OPTIONS, kafka_broker_urls
+from lethe.app import kafka_broker_urls, rocksdb_options
 from lethe.faust_store import StateTables, declare_state_tables
+from lethe.settings import Settings
 
 APP_ID_PREFIX = "lethe-it-faststore-"
 PARTITIONS = 2
@@ -63,7 +64,9 @@ class FaustHarness:
             loop=self.loop,
             **app_options,
         )
-        self.tables: StateTables = declare_state_tables(self.app, PARTITIONS, ROCKSDB_OPTIONS)
+        self.tables: StateTables = declare_state_tables(
+            self.app, PARTITIONS, rocksdb_options(Settings())
+        )
         self._handlers: dict[bytes, Callable[[bytes], None]] = {}
         self._thread = threading.Thread(target=self._serve, name=self.app_id, daemon=True)
         topic = self.app.topic(

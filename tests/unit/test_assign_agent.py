@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from lethe.agents import assign, replays
-from lethe.app import ROCKSDB_OPTIONS, LetheApp, create_app
+from lethe.app import LetheApp, create_app
 from lethe.settings import Settings
 from policy.engine import Engine
 from policy.events import SourcePosition
@@ -270,14 +270,28 @@ async def _refused_records(app: LetheApp, engine: Engine, caplog: pytest.LogCapt
 
 
 def test_tables_get_capped_rocksdb_options(tmp_path: Path) -> None:
-    app = create_app(Settings(data_dir=tmp_path), app_id="lethe-unit-rocks", web_enabled=False)
+    settings = Settings(data_dir=tmp_path, rocksdb_write_buffer_bytes=1048576)
+    app = create_app(settings, app_id="lethe-unit-rocks", web_enabled=False)
     table = app.Table("subjects", default=int)
     assert table.options is not None
-    assert table.options["block_cache_size"] == ROCKSDB_OPTIONS["block_cache_size"]
+    assert table.options["block_cache_size"] == 8 * 1024 * 1024
+    assert table.options["write_buffer_size"] == 1048576
+    assert table.options["max_write_buffer_number"] == 2
     own = app.Table("other", default=int, options={"block_cache_size": 1024})
     assert own.options is not None
     assert own.options["block_cache_size"] == 1024
-    assert own.options["write_buffer_size"] == ROCKSDB_OPTIONS["write_buffer_size"]
+    assert own.options["write_buffer_size"] == 1048576
+
+
+def test_a_table_partition_s_rocksdb_opens_with_the_memtable_size_set(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, rocksdb_write_buffer_bytes=327680)
+    app = create_app(settings, app_id="lethe-unit-memtable", web_enabled=False)
+    table = app.Table("rows", key_type=bytes, value_type=bytes, partitions=1)
+    table.data._db_for_partition(0)
+    (written,) = table.data.partition_path(0).glob("OPTIONS-*")
+    options = written.read_text().split()
+    assert "write_buffer_size=327680" in options
+    assert "max_write_buffer_number=2" in options
 
 
 def test_web_server_hides_table_contents(tmp_path: Path) -> None:

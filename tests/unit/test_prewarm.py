@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import KafkaError
 from faust.types import TP
 
-from lethe.app import ROCKSDB_OPTIONS, create_app
+from lethe.app import create_app, rocksdb_options
 from lethe.faust_store import ROWS, declare_state_tables
 from lethe.prewarm import (
     OFFSET_KEY,
@@ -72,7 +72,7 @@ def test_an_empty_partition_is_not_read() -> None:
 
 
 def filled(path: Path, records: list[Record], end: int, *, at_end: bool) -> dict[bytes, bytes]:
-    table = TableFiles("t-changelog", path, "t", dict(ROCKSDB_OPTIONS))
+    table = TableFiles("t-changelog", path, "t", rocksdb_options(Settings()))
     db = open_file(table, 0)
     try:
         fill = PartitionFill(db, Span(0, end))
@@ -107,8 +107,25 @@ def test_a_partition_read_to_its_end_records_the_end_as_read(tmp_path: Path) -> 
     assert filled(tmp_path, RECORDS, END, at_end=True)[OFFSET_KEY] == b"10"
 
 
+def written_buffer_size(path: Path) -> int:
+    (written,) = path.glob("OPTIONS-*")
+    (size,) = (o for o in written.read_text().split() if o.startswith("write_buffer_size="))
+    return int(size.partition("=")[2])
+
+
+def test_the_fill_writes_through_8_mib_memtables_even_when_the_worker_s_are_smaller(
+    tmp_path: Path,
+) -> None:
+    small = rocksdb_options(Settings(rocksdb_write_buffer_bytes=262144))
+    open_file(TableFiles("t-changelog", tmp_path / "small", "t", small), 0).close()
+    assert written_buffer_size(tmp_path / "small" / "t-0.db") == 8 * 1024 * 1024
+    large = rocksdb_options(Settings(rocksdb_write_buffer_bytes=32 * 1024 * 1024))
+    open_file(TableFiles("t-changelog", tmp_path / "large", "t", large), 0).close()
+    assert written_buffer_size(tmp_path / "large" / "t-0.db") == 32 * 1024 * 1024
+
+
 def test_nothing_is_written_when_nothing_was_read(tmp_path: Path) -> None:
-    table = TableFiles("t-changelog", tmp_path, "t", dict(ROCKSDB_OPTIONS))
+    table = TableFiles("t-changelog", tmp_path, "t", rocksdb_options(Settings()))
     db = open_file(table, 0)
     try:
         PartitionFill(db, Span(0, END)).flush()
@@ -163,7 +180,7 @@ def test_every_table_of_the_worker_is_filled_with_faust_s_changelog_and_options(
     found = {t.name: t for t in app_tables(app)}
     assert sorted(found) == sorted(app.tables)
     assert found["other"].changelog == "pw-unit-other-changelog"
-    assert found["other"].options == ROCKSDB_OPTIONS
+    assert found["other"].options == rocksdb_options(Settings())
 
 
 def test_an_app_on_the_memory_store_has_nothing_to_fill(tmp_path: Path) -> None:
@@ -252,7 +269,7 @@ class ChangelogConsumer:
 
 
 def read(tmp_path: Path, batches: list[list[Fetched]], end: int) -> tuple[dict[bytes, bytes], Any]:
-    table = TableFiles("t-changelog", tmp_path, "t", dict(ROCKSDB_OPTIONS))
+    table = TableFiles("t-changelog", tmp_path, "t", rocksdb_options(Settings()))
     db = open_file(table, 0)
     consumer = ChangelogConsumer(batches)
     try:

@@ -70,6 +70,24 @@ def test_the_consumer_reads_4_mib_per_fetch_without_a_poll_limit_unless_set() ->
         Settings.from_env({"LETHE_STREAM_BUFFER_MAXSIZE": "-1"})
 
 
+def test_rocksdb_memtables_are_256_kib_unless_set_to_at_least_64_kib() -> None:
+    assert Settings().rocksdb_write_buffer_bytes == 262144
+    env = {"LETHE_ROCKSDB_WRITE_BUFFER_BYTES": "8388608"}
+    assert Settings.from_env(env).rocksdb_write_buffer_bytes == 8388608
+    env = {"LETHE_ROCKSDB_WRITE_BUFFER_BYTES": "65536"}
+    assert Settings.from_env(env).rocksdb_write_buffer_bytes == 65536
+    with pytest.raises(
+        ConfigError,
+        match=r"LETHE_ROCKSDB_WRITE_BUFFER_BYTES=65535 is less than RocksDB's smallest memtable "
+        r"\(65536 bytes\); set a number of bytes such as 262144",
+    ):
+        Settings.from_env({"LETHE_ROCKSDB_WRITE_BUFFER_BYTES": "65535"})
+    with pytest.raises(
+        ConfigError, match=r"LETHE_ROCKSDB_WRITE_BUFFER_BYTES='8MiB' is not a whole number"
+    ):
+        Settings.from_env({"LETHE_ROCKSDB_WRITE_BUFFER_BYTES": "8MiB"})
+
+
 ACCELERATED = {
     "LETHE_CLOCK": "accelerated",
     "LETHE_CLOCK_WALL_START": "2026-11-30T09:00:00Z",

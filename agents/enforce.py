@@ -47,8 +47,9 @@ Each decision goes to `lethe.audit` (`policy.audit`, keyed by the row): `issued`
 `confirmed` (with the confirming change record's topic, partition and offset), `held` and
 `released` (a legal hold opened or closed), and `dead_lettered` for a refused command or a
 record this agent could not use. Its audit records go with the commands, through the same
-producer, delivered before the record's offset is committed. Nothing is written to the audit for a record that
-decided nothing (most updates, most ticks): `tracked` and `scheduled` are not written.
+producer, delivered before the record's offset is committed. Nothing is written to the audit
+for a record that decided nothing (most updates, most ticks): `tracked` and `scheduled` are
+not written.
 
 Ticks: a timer on every worker sends a `tick` to every partition of
 `<app id>-subject-events` each LETHE_TICK_INTERVAL seconds (null key; the value holds the

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from lethe.metrics import WorkerMetrics
 from lethe.policy_file import policy_schema
 from policy.engine import Engine
 from policy.loader import load_policy_text
@@ -163,3 +166,14 @@ def promtool_installed() -> str:
             pytrace=False,
         )
     return path
+
+
+def scraped(metrics: WorkerMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of the worker's registry, as Prometheus would scrape it: (name, labels) ->
+    value."""
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -10,8 +10,6 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lethe.commands.worker import build_worker_app
 from lethe.connect_watch import ConnectorStatus, ConnectWatch, connector_statuses
@@ -19,6 +17,7 @@ from lethe.errors import ConfigError
 from lethe.metrics import WorkerMetrics
 from lethe.policy_file import load_policy
 from lethe.settings import Settings
+from tests.unit.conftest import scraped
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,15 +61,6 @@ ANSWER = json.loads(
 }
 """.replace('"TRACE"', json.dumps(TRACE))
 )
-
-
-def scraped(metrics: WorkerMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = generate_latest(metrics.registry).decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def tasks(metrics: WorkerMetrics, connector: str) -> dict[str, float]:

@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lethe.agents.lag import LagReport
 from lethe.agents.watermarks import ChangeProgress, PartitionEnd
@@ -15,18 +14,10 @@ from lethe.app import create_app
 from lethe.metrics import CensusBoard, WorkerMetrics, metrics_text, policy_hash
 from lethe.settings import Settings
 from policy.census import Census
+from tests.unit.conftest import scraped
 
 S = 1_000_000
 """µs per second."""
-
-
-def scraped(metrics: WorkerMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = generate_latest(metrics.registry).decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def value(metrics: WorkerMetrics, name: str, **labels: str) -> float | None:

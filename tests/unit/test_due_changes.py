@@ -7,6 +7,7 @@ from __future__ import annotations
 from policy.driver import Driver, DueChange, Outcome
 from policy.engine import Engine
 from policy.events import ChangeEvent
+from policy.model import Policy
 from policy.simulation import decode_line
 from policy.store import MemoryStore
 from tests.unit.conftest import micros, record
@@ -151,3 +152,39 @@ def test_new_activity_moves_the_due_of_the_rows_whose_clock_reads_it(demo_engine
         DueChange(contacts, key, "customer:42", micros("2027-06-01T12:00:00Z"),
                   micros("2024-06-01T12:00:00Z"), both, micros("2027-01-10T09:00:00Z")),
     )  # fmt: skip
+
+
+def test_a_hold_that_departs_gives_its_subjects_rows_their_due_back(demo_engine: Engine):
+    """The worker's half of a move: the hold moved to a customer held in another partition."""
+    driver = Driver(demo_engine, MemoryStore())
+    hold = {"id": 9, "customer_id": 7, "case_ref": "X", "released_at": None}
+    recording = {"id": 3, "customer_id": 7, "agent_id": 1, "audio_ref": "r",
+                 "recorded_at": "2024-01-01T00:00:00Z", "objected": False}  # fmt: skip
+    fed(driver, record("legal_holds", "c", "2024-01-01T00:00:00Z", hold))
+    seen = fed(driver, record("call_recordings", "c", "2024-01-01T00:00:00Z", recording))
+    recordings, key = "public.call_recordings", (("id", 3),)
+    assert seen.dues == (
+        DueChange(recordings, key, "customer:7", None, micros("2024-01-01T00:00:00Z"),
+                  ("support_training",), None, first=True),
+    )  # fmt: skip
+    departed = driver.depart(
+        "public.legal_holds", (("id", 9),), "customer:7", micros("2024-09-02T00:00:00Z")
+    )
+    # recorded + P6M
+    assert departed.dues == (
+        DueChange(recordings, key, "customer:7", micros("2024-07-01T00:00:00Z"),
+                  micros("2024-09-02T00:00:00Z"), ("support_training",), None),
+    )  # fmt: skip
+
+
+def test_a_command_sent_again_moves_no_due(demo_policy: Policy):
+    driver = Driver(Engine.compile(demo_policy, confirm_after=3_600_000_000), MemoryStore())
+    log = {"id": 1, "customer_id": 5, "ip_address": "192.0.2.1",
+           "logged_at": "2024-06-15T08:30:00Z"}  # fmt: skip
+    fed(driver, record("connection_logs", "c", "2024-06-15T08:30:00Z", log))
+    issued = driver.advance(micros("2025-06-15T08:30:00Z"))
+    assert [c.stage for c in issued.commands] == ["delete"]
+    assert [(d.due, d.previous) for d in issued.dues] == [(None, micros("2025-06-15T08:30:00Z"))]
+    again = driver.advance(micros("2025-06-15T09:30:00Z"))  # an hour unconfirmed
+    assert [c.attempt for c in again.commands] == [2]
+    assert again.dues == ()

@@ -17,7 +17,8 @@ next due it first set or moved (`DueChange`, the audit's `tracked` and `schedule
 - `depart(table, key, subject, at)` is the half of a move that a driver does when the row's
   new subject lives elsewhere (the worker: the row's new subject is in another partition):
   forget the row (and the commands it had unconfirmed: the other driver knows nothing of
-  them), release its hold.
+  them), release its hold. The other driver tells the row `first` (`DueChange`) as the
+  feed of a moved row does: either way a moved row's story starts again at its new subject.
 - A subject's state is kept only while it has an open hold, or activity and a row: a person
   whose last row is gone leaves no identifier behind (`email:` subjects included).
 

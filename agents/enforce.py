@@ -43,13 +43,14 @@ partition, a census of the partition's state (`policy.census`, a scan of its row
 tracked, the backlog and its oldest due, the forecast, the unconfirmed commands and the open
 legal holds, summed over the partitions this worker holds (`lethe.metrics.CensusBoard`).
 
-Each decision goes to `lethe.audit` (`policy.audit`, keyed by the row): `issued`, `reissued`,
-`confirmed` (with the confirming change record's topic, partition and offset), `held` and
-`released` (a legal hold opened or closed), and `dead_lettered` for a refused command or a
-record this agent could not use. Its audit records go with the commands, through the same
-producer, delivered before the record's offset is committed. Nothing is written to the audit
-for a record that decided nothing (most updates, most ticks): `tracked` and `scheduled` are
-not written.
+Each decision goes to `lethe.audit` (`policy.audit`, keyed by the row): `tracked` (a row
+stored: first seen, or under a new subject) and `scheduled` (a row's next due moved), from
+the outcome's `DueChange`s, `issued`, `reissued`, `confirmed` (with the confirming change
+record's topic, partition and offset), `held` and `released` (a legal hold opened or closed),
+and `dead_lettered` for a refused command or a record this agent could not use. Its audit
+records go with the commands, through the same producer, delivered before the record's
+offset is committed. Nothing is written to the audit for a record that decided nothing (an
+update of columns no clock reads, most ticks).
 
 Ticks: a timer on every worker sends a `tick` to every partition of
 `<app id>-subject-events` each LETHE_TICK_INTERVAL seconds (null key; the value holds the
@@ -342,6 +343,7 @@ class Enforcer:
             else:
                 audits.append(audit.reissued(command, at=command.reissued_at, hash_key=hash_key))
         audits += _confirmed_and_holds(outcome, where, hash_key)
+        audits += _schedule_audits(outcome, hash_key)
         audited = [await self.send_audit(record) for record in audits]
         for command, deliveries in sent:
             for record, pending in deliveries:
@@ -580,6 +582,26 @@ def _confirmed_and_holds(
             change(table=hold.table, key=hold.key, subject=hold.subject, at=hold.at,
                    hash_key=hash_key)
         )  # fmt: skip
+    return records
+
+
+def _schedule_audits(outcome: Outcome, hash_key: bytes) -> list[audit.AuditRecord]:
+    """The audit records of the rows the outcome stored (`tracked`) and whose next due it
+    moved (`scheduled`), in the order the driver decided them."""
+    records = []
+    for change in outcome.dues:
+        if change.first:
+            records.append(
+                audit.tracked(table=change.table, key=change.key, subject=change.subject,
+                              purposes=change.purposes, next_due=change.due, at=change.at,
+                              hash_key=hash_key)
+            )  # fmt: skip
+        else:
+            records.append(
+                audit.scheduled(table=change.table, key=change.key, subject=change.subject,
+                                next_due=change.due, previous_due=change.previous, at=change.at,
+                                hash_key=hash_key, purposes=change.purposes)
+            )  # fmt: skip
     return records
 
 

@@ -5,7 +5,7 @@ One `AuditRecord` per decision, built by the function of its kind:
 
 | decision | when | what it names |
 |---|---|---|
-| `tracked` | a row is first seen | table, key, subject, the purposes of its rules, its next due |
+| `tracked` | a row is first seen (or moved) | table, key, subject, its rules' purposes, next due |
 | `scheduled` | a row's next due changed | table, key, subject, the next due and the one before |
 | `held` / `released` | a legal hold on a subject opened / closed | hold row's table, key; subject |
 | `issued` | a command is sent | its id, stage, action, purposes, due and issue times |

@@ -3,7 +3,8 @@
 One driver serves `lethe simulate` (over a `MemoryStore`) and the worker's agents (over
 Faust tables), so the two cannot disagree on the bookkeeping. Each call returns an
 `Outcome`: the commands to send (first sends and re-issues of unconfirmed ones), the
-confirmations the event brought, and the legal holds it opened or released.
+confirmations the event brought, the legal holds it opened or released, and the rows whose
+next due it first set or moved (`DueChange`, the audit's `tracked` and `scheduled`).
 - `feed(event)` first issues what fell due before the event (`advance(event.ts)`), then
   applies it: finds the row's state by (table, key) whatever its subject, passes the state
   of the subject the row leaves when it moves, deletes the old key, stores the new row and
@@ -16,7 +17,8 @@ confirmations the event brought, and the legal holds it opened or released.
 - `depart(table, key, subject, at)` is the half of a move that a driver does when the row's
   new subject lives elsewhere (the worker: the row's new subject is in another partition):
   forget the row (and the commands it had unconfirmed: the other driver knows nothing of
-  them), release its hold.
+  them), release its hold. The other driver tells the row `first` (`DueChange`) as the
+  feed of a moved row does: either way a moved row's story starts again at its new subject.
 - A subject's state is kept only while it has an open hold, or activity and a row: a person
   whose last row is gone leaves no identifier behind (`email:` subjects included).
 
@@ -49,15 +51,18 @@ from policy.engine import (
     apply,
     confirmed_by,
     due,
+    due_change,
     event_subject,
     hold_id,
     leave,
     next_due,
+    next_purposes,
     reads_activity,
+    stage_due,
 )
 from policy.events import ChangeEvent, Key
 from policy.instants import Instant
-from policy.state import Command, Confirmation, SubjectState
+from policy.state import Command, Confirmation, RowState, SubjectState
 from policy.store import RowId, Store
 
 
@@ -74,6 +79,29 @@ class HoldChange:
 
 
 @dataclass(frozen=True, slots=True)
+class DueChange:
+    """A row's next due (`policy.engine.stage_due`: its next stage, re-issues aside; None:
+    nothing pending, or its subject held), set or moved at `at`, for the audit.
+
+    `first` (`tracked`): the row was stored, first seen or seen under another subject (it
+    moved: a contact that gained a customer id); `purposes` are its rules', `previous` None.
+    Otherwise (`scheduled`) its next due moved from `previous` to `due`: a column its
+    clocks read changed, its subject's activity did, a hold was placed or released, a stage
+    was issued; `purposes` are those of the stage now next (none when `due` is None).
+    A row deleted or departed is no change: the `confirmed` record tells its end. Rows of a
+    table without rules (legal hold rows) have none."""
+
+    table: str
+    key: Key
+    subject: str | None
+    due: Instant | None
+    at: Instant
+    purposes: tuple[str, ...] = ()
+    previous: Instant | None = None
+    first: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What one call of the driver decided."""
 
@@ -83,9 +111,48 @@ class Outcome:
     """Commands the change event showed applied."""
     holds: tuple[HoldChange, ...] = ()
     """Legal holds the change event opened or released (on its subject, or the one it left)."""
+    dues: tuple[DueChange, ...] = ()
+    """Rows whose next due was set or moved, in the order it happened (a row's in order)."""
 
 
 NOTHING: Final = Outcome()
+
+_new = object.__new__
+(
+    _set_table,
+    _set_key,
+    _set_subject,
+    _set_due,
+    _set_at,
+    _set_purposes,
+    _set_previous,
+    _set_first,
+) = (
+    DueChange.__dict__[name].__set__
+    for name in ("table", "key", "subject", "due", "at", "purposes", "previous", "first")
+)
+
+
+def _due_change(
+    row: RowState,
+    due_at: Instant | None,
+    at: Instant,
+    purposes: tuple[str, ...],
+    previous: Instant | None,
+    first: bool,
+) -> DueChange:
+    """`DueChange(...)` of the row without the frozen dataclass's per-field cost (one per
+    row stored)."""
+    change: DueChange = _new(DueChange)
+    _set_table(change, row.table)
+    _set_key(change, row.key)
+    _set_subject(change, row.subject)
+    _set_due(change, due_at)
+    _set_at(change, at)
+    _set_purposes(change, purposes)
+    _set_previous(change, previous)
+    _set_first(change, first)
+    return change
 
 
 Bounds = Mapping[str, Instant]
@@ -150,29 +217,37 @@ class Driver:
         clock = self.clock if self.clock is not None else to
         sweep = None if self.continuous else max(to, clock)
         commands: list[Command] = []
+        dues: list[DueChange] = []
         if self._waiting:
-            self._release(to, clock, bounds, sweep, commands)
+            self._release(to, clock, bounds, sweep, commands, dues)
         store = self.store
         while (timer := store.pop_due(to)) is not None:
             at, row_id = timer
             if bounds is None:
-                self._fire(row_id, max(at, clock), sweep, commands)
+                self._fire(row_id, max(at, clock), sweep, commands, dues)
                 continue
             bound = bounds.get(row_id[1], NOTHING_PROCESSED)
             if at > bound:
                 self._hold_back(at, row_id)
             else:
-                self._fire(row_id, max(at, min(clock, bound)), sweep, commands)
+                self._fire(row_id, max(at, min(clock, bound)), sweep, commands, dues)
         if self.clock is None or to > self.clock:
             self.clock = to
-        return Outcome(tuple(commands)) if commands else NOTHING
+        if commands or dues:
+            return Outcome(tuple(commands), dues=tuple(dues))
+        return NOTHING
 
     def held(self) -> int:
         """How many rows have a stage due that waits for a lagging input."""
         return len(self._held)
 
     def _fire(
-        self, row_id: RowId, now: Instant, sweep: Instant | None, commands: list[Command]
+        self,
+        row_id: RowId,
+        now: Instant,
+        sweep: Instant | None,
+        commands: list[Command],
+        dues: list[DueChange],
     ) -> None:
         store = self.store
         row = store.row(row_id)
@@ -184,6 +259,7 @@ class Driver:
             commands.extend(issued)
         if new_row is not row:
             store.put_row(row_id, new_row)
+            self._rescheduled(dues, row, subject, new_row, subject, now)
         store.arm(row_id, later)
 
     def _hold_back(self, at: Instant, row_id: RowId) -> None:
@@ -200,6 +276,7 @@ class Driver:
         bounds: Bounds | None,
         sweep: Instant | None,
         commands: list[Command],
+        dues: list[DueChange],
     ) -> None:
         """Fire the held rows whose table's bound (and `to`) passed their due."""
         held = self._held
@@ -212,7 +289,7 @@ class Driver:
                     continue
                 del held[row_id]
                 now = max(at, clock) if bound is None else max(at, min(clock, bound))
-                self._fire(row_id, now, sweep, commands)
+                self._fire(row_id, now, sweep, commands, dues)
             if not waiting:
                 del self._waiting[table]
 
@@ -252,25 +329,35 @@ class Driver:
         if old_subject is not None and old_subject != subject_key:
             left = store.subject(old_subject)
         step = apply(engine, row, subject, event, left)
+        at = event.ts
+        dues: list[DueChange] = []
 
         if old_id is not None and (step.row is None or step.moved):
             self._delete(old_id)
+        row_id: RowId | None = None
         if step.row is not None:
-            row_id: RowId = (step.subject_key, event.table, event.key)
+            row_id = (step.subject_key, event.table, event.key)
             store.put_row(row_id, step.row)
             self._arm(row_id, step.next_due, decided)
+            if row is None or step.moved:
+                self._tracked(dues, step.row, step.subject, at)
+            else:
+                self._rescheduled(dues, row, subject, step.row, step.subject, at)
         if step.left_subject is not None and step.left_state is not None:
             self._settle(step.left_subject, left, step.left_state)
             if step.reevaluate_left:
-                self._rearm(step.left_subject, step.left_state, True, decided)
+                self._rearm(step.left_subject, step.left_state, True, decided, left, at, dues)
         elif old_subject is not None and old_subject != subject_key:
             self._settle(old_subject, left, left)
         if step.subject_key is not None and step.subject is not None:
             self._settle(step.subject_key, subject, step.subject)
             if step.reevaluate_subject:
-                self._rearm(step.subject_key, step.subject, step.holds_changed, decided)
-        if step.confirmed or step.holds_changed or step.reevaluate_left:
-            holds: list[HoldChange] = []
+                self._rearm(
+                    step.subject_key, step.subject, step.holds_changed, decided, subject, at,
+                    dues, row_id,
+                )  # fmt: skip
+        holds: list[HoldChange] = []
+        if step.holds_changed or step.reevaluate_left:
             hold = hold_id(event.table, event.key)
             if step.reevaluate_left and step.left_subject is not None:
                 holds.append(HoldChange(event.table, event.key, step.left_subject, False, event.ts))
@@ -280,7 +367,9 @@ class Driver:
                     holds.append(
                         HoldChange(event.table, event.key, step.subject_key, not was_open, event.ts)
                     )
-            outcome = Outcome(outcome.commands, step.confirmed, tuple(holds))
+        if step.confirmed or holds or dues:
+            told = outcome.dues + tuple(dues) if outcome.dues else tuple(dues)
+            outcome = Outcome(outcome.commands, step.confirmed, tuple(holds), told)
         return outcome
 
     def depart(
@@ -310,7 +399,7 @@ class Driver:
         if moved_by is not None and row.unconfirmed:
             confirmed = confirmed_by(self.engine, row, replace(moved_by, ts=at))
             if confirmed:
-                outcome = Outcome(outcome.commands, confirmed, outcome.holds)
+                outcome = Outcome(outcome.commands, confirmed, outcome.holds, outcome.dues)
         self._delete(row_id)
         if subject is None:
             return outcome
@@ -318,9 +407,11 @@ class Driver:
         released = leave(self.engine, table, key, stored) if stored is not None else None
         self._settle(subject, stored, released if released is not None else stored)
         if released is not None:
-            self._rearm(subject, released, True, None if bounds is None else at)
+            dues = list(outcome.dues)
+            decided = None if bounds is None else at
+            self._rearm(subject, released, True, decided, stored, at, dues)
             released_hold = HoldChange(table, key, subject, False, at)
-            return Outcome(outcome.commands, outcome.confirmations, (released_hold,))
+            return Outcome(outcome.commands, outcome.confirmations, (released_hold,), tuple(dues))
         return outcome
 
     def _settle(self, key: str, stored: SubjectState | None, state: SubjectState | None) -> None:
@@ -336,9 +427,15 @@ class Driver:
         key: str | None,
         subject: SubjectState,
         holds_changed: bool,
-        decided: Instant | None = None,
+        decided: Instant | None,
+        before: SubjectState | None,
+        at: Instant,
+        dues: list[DueChange],
+        audited: RowId | None = None,
     ) -> None:
-        """Re-arm the subject's rows (only those reading its activity if no hold changed)."""
+        """Re-arm the subject's rows (only those reading its activity if no hold changed),
+        whose subject state was `before`; a moved next due is told in `dues`, but for the row
+        `audited` (the event's own, told already)."""
         engine = self.engine
         store = self.store
         for row_id in store.rows_of(key):
@@ -346,3 +443,32 @@ class Driver:
                 row = store.row(row_id)
                 if row is not None:
                     self._arm(row_id, next_due(engine, row, subject), decided)
+                    if row_id != audited:
+                        self._rescheduled(dues, row, before, row, subject, at)
+
+    def _tracked(
+        self, dues: list[DueChange], row: RowState, subject: SubjectState | None, at: Instant
+    ) -> None:
+        """Tell a row stored at `at` (first seen, or under another subject) and its next due."""
+        purposes = self.engine.plans[row.table].purposes
+        if purposes:
+            due_at = stage_due(self.engine, row, subject)
+            dues.append(_due_change(row, due_at, at, purposes, None, True))
+
+    def _rescheduled(
+        self,
+        dues: list[DueChange],
+        before: RowState,
+        before_subject: SubjectState | None,
+        after: RowState,
+        after_subject: SubjectState | None,
+        at: Instant,
+    ) -> None:
+        """Tell the row's next due if it moved at `at` (its state or its subject's changed)."""
+        engine = self.engine
+        change = due_change(engine, before, before_subject, after, after_subject)
+        if change is None:
+            return
+        previous, due_at = change
+        purposes = () if due_at is None else next_purposes(engine, after, after_subject, due_at)
+        dues.append(_due_change(after, due_at, at, purposes, previous, False))

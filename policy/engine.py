@@ -19,6 +19,9 @@ A driver (the stream processor, or `lethe simulate`) keeps a row state per
   the new row state and the next due instant (at once, without working the stages
   out again, when the row state `apply` returned says its next due is later);
 - `next_due(engine, row, subject)` re-arms a row's timer after its subject changed;
+- `stage_due(engine, row, subject)` is a row's next stage due, re-issues aside, and
+  `due_change(engine, before, ..., after, ...)` says whether and how it moved (`tracked` and
+  `scheduled` on the audit, `policy.driver.DueChange`);
 - `reissue_due(confirm_after, unconfirmed)` says when an unconfirmed command is sent again;
 - `confirmed_by(engine, row, event)`: the row's unconfirmed commands a change event shows
   applied (`apply` does it for the events it folds in; a driver calls it for the event that
@@ -122,12 +125,15 @@ __all__ = [
     "apply",
     "confirmed_by",
     "due",
+    "due_change",
     "event_subject",
     "hold_id",
     "leave",
     "next_due",
+    "next_purposes",
     "reads_activity",
     "reissue_due",
+    "stage_due",
 ]
 
 _NO_ACTIVITY: Final[Mapping[str, Instant]] = MappingProxyType({})
@@ -424,6 +430,61 @@ def next_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Ins
     if row.unconfirmed:
         return earliest(upcoming, next_reissue(engine, row.unconfirmed))
     return upcoming
+
+
+def stage_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Instant | None:
+    """When the row's next stage falls due, its re-issues aside (what the audit calls its
+    next due); None when nothing is pending or its subject is held."""
+    if subject is not None and subject.holds:
+        return None
+    return _upcoming(engine.plans[row.table], row, subject)
+
+
+def due_change(
+    engine: Engine,
+    before: RowState,
+    before_subject: SubjectState | None,
+    after: RowState,
+    after_subject: SubjectState | None,
+) -> tuple[Instant | None, Instant | None] | None:
+    """(previous, next) `stage_due` of a row whose state or subject state changed from
+    `before` to `after`; None when its next due stayed the same. Works a due out only when
+    what it is worked out from changed (the columns the rules read, the stages issued, the
+    subject's activity for rows whose clocks read it, whether the subject is held)."""
+    plan = engine.plans[after.table]
+    held_before = before_subject is not None and bool(before_subject.holds)
+    held_after = after_subject is not None and bool(after_subject.holds)
+    same = (
+        before.values == after.values
+        and before.issued == after.issued
+        and (not plan.reads_activity or _activity(before_subject) == _activity(after_subject))
+    )
+    if same and held_before == held_after:
+        return None
+    upcoming = None if held_after else _upcoming(plan, after, after_subject)
+    if held_before:
+        previous = None
+    elif same and not held_after:
+        previous = upcoming
+    else:
+        previous = _upcoming(plan, before, before_subject)
+    return None if previous == upcoming else (previous, upcoming)
+
+
+def next_purposes(
+    engine: Engine, row: RowState, subject: SubjectState | None, at: Instant
+) -> tuple[str, ...]:
+    """The purposes of the row's stages not issued yet that fall due at `at` (its next due),
+    in the order of its rules."""
+    plan = engine.plans[row.table]
+    activity = _activity(subject) if plan.reads_activity else _NO_ACTIVITY
+    stages, _ = plan.stages(row.values, activity, row.issued)
+    named = {purpose for stage in stages if stage[0] == at for purpose in stage[3]}
+    return tuple(purpose for purpose in plan.purposes if purpose in named)
+
+
+def _activity(subject: SubjectState | None) -> Mapping[str, Instant]:
+    return subject.activity if subject is not None else _NO_ACTIVITY
 
 
 def due(

@@ -22,10 +22,14 @@ PostgreSQL and writes the change record Debezium would emit (a delete for a row 
 update with the anonymised values), and the worker shows the three commands confirmed, in
 `lethe_commands_confirmed_total` on its /metrics and as `confirmed` records on `lethe.audit`
 (Avro, read with schemas/audit_record.avsc), next to their `issued` records and the hold's
-`held` and `released`. The worker runs with LETHE_CONFIRM_TIMEOUT=3: a delete of a row the
-table does not hold (the sink changes nothing, Debezium would write nothing) is sent again on
-`lethe.commands` with the same command id, counted in `lethe_commands_reissued_total` and
-audited as `reissued`.
+`held` and `released`; each row's schedule is there too: `tracked` with its first due when
+it was first seen (the held customer's ticket: none), `scheduled` when it moved (the hold's
+release gave the ticket its due back; each command issued left its row nothing pending), and
+the anonymised survey, which lost its customer id, `tracked` again without subject. The
+worker runs with LETHE_CONFIRM_TIMEOUT=3: a delete of a row the table does not hold (the sink
+changes nothing, Debezium would write nothing) is sent again on `lethe.commands` with the
+same command id, counted in `lethe_commands_reissued_total` and audited as `reissued`, which
+moves no due.
 
 At the end the worker is stopped, the sink is let to apply what is left, and the run's topics,
 consumer group and tables are dropped. Fails (never skips) when the stack is down.
@@ -241,6 +245,36 @@ class Audit:
 
     def close(self) -> None:
         self.reader.close()
+
+
+def schedule_of(records: list[dict[str, Any]], table: str, row_id: int) -> list[tuple[Any, ...]]:
+    """The row's `tracked` and `scheduled` records, in order: (decision, subject, due_at,
+    previous_due_at, purposes)."""
+    return [
+        (r["decision"], r["subject"], r["due_at"], r["previous_due_at"], r["purposes"])
+        for r in records
+        if r["table"] == table
+        and r["key"] == {"id": row_id}
+        and r["decision"] in ("tracked", "scheduled")
+    ]
+
+
+def decided_at(
+    records: list[dict[str, Any]], table: str, row_id: int, decision: str
+) -> list[datetime]:
+    """When the row's records of `decision` were decided (`scheduled`: to no due only)."""
+    return [
+        r["at"]
+        for r in records
+        if r["table"] == table
+        and r["key"] == {"id": row_id}
+        and r["decision"] == decision
+        and (decision != "scheduled" or r["due_at"] is None)
+    ]
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
 
 
 def command_id(table: str, row_id: int, stage: str, due_at: str) -> str:
@@ -496,13 +530,21 @@ def test_overdue_rows_are_deleted_and_anonymised_held_ones_only_once_released(
             "support_tickets", "delete", "delete"),
     }  # fmt: skip
     audit = Audit(real_stack, run, worker)
+    survey_table = run.source("satisfaction_surveys")
     try:
 
         def three_confirmed() -> list[dict[str, Any]] | None:
             found = audit.mine()
-            return found if sum(r["decision"] == "confirmed" for r in found) >= 3 else None
+            if sum(r["decision"] == "confirmed" for r in found) < 3:
+                return None
+            retracked = [r for r in schedule_of(found, survey_table, 1) if r[1] is None]
+            return found if retracked else None
 
-        records = wait_for("the confirmed records on lethe.audit", three_confirmed, worker)
+        records = wait_for(
+            "the confirmed records and the survey tracked anew on lethe.audit",
+            three_confirmed,
+            worker,
+        )
     finally:
         audit.close()
     confirmed = {
@@ -520,6 +562,28 @@ def test_overdue_rows_are_deleted_and_anonymised_held_ones_only_once_released(
         for r in records
         if r["table"] == hold_table and r["decision"] in ("held", "released")
     ] == [("held", f"customer:{HELD}", {"id": 1}), ("released", f"customer:{HELD}", {"id": 1})]
+    logs, tickets = run.source("connection_logs"), run.source("support_tickets")
+    assert schedule_of(records, logs, 1) == [
+        ("tracked", f"customer:{LOGGER}", utc(2025, 6, 15, 8, 30), None, ["user_identification"]),
+        ("scheduled", f"customer:{LOGGER}", None, utc(2025, 6, 15, 8, 30), []),
+    ], "logged 2024-06-15 08:30, deleted a year later: nothing pending once issued"
+    assert schedule_of(records, survey_table, 1) == [
+        ("tracked", f"customer:{SURVEYOR}", utc(2025, 3, 17, 10, 20, 30), None,
+         ["satisfaction_surveys"]),
+        ("scheduled", f"customer:{SURVEYOR}", None, utc(2025, 3, 17, 10, 20, 30), []),
+        ("tracked", None, None, None, ["satisfaction_surveys"]),
+    ], "anonymised a year after 2024-03-17 10:20:30; without customer, nothing pending"  # fmt: skip
+    assert schedule_of(records, tickets, 1) == [
+        ("tracked", f"customer:{HELD}", None, None, ["support"]),
+        ("scheduled", f"customer:{HELD}", utc(2021, 5, 4, 12), None, ["support"]),
+        ("scheduled", f"customer:{HELD}", None, utc(2021, 5, 4, 12), []),
+    ], "held at first sight; released: its archive (2020-05-04 12:00 + 1 year) overdue"
+    assert schedule_of(records, hold_table, 1) == [], "a hold row has no rules"
+    for table in (logs, survey_table, tickets):
+        issued = decided_at(records, table, 1, "issued")
+        assert len(issued) == 1 and issued == decided_at(records, table, 1, "scheduled"), (
+            "its due went when its command was issued"
+        )
     assert "it-enforce" not in repr(records), "no row value in the audit"
     assert "it-enforce@example.org" not in worker.log(), "no row value in the log"
 
@@ -571,3 +635,12 @@ def test_a_command_the_change_stream_never_confirms_is_sent_again_with_its_id(
     first = instant(sent[0]["issued_at"])
     assert reissued[0]["issued_at"] == first
     assert reissued[0]["at"] >= first + timedelta(seconds=CONFIRM_TIMEOUT_S)
+    audit = Audit(real_stack, run, worker)
+    try:
+        records = audit.mine()
+    finally:
+        audit.close()
+    assert schedule_of(records, table, 2) == [
+        ("tracked", f"customer:{LOGGER}", utc(2025, 6, 16, 8, 30), None, ["user_identification"]),
+        ("scheduled", f"customer:{LOGGER}", None, utc(2025, 6, 16, 8, 30), []),
+    ], "a re-issue moves no due"

@@ -4,7 +4,9 @@
 - no command is ever issued for a held subject;
 - after a hold's release (by update, delete or a move to another customer), no subject
   stays held without an open hold row naming it;
-- legal-obligation rules never fire early.
+- legal-obligation rules never fire early;
+- the audit's story of each row's next due (`tracked`, then `scheduled` from the due told
+  last) is always the due the row really has.
 
 (That `lethe simulate` prints the same bytes whatever the hash seed is checked in
 test_sample_output.py, with two processes.)
@@ -19,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy.driver import Driver
-from policy.engine import Engine, next_due
-from policy.events import ChangeEvent
+from policy.driver import Driver, Outcome
+from policy.engine import Engine, next_due, stage_due
+from policy.events import ChangeEvent, Key
 from policy.simulation import decode_line, simulate
 from policy.state import Command, SubjectState
 from policy.store import MemoryStore, RowId
@@ -285,3 +287,55 @@ def test_legal_obligation_rules_never_fire_early(stream: list[str]):
                 # due exactly at one of the row's start + period, issued no earlier
                 assert command.due_at in starts[(command.table, command.key[0][1])]
                 assert command.issued_at >= command.due_at
+
+
+RESENDING: Engine = Engine.compile(load_demo_policy(), confirm_after=86_400_000_000)
+"""The demo policy re-issuing a command unconfirmed for a day."""
+
+
+@SETTINGS
+@given(stream=streams(), engine=st.sampled_from([ENGINE, RESENDING]), lagging=st.booleans())
+def test_the_dues_told_follow_each_row_from_its_first_sight_to_its_end(
+    stream: list[str], engine: Engine, lagging: bool
+):
+    """Every row stored with rules was told `first`; every later change starts from the due
+    told last and differs from it; the due told last is the one the row has (no change
+    missed, none told twice, re-issues aside): a privacy officer can replay a row's schedule
+    from the audit. `lagging`: as the worker, whose inputs are processed up to the event
+    before (a stage waits for its bound)."""
+    driver = Driver(engine, MemoryStore())
+    store = driver.store
+    assert isinstance(store, MemoryStore)
+    told: dict[tuple[str, Key], tuple[str | None, int | None]] = {}
+
+    def follow(outcome: Outcome) -> None:
+        for change in outcome.dues:
+            where = (change.table, change.key)
+            if change.first:
+                assert change.previous is None
+            else:
+                assert where in told, change
+                assert told[where] == (change.subject, change.previous), change
+                assert change.previous != change.due, change
+            told[where] = (change.subject, change.due)
+        for subject, table, key in list(store.row_ids()):
+            if not engine.plans[table].purposes:
+                continue
+            row = store.row((subject, table, key))
+            assert row is not None
+            state = store.subject(subject) if subject is not None else None
+            assert told.get((table, key)) == (subject, stage_due(engine, row, state)), key
+        stored = {(table, key) for _, table, key in store.row_ids()}
+        for where in [where for where in told if where not in stored]:
+            del told[where]  # deleted: a row seen again is told `first` again
+
+    processed: int | None = None
+    for line in stream:
+        event = decode_line(engine, line)
+        assert isinstance(event, ChangeEvent), event
+        bounds = None
+        if lagging:
+            bounds = {} if processed is None else dict.fromkeys(engine.plans, processed)
+        follow(driver.feed(event, bounds))
+        processed = event.ts
+    follow(driver.advance(FAR, dict.fromkeys(engine.plans, FAR) if lagging else None))

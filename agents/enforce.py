@@ -77,14 +77,12 @@ from functools import partial
 from typing import Any, Final
 
 import faust
-import orjson
 from faust.exceptions import PartitionsMismatch
 from faust.types import AgentT, ChannelT, Message, TopicT
 from mode import CrashingSupervisor
 
-from lethe import topics
 from lethe.agents.assign import raw_bytes, reject
-from lethe.agents.delivery import deliver_retrying, send_retrying
+from lethe.agents.outputs import Outputs
 from lethe.agents.subject_records import (
     ChangeRecord,
     Depart,
@@ -103,7 +101,7 @@ from lethe.forwarding import ChannelForwarder, Forwarder, KafkaForwarder
 from lethe.metrics import ACTIONS, CensusBoard, Children, WorkerMetrics
 from policy import audit
 from policy.census import take_census
-from policy.command_records import COMMANDS_TOPIC, command_key, records_for
+from policy.command_records import COMMANDS_TOPIC, records_for
 from policy.decoding import decode_raw
 from policy.driver import NOTHING, Bounds, Driver, Outcome, row_bounds
 from policy.engine import Engine, next_due
@@ -111,11 +109,9 @@ from policy.envelope import DecodeReason, Rejection, rejection_of_bug
 from policy.events import ChangeEvent
 from policy.instants import Instant
 from policy.model import Action, Policy
+from policy.outcome_audit import Where, outcome_audits
 from policy.sink_records import OutboundRecord, Refusal, sink_topic
 from policy.state import Command
-
-Where = tuple[str, int, int]
-"""(topic, partition, offset) of the change record being processed."""
 
 log = logging.getLogger(__name__)
 
@@ -155,21 +151,20 @@ class Enforcer:
         outbound: KafkaForwarder | None = None,
     ) -> None:
         self.app = app
-        self.outbound = outbound
-        """The worker's confluent-kafka producer (`lethe.forwarding`): commands, sink records
-        and audit are handed to it and delivered before the consumer commits; None: each is
-        sent through Faust and awaited before the record is acknowledged."""
         self.engine = engine
         self.store = store
         self.clock = clock
         self.metrics = metrics
-        self.deadletters = deadletters
         self.audit_hash_key = audit_hash_key
         self.drivers: dict[int, Driver] = {}
-        self.outputs: dict[str, TopicT] = {
-            name: topics.output_topic(app, name) for name in output_topic_names(engine.policy)
-        }
-        self.audit = topics.audit_topic(app)
+        self.out = Outputs(
+            app,
+            output_topic_names(engine.policy),
+            metrics=metrics,
+            deadletters=deadletters,
+            outbound=outbound,
+        )
+        """Where commands, sink records, audit and dead letters go (`lethe.agents.outputs`)."""
         self.watermarks = InputWatermarks(
             {topic: source.table for topic, source in engine.policy.sources_by_topic.items()},
             change_partitions,
@@ -228,8 +223,7 @@ class Enforcer:
         return bounds
 
     async def declare_outputs(self) -> None:
-        for topic in (*self.outputs.values(), self.audit):
-            await topic.maybe_declare()
+        await self.out.declare()
 
     def driver(self, partition: int) -> Driver:
         driver = self.drivers.get(partition)
@@ -332,22 +326,23 @@ class Enforcer:
             except Exception as exc:
                 log.exception("Building the records of command %s failed", command.command_id)
                 bug = rejection_of_bug(exc, command.table)
-                await self.refuse(command, bug.reason.value, bug.detail, message)
+                await self.out.refuse(command, bug.reason.value, bug.detail, message)
                 continue
             if isinstance(records, Refusal):
-                await self.refuse(command, records.reason.value, records.detail, message)
+                await self.out.refuse(command, records.reason.value, records.detail, message)
                 continue
-            sent.append((command, [(record, await self.send(record)) for record in records]))
+            sent.append((command, [(record, await self.out.send(record)) for record in records]))
             if command.reissued_at is None:
                 audits.append(audit.issued(command, hash_key=hash_key))
             else:
                 audits.append(audit.reissued(command, at=command.reissued_at, hash_key=hash_key))
-        audits += _confirmed_and_holds(outcome, where, hash_key)
-        audits += _schedule_audits(outcome, hash_key)
-        audited = [await self.send_audit(record) for record in audits]
+        audits += outcome_audits(outcome, where, hash_key)
+        audited = [await self.out.send_audit(record) for record in audits]
         for command, deliveries in sent:
             for record, pending in deliveries:
-                await self.delivered(pending, self.topic(record.topic), record.key, record.value)
+                await self.out.delivered(
+                    pending, self.out.topic(record.topic), record.key, record.value
+                )
             labels = (command.table, command.action.value)
             if command.reissued_at is None:
                 self.issued(*labels).inc()
@@ -370,7 +365,7 @@ class Enforcer:
                     command.attempt,
                 )
         for key, value, pending in audited:
-            await self.delivered(pending, self.audit, key, value)
+            await self.out.delivered(pending, self.out.audit, key, value)
         for confirmation in outcome.confirmations:
             command = confirmation.command
             self.confirmed(command.table, command.action.value).inc()
@@ -384,35 +379,11 @@ class Enforcer:
                 command.command_id,
             )
 
-    async def send_audit(self, record: audit.AuditRecord) -> tuple[bytes, bytes, Any]:
-        """Hand an audit record to the producer; return its key, value and delivery."""
-        key, value = audit.audit_record_key(record), audit.audit_avro(record)
-        if self.outbound is not None:
-            self.outbound.produce_now(topics.AUDIT_TOPIC, key, value)
-            return key, value, None
-        return key, value, await send_retrying(self.audit, key, value, topics.AUDIT_TOPIC)
-
-    async def delivered(
-        self, pending: Any, topic: ChannelT[bytes], key: bytes | None, value: bytes | None
-    ) -> None:
-        """Wait for a record's delivery; if it failed, send it again until the broker has it.
-        A record handed to the outbound producer (`pending` None) is delivered before the
-        consumer commits, or the worker stops and processes its input again."""
-        if pending is None:
-            return
-        try:
-            await pending
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("A record to %s was not delivered; sending it again", topic)
-            await self.deliver(topic, key, value)
-
     async def reject(self, message: Message, rejection: Rejection) -> None:
         """Dead-letter a record of `<app id>-subject-events` this agent cannot use, and audit
         it (`dead_lettered`: where it is and why, nothing of its content)."""
-        await reject(message, rejection, self.metrics, self.deadletters)
-        await self.deliver_audit(
+        await reject(message, rejection, self.metrics, self.out.deadletters)
+        await self.out.deliver_audit(
             audit.dead_lettered(
                 topic=message.topic,
                 partition=message.partition,
@@ -421,60 +392,6 @@ class Enforcer:
                 at=self.clock.event_instant(_message_time(message)),
             )
         )
-
-    async def deliver_audit(self, record: audit.AuditRecord) -> None:
-        await self.deliver(self.audit, audit.audit_record_key(record), audit.audit_avro(record))
-
-    async def send(self, record: OutboundRecord) -> Any:
-        """Hand the record to the producer (retrying until it takes it); return its delivery
-        (None: handed to the outbound producer, delivered before the consumer commits)."""
-        if self.outbound is not None:
-            self.outbound.produce_now(record.topic, record.key, record.value)
-            return None
-        return await send_retrying(self.topic(record.topic), record.key, record.value, record.topic)
-
-    async def deliver(self, topic: ChannelT[bytes], key: bytes | None, value: bytes | None) -> None:
-        """Send and wait until the broker has it, retrying with a capped backoff."""
-        await deliver_retrying(topic, key, value, f"a record to {topic}")
-
-    async def refuse(self, command: Command, reason: str, detail: str, message: Message) -> None:
-        """Dead-letter a command that is not sent, with the command's JSON, and count it."""
-        log.warning(
-            "refused %s %s command_id=%s reason=%s: %s",
-            command.action.value,
-            command.table,
-            command.command_id,
-            reason,
-            detail,
-        )
-        record = topics.dead_letter_record(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            reason=reason,
-            detail=detail,
-            key=command_key(command),
-            value=orjson.dumps(command.to_json()),
-            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-        )
-        await self.deliver(self.deadletters, command_key(command), record)
-        self.metrics.commands_refused.labels(table=command.table, reason=reason).inc()
-        await self.deliver_audit(
-            audit.dead_lettered(
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                reason=reason,
-                at=command.sent_at,
-                table=command.table,
-            )
-        )
-
-    def topic(self, name: str) -> TopicT:
-        topic = self.outputs.get(name)
-        if topic is None:
-            topic = self.outputs[name] = topics.output_topic(self.app, name)
-        return topic
 
 
 def install(
@@ -552,57 +469,6 @@ def install(
     return app.agent(
         subject_events, name=AGENT_NAME, concurrency=1, supervisor_strategy=CrashingSupervisor
     )(enforce)
-
-
-def _confirmed_and_holds(
-    outcome: Outcome, where: Where | None, hash_key: bytes
-) -> list[audit.AuditRecord]:
-    """The audit records of the outcome's confirmations (proved by the change record at
-    `where`) and of the legal holds it opened or released."""
-    topic, partition, offset = where if where is not None else (None, None, None)
-    records = [
-        audit.confirmed(
-            command_id=confirmation.command.command_id,
-            table=confirmation.command.table,
-            key=confirmation.command.key,
-            subject=confirmation.command.subject,
-            at=confirmation.at,
-            hash_key=hash_key,
-            stage=confirmation.command.stage,
-            action=confirmation.command.action,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-        )
-        for confirmation in outcome.confirmations
-    ]
-    for hold in outcome.holds:
-        change = audit.held if hold.opened else audit.released
-        records.append(
-            change(table=hold.table, key=hold.key, subject=hold.subject, at=hold.at,
-                   hash_key=hash_key)
-        )  # fmt: skip
-    return records
-
-
-def _schedule_audits(outcome: Outcome, hash_key: bytes) -> list[audit.AuditRecord]:
-    """The audit records of the rows the outcome stored (`tracked`) and whose next due it
-    moved (`scheduled`), in the order the driver decided them."""
-    records = []
-    for change in outcome.dues:
-        if change.first:
-            records.append(
-                audit.tracked(table=change.table, key=change.key, subject=change.subject,
-                              purposes=change.purposes, next_due=change.due, at=change.at,
-                              hash_key=hash_key)
-            )  # fmt: skip
-        else:
-            records.append(
-                audit.scheduled(table=change.table, key=change.key, subject=change.subject,
-                                next_due=change.due, previous_due=change.previous, at=change.at,
-                                hash_key=hash_key, purposes=change.purposes)
-            )  # fmt: skip
-    return records
 
 
 def _message_time(message: Message) -> int:

@@ -46,19 +46,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
+from policy.due_changes import due_change, next_purposes, stage_due
 from policy.engine import (
     Engine,
     apply,
     confirmed_by,
     due,
-    due_change,
     event_subject,
     hold_id,
     leave,
     next_due,
-    next_purposes,
     reads_activity,
-    stage_due,
 )
 from policy.events import ChangeEvent, Key
 from policy.instants import Instant
@@ -80,7 +78,7 @@ class HoldChange:
 
 @dataclass(frozen=True, slots=True)
 class DueChange:
-    """A row's next due (`policy.engine.stage_due`: its next stage, re-issues aside; None:
+    """A row's next due (`policy.due_changes.stage_due`: its next stage, re-issues aside; None:
     nothing pending, or its subject held), set or moved at `at`, for the audit.
 
     `first` (`tracked`): the row was stored, first seen or seen under another subject (it

@@ -125,15 +125,12 @@ __all__ = [
     "apply",
     "confirmed_by",
     "due",
-    "due_change",
     "event_subject",
     "hold_id",
     "leave",
     "next_due",
-    "next_purposes",
     "reads_activity",
     "reissue_due",
-    "stage_due",
 ]
 
 _NO_ACTIVITY: Final[Mapping[str, Instant]] = MappingProxyType({})
@@ -409,8 +406,9 @@ def apply(
 # --- due -----------------------------------------------------------------------------------
 
 
-def _upcoming(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> Instant | None:
-    """The row's next due: the one it carries if that still matches it, else worked out."""
+def upcoming_due(plan: SourcePlan, row: RowState, subject: SubjectState | None) -> Instant | None:
+    """The row's next stage due, holds and re-issues aside: the one it carries if that still
+    matches it, else worked out."""
     schedule = row.schedule
     if plan.reads_activity:
         activity = subject.activity if subject is not None else _NO_ACTIVITY
@@ -426,64 +424,14 @@ def next_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Ins
     """When the row's next stage falls due; None when nothing is pending or it is held."""
     if subject is not None and subject.holds:
         return None
-    upcoming = _upcoming(engine.plans[row.table], row, subject)
+    upcoming = upcoming_due(engine.plans[row.table], row, subject)
     if row.unconfirmed:
         return earliest(upcoming, next_reissue(engine, row.unconfirmed))
     return upcoming
 
 
-def stage_due(engine: Engine, row: RowState, subject: SubjectState | None) -> Instant | None:
-    """When the row's next stage falls due, its re-issues aside (what the audit calls its
-    next due); None when nothing is pending or its subject is held."""
-    if subject is not None and subject.holds:
-        return None
-    return _upcoming(engine.plans[row.table], row, subject)
-
-
-def due_change(
-    engine: Engine,
-    before: RowState,
-    before_subject: SubjectState | None,
-    after: RowState,
-    after_subject: SubjectState | None,
-) -> tuple[Instant | None, Instant | None] | None:
-    """(previous, next) `stage_due` of a row whose state or subject state changed from
-    `before` to `after`; None when its next due stayed the same. Works a due out only when
-    what it is worked out from changed (the columns the rules read, the stages issued, the
-    subject's activity for rows whose clocks read it, whether the subject is held)."""
-    plan = engine.plans[after.table]
-    held_before = before_subject is not None and bool(before_subject.holds)
-    held_after = after_subject is not None and bool(after_subject.holds)
-    same = (
-        before.values == after.values
-        and before.issued == after.issued
-        and (not plan.reads_activity or _activity(before_subject) == _activity(after_subject))
-    )
-    if same and held_before == held_after:
-        return None
-    upcoming = None if held_after else _upcoming(plan, after, after_subject)
-    if held_before:
-        previous = None
-    elif same and not held_after:
-        previous = upcoming
-    else:
-        previous = _upcoming(plan, before, before_subject)
-    return None if previous == upcoming else (previous, upcoming)
-
-
-def next_purposes(
-    engine: Engine, row: RowState, subject: SubjectState | None, at: Instant
-) -> tuple[str, ...]:
-    """The purposes of the row's stages not issued yet that fall due at `at` (its next due),
-    in the order of its rules."""
-    plan = engine.plans[row.table]
-    activity = _activity(subject) if plan.reads_activity else _NO_ACTIVITY
-    stages, _ = plan.stages(row.values, activity, row.issued)
-    named = {purpose for stage in stages if stage[0] == at for purpose in stage[3]}
-    return tuple(purpose for purpose in plan.purposes if purpose in named)
-
-
-def _activity(subject: SubjectState | None) -> Mapping[str, Instant]:
+def subject_activity(subject: SubjectState | None) -> Mapping[str, Instant]:
+    """The subject's activity instants (none without a subject state)."""
     return subject.activity if subject is not None else _NO_ACTIVITY
 
 
@@ -514,7 +462,7 @@ def due(
     if schedule is not None and schedule[0] is plan.token and not plan.reads_activity:
         upcoming = schedule[1]
     else:
-        upcoming = _upcoming(plan, row, subject)
+        upcoming = upcoming_due(plan, row, subject)
     unconfirmed = row.unconfirmed
     reissue_at = next_reissue(engine, unconfirmed) if unconfirmed else None
     if (upcoming is None or upcoming > now) and (reissue_at is None or reissue_at > now):

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy.driver import Driver, Outcome
-from policy.engine import Engine, next_due, stage_due
+from policy.due_changes import stage_due
+from policy.engine import Engine, next_due
 from policy.events import ChangeEvent, Key
 from policy.simulation import decode_line, simulate
 from policy.state import Command, SubjectState

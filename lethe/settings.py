@@ -45,7 +45,7 @@ AUDIT_HASH_KEY_MIN_LENGTH = 32
 SESSION_TIMEOUT_MIN_S = 6.0
 SESSION_TIMEOUT_MAX_S = 1800.0
 """The session timeouts a Kafka broker accepts by default (group.min/max.session.timeout.ms)."""
-HEARTBEAT_TABLE = "lethe.source_heartbeat"
+HEARTBEAT_TABLE = "lethe_heartbeat.source_heartbeat"
 """Lethe's source heartbeat table (config/demo/source-heartbeat.sql): no personal data, in no
 policy, never reported as unclassified."""
 HEARTBEAT_MAX_S = 3.0
@@ -226,12 +226,12 @@ class Settings:
     dashboard and alerts do not read it (docs/benchmarks.md)."""
     source_heartbeat_topic: str = ""
     """LETHE_SOURCE_HEARTBEAT_TOPIC: the change topic of the source connector's heartbeat
-    table (default `<LETHE_CDC_TOPIC_PREFIX>.lethe.source_heartbeat`; the connector upserts its
-    row on every heartbeat with `heartbeat.action.query`, README). A change topic read to its
-    end counts as processed only up to the commit time of the newest heartbeat change: while
-    the connector is stopped or behind on the database's log, a change it has not published (a
-    legal hold) cannot be seen, so no stage falls due past it. Without heartbeats on that topic
-    nothing of a quiet table is issued. Debezium's own heartbeat topic
+    table (default `<LETHE_CDC_TOPIC_PREFIX>.lethe_heartbeat.source_heartbeat`; the connector
+    upserts its row on every heartbeat with `heartbeat.action.query`, README). A change topic
+    read to its end counts as processed only up to the commit time of the newest heartbeat
+    change: while the connector is stopped or behind on the database's log, a change it has not
+    published (a legal hold) cannot be seen, so no stage falls due past it. Without heartbeats
+    on that topic nothing of a quiet table is issued. Debezium's own heartbeat topic
     (`__debezium-heartbeat.<prefix>`) is still understood, by send time, which misses a
     connector alive but behind (not safe). `off` drops the check: a stopped connector then goes
     unnoticed (not safe)."""
@@ -456,7 +456,8 @@ class Settings:
 
     @property
     def heartbeat_table_topic(self) -> str:
-        """The change topic of Lethe's heartbeat table: `<prefix>.lethe.source_heartbeat`."""
+        """The change topic of Lethe's heartbeat table:
+        `<prefix>.lethe_heartbeat.source_heartbeat`."""
         return f"{self.cdc_topic_prefix}.{HEARTBEAT_TABLE}"
 
     @property

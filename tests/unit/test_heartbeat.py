@@ -1,7 +1,7 @@
 """The source connector's heartbeat as the worker keeps it, and the settings that name it.
 
 The records are written by hand as Debezium 3.6's JsonConverter writes the changes of
-`lethe.source_heartbeat`; the instants are worked out by hand:
+`lethe_heartbeat.source_heartbeat`; the instants are worked out by hand:
 2026-11-30T17:27:41.046980Z is 1_796_059_661_046_980 µs since the epoch.
 """
 
@@ -21,7 +21,7 @@ from lethe.metrics import WorkerMetrics
 from lethe.settings import Settings
 
 CLIENT = {"bootstrap.servers": "127.0.0.1:1"}
-TABLE_TOPIC = "hosting.lethe.source_heartbeat"
+TABLE_TOPIC = "hosting.lethe_heartbeat.source_heartbeat"
 COMMITTED_US = 1_796_059_661_046_980
 """2026-11-30T17:27:41.046980Z, the heartbeat's commit in the database."""
 SENT_MS = 1_796_059_661_253
@@ -35,7 +35,7 @@ def change(op: str, source: dict[str, Any]) -> dict[str, Any]:
         "before": None,
         "after": after,
         "source": {"connector": "postgresql", "name": "hosting", "snapshot": "false",
-                   "schema": "lethe", "table": "source_heartbeat", **source},
+                   "schema": "lethe_heartbeat", "table": "source_heartbeat", **source},
         "op": op,
         "ts_ms": 1_796_059_661_153,
         "ts_us": 1_796_059_661_153_124,
@@ -44,7 +44,11 @@ def change(op: str, source: dict[str, Any]) -> dict[str, Any]:
 
 def wrapped(payload: dict[str, Any]) -> dict[str, Any]:
     """The same with JsonConverter's schema wrapper (`schemas.enable=true`)."""
-    schema = {"type": "struct", "name": "hosting.lethe.source_heartbeat.Envelope", "fields": []}
+    schema = {
+        "type": "struct",
+        "name": "hosting.lethe_heartbeat.source_heartbeat.Envelope",
+        "fields": [],
+    }
     return {"schema": schema, "payload": payload}
 
 
@@ -126,7 +130,9 @@ def test_the_source_is_heard_up_to_its_newest_heartbeat_plus_the_lease() -> None
 
 
 def test_the_heartbeat_topic_is_the_heartbeat_tables_for_the_prefix_unless_named_or_off() -> None:
-    assert Settings(cdc_topic_prefix="shop").heartbeat_topic == "shop.lethe.source_heartbeat"
+    assert (
+        Settings(cdc_topic_prefix="shop").heartbeat_topic == "shop.lethe_heartbeat.source_heartbeat"
+    )
     assert Settings(source_heartbeat_topic="beats.shop").heartbeat_topic == "beats.shop"
     assert Settings(source_heartbeat_topic="OFF").heartbeat_topic is None
 

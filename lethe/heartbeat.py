@@ -1,18 +1,18 @@
 """The source connector's heartbeats: up to when its change topics can be trusted complete.
 
-A change topic read to its end says nothing of changes the Debezium connector has not published:
-while the connector, or all of Kafka Connect, is stopped, or while it is alive but behind on the
-database's log, a legal hold written in the database is invisible, and a delete falling due
-meanwhile would be issued over it (and applied by the sink). So the worker watches the
-connector's heartbeat table: on every heartbeat (`heartbeat.interval.ms`) the connector runs its
-`heartbeat.action.query`, an upsert of the one row of `lethe_heartbeat.source_heartbeat` with
-now() (config/demo/source-heartbeat.sql). That commit travels the log behind every earlier
-commit, through the same connector, so once its change is read from `<topic
-prefix>.lethe_heartbeat.source_heartbeat`, every change committed before its `source.ts_ms` (the
-commit time) has been published. A caught-up change topic counts as processed only up to the
-newest such commit time, plus LETHE_SOURCE_HEARTBEAT_LEASE (`lethe.agents.watermarks`). When the
-connector stops or falls behind, the stages that fall due wait;
-`lethe_source_heartbeat_age_seconds` grows and the `LetheSourceSilent` alert fires
+A change topic read to its end says nothing of changes the Debezium connector has not
+published: while the connector, or all of Kafka Connect, is stopped, or while it is alive but
+behind on the database's log, a legal hold written in the database is invisible, and a delete
+falling due meanwhile would be issued over it (and applied by the sink). So the worker
+watches the connector's heartbeat table: on every heartbeat (`heartbeat.interval.ms`) the
+connector runs its `heartbeat.action.query`, an upsert of the one row of
+`lethe_heartbeat.source_heartbeat` with now() (config/demo/source-heartbeat.sql). That commit
+travels the log behind every earlier commit, through the same connector, so once its change
+is read from `<prefix>.lethe_heartbeat.source_heartbeat`, every change committed before its
+`source.ts_ms` (the commit time) has been published. A caught-up change topic counts as
+processed only up to the newest such commit time, plus LETHE_SOURCE_HEARTBEAT_LEASE
+(`lethe.agents.watermarks`). When the connector stops or falls behind, the stages that fall
+due wait; `lethe_source_heartbeat_age_seconds` grows and the `LetheSourceSilent` alert fires
 (docs/runbook.md).
 
 Debezium's own heartbeat topic (`__debezium-heartbeat.<prefix>`, named in

@@ -222,7 +222,9 @@ def create_app(
     app.deadletters = topics.deadletter_topic(app)
     app.subject_events = topics.subject_events_topic(app, settings.internal_partitions)
     watch = UnclassifiedWatch(
-        settings.cdc_topic_prefix, app.change_topic_names, app.metrics.unclassified_tables
+        settings.cdc_topic_prefix,
+        (*app.change_topic_names, *lethe_owned_topics(settings)),
+        app.metrics.unclassified_tables,
     )
 
     async def declare_deadletter_topic() -> None:
@@ -400,6 +402,13 @@ def declare_internal_topic(
     except Exception as exc:
         raise _unreachable(settings, exc) from exc
     return True
+
+
+def lethe_owned_topics(settings: Settings) -> tuple[str, ...]:
+    """The change topics of Lethe's own tables (the source heartbeat table, and the heartbeat
+    topic the worker watches): no personal data, never reported as unclassified."""
+    watched = settings.heartbeat_topic
+    return (settings.heartbeat_table_topic, *((watched,) if watched else ()))
 
 
 class UnclassifiedWatch:

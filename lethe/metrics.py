@@ -98,8 +98,8 @@ class WorkerMetrics:
     sweep_duration: Histogram
     """lethe_sweep_duration_seconds: a tick's sweep of a partition (advance and send)."""
     source_heartbeat_age: Gauge
-    """lethe_source_heartbeat_age_seconds{topic}: seconds since the source connector's newest
-    heartbeat (`lethe.heartbeat`)."""
+    """lethe_source_heartbeat_age_seconds{topic}: seconds since the commit of the source
+    connector's newest heartbeat read (`lethe.heartbeat`)."""
     consumer_lag_messages: Gauge
     """lethe_consumer_lag_messages{topic,partition}: end offset minus committed position."""
     consumer_lag_seconds: Gauge
@@ -295,11 +295,13 @@ class WorkerMetrics:
             ),
             source_heartbeat_age=Gauge(
                 "lethe_source_heartbeat_age_seconds",
-                "Seconds since the Debezium source connector wrote its newest heartbeat, by "
-                "heartbeat topic (since the worker started, when it has read none). A caught-up "
-                "change topic counts as processed only up to that heartbeat, so while it grows "
-                "nothing new falls due: check that the connector and its task are RUNNING and "
-                "that heartbeat.interval.ms is set on it (docs/runbook.md).",
+                "Seconds since the newest heartbeat of the Debezium source connector read on "
+                "the heartbeat topic was committed in the database (since the worker started, "
+                "when it has read none): how far behind the connector is. A caught-up change "
+                "topic counts as processed only up to that commit, so while it grows nothing new "
+                "falls due: check that the connector and its task are RUNNING, how far its "
+                "replication slot is behind, and that it has heartbeat.interval.ms and its "
+                "heartbeat.action.query (docs/runbook.md).",
                 ["topic"],
                 registry=registry,
             ),

@@ -45,6 +45,9 @@ AUDIT_HASH_KEY_MIN_LENGTH = 32
 SESSION_TIMEOUT_MIN_S = 6.0
 SESSION_TIMEOUT_MAX_S = 1800.0
 """The session timeouts a Kafka broker accepts by default (group.min/max.session.timeout.ms)."""
+HEARTBEAT_TABLE = "lethe_heartbeat.source_heartbeat"
+"""Lethe's source heartbeat table (config/demo/source-heartbeat.sql): no personal data, in no
+policy, never reported as unclassified."""
 HEARTBEAT_MAX_S = 3.0
 """How often at most the worker sends a heartbeat (Faust's default interval)."""
 ROCKSDB_WRITE_BUFFER_MIN_BYTES = 64 * 1024
@@ -222,13 +225,16 @@ class Settings:
     leaves it out. Measured, it costs about 15% of the first stage's CPU per event, and the
     dashboard and alerts do not read it (docs/benchmarks.md)."""
     source_heartbeat_topic: str = ""
-    """LETHE_SOURCE_HEARTBEAT_TOPIC: the topic the Debezium source connector writes its
-    heartbeats to (`heartbeat.interval.ms` on the connector; default
-    `__debezium-heartbeat.<LETHE_CDC_TOPIC_PREFIX>`, Debezium's own name). A change topic read
-    to its end counts as processed only up to the newest heartbeat: while the connector is
-    stopped, a change it has not published (a legal hold) cannot be seen, so no stage falls
-    due past its last heartbeat. Without heartbeats on that topic nothing of a quiet table is
-    issued. `off` drops the check: a stopped connector then goes unnoticed (not safe)."""
+    """LETHE_SOURCE_HEARTBEAT_TOPIC: the change topic of the source connector's heartbeat
+    table (default `<LETHE_CDC_TOPIC_PREFIX>.lethe_heartbeat.source_heartbeat`; the connector
+    upserts its row on every heartbeat with `heartbeat.action.query`, README). A change topic
+    read to its end counts as processed only up to the commit time of the newest heartbeat
+    change: while the connector is stopped or behind on the database's log, a change it has not
+    published (a legal hold) cannot be seen, so no stage falls due past it. Without heartbeats
+    on that topic nothing of a quiet table is issued. Debezium's own heartbeat topic
+    (`__debezium-heartbeat.<prefix>`) is still understood, by send time, which misses a
+    connector alive but behind (not safe). `off` drops the check: a stopped connector then goes
+    unnoticed (not safe)."""
     source_heartbeat_lease: float = 0.0
     """LETHE_SOURCE_HEARTBEAT_LEASE: seconds past the newest heartbeat for which the source is
     still taken as having published everything (default 0). Up to one heartbeat interval
@@ -446,7 +452,13 @@ class Settings:
         name = self.source_heartbeat_topic.strip()
         if name.lower() == "off":
             return None
-        return name or f"__debezium-heartbeat.{self.cdc_topic_prefix}"
+        return name or self.heartbeat_table_topic
+
+    @property
+    def heartbeat_table_topic(self) -> str:
+        """The change topic of Lethe's heartbeat table:
+        `<prefix>.lethe_heartbeat.source_heartbeat`."""
+        return f"{self.cdc_topic_prefix}.{HEARTBEAT_TABLE}"
 
     @property
     def watched_connectors(self) -> frozenset[str] | None:

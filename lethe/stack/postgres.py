@@ -46,6 +46,7 @@ class Postgres(Part):
         self.socket_dir = self.dir / "run"
         demo = settings.config_dir / "demo"
         self.demo_sql = (demo / "hosting-schema.sql", demo / "hosting-data.sql")
+        self.heartbeat_sql = demo / "source-heartbeat.sql"
 
     def status(self) -> PartStatus:
         found = super().status()
@@ -230,7 +231,9 @@ class Postgres(Part):
         )
 
     def bootstrap(self) -> None:
-        """Create the demo role and database when missing; load schema and seed rows once.
+        """Create the demo role and database when missing; load schema and seed rows once;
+        create Lethe's source heartbeat table when missing (`source-heartbeat.sql`, on every
+        start, so a database made before it gets it too).
 
         The password reaches psql in the environment (ROLE_PASSWORD_VARIABLE, PGPASSWORD),
         never on its command line, which `run` writes to the log.
@@ -258,8 +261,13 @@ class Postgres(Part):
             f"db={s.pg_database}",
             sql="SELECT count(*) FROM pg_database WHERE datname = :'db';\n",
         ).strip()
-        if exists == "1":
-            return
+        if exists != "1":
+            self._create_database()
+        self._load(self.heartbeat_sql)
+
+    def _create_database(self) -> None:
+        """Create the demo database; load its schema and seed rows."""
+        s = self.settings
         self._superuser_psql(
             "-d",
             "postgres",
@@ -270,29 +278,34 @@ class Postgres(Part):
             sql="SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role') \\gexec\n",
         )
         for sql_file in self.demo_sql:
-            run(
-                [
-                    self._bin("psql"),
-                    "-h",
-                    self.host,
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    s.pg_user,
-                    "-d",
-                    s.pg_database,
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-f",
-                    str(sql_file),
-                ],
-                what=f"postgres load {sql_file.name}",
-                log_file=self.log_file,
-                env={**os.environ, "PGPASSWORD": password},
-                timeout=120,
-            )
+            self._load(sql_file)
+
+    def _load(self, sql_file: Path) -> None:
+        """Run `sql_file` in the demo database as the demo role."""
+        s = self.settings
+        run(
+            [
+                self._bin("psql"),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                s.pg_user,
+                "-d",
+                s.pg_database,
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                str(sql_file),
+            ],
+            what=f"postgres load {sql_file.name}",
+            log_file=self.log_file,
+            env={**os.environ, "PGPASSWORD": s.pg_password.reveal()},
+            timeout=120,
+        )
 
     def stop(self) -> bool:
         if self.pid() is None:

@@ -18,13 +18,14 @@ within the bounded wait), never before its due instant. How soon after its due i
 `bench/delay_bench.py`, not a timed assertion here.
 
 The source connector falls silent: the worker watches a heartbeat topic of the run's own
-(LETHE_SOURCE_HEARTBEAT_TOPIC), which the test writes every 0.2 s as Debezium's
-`heartbeat.interval.ms` does. Two tickets fall due a few seconds after the heartbeats stop
-(the connector died, with every change topic read to its end); a hold on the first customer
-is written in the database meanwhile, which a dead connector does not publish. Nothing is
-deleted while the source is silent, and `lethe_source_heartbeat_age_seconds` says so; when
-the connector is back, the hold comes first, then the heartbeats: the held ticket is never
-deleted, the other one is.
+(LETHE_SOURCE_HEARTBEAT_TOPIC), to which the test writes a change of the heartbeat table
+`lethe_heartbeat.source_heartbeat` committed now every 0.2 s, as the connector's
+`heartbeat.action.query` does every `heartbeat.interval.ms`. Two tickets fall due a few seconds
+after the heartbeats stop (the connector died, with every change topic read to its end); a hold
+on the first customer is written in the database meanwhile, which a dead connector does not
+publish. Nothing is deleted while the source is silent, and `lethe_source_heartbeat_age_seconds`
+says so; when the connector is back, the hold comes first, then the heartbeats: the held ticket
+is never deleted, the other one is.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def run(real_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 class Heartbeats:
-    """Writes a heartbeat every 0.2 s to the run's heartbeat topic, as Debezium does, until
-    `silent` is set (the connector died) and again once it is cleared."""
+    """Writes a change of the heartbeat table, committed now, every 0.2 s to the run's
+    heartbeat topic, as the connector does, until `silent` is set (the connector died) and
+    again once it is cleared."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
@@ -93,8 +95,18 @@ class Heartbeats:
     def _beat(self) -> None:
         while not self._stop.wait(0.2):
             if not self.silent.is_set():
-                value = orjson.dumps({"ts_ms": int(time.time() * 1000)})
-                self._producer.produce(self.topic, key=b'{"serverName":"it"}', value=value)
+                now_us = time.time_ns() // 1000
+                value = orjson.dumps(
+                    {
+                        "before": None,
+                        "after": {"id": 1, "beat_at": now_us},
+                        "source": {"ts_ms": now_us // 1000, "ts_us": now_us,
+                                   "schema": "lethe_heartbeat", "table": "source_heartbeat"},
+                        "op": "u",
+                        "ts_ms": now_us // 1000,
+                    }
+                )  # fmt: skip
+                self._producer.produce(self.topic, key=b'{"id":1}', value=value)
                 self._producer.poll(0)
 
     def close(self) -> None:

@@ -56,8 +56,9 @@ def test_bootstrap_hands_psql_the_password_in_its_environment_not_its_command_li
     part.bootstrap()  # the fake psql says the database is missing: create it and load the SQL
 
     log = part.log_file.read_text()
-    assert log.count("=== postgres") == 5, log  # role, exists?, create database, two loads
+    # role, exists?, create database, three loads (schema, seed rows, the heartbeat table)
+    assert log.count("=== postgres") == 6, log
     assert "s3cret" not in log
     calls = seen.read_text().splitlines()
     assert calls[0] == f"role={PASSWORD} pg=", "the role's password comes from the environment"
-    assert calls[-2:] == [f"role= pg={PASSWORD}"] * 2, "the loads log in with PGPASSWORD"
+    assert calls[-3:] == [f"role= pg={PASSWORD}"] * 3, "the loads log in with PGPASSWORD"

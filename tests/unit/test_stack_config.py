@@ -168,3 +168,18 @@ def test_alertmanager_notifies_the_receiver_of_every_alert_resolved_too(tmp_path
     assert receiver["webhook_configs"] == [
         {"url": "http://127.0.0.1:9196/alerts", "send_resolved": True}
     ]
+
+
+def test_the_source_connector_beats_through_the_heartbeat_table_in_its_publication() -> None:
+    _, config = source_config(Settings(config_dir=CONFIG))
+    heartbeat_sql = (CONFIG / "demo" / "source-heartbeat.sql").read_text()
+    assert "INTO lethe_heartbeat.source_heartbeat" in config["heartbeat.action.query"]
+    assert config["schema.include.list"].split(",") == ["public", "lethe_heartbeat"]
+    assert "CREATE TABLE IF NOT EXISTS lethe_heartbeat.source_heartbeat" in heartbeat_sql
+    assert (
+        f"ALTER PUBLICATION {config['publication.name']} ADD TABLE lethe_heartbeat.source_heartbeat"
+        in (heartbeat_sql)
+    )
+    docker = json.loads((ROOT / "docker" / "connect" / "hosting-source.json").read_text())
+    assert docker["config"]["heartbeat.action.query"] == config["heartbeat.action.query"]
+    assert docker["config"]["schema.include.list"] == config["schema.include.list"]

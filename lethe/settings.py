@@ -16,9 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, get_args
 
 from lethe.errors import ConfigError
+from lethe.settings_checks import (
+    ClockMode,
+    KafkaSaslMechanism,
+    KafkaSecurityProtocol,
+    check_clock,
+    check_kafka_security,
+)
 from policy.enforcement_clock import (
     WALL_CLOCK,
     AcceleratedClock,
@@ -52,14 +58,6 @@ HEARTBEAT_MAX_S = 3.0
 """How often at most the worker sends a heartbeat (Faust's default interval)."""
 ROCKSDB_WRITE_BUFFER_MIN_BYTES = 64 * 1024
 """The smallest memtable RocksDB takes (it raises a smaller write_buffer_size to this)."""
-
-ClockMode = Literal["wall", "accelerated", "manual"]
-CLOCK_MODES: tuple[ClockMode, ...] = get_args(ClockMode)
-
-KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-KAFKA_SECURITY_PROTOCOLS: tuple[KafkaSecurityProtocol, ...] = get_args(KafkaSecurityProtocol)
-KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
-KAFKA_SASL_MECHANISMS: tuple[KafkaSaslMechanism, ...] = get_args(KafkaSaslMechanism)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +271,14 @@ class Settings:
             value = getattr(self, setting.name)
             if isinstance(value, Path) and not value.is_absolute():
                 object.__setattr__(self, setting.name, value.absolute())
-        self._check_clock()
-        self._check_kafka_security()
+        check_clock(self.clock_mode, self.clock_start, self.clock_wall_start, self.clock_speed)
+        check_kafka_security(
+            self.kafka_security_protocol,
+            self.kafka_sasl_mechanism,
+            self.kafka_sasl_username,
+            self.kafka_sasl_password.reveal(),
+            self.kafka_ssl_ca_file,
+        )
         if len(self.audit_hash_key.reveal()) < AUDIT_HASH_KEY_MIN_LENGTH:
             raise ConfigError(
                 f"LETHE_AUDIT_HASH_KEY has {len(self.audit_hash_key.reveal())} characters, "
@@ -333,92 +337,6 @@ class Settings:
                 raise ConfigError(
                     f"{variable}={value} is less than 1; set a count such as {example}"
                 )
-
-    def _check_kafka_security(self) -> None:
-        """ConfigError when the LETHE_KAFKA_* security variables do not make one client setup."""
-        protocol = self.kafka_security_protocol
-        if protocol not in KAFKA_SECURITY_PROTOCOLS:
-            raise ConfigError(
-                f"LETHE_KAFKA_SECURITY_PROTOCOL={protocol!r} is not a protocol; set it to "
-                f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
-            )
-        if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
-            raise ConfigError(
-                f"LETHE_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r} is not a mechanism "
-                f"Lethe supports; set it to {', '.join(KAFKA_SASL_MECHANISMS)}"
-            )
-        if protocol.startswith("SASL_"):
-            for variable, value in (
-                ("LETHE_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
-                ("LETHE_KAFKA_SASL_PASSWORD", self.kafka_sasl_password.reveal()),
-            ):
-                if not value:
-                    raise ConfigError(
-                        f"LETHE_KAFKA_SECURITY_PROTOCOL={protocol} needs {variable}; set it "
-                        "to the SASL user's name and password the broker knows"
-                    )
-        if self.kafka_ssl_ca_file is not None:
-            if not protocol.endswith("SSL"):
-                raise ConfigError(
-                    f"LETHE_KAFKA_SSL_CA_FILE is set but LETHE_KAFKA_SECURITY_PROTOCOL is "
-                    f"{protocol}, without TLS; set the protocol to SASL_SSL or SSL, or unset "
-                    "LETHE_KAFKA_SSL_CA_FILE"
-                )
-            if not self.kafka_ssl_ca_file.is_file():
-                raise ConfigError(
-                    f"LETHE_KAFKA_SSL_CA_FILE={self.kafka_ssl_ca_file} is not a file; set it "
-                    "to the PEM file of the CA that signed the broker's certificate"
-                )
-
-    def _check_clock(self) -> None:
-        """ConfigError when the clock variables do not make one clock of LETHE_CLOCK's mode."""
-        mode = self.clock_mode
-        if mode not in CLOCK_MODES:
-            raise ConfigError(
-                f"LETHE_CLOCK={mode!r} is not a clock mode; set it to wall (the default), "
-                "accelerated or manual"
-            )
-        given = {
-            "LETHE_CLOCK_START": self.clock_start is not None,
-            "LETHE_CLOCK_WALL_START": self.clock_wall_start is not None,
-            "LETHE_CLOCK_SPEED": self.clock_speed is not None,
-        }
-        allowed = {
-            "wall": set(),
-            "accelerated": set(given),
-            "manual": {"LETHE_CLOCK_START"},
-        }[mode]
-        needed = {
-            "wall": {},
-            "accelerated": {
-                "LETHE_CLOCK_WALL_START": "the wall instant the clock starts at (e.g. "
-                "LETHE_CLOCK_WALL_START=2026-11-30T09:00:00Z, the demo's start; give the worker "
-                "and `lethe simulate` the same value)",
-                "LETHE_CLOCK_SPEED": "enforcement seconds per wall second (e.g. "
-                "LETHE_CLOCK_SPEED=86400, a day a second)",
-            },
-            "manual": {
-                "LETHE_CLOCK_START": "the instant the clock shows until the first `lethe clock "
-                "advance` (e.g. LETHE_CLOCK_START=2026-01-01T00:00:00Z)",
-            },
-        }[mode]
-        for variable, is_set in given.items():
-            if is_set and variable not in allowed:
-                users = (
-                    "accelerated" if variable != "LETHE_CLOCK_START" else "accelerated or manual"
-                )
-                raise ConfigError(
-                    f"{variable} is set but LETHE_CLOCK is {mode}; it is read only by the "
-                    f"{users} clock: set LETHE_CLOCK to that mode, or unset {variable}"
-                )
-        for variable, meaning in needed.items():
-            if not given[variable]:
-                raise ConfigError(f"LETHE_CLOCK={mode} needs {variable}: {meaning}")
-        if self.clock_speed is not None and self.clock_speed <= 0:
-            raise ConfigError(
-                f"LETHE_CLOCK_SPEED={self.clock_speed} is not more than 0; set a speed factor "
-                "such as 86400"
-            )
 
     @property
     def clock(self) -> EnforcementClock:

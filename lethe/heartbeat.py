@@ -35,6 +35,8 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
+from policy.envelope import is_int, unwrap
+from policy.events import Op
 from policy.instants import Instant
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ RETRY_S = 5.0
 SEND_TIME_PREFIX = "__debezium-heartbeat"
 """Debezium's default `topic.heartbeat.prefix`: a topic named so holds heartbeats stamped
 with their send time, not changes of the heartbeat table."""
-CHANGE_OPS = frozenset({"c", "u", "r", "d"})
+CHANGE_OPS = frozenset(op.value for op in Op)
 
 
 def commit_time(value: bytes | None) -> Instant | None:
@@ -57,17 +59,16 @@ def commit_time(value: bytes | None) -> Instant | None:
         record = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(record, dict) and isinstance(record.get("schema"), dict):
-        record = record.get("payload")
+    record, _ = unwrap(record)
     if not isinstance(record, dict) or record.get("op") not in CHANGE_OPS:
         return None
     source = record.get("source")
     if not isinstance(source, dict):
         return None
     micros, millis = source.get("ts_us"), source.get("ts_ms")
-    if isinstance(micros, int) and not isinstance(micros, bool) and micros > 0:
+    if is_int(micros) and micros > 0:
         return micros
-    if isinstance(millis, int) and not isinstance(millis, bool) and millis > 0:
+    if is_int(millis) and millis > 0:
         return millis * 1000
     return None
 

@@ -148,7 +148,7 @@ _MAX_TS_MS: Final = MAX_INSTANT // 1000
 _TOPIC_SHAPE: Final = "the topic is not <prefix>.<schema>.<table> such as hosting.public.orders"
 
 
-def _unwrap(document: object) -> tuple[object, Mapping[str, object] | None]:
+def unwrap(document: object) -> tuple[object, Mapping[str, object] | None]:
     """Split JsonConverter's `{"schema": ..., "payload": ...}` wrapper: (payload, schema)."""
     if isinstance(document, dict) and "payload" in document and "schema" in document:
         schema = document["schema"]
@@ -241,7 +241,7 @@ def _not_json(which: str, exc: orjson.JSONDecodeError, reason: DecodeReason) -> 
 
 
 def _structure(table: str, key: object, value: object) -> Record:
-    key_payload, key_schema = _unwrap(key)
+    key_payload, key_schema = unwrap(key)
     if key_payload is not None:
         if not isinstance(key_payload, dict):
             raise Malformed(
@@ -250,7 +250,7 @@ def _structure(table: str, key: object, value: object) -> Record:
             )
         if not key_payload:
             raise Malformed(DecodeReason.BAD_KEY, "the key is an object without columns")
-    payload, schema = _unwrap(value)
+    payload, schema = unwrap(value)
     if payload is None:
         if key_payload is None:
             raise Malformed(DecodeReason.BAD_KEY, "a tombstone (null value) without a key")

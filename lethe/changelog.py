@@ -23,6 +23,7 @@ Faust as before.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import faust
@@ -59,9 +60,16 @@ class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
         if value is not None:
             wire_value, _ = topic.prepare_value(value, value_serializer or self.value_serializer)
         forwarder.produce_now(
-            topic.get_topic_name(), wire_key, wire_value, partition, self._changelog_delivered
+            self._changelog_name, wire_key, wire_value, partition, self._changelog_delivered
         )
         return _Sent(partition)
+
+    @cached_property
+    def _changelog_name(self) -> str:
+        """The changelog topic's name, worked out once (Faust's `get_topic_name` matches its
+        pattern each call: a cost on every table write)."""
+        name: str = self.changelog_topic.get_topic_name()
+        return name
 
     def _changelog_delivered(self, topic: str, partition: int, offset: int) -> None:
         self.data.set_persisted_offset(TP(topic, partition), offset)

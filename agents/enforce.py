@@ -10,6 +10,9 @@ activity are all in one partition) with one `policy.driver.Driver` per partition
 - `tick`: take the watermarks it carries (`lethe.agents.watermarks`), then advance the driver
   to the enforcement clock's now (`LiveClock.now`, read in a thread: the manual clock asks
   Kafka).
+- `batch` (`lethe.topics.batches`, how the worker's forwarder sends): each of its forwards in
+  turn, as a record of its own; a dead letter of one holds the batch's topic, partition and
+  offset with the forward's key and value.
 Never early because an input lags: every call to the driver passes the partition's bounds
 (`policy.driver.row_bounds` over the watermarks the ticks on this partition brought, mapped
 to the enforcement clock like event times), so a stage due at T is issued only once every
@@ -81,6 +84,7 @@ from faust.exceptions import PartitionsMismatch
 from faust.types import AgentT, ChannelT, Message, TopicT
 from mode import CrashingSupervisor
 
+from lethe import topics
 from lethe.agents.assign import raw_bytes, reject
 from lethe.agents.outputs import Outputs
 from lethe.agents.subject_records import (
@@ -99,6 +103,7 @@ from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
 from lethe.forwarding import ChannelForwarder, Forwarder, KafkaForwarder
 from lethe.metrics import ACTIONS, CensusBoard, Children, WorkerMetrics
+from lethe.topics.batches import BatchError, BatchItem, read_batch
 from policy import audit
 from policy.census import take_census
 from policy.command_records import COMMANDS_TOPIC, records_for
@@ -232,20 +237,38 @@ class Enforcer:
         return driver
 
     async def handle(self, message: Message) -> None:
-        """Process one record of `<app id>-subject-events`; never raises for bad input."""
-        where: Where | None = None
-        swept: tuple[float, int] | None = None
+        """Process one record of `<app id>-subject-events`, each forward of a batch in turn;
+        never raises for bad input."""
         if self.consumed is not None:
             self.consumed.processed(
                 message.topic, message.partition, message.offset, _message_time(message)
             )
+        headers = _headers(message.headers)
+        if headers.get(topics.KIND_HEADER) != topics.BATCH_KIND:
+            await self.handle_record(message, headers, raw_bytes(message.value), message)
+            return
         try:
-            record = read_subject_record(_headers(message.headers), raw_bytes(message.value))
+            items = read_batch(raw_bytes(message.value))
+        except BatchError as exc:
+            await self.reject(message, Rejection(DecodeReason.BAD_RECORD, str(exc)))
+            return
+        for item in items:
+            await self.handle_record(message, item.headers, item.value, _letter(message, item))
+
+    async def handle_record(
+        self, message: Message, headers: dict[str, bytes], value: bytes | None, letter: Message
+    ) -> None:
+        """Process one record (or one forward of a batch `message`): `letter` is what a dead
+        letter of it holds (the batch's place, the forward's key and value)."""
+        where: Where | None = None
+        swept: tuple[float, int] | None = None
+        try:
+            record = read_subject_record(headers, value)
             driver = self.driver(message.partition)
             if isinstance(record, ChangeRecord):
                 decoded = decode_raw(self.engine.decoding, record.source_topic, None, record.value)
                 if isinstance(decoded, Rejection):
-                    await self.reject(message, decoded)
+                    await self.reject(letter, decoded)
                     return
                 if not isinstance(decoded, ChangeEvent):
                     return  # a tombstone: the assign agent never forwards one
@@ -268,7 +291,7 @@ class Enforcer:
                 bounds = self.take_tick(message.partition, record, wall_now())
                 outcome = driver.advance(now, bounds)
         except UnreadableRecord as exc:
-            await self.reject(message, Rejection(DecodeReason.BAD_RECORD, str(exc)))
+            await self.reject(letter, Rejection(DecodeReason.BAD_RECORD, str(exc)))
             return
         except PartitionsMismatch:
             raise
@@ -276,10 +299,10 @@ class Enforcer:
             log.exception(
                 "Enforcing %s[%s]@%s failed", message.topic, message.partition, message.offset
             )
-            await self.reject(message, rejection_of_bug(exc))
+            await self.reject(letter, rejection_of_bug(exc))
             return
         if outcome is not NOTHING:
-            await self.issue(outcome, message, where)
+            await self.issue(outcome, letter, where)
         if swept is not None:
             started, now = swept
             self.metrics.sweep_duration.observe(time.perf_counter() - started)
@@ -469,6 +492,22 @@ def install(
     return app.agent(
         subject_events, name=AGENT_NAME, concurrency=1, supervisor_strategy=CrashingSupervisor
     )(enforce)
+
+
+def _letter(batch: Message, item: BatchItem) -> Message:
+    """A forward of `batch` as a record of its own, for a dead letter: the batch's topic,
+    partition, offset and time, the forward's key, headers and value."""
+    return Message(
+        batch.topic,
+        batch.partition,
+        batch.offset,
+        batch.timestamp,
+        batch.timestamp_type,
+        list(item.headers.items()),
+        item.key,
+        item.value,
+        None,
+    )
 
 
 def _message_time(message: Message) -> int:

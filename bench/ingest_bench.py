@@ -121,6 +121,9 @@ class Bench:
     timeout_s: float
     py_spy: Path | None = None
     """A directory: every worker run is sampled by py-spy into `<app id>.txt` there."""
+    py_spy_gil: bool = False
+    """Sample only the thread holding the GIL (py-spy `--gil`): CPU spent in Python, without
+    the time threads wait for the GIL."""
     app_ids: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
 
@@ -390,7 +393,8 @@ def run_worker(
         py_spy = str(Path(sys.executable).with_name("py-spy"))
         sampler = subprocess.Popen(
             [py_spy, "record", "--pid", str(child.process.pid), "--format", "raw",
-             "--rate", "100", "-o", str(bench.py_spy / f"{app_id}.txt")],
+             "--rate", "100", "-o", str(bench.py_spy / f"{app_id}.txt"),
+             *(["--gil"] if bench.py_spy_gil else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     result = Result(name, None)
@@ -578,6 +582,11 @@ def main() -> None:
         help="a directory: sample every worker run with py-spy (raw stacks, <app id>.txt)",
     )
     parser.add_argument(
+        "--py-spy-gil",
+        action="store_true",
+        help="with --py-spy: sample only the thread holding the GIL (py-spy --gil)",
+    )
+    parser.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),
         help=f"comma-separated, in run order (default: all: {','.join(CONTENDERS)}); also "
@@ -598,6 +607,7 @@ def main() -> None:
             run_id=run_id,
             timeout_s=args.timeout,
             py_spy=args.py_spy,
+            py_spy_gil=args.py_spy_gil,
         )
         if args.py_spy is not None:
             args.py_spy.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,17 @@ last committed offsets and processes, and forwards, everything after them again.
 the refused record instead would put it behind later records of its subject, and a refusal
 that does not go away would loop.
 
+Batches: a worker made with the subject events' partition count (`kafka_forwarder(...,
+partitions=N)`, as `lethe worker` does) packs the forwards bound for one partition into one
+record (`lethe-kind: batch`, `lethe.topics.batches`), placed by the same
+murmur2 of each forward's key, so the enforcer pays Faust's per-record cost once per batch
+instead of once per change (docs/benchmarks.md (a)). A batch goes out when it holds
+`BATCH_MAX_ITEMS` forwards or `BATCH_MAX_BYTES`, `BATCH_LINGER_S` after its first forward,
+and before anything that relies on what was sent: a tick, `settle` (so a change's offset is
+still committed only once its forward is delivered) and `delivered`. A forward too large for a
+batch goes alone, as a plain record, after the partition's open batch. Order within a
+partition is kept: the enforcer reads a batch's forwards in the order they were sent.
+
 Ticks go through the same producer as the forwards, after them: the idempotent producer
 keeps per-partition order, so every event a tick's watermarks cover is before it in the
 partition. Unit tests, without a broker, use `ChannelForwarder` over a Faust channel.
@@ -32,10 +43,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, cast
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, Message, Producer
 
+from lethe import topics
 from lethe.kafka_clients import client_config
 from lethe.settings import Settings
+from lethe.topics.batches import BATCH_VERSION, batch_item
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,14 @@ STOPPING_WAIT_S: Final = 10.0
 QUEUE_FULL_WAIT_S: Final = 0.01
 UNASSIGNED_PARTITION: Final = -1
 """confluent-kafka's "let the partitioner place it" (RD_KAFKA_PARTITION_UA)."""
+BATCH_MAX_ITEMS: Final = 500
+BATCH_MAX_BYTES: Final = 256 * 1024
+"""A batch's size cap, well under Kafka's default 1 MB record limit."""
+BATCH_LINGER_S: Final = 0.005
+"""How long a batch waits for more forwards after its first (as the producer's linger.ms)."""
+BATCH_HEADERS: Final = [(topics.KIND_HEADER, topics.BATCH_KIND)]
+PLACEMENT_CACHE: Final = 65_536
+"""Subjects whose partition is remembered (murmur2 costs about 3 µs in Python)."""
 
 
 class ForwardFailed(Exception):
@@ -136,15 +158,30 @@ class _Batch:
             )
 
 
-class KafkaForwarder:
-    """Produces to `topic` through one confluent-kafka producer (see the module docstring)."""
+class _Open:
+    """The forwards of one partition not sent yet: encoded batch items and their size."""
 
-    def __init__(self, topic: str, config: dict[str, Any]) -> None:
+    __slots__ = ("items", "size")
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = [BATCH_VERSION]
+        self.size = len(BATCH_VERSION)
+
+
+class KafkaForwarder:
+    """Produces to `topic` through one confluent-kafka producer (see the module docstring);
+    with `partitions` (the topic's count), keyed forwards go in batches."""
+
+    def __init__(self, topic: str, config: dict[str, Any], partitions: int | None = None) -> None:
         self.topic = topic
         self.config = config
+        self.partitions = partitions
         self._producer: Producer | None = None
         self._batch = _Batch(self)
         self._unsettled: list[_Batch] = []
+        self._open: dict[int, _Open] = {}
+        self._placed: dict[bytes, int] = {}
+        self._linger: asyncio.TimerHandle | None = None
         self.failure: str | None = None
         """Why the forwarder failed for good; None while it works."""
 
@@ -177,6 +214,14 @@ class KafkaForwarder:
     ) -> None:
         if self.failure is not None:
             raise ForwardFailed(self.failure)
+        if partition is None and self.partitions and key is not None and value is not None:
+            partition = self.place(key)
+            item = batch_item(key, headers, value)
+            if len(item) + len(BATCH_VERSION) <= BATCH_MAX_BYTES:
+                self._add(partition, item)
+                return
+        if partition is not None:
+            self._send_open(partition)
         producer = self.producer
         batch = self._batch
         wire = cast(list[tuple[str, str | bytes | None]], headers)
@@ -229,8 +274,65 @@ class KafkaForwarder:
         batch.pending += 1
         producer.poll(0)
 
+    def place(self, key: bytes) -> int:
+        """The partition of `key`: murmur2, as Kafka's Java, aiokafka's and librdkafka's
+        murmur2 partitioners place it."""
+        partition = self._placed.get(key)
+        if partition is None:
+            if len(self._placed) >= PLACEMENT_CACHE:
+                self._placed.clear()
+            partitions = self.partitions or 1
+            partition = self._placed[key] = (murmur2(key) & 0x7FFFFFFF) % partitions
+        return partition
+
+    def _add(self, partition: int, item: bytes) -> None:
+        open_ = self._open.get(partition)
+        if open_ is None:
+            open_ = self._open[partition] = _Open()
+        elif open_.size + len(item) > BATCH_MAX_BYTES:
+            self._send_open(partition)
+            open_ = self._open[partition] = _Open()
+        open_.items.append(item)
+        open_.size += len(item)
+        if len(open_.items) > BATCH_MAX_ITEMS:
+            self._send_open(partition)
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(BATCH_LINGER_S, self._lingered)
+
+    def _lingered(self) -> None:
+        self._linger = None
+        try:
+            self.send_batches()
+        except Exception:  # a timer callback's exception would only be logged by asyncio
+            log.exception("Sending the forwards' batches failed; they go at the next settle")
+
+    def send_batches(self) -> None:
+        """Hand every open batch to the producer (delivered later, counted by `settle`)."""
+        for partition in list(self._open):
+            self._send_open(partition)
+
+    def _send_open(self, partition: int) -> None:
+        open_ = self._open.pop(partition, None)
+        if open_ is None:
+            return
+        if self.failure is not None:
+            return  # nothing is committed any more; the changes are processed again
+        producer = self.producer
+        batch = self._batch
+        value = b"".join(open_.items)
+        wire = cast(list[tuple[str, str | bytes | None]], BATCH_HEADERS)
+        while True:
+            try:
+                producer.produce(self.topic, value, None, partition, batch.delivered, headers=wire)
+                break
+            except BufferError:
+                producer.poll(QUEUE_FULL_WAIT_S)
+        batch.pending += 1
+        producer.poll(0)
+
     async def before_tick(self) -> None:
-        """Nothing to wait for: the idempotent producer keeps per-partition order."""
+        """Send the open batches: the idempotent producer keeps per-partition order."""
+        self.send_batches()
 
     async def delivered(self) -> None:
         if not await self.settle():
@@ -240,6 +342,7 @@ class KafkaForwarder:
         """Wait until every record handed over so far is delivered; True then. False if one
         was refused for good (the forwarder has failed: `failure` says why), or if `stopping()`
         turns true and deliveries still lag `STOPPING_WAIT_S` later."""
+        self.send_batches()
         if self._batch.pending or self._batch.failure is not None:
             self._unsettled.append(self._batch)
             self._batch = _Batch(self)
@@ -262,8 +365,12 @@ class KafkaForwarder:
             await asyncio.sleep(SETTLE_POLL_S)
 
 
-def kafka_forwarder(settings: Settings, topic: str) -> KafkaForwarder:
-    """The worker's forwarder to `topic` (`<app id>-subject-events`) on LETHE_KAFKA_BOOTSTRAP."""
+def kafka_forwarder(
+    settings: Settings, topic: str, partitions: int | None = None
+) -> KafkaForwarder:
+    """The worker's forwarder to `topic` (`<app id>-subject-events`, of `partitions`
+    partitions: keyed forwards go in batches; None: one record each) on
+    LETHE_KAFKA_BOOTSTRAP."""
     config = {**client_config(settings), **PRODUCER_CONFIG}
     config.pop("log_level")  # the forwarder logs librdkafka through its own logger
-    return KafkaForwarder(topic, config)
+    return KafkaForwarder(topic, config, partitions)

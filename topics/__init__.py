@@ -85,6 +85,8 @@ sending worker's watermarks of the change topics, `lethe.agents.subject_records.
 EVENT_KIND: Final = b"event"
 DEPART_KIND: Final = b"depart"
 TICK_KIND: Final = b"tick"
+BATCH_KIND: Final = b"batch"
+"""Many forwards of one partition in one record (null key; `lethe.topics.batches`)."""
 TABLE_HEADER: Final = "lethe-table"
 """The row's schema-qualified table, `public.info_requests`."""
 KEY_HEADER: Final = "lethe-key"

@@ -86,7 +86,9 @@ def build_worker_app(
     from policy.engine import Engine
 
     app = create_app(settings, app_id=app_id, change_topic_names=change_topic_names)
-    app.forwarder = kafka_forwarder(settings, app.subject_events.get_topic_name())
+    app.forwarder = kafka_forwarder(
+        settings, app.subject_events.get_topic_name(), settings.internal_partitions
+    )
     app.dead_letter_pipeline = DeadLetterPipeline()
     for topic in change_topic_names:
         for partition in range(change_partitions):

@@ -38,6 +38,7 @@ from tests.integration import workers
 from tests.integration.workers import (
     WorkerProcess,
     forget_topics,
+    forwards,
     produce,
     quiet,
     serving,
@@ -139,14 +140,15 @@ class SubjectEvents:
                 error = message.error()
                 if error is not None:
                     assert error.code() == KafkaError._PARTITION_EOF, str(error)
-                    continue
-                headers = {name: value.decode() for name, value in message.headers() or []}
+            read = [message for message in messages if message.error() is None]
+            for forward in forwards(read):
+                assert forward.key is not None
                 self.records.append(
                     {
-                        "key": message.key().decode(),
-                        "value": message.value(),
-                        "partition": message.partition(),
-                        **headers,
+                        "key": forward.key.decode(),
+                        "value": forward.value,
+                        "partition": forward.partition,
+                        **{name: value.decode() for name, value in forward.headers.items()},
                     }
                 )
         return self.records

@@ -64,6 +64,7 @@ from tests.integration.workers import (
     Reader,
     WorkerProcess,
     drop_run,
+    forwards,
     produce,
     quiet,
     serving,
@@ -329,7 +330,7 @@ def forwarded(settings: Settings, app_id: str, table: str) -> bool | None:
     """Whether the worker has forwarded a change of `table` to its subject events topic."""
     reader = Reader(settings, f"{app_id}-subject-events")
     try:
-        tables = {dict(m.headers() or []).get("lethe-table") for m in reader.read()}
+        tables = {forward.headers.get("lethe-table") for forward in forwards(reader.read())}
         return True if table.encode() in tables else None
     finally:
         reader.close()

@@ -49,6 +49,7 @@ from tests.integration.test_rebalance import forget, write_policy
 from tests.integration.workers import (
     Reader,
     WorkerProcess,
+    forwards,
     free_port,
     quiet,
     stop,
@@ -123,10 +124,9 @@ class Run:
         finally:
             reader.close()
         offsets: set[int] = set()
-        for record in records:
-            headers = dict(record.headers() or [])
-            if headers.get(topics.KIND_HEADER) == b"event":
-                offsets.add(int(headers[topics.SOURCE_OFFSET_HEADER]))
+        for forward in forwards(records):
+            if forward.headers.get(topics.KIND_HEADER) == b"event":
+                offsets.add(int(forward.headers[topics.SOURCE_OFFSET_HEADER]))
         return offsets
 
 
@@ -228,12 +228,15 @@ def test_a_forward_the_broker_refuses_stops_the_worker_before_it_commits(run: Ru
     assert topic_ends(run.settings, run.subject_events) == {0: 0}
 
 
-def test_subjects_land_in_the_partitions_fausts_producer_chose(run: Run) -> None:
+@pytest.mark.parametrize("batched", [True, False], ids=["batches", "records"])
+def test_subjects_land_in_the_partitions_fausts_producer_chose(run: Run, batched: bool) -> None:
+    """Forwards sent in batches (as `lethe worker` sends them), or one record each, land
+    where Faust's producer would have put them."""
     topic = f"{run.app_id}-placement"
     admin = AdminClient(quiet(run.settings))
     admin.create_topics([NewTopic(topic, num_partitions=8)])[topic].result(timeout=30)
     subjects = [f"customer:{n}".encode() for n in range(40)] + [b"email:ada@example.org"]
-    forwarder = kafka_forwarder(run.settings, topic)
+    forwarder = kafka_forwarder(run.settings, topic, 8 if batched else None)
 
     async def forward_all() -> bool:
         for subject in subjects:
@@ -243,9 +246,11 @@ def test_subjects_land_in_the_partitions_fausts_producer_chose(run: Run) -> None
     assert asyncio.run(forward_all())
     reader = Reader(run.settings, topic)
     try:
-        placed = {record.key(): record.partition() for record in reader.read()}
+        records = reader.read()
     finally:
         reader.close()
+    placed = {forward.key: forward.partition for forward in forwards(records)}
+    assert batched == all(record.key() is None for record in records)
     faust_placed = {
         key: DefaultPartitioner()(key, list(range(8)), list(range(8))) for key in subjects
     }

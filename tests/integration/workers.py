@@ -38,7 +38,9 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
+from lethe import topics
 from lethe.settings import Settings
+from lethe.topics.batches import read_batch
 
 SINK_GROUP = "connect-lethe-sink"
 """The consumer group of the stack's JDBC sink connector `lethe-sink`."""
@@ -408,6 +410,33 @@ class Reader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One forward on `<app id>-subject-events`: a plain record, or one of a batch's."""
+
+    partition: int
+    key: bytes | None
+    headers: dict[str, bytes]
+    value: bytes | None
+
+
+def forwards(messages: Collection[Message]) -> list[Forward]:
+    """The forwards of records read from `<app id>-subject-events`, a batch's one by one
+    (the format of docs/design/enforcer.md, read with `lethe.topics.batches.read_batch`)."""
+    found: list[Forward] = []
+    for message in messages:
+        headers = {name: value for name, value in message.headers() or [] if value is not None}
+        partition = message.partition()
+        if headers.get(topics.KIND_HEADER) == topics.BATCH_KIND:
+            found += [
+                Forward(partition, item.key, item.headers, item.value)
+                for item in read_batch(message.value())
+            ]
+        else:
+            found.append(Forward(partition, message.key(), headers, message.value()))
+    return found
 
 
 def topic_ends(settings: Settings, topic: str) -> dict[int, int]:

@@ -1,7 +1,9 @@
 """The forwarder's promise to the commit (`KafkaForwarder.settle`): it returns True only once
 every record handed over before the call is delivered, and after a record refused for good it
-never does again, nor sends anything. The producer is a stand-in that delivers when the test
-says so; the real broker path is tests/integration/test_forwarding.py."""
+never does again, nor sends anything. With the topic's partition count it sends the forwards
+of a partition in batches, in order, before anything sent after them to that partition. The
+producer is a stand-in that delivers when the test says so; the real broker path is
+tests/integration/test_forwarding.py."""
 
 from __future__ import annotations
 
@@ -12,7 +14,15 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from lethe.forwarding import ForwardFailed, KafkaForwarder
+from lethe import topics
+from lethe.forwarding import (
+    BATCH_LINGER_S,
+    BATCH_MAX_BYTES,
+    BATCH_MAX_ITEMS,
+    ForwardFailed,
+    KafkaForwarder,
+)
+from lethe.topics.batches import read_batch
 
 
 class HeldProducer:
@@ -21,10 +31,14 @@ class HeldProducer:
     def __init__(self) -> None:
         self.pending: list[tuple[Callable[[Any, Any], None], Any]] = []
 
+        self.produced: list[tuple[int, Any, Any, Any]] = []
+        """(partition, key, value, headers) of every record, in the order produced."""
+
     def produce(
         self, topic: str, value: Any, key: Any, partition: int, on_delivery: Any, headers: Any
     ) -> None:
         self.pending.append((on_delivery, Record(topic, partition)))
+        self.produced.append((partition, key, value, headers))
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -45,9 +59,9 @@ class Record:
         return self._partition
 
 
-def forwarder() -> tuple[KafkaForwarder, HeldProducer]:
+def forwarder(partitions: int | None = None) -> tuple[KafkaForwarder, HeldProducer]:
     held = HeldProducer()
-    forwarding = KafkaForwarder("lethe-subject-events", {})
+    forwarding = KafkaForwarder("lethe-subject-events", {}, partitions)
     forwarding._producer = held  # type: ignore[assignment]
     return forwarding, held
 
@@ -80,5 +94,89 @@ def test_after_a_refused_record_nothing_is_sent_nor_settled_again() -> None:
         with pytest.raises(ForwardFailed):
             await forwarding.send(key=None, value=b"{}", headers=[], partition=0)  # a tick
         assert await forwarding.settle() is False
+
+    asyncio.run(scenario())
+
+
+def forwards_of(record: tuple[int, Any, Any, Any]) -> list[tuple[bytes, bytes]]:
+    """(key, value) of each forward of a produced batch record."""
+    _, key, value, headers = record
+    assert key is None and headers == [(topics.KIND_HEADER, topics.BATCH_KIND)]
+    return [(item.key, item.value) for item in read_batch(value)]
+
+
+EVENT = [(topics.KIND_HEADER, topics.EVENT_KIND)]
+
+
+def test_a_partitions_forwards_go_in_one_batch_before_its_tick() -> None:
+    async def scenario() -> None:
+        forwarding, held = forwarder(partitions=4)
+        for n in range(3):
+            await forwarding.send(key=b"customer:1", value=b"%d" % n, headers=EVENT)
+        partition = forwarding.place(b"customer:1")
+        assert held.produced == [], "nothing sent before the batch is due"
+        await forwarding.send(key=None, value=b"", headers=[], partition=partition)  # a tick
+        batch, tick = held.produced
+        assert batch[0] == tick[0] == partition
+        assert forwards_of(batch) == [(b"customer:1", b"0"), (b"customer:1", b"1"),
+                                      (b"customer:1", b"2")]  # fmt: skip
+        assert tick[1:3] == (None, b"")
+
+    asyncio.run(scenario())
+
+
+def test_settle_sends_the_open_batches_and_returns_once_they_are_delivered() -> None:
+    async def scenario() -> None:
+        forwarding, held = forwarder(partitions=4)
+        await forwarding.send(key=b"customer:1", value=b"{}", headers=EVENT)
+        await forwarding.send(key=b"customer:2", value=b"{}", headers=EVENT)
+        settling = asyncio.ensure_future(forwarding.settle())
+        await asyncio.sleep(0.05)
+        assert not settling.done()
+        sent = sorted(key for record in held.produced for key, _ in forwards_of(record))
+        assert sent == [b"customer:1", b"customer:2"]
+        while held.pending:
+            held.deliver()
+        assert await asyncio.wait_for(settling, 1.0) is True
+
+    asyncio.run(scenario())
+
+
+def test_an_open_batch_goes_out_after_its_linger_without_a_settle() -> None:
+    async def scenario() -> None:
+        forwarding, held = forwarder(partitions=4)
+        await forwarding.send(key=b"customer:1", value=b"{}", headers=EVENT)
+        await asyncio.sleep(BATCH_LINGER_S + 0.05)
+        [batch] = held.produced
+        assert forwards_of(batch) == [(b"customer:1", b"{}")]
+
+    asyncio.run(scenario())
+
+
+def test_a_forward_too_large_for_a_batch_goes_alone_after_the_open_batch() -> None:
+    async def scenario() -> None:
+        forwarding, held = forwarder(partitions=4)
+        large = b"x" * BATCH_MAX_BYTES
+        await forwarding.send(key=b"customer:1", value=b"small", headers=EVENT)
+        await forwarding.send(key=b"customer:1", value=large, headers=EVENT)
+        batch, alone = held.produced
+        assert forwards_of(batch) == [(b"customer:1", b"small")]
+        assert alone[1:3] == (b"customer:1", large)
+        assert alone[0] == batch[0]
+
+    asyncio.run(scenario())
+
+
+def test_a_full_batch_goes_out_at_once() -> None:
+    async def scenario() -> None:
+        forwarding, held = forwarder(partitions=4)
+        for n in range(BATCH_MAX_ITEMS + 1):
+            await forwarding.send(key=b"customer:1", value=b"%d" % n, headers=EVENT)
+        [batch] = held.produced
+        assert [value for _, value in forwards_of(batch)] == [
+            b"%d" % n for n in range(BATCH_MAX_ITEMS)
+        ]
+        await forwarding.before_tick()
+        assert forwards_of(held.produced[1]) == [(b"customer:1", b"%d" % BATCH_MAX_ITEMS)]
 
     asyncio.run(scenario())

@@ -214,14 +214,17 @@ class KafkaForwarder:
     ) -> None:
         if self.failure is not None:
             raise ForwardFailed(self.failure)
-        if partition is None and self.partitions and key is not None and value is not None:
+        if partition is None and self.partitions and key is not None:
             partition = self.place(key)
-            item = batch_item(key, headers, value)
-            if len(item) + len(BATCH_VERSION) <= BATCH_MAX_BYTES:
-                self._add(partition, item)
-                return
+            if value is not None:
+                item = batch_item(key, headers, value)
+                if len(item) + len(BATCH_VERSION) <= BATCH_MAX_BYTES:
+                    self._add(partition, item)
+                    return
         if partition is not None:
             self._send_open(partition)
+        elif self._open:
+            self.send_batches()
         producer = self.producer
         batch = self._batch
         wire = cast(list[tuple[str, str | bytes | None]], headers)

@@ -180,3 +180,15 @@ def test_a_full_batch_goes_out_at_once() -> None:
         assert forwards_of(held.produced[1]) == [(b"customer:1", b"%d" % BATCH_MAX_ITEMS)]
 
     asyncio.run(scenario())
+
+
+def test_a_forward_without_value_goes_alone_after_its_partitions_open_batch() -> None:
+    async def scenario() -> None:
+        forwarding, held = forwarder(partitions=4)
+        await forwarding.send(key=b"customer:1", value=b"{}", headers=EVENT)
+        await forwarding.send(key=b"customer:1", value=None, headers=EVENT)  # a bare depart
+        batch, alone = held.produced
+        assert forwards_of(batch) == [(b"customer:1", b"{}")]
+        assert alone[:3] == (batch[0], b"customer:1", None)
+
+    asyncio.run(scenario())

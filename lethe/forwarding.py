@@ -219,17 +219,17 @@ class KafkaForwarder:
             if value is not None:
                 item = batch_item(key, headers, value)
                 if len(item) + len(BATCH_VERSION) <= BATCH_MAX_BYTES:
-                    self._add(partition, item)
+                    await self._add(partition, item)
                     return
         if partition is not None:
-            self._send_open(partition)
+            await self._drain(partition)
         elif self._open:
-            self.send_batches()
+            await self._drain()
         producer = self.producer
-        batch = self._batch
         wire = cast(list[tuple[str, str | bytes | None]], headers)
         place = UNASSIGNED_PARTITION if partition is None else partition
         while True:
+            batch = self._batch  # the one `settle` watches when the record is handed over
             try:
                 producer.produce(self.topic, value, key, place, batch.delivered, headers=wire)
                 break
@@ -288,54 +288,83 @@ class KafkaForwarder:
             partition = self._placed[key] = (murmur2(key) & 0x7FFFFFFF) % partitions
         return partition
 
-    def _add(self, partition: int, item: bytes) -> None:
+    async def _add(self, partition: int, item: bytes) -> None:
         open_ = self._open.get(partition)
+        if open_ is not None and open_.size + len(item) > BATCH_MAX_BYTES:
+            await self._drain(partition)
+            open_ = self._open.get(partition)
         if open_ is None:
-            open_ = self._open[partition] = _Open()
-        elif open_.size + len(item) > BATCH_MAX_BYTES:
-            self._send_open(partition)
             open_ = self._open[partition] = _Open()
         open_.items.append(item)
         open_.size += len(item)
         if len(open_.items) > BATCH_MAX_ITEMS:
-            self._send_open(partition)
+            await self._drain(partition)
         elif self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(BATCH_LINGER_S, self._lingered)
 
     def _lingered(self) -> None:
         self._linger = None
-        try:
-            self.send_batches()
-        except Exception:  # a timer callback's exception would only be logged by asyncio
-            log.exception("Sending the forwards' batches failed; they go at the next settle")
+        if not self._send_all():  # the producer's queue is full: try again later
+            self._linger = asyncio.get_running_loop().call_later(BATCH_LINGER_S, self._lingered)
 
-    def send_batches(self) -> None:
-        """Hand every open batch to the producer (delivered later, counted by `settle`)."""
+    def _send_all(self) -> bool:
+        """Hand every open batch to the producer; False if one stays open (queue full)."""
+        sent = True
         for partition in list(self._open):
-            self._send_open(partition)
+            sent = self._send_open(partition) and sent
+        return sent
 
-    def _send_open(self, partition: int) -> None:
-        open_ = self._open.pop(partition, None)
+    def _send_open(self, partition: int) -> bool:
+        """Hand the partition's open batch to the producer (delivered later, counted by
+        `settle`); False when the producer's queue is full: the batch stays open. A batch
+        the producer will not take fails the forwarder for good (nothing is committed any
+        more: the worker stops and processes its changes again)."""
+        open_ = self._open.get(partition)
         if open_ is None:
-            return
+            return True
         if self.failure is not None:
-            return  # nothing is committed any more; the changes are processed again
+            del self._open[partition]  # nothing is committed any more
+            return True
         producer = self.producer
         batch = self._batch
-        value = b"".join(open_.items)
         wire = cast(list[tuple[str, str | bytes | None]], BATCH_HEADERS)
-        while True:
-            try:
-                producer.produce(self.topic, value, None, partition, batch.delivered, headers=wire)
-                break
-            except BufferError:
-                producer.poll(QUEUE_FULL_WAIT_S)
+        try:
+            producer.produce(
+                self.topic, b"".join(open_.items), None, partition, batch.delivered, headers=wire
+            )
+        except BufferError:
+            producer.poll(0)
+            return False
+        except Exception as exc:
+            del self._open[partition]
+            self.failure = f"a batch of forwards could not be produced: {exc}"
+            log.error(
+                "The forwarding producer would not take a batch for %s[%s] (%s); the worker "
+                "stops without committing and restarts from its committed offsets.",
+                self.topic,
+                partition,
+                exc,
+            )
+            return True
+        del self._open[partition]
         batch.pending += 1
         producer.poll(0)
+        return True
+
+    async def _drain(self, partition: int | None = None, stopping: Any = None) -> bool:
+        """Hand the open batch of `partition` (None: every open batch) to the producer,
+        waiting while its queue is full; False if `stopping()` turned true and the queue
+        stayed full `STOPPING_WAIT_S`."""
+        started = time.monotonic()
+        while not (self._send_all() if partition is None else self._send_open(partition)):
+            if stopping is not None and stopping() and time.monotonic() - started > STOPPING_WAIT_S:
+                return False
+            await asyncio.sleep(QUEUE_FULL_WAIT_S)
+        return True
 
     async def before_tick(self) -> None:
         """Send the open batches: the idempotent producer keeps per-partition order."""
-        self.send_batches()
+        await self._drain()
 
     async def delivered(self) -> None:
         if not await self.settle():
@@ -345,7 +374,12 @@ class KafkaForwarder:
         """Wait until every record handed over so far is delivered; True then. False if one
         was refused for good (the forwarder has failed: `failure` says why), or if `stopping()`
         turns true and deliveries still lag `STOPPING_WAIT_S` later."""
-        self.send_batches()
+        if not await self._drain(stopping=stopping):
+            log.warning(
+                "Stopping with forwards not handed to the producer (its queue full); their "
+                "change records are not committed and are processed again at the next start"
+            )
+            return False
         if self._batch.pending or self._batch.failure is not None:
             self._unsettled.append(self._batch)
             self._batch = _Batch(self)

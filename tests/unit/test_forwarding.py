@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from lethe import topics
 from lethe.forwarding import (
@@ -190,5 +190,62 @@ def test_a_forward_without_value_goes_alone_after_its_partitions_open_batch() ->
         batch, alone = held.produced
         assert forwards_of(batch) == [(b"customer:1", b"{}")]
         assert alone[:3] == (batch[0], b"customer:1", None)
+
+    asyncio.run(scenario())
+
+
+class RefusingProducer(HeldProducer):
+    """Raises `error` from produce while `refusing` is set."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+        self.refusing = True
+
+    def produce(
+        self, topic: str, value: Any, key: Any, partition: int, on_delivery: Any, headers: Any
+    ) -> None:
+        if self.refusing:
+            raise self.error
+        super().produce(topic, value, key, partition, on_delivery, headers)
+
+
+def refusing_forwarder(error: Exception) -> tuple[KafkaForwarder, RefusingProducer]:
+    refusing = RefusingProducer(error)
+    forwarding = KafkaForwarder("lethe-subject-events", {}, 4)
+    forwarding._producer = refusing  # type: ignore[assignment]
+    return forwarding, refusing
+
+
+def test_a_batch_the_producer_will_not_take_stops_every_commit() -> None:
+    async def scenario() -> None:
+        forwarding, _ = refusing_forwarder(KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC)))
+        await forwarding.send(key=b"customer:1", value=b"{}", headers=EVENT)
+        await asyncio.sleep(BATCH_LINGER_S + 0.05)  # the linger tries to send it
+        assert await forwarding.settle() is False
+        assert forwarding.failure is not None and "UNKNOWN_TOPIC" in forwarding.failure
+        with pytest.raises(ForwardFailed):
+            await forwarding.send(key=b"customer:2", value=b"{}", headers=EVENT)
+
+    asyncio.run(scenario())
+
+
+def test_a_full_queue_keeps_the_batch_and_the_event_loop_running() -> None:
+    async def scenario() -> None:
+        forwarding, held = refusing_forwarder(BufferError("Local: Queue full"))
+        await forwarding.send(key=b"customer:1", value=b"{}", headers=EVENT)
+        settling = asyncio.ensure_future(forwarding.settle())
+        beats = 0
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+            beats += 1
+        assert beats == 10 and not settling.done() and held.produced == []
+        held.refusing = False
+        await asyncio.sleep(0.05)
+        [batch] = held.produced
+        assert forwards_of(batch) == [(b"customer:1", b"{}")]
+        assert not settling.done(), "not delivered yet"
+        held.deliver()
+        assert await asyncio.wait_for(settling, 1.0) is True
 
     asyncio.run(scenario())

@@ -86,6 +86,7 @@ from mode import CrashingSupervisor
 
 from lethe import topics
 from lethe.agents.assign import raw_bytes, reject
+from lethe.agents.issuing import Issuer
 from lethe.agents.outputs import Outputs
 from lethe.agents.subject_records import (
     ChangeRecord,
@@ -102,21 +103,20 @@ from lethe.agents.watermarks import UNCHECKED, ChangeProgress, InputWatermarks, 
 from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
 from lethe.forwarding import ChannelForwarder, Forwarder, KafkaForwarder
-from lethe.metrics import ACTIONS, CensusBoard, Children, WorkerMetrics
+from lethe.metrics import CensusBoard, Children, WorkerMetrics
 from lethe.topics.batches import BatchError, BatchItem, read_batch
 from policy import audit
 from policy.census import take_census
-from policy.command_records import COMMANDS_TOPIC, records_for
+from policy.command_records import COMMANDS_TOPIC
 from policy.decoding import decode_raw
-from policy.driver import NOTHING, Bounds, Driver, Outcome, row_bounds
+from policy.driver import NOTHING, Bounds, Driver, row_bounds
 from policy.engine import Engine, next_due
 from policy.envelope import DecodeReason, Rejection, rejection_of_bug
 from policy.events import ChangeEvent
 from policy.instants import Instant
 from policy.model import Action, Policy
-from policy.outcome_audit import Where, outcome_audits
-from policy.sink_records import OutboundRecord, Refusal, sink_topic
-from policy.state import Command
+from policy.outcome_audit import Where
+from policy.sink_records import sink_topic
 
 log = logging.getLogger(__name__)
 
@@ -185,22 +185,9 @@ class Enforcer:
         if census_interval is not None:
             purposes = {table: plan.purposes for table, plan in engine.plans.items()}
             self.census = CensusBoard(metrics, purposes)
-        self.due_to_issued = Children(metrics.due_to_issued)
-        self.issued_to_confirmed = Children(metrics.issued_to_confirmed)
-        self.issued = Children(metrics.commands_issued)
-        self.reissued = Children(metrics.commands_reissued)
-        self.confirmed = Children(metrics.commands_confirmed)
         self.input_lag = Children(metrics.input_watermark_lag)
-        for table in engine.plans:  # at 0 from the start: a rate sees the first command
-            for action in ACTIONS:
-                for children in (
-                    self.issued,
-                    self.reissued,
-                    self.confirmed,
-                    self.due_to_issued,
-                    self.issued_to_confirmed,
-                ):
-                    children(table, action)
+        self.issuer = Issuer(engine, store, self.out, metrics, audit_hash_key)
+        """Sends what the driver decided (`lethe.agents.issuing`)."""
 
     def forget(self, partitions: Iterable[int]) -> None:
         """The partitions were revoked: drop their watermarks (a partition assigned again
@@ -302,7 +289,7 @@ class Enforcer:
             await self.reject(letter, rejection_of_bug(exc))
             return
         if outcome is not NOTHING:
-            await self.issue(outcome, letter, where)
+            await self.issuer.issue(outcome, letter, where)
         if swept is not None:
             started, now = swept
             self.metrics.sweep_duration.observe(time.perf_counter() - started)
@@ -333,74 +320,6 @@ class Enforcer:
             return None
         decoded = decode_raw(self.engine.decoding, depart.source_topic, None, depart.value)
         return decoded if isinstance(decoded, ChangeEvent) else None
-
-    async def issue(self, outcome: Outcome, message: Message, where: Where | None) -> None:
-        """Send each command's records and the outcome's audit records, and wait until the
-        broker has them all."""
-        hash_key = self.audit_hash_key
-        sent: list[tuple[Command, list[tuple[OutboundRecord, Any]]]] = []
-        audits: list[audit.AuditRecord] = []
-        for command in outcome.commands:
-            try:
-                row = self.store.row((command.subject, command.table, command.key))
-                records = records_for(
-                    self.engine.policy, command, row.values if row is not None else {}
-                )
-            except Exception as exc:
-                log.exception("Building the records of command %s failed", command.command_id)
-                bug = rejection_of_bug(exc, command.table)
-                await self.out.refuse(command, bug.reason.value, bug.detail, message)
-                continue
-            if isinstance(records, Refusal):
-                await self.out.refuse(command, records.reason.value, records.detail, message)
-                continue
-            sent.append((command, [(record, await self.out.send(record)) for record in records]))
-            if command.reissued_at is None:
-                audits.append(audit.issued(command, hash_key=hash_key))
-            else:
-                audits.append(audit.reissued(command, at=command.reissued_at, hash_key=hash_key))
-        audits += outcome_audits(outcome, where, hash_key)
-        audited = [await self.out.send_audit(record) for record in audits]
-        for command, deliveries in sent:
-            for record, pending in deliveries:
-                await self.out.delivered(
-                    pending, self.out.topic(record.topic), record.key, record.value
-                )
-            labels = (command.table, command.action.value)
-            if command.reissued_at is None:
-                self.issued(*labels).inc()
-                self.due_to_issued(*labels).observe(
-                    max(0, command.issued_at - command.due_at) / 1e6
-                )
-                log.info(
-                    "issued %s %s command_id=%s",
-                    command.action.value,
-                    command.table,
-                    command.command_id,
-                )
-            else:
-                self.reissued(*labels).inc()
-                log.warning(
-                    "reissued %s %s command_id=%s attempt=%d: not confirmed yet",
-                    command.action.value,
-                    command.table,
-                    command.command_id,
-                    command.attempt,
-                )
-        for key, value, pending in audited:
-            await self.out.delivered(pending, self.out.audit, key, value)
-        for confirmation in outcome.confirmations:
-            command = confirmation.command
-            self.confirmed(command.table, command.action.value).inc()
-            self.issued_to_confirmed(command.table, command.action.value).observe(
-                max(0, confirmation.at - command.issued_at) / 1e6
-            )
-            log.info(
-                "confirmed %s %s command_id=%s",
-                command.action.value,
-                command.table,
-                command.command_id,
-            )
 
     async def reject(self, message: Message, rejection: Rejection) -> None:
         """Dead-letter a record of `<app id>-subject-events` this agent cannot use, and audit

@@ -72,7 +72,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from enforce_bench import PARTITIONS, committed, forget, start_worker, write_logs_policy  # noqa: E402
-from ingest_bench import cpu_seconds, free_port  # noqa: E402
+from ingest_contenders import cpu_seconds, free_port  # noqa: E402
 from ingest_stream import admin, create_topic, end_offsets, ip_address, zoned  # noqa: E402
 from scale_bench import rss  # noqa: E402
 from soak_report import Sample, minutes, sample_of, table, verdict  # noqa: E402

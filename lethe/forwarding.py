@@ -49,7 +49,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from lethe import topics
 from lethe.kafka_clients import client_config
 from lethe.settings import Settings
-from lethe.topics.batches import BATCH_VERSION, batch_item
+from lethe.topics.batches import BATCH_VERSION, batch_item, batch_value
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class _Open:
     __slots__ = ("items", "size")
 
     def __init__(self) -> None:
-        self.items: list[bytes] = [BATCH_VERSION]
+        self.items: list[bytes] = []
         self.size = len(BATCH_VERSION)
 
 
@@ -297,7 +297,7 @@ class KafkaForwarder:
             open_ = self._open[partition] = _Open()
         open_.items.append(item)
         open_.size += len(item)
-        if len(open_.items) > BATCH_MAX_ITEMS:
+        if len(open_.items) >= BATCH_MAX_ITEMS:
             await self._drain(partition)
         elif self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(BATCH_LINGER_S, self._lingered)
@@ -330,7 +330,7 @@ class KafkaForwarder:
         wire = cast(list[tuple[str, str | bytes | None]], BATCH_HEADERS)
         try:
             producer.produce(
-                self.topic, b"".join(open_.items), None, partition, batch.delivered, headers=wire
+                self.topic, batch_value(open_.items), None, partition, batch.delivered, headers=wire
             )
         except BufferError:
             producer.poll(0)

@@ -50,6 +50,15 @@ codec and fix, sets `lethe_unreadable_partitions` (alert `LetheUnreadablePartiti
 the others back to their committed offsets (the failed fetch may have taken some of their
 records) and goes on; the partition's records wait, uncommitted, for a worker with the codec.
 
+Fifth, speed: Faust hands each fetched record to the streams through
+`Service.wait_first(callback(record), suspend_flow.wait())`, which makes four asyncio tasks
+and an `asyncio.wait` per record (about a third of a bare agent's time per event,
+docs/benchmarks.md (a)), so that a hand-over blocked (a full stream buffer, the flow stopped
+by a rebalance) gives way when the flow is suspended. `_drain_messages` is Faust's loop with
+the same hand-over (`hand_over`), except that a callback that completes at its first step
+(the usual case: room in the buffer, the flow running) is not made a task; one that has to
+wait is run on exactly as Faust does, under `wait_first`.
+
 The worker uses it through `lethe.app.LetheApp`; an operator has nothing to set. The
 log says at INFO which partitions were sent back to their beginning, and which had
 records fetched during a rebalance.
@@ -57,16 +66,19 @@ records fetched during a rebalance.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, ClassVar, Final
 
 from aiokafka.errors import IllegalStateError, UnsupportedCodecError
 from faust.streams import current_event
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
+from lethe.changelog import ForwardedChangelogTable
 from lethe.forwarding import ForwardFailed
 from policy.envelope import rejection_of_bug
 
@@ -99,6 +111,84 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def hand_over(
+        self, callback: Callable[[Message], Awaitable[Any]], message: Message
+    ) -> None:
+        """Hand `message` to the streams as Faust does, `wait_first(callback(message),
+        suspend_flow.wait())`: done when the callback is, or given up (the callback
+        cancelled) when the flow is suspended first. A callback that completes at its first
+        step is run here, without that call's four tasks; one that has to wait (a full
+        stream buffer, the flow stopped) goes on under `wait_first`, from where it waits."""
+        if self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set():
+            await self.wait_first(callback(message), self.suspend_flow.wait())
+            return
+        handing = callback(message)
+        if not isinstance(handing, Coroutine):
+            await self.wait_first(handing, self.suspend_flow.wait())
+            return
+        try:
+            waiting_on = handing.send(None)
+        except StopIteration:
+            return
+        await self.wait_first(_run_on(handing, waiting_on), self.suspend_flow.wait())
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
+        """Faust 0.15's fetch loop, each record handed over by `hand_over` (see module)."""
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        hand_over = self.hand_over
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                records = getmany(timeout=1.0)
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in records:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        read = get_read_offset(tp)
+                        if read is None or offset >= read:
+                            gap = offset - (read or 0)
+                            if gap > 1 and read and acks_enabled_for(message.topic):
+                                await self._add_gap(tp, read + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            await hand_over(callback, message)
+                            set_read_offset(tp, offset)
+                        else:
+                            self.log.dev("DROPPED MESSAGE ROFF %r", offset)
+                    unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         """Faust's fetch, minus the records of partitions whose offsets Faust commits that
@@ -215,7 +305,8 @@ class Consumer(faust_aiokafka.Consumer):
         every record it was handed, never after it failed; and once every dead letter handed
         to `app.dead_letter_pipeline` (`lethe.agents.delivery.DeadLetterPipeline`) is
         delivered, never after one was lost; never after an agent failed on a record
-        (`on_task_error`)."""
+        (`on_task_error`). The tables' delivered changelog offsets are persisted first
+        (`lethe.changelog.ForwardedChangelogTable.persist_offsets`)."""
         if getattr(self.app, AGENT_FAILURE_ATTRIBUTE, None) is not None:
             return False  # an agent failed on a record: nothing past it (on_task_error)
         forwarder = getattr(self.app, "forwarder", None)
@@ -226,6 +317,9 @@ class Consumer(faust_aiokafka.Consumer):
         dead_letters = getattr(self.app, "dead_letter_pipeline", None)
         if dead_letters is not None and not await dead_letters.settle(lambda: self.should_stop):
             return False
+        for table in self.app.tables.values():
+            if isinstance(table, ForwardedChangelogTable):
+                table.persist_offsets()
         return bool(await super()._commit(offsets))
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -269,6 +363,41 @@ class Consumer(faust_aiokafka.Consumer):
             len(uncommitted),
             _names(uncommitted),
         )
+
+
+async def _run_on(coroutine: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
+    """Await the rest of `coroutine`, whose first step yielded `waiting_on`."""
+    return await _Resumed(coroutine, waiting_on)
+
+
+class _Resumed(Awaitable[Any]):
+    """A coroutine taken up after its first step: what `yield from` does with it."""
+
+    __slots__ = ("coroutine", "waiting_on")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+        self.coroutine = coroutine
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine = self.coroutine
+        waiting_on = self.waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:
+                try:
+                    waiting_on = coroutine.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    waiting_on = coroutine.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 class Transport(faust_aiokafka.Transport):

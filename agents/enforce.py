@@ -232,7 +232,7 @@ class Enforcer:
             )
         headers = _headers(message.headers)
         if headers.get(topics.KIND_HEADER) != topics.BATCH_KIND:
-            await self.handle_record(message, headers, raw_bytes(message.value), message)
+            await self.handle_record(message, headers, raw_bytes(message.value))
             return
         try:
             items = read_batch(raw_bytes(message.value))
@@ -240,13 +240,21 @@ class Enforcer:
             await self.reject(message, Rejection(DecodeReason.BAD_RECORD, str(exc)))
             return
         for item in items:
-            await self.handle_record(message, item.headers, item.value, _letter(message, item))
+            await self.handle_record(message, item.headers, item.value, item)
 
     async def handle_record(
-        self, message: Message, headers: dict[str, bytes], value: bytes | None, letter: Message
+        self,
+        message: Message,
+        headers: dict[str, bytes],
+        value: bytes | None,
+        item: BatchItem | None = None,
     ) -> None:
-        """Process one record (or one forward of a batch `message`): `letter` is what a dead
-        letter of it holds (the batch's place, the forward's key and value)."""
+        """Process one record, or the forward `item` of the batch `message`; a dead letter
+        of a forward holds the batch's place with the forward's key and value (`_letter`)."""
+
+        def letter() -> Message:
+            return message if item is None else _letter(message, item)
+
         where: Where | None = None
         swept: tuple[float, int] | None = None
         try:
@@ -255,7 +263,7 @@ class Enforcer:
             if isinstance(record, ChangeRecord):
                 decoded = decode_raw(self.engine.decoding, record.source_topic, None, record.value)
                 if isinstance(decoded, Rejection):
-                    await self.reject(letter, decoded)
+                    await self.reject(letter(), decoded)
                     return
                 if not isinstance(decoded, ChangeEvent):
                     return  # a tombstone: the assign agent never forwards one
@@ -278,7 +286,7 @@ class Enforcer:
                 bounds = self.take_tick(message.partition, record, wall_now())
                 outcome = driver.advance(now, bounds)
         except UnreadableRecord as exc:
-            await self.reject(letter, Rejection(DecodeReason.BAD_RECORD, str(exc)))
+            await self.reject(letter(), Rejection(DecodeReason.BAD_RECORD, str(exc)))
             return
         except PartitionsMismatch:
             raise
@@ -286,7 +294,7 @@ class Enforcer:
             log.exception(
                 "Enforcing %s[%s]@%s failed", message.topic, message.partition, message.offset
             )
-            await self.reject(letter, rejection_of_bug(exc))
+            await self.reject(letter(), rejection_of_bug(exc))
             return
         if outcome is not NOTHING:
             await self.issuer.issue(outcome, letter, where)

@@ -6,6 +6,7 @@ delivered before `issue` returns, so the consumer commits the record only after 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from faust.types import Message
@@ -56,9 +57,11 @@ class Issuer:
                 ):
                     children(table, action)
 
-    async def issue(self, outcome: Outcome, message: Message, where: Where | None) -> None:
+    async def issue(
+        self, outcome: Outcome, letter: Callable[[], Message], where: Where | None
+    ) -> None:
         """Send each command's records and the outcome's audit records, and wait until the
-        broker has them all."""
+        broker has them all; a refused command's dead letter holds the record `letter()`."""
         hash_key = self.audit_hash_key
         sent: list[tuple[Command, list[tuple[OutboundRecord, Any]]]] = []
         audits: list[audit.AuditRecord] = []
@@ -71,10 +74,10 @@ class Issuer:
             except Exception as exc:
                 log.exception("Building the records of command %s failed", command.command_id)
                 bug = rejection_of_bug(exc, command.table)
-                await self.out.refuse(command, bug.reason.value, bug.detail, message)
+                await self.out.refuse(command, bug.reason.value, bug.detail, letter())
                 continue
             if isinstance(records, Refusal):
-                await self.out.refuse(command, records.reason.value, records.detail, message)
+                await self.out.refuse(command, records.reason.value, records.detail, letter())
                 continue
             sent.append((command, [(record, await self.out.send(record)) for record in records]))
             if command.reissued_at is None:

@@ -11,12 +11,7 @@ the app has one. Nothing else changes:
 - the records are byte for byte the ones Faust would send (its key and value serializers), to
   the same changelog partition, so Faust's recovery and standby replicas read them as before;
 - once the broker has a record, the table persists its offset in the partition's RocksDB, as
-  Faust does, so a restart with the state directory kept replays only what follows; not at
-  every record as Faust does (a RocksDB write per changelog record, about 5 µs per change
-  event in the worker) but the partition's last delivered offset at each commit
-  (`persist_offsets`, called by `lethe.consumer`) and when the table stops. A worker killed
-  in between replays at its restart the changelog records of the last commit interval
-  again: the same writes in the same order, the same state;
+  Faust does, so a restart with the state directory kept replays only what follows;
 - the consumer commits a change record's offset only once the forwarder delivered everything
   handed to it before (`lethe.consumer`): the table writes an event made are in Kafka before
   the event counts as processed, as with Faust's producer;
@@ -48,22 +43,6 @@ class _Sent:
 class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
     """A Faust table whose changelog records go through the app's forwarder (see module)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._unpersisted: dict[int, int] = {}
-        """Per changelog partition, its last delivered offset not yet persisted."""
-
-    def persist_offsets(self) -> None:
-        """Persist in each partition's RocksDB the last changelog offset delivered (one write
-        per partition): a restart with the state directory kept replays only what follows."""
-        pending, self._unpersisted = self._unpersisted, {}
-        for partition, offset in pending.items():
-            self.data.set_persisted_offset(TP(self._changelog_name, partition), offset)
-
-    async def on_stop(self) -> None:
-        self.persist_offsets()
-        await super().on_stop()
-
     def send_changelog(
         self,
         partition: int | None,
@@ -93,7 +72,7 @@ class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
         return name
 
     def _changelog_delivered(self, topic: str, partition: int, offset: int) -> None:
-        self._unpersisted[partition] = offset
+        self.data.set_persisted_offset(TP(topic, partition), offset)
 
 
 class PartitionTable:

@@ -78,7 +78,6 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
-from lethe.changelog import ForwardedChangelogTable
 from lethe.forwarding import ForwardFailed
 from policy.envelope import rejection_of_bug
 
@@ -305,8 +304,7 @@ class Consumer(faust_aiokafka.Consumer):
         every record it was handed, never after it failed; and once every dead letter handed
         to `app.dead_letter_pipeline` (`lethe.agents.delivery.DeadLetterPipeline`) is
         delivered, never after one was lost; never after an agent failed on a record
-        (`on_task_error`). The tables' delivered changelog offsets are persisted first
-        (`lethe.changelog.ForwardedChangelogTable.persist_offsets`)."""
+        (`on_task_error`)."""
         if getattr(self.app, AGENT_FAILURE_ATTRIBUTE, None) is not None:
             return False  # an agent failed on a record: nothing past it (on_task_error)
         forwarder = getattr(self.app, "forwarder", None)
@@ -317,9 +315,6 @@ class Consumer(faust_aiokafka.Consumer):
         dead_letters = getattr(self.app, "dead_letter_pipeline", None)
         if dead_letters is not None and not await dead_letters.settle(lambda: self.should_stop):
             return False
-        for table in self.app.tables.values():
-            if isinstance(table, ForwardedChangelogTable):
-                table.persist_offsets()
         return bool(await super()._commit(offsets))
 
     async def seek_to_committed(self) -> Mapping[TP, int]:

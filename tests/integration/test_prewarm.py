@@ -12,7 +12,8 @@ hour before T0 (due at T0 + 1 h); rows 3, 7 and 11 are deleted (their state and 
 tombstones in the changelogs). At T1 = T0 + 15.5 h, rows 1-15 and 21-25 are due, less the
 deleted ones.
 
-1. A worker (prewarm off, clock T0) reads them all, then stops: its changelogs hold the state.
+1. A worker (prewarm off, clock T0) reads them all, then stops: its changelogs hold the state,
+   and its data directory the last changelog offset of each partition (checked against 3).
 2. A worker on a new data directory, prewarm off: Faust's own recovery. Its files are kept.
 3. The prewarm alone (`lethe.prewarm.fill`) into a new directory: the same files, offsets too.
 4. A worker on a new data directory, prewarm on, clock T0: it applied the changelogs before
@@ -237,6 +238,12 @@ def test_a_lost_data_directory_is_prewarmed_to_the_state_faust_recovers(
     assert filled.complete == filled.partitions
     prewarm_files = files_of(filled_dir, run.app_id)
     assert without_offsets(prewarm_files) == without_offsets(faust_files)
+    first_files = files_of(run.workdir / "first", run.app_id)
+    for name, data in prewarm_files.items():
+        assert first_files.get(name, {}).get(OFFSET_KEY) == data.get(OFFSET_KEY), (
+            f"{name}: the worker stopped with its last changelog offset persisted (a restart "
+            "on its directory replays nothing)"
+        )
     for name, data in prewarm_files.items():
         if OFFSET_KEY in faust_files.get(name, {}):
             assert data[OFFSET_KEY] == faust_files[name][OFFSET_KEY], name

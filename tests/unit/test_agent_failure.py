@@ -29,7 +29,7 @@ def test_after_an_agent_failure_nothing_is_committed(
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "_commit", faust_commit)
     consumer = Consumer.__new__(Consumer)
-    consumer.app = SimpleNamespace(tables={})  # type: ignore[assignment]
+    consumer.app = SimpleNamespace()  # type: ignore[assignment]
 
     async def scenario() -> tuple[bool, bool]:
         before = await consumer._commit({CUSTOMERS: 5})

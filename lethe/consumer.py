@@ -119,18 +119,17 @@ class Consumer(faust_aiokafka.Consumer):
         cancelled) when the flow is suspended first. A callback that completes at its first
         step is run here, without that call's four tasks; one that has to wait (a full
         stream buffer, the flow stopped) goes on under `wait_first`, from where it waits."""
-        if self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set():
-            await self.wait_first(callback(message), self.suspend_flow.wait())
-            return
         handing = callback(message)
-        if not isinstance(handing, Coroutine):
-            await self.wait_first(handing, self.suspend_flow.wait())
-            return
-        try:
-            waiting_on = handing.send(None)
-        except StopIteration:
-            return
-        await self.wait_first(_run_on(handing, waiting_on), self.suspend_flow.wait())
+        flowing = not (
+            self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set()
+        )
+        if flowing and isinstance(handing, Coroutine):
+            try:
+                waiting_on = handing.send(None)
+            except StopIteration:
+                return
+            handing = _Resumed(handing, waiting_on)
+        await self.wait_first(handing, self.suspend_flow.wait())
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
         """Faust 0.15's fetch loop, each record handed over by `hand_over` (see module)."""
@@ -358,11 +357,6 @@ class Consumer(faust_aiokafka.Consumer):
             len(uncommitted),
             _names(uncommitted),
         )
-
-
-async def _run_on(coroutine: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
-    """Await the rest of `coroutine`, whose first step yielded `waiting_on`."""
-    return await _Resumed(coroutine, waiting_on)
 
 
 class _Resumed(Awaitable[Any]):

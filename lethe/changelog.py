@@ -11,7 +11,11 @@ the app has one. Nothing else changes:
 - the records are byte for byte the ones Faust would send (its key and value serializers), to
   the same changelog partition, so Faust's recovery and standby replicas read them as before;
 - once the broker has a record, the table persists its offset in the partition's RocksDB, as
-  Faust does, so a restart with the state directory kept replays only what follows;
+  Faust does, so a restart with the state directory kept replays only what follows. The
+  delivery reports a producer poll serves are persisted at the end of that poll, one write per
+  partition (the newest offset), not one per record: nothing else runs in between, so at every
+  point where Faust could rebalance or recover, the persisted offsets are the delivered ones,
+  exactly as with a write per record;
 - the consumer commits a change record's offset only once the forwarder delivered everything
   handed to it before (`lethe.consumer`): the table writes an event made are in Kafka before
   the event counts as processed, as with Faust's producer;
@@ -59,10 +63,16 @@ class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
         wire_value = None
         if value is not None:
             wire_value, _ = topic.prepare_value(value, value_serializer or self.value_serializer)
+        if not self._persisting:
+            forwarder.after_reports(self._persist_delivered)
+            self._persisting = True
         forwarder.produce_now(
             self._changelog_name, wire_key, wire_value, partition, self._changelog_delivered
         )
         return _Sent(partition)
+
+    _persisting = False
+    """Whether the forwarder calls `_persist_delivered` after its polls (set at the first send)."""
 
     @cached_property
     def _changelog_name(self) -> str:
@@ -71,8 +81,23 @@ class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
         name: str = self.changelog_topic.get_topic_name()
         return name
 
+    @cached_property
+    def _delivered(self) -> dict[int, int]:
+        """Per changelog partition, the newest offset delivered and not persisted yet."""
+        return {}
+
     def _changelog_delivered(self, topic: str, partition: int, offset: int) -> None:
-        self.data.set_persisted_offset(TP(topic, partition), offset)
+        delivered = self._delivered
+        if offset > delivered.get(partition, -1):
+            delivered[partition] = offset
+
+    def _persist_delivered(self) -> None:
+        """Persist the offsets the poll just served (called by the forwarder before its poll
+        returns)."""
+        delivered = self._delivered
+        while delivered:
+            partition, offset = delivered.popitem()
+            self.data.set_persisted_offset(TP(self._changelog_name, partition), offset)
 
 
 class PartitionTable:

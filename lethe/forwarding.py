@@ -182,6 +182,7 @@ class KafkaForwarder:
         self._open: dict[int, _Open] = {}
         self._placed: dict[bytes, int] = {}
         self._linger: asyncio.TimerHandle | None = None
+        self._after_reports: list[Callable[[], None]] = []
         self.failure: str | None = None
         """Why the forwarder failed for good; None while it works."""
 
@@ -196,6 +197,18 @@ class KafkaForwarder:
                 }
             )
         return self._producer
+
+    def after_reports(self, settle: Callable[[], None]) -> None:
+        """Call `settle()` at the end of every poll of the producer that served delivery
+        reports, before the poll returns to the event loop (`lethe.changelog` persists the
+        changelog offsets the reports brought there, one write per partition and poll)."""
+        if settle not in self._after_reports:
+            self._after_reports.append(settle)
+
+    def _poll(self, timeout: float) -> None:
+        if self.producer.poll(timeout) and self._after_reports:
+            for settle in self._after_reports:
+                settle()
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal() and self.failure is None:
@@ -234,10 +247,10 @@ class KafkaForwarder:
                 producer.produce(self.topic, value, key, place, batch.delivered, headers=wire)
                 break
             except BufferError:  # queue full: the broker is slow or away
-                producer.poll(0)
+                self._poll(0)
                 await asyncio.sleep(QUEUE_FULL_WAIT_S)
         batch.pending += 1
-        producer.poll(0)
+        self._poll(0)
 
     def produce_now(
         self,
@@ -273,9 +286,9 @@ class KafkaForwarder:
                 producer.produce(topic, value, key, place, report)
                 break
             except BufferError:
-                producer.poll(QUEUE_FULL_WAIT_S)
+                self._poll(QUEUE_FULL_WAIT_S)
         batch.pending += 1
-        producer.poll(0)
+        self._poll(0)
 
     def place(self, key: bytes) -> int:
         """The partition of `key`: murmur2, as Kafka's Java, aiokafka's and librdkafka's
@@ -333,7 +346,7 @@ class KafkaForwarder:
                 self.topic, batch_value(open_.items), None, partition, batch.delivered, headers=wire
             )
         except BufferError:
-            producer.poll(0)
+            self._poll(0)
             return False
         except Exception as exc:
             del self._open[partition]
@@ -348,7 +361,7 @@ class KafkaForwarder:
             return True
         del self._open[partition]
         batch.pending += 1
-        producer.poll(0)
+        self._poll(0)
         return True
 
     async def _drain(self, partition: int | None = None, stopping: Any = None) -> bool:
@@ -386,7 +399,7 @@ class KafkaForwarder:
         started = time.monotonic()
         while True:
             if self._producer is not None:
-                self._producer.poll(0)
+                self._poll(0)
             if self.failure is not None:
                 return False
             self._unsettled = [batch for batch in self._unsettled if batch.pending > 0]

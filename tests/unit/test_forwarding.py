@@ -249,3 +249,53 @@ def test_a_full_queue_keeps_the_batch_and_the_event_loop_running() -> None:
         assert await asyncio.wait_for(settling, 1.0) is True
 
     asyncio.run(scenario())
+
+
+class PollingProducer:
+    """Delivers every record handed over at its next poll, as librdkafka serves reports."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Callable[[Any, Any], None], OffsetRecord]] = []
+        self.offsets: dict[int, int] = {}
+
+    def produce(self, topic: str, value: Any, key: Any, partition: int, on_delivery: Any) -> None:
+        offset = self.offsets[partition] = self.offsets.get(partition, -1) + 1
+        self.queued.append((on_delivery, OffsetRecord(topic, partition, offset)))
+
+    def poll(self, timeout: float) -> int:
+        served, self.queued = self.queued, []
+        for callback, record in served:
+            callback(None, record)
+        return len(served)
+
+
+class OffsetRecord(Record):
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        super().__init__(topic, partition)
+        self._offset = offset
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def test_after_a_poll_that_served_reports_the_settle_sees_every_offset_they_brought() -> None:
+    forwarding = KafkaForwarder("lethe-subject-events", {})
+    producer = PollingProducer()
+    forwarding._producer = producer  # type: ignore[assignment]
+    delivered: list[tuple[str, int, int]] = []
+    settled: list[list[tuple[str, int, int]]] = []
+    forwarding.after_reports(lambda: settled.append(list(delivered)))
+
+    def report(topic: str, partition: int, offset: int) -> None:
+        delivered.append((topic, partition, offset))
+
+    producer.produce("t-changelog", b"v", b"k", 0, lambda *_: None)  # served by the next poll
+    forwarding.produce_now("t-changelog", b"k", b"v", 3, report)
+    assert delivered == [("t-changelog", 3, 0)]
+    assert settled == [[("t-changelog", 3, 0)]], "settled at the end of the poll that served it"
+    forwarding.produce_now("t-changelog", b"k", b"v", 3, report)
+    forwarding.produce_now("t-changelog", b"k", b"v", 0, report)
+    assert settled[-1] == [("t-changelog", 3, 0), ("t-changelog", 3, 1), ("t-changelog", 0, 1)]
+    assert len(settled) == 3
+    forwarding._poll(0)  # nothing to serve
+    assert len(settled) == 3, "a poll that served nothing settles nothing"

@@ -147,6 +147,20 @@ class LetheApp(faust.App):
     def SetGlobalTable(self, name: str, **kwargs: Any) -> Any:
         return super().SetGlobalTable(name, **self._capped(kwargs))
 
+    async def _producer_flush(self, logger: Any) -> None:
+        """Faust flushes its producer when a rebalance revokes partitions (after the agents
+        finished their current events, before tables are recovered) and when the worker
+        stops; Lethe's forwarder is settled there too: every record it was handed is
+        delivered and its report served, so each table's persisted changelog offset is its
+        last write before Faust reads the changelogs again (`lethe.changelog`). A forwarder
+        that fails (or stays undelivered while the worker stops) is left as it is: nothing
+        is committed after that (`lethe.consumer`)."""
+        await super()._producer_flush(logger)
+        if self.forwarder is not None and not await self.forwarder.settle(lambda: self.should_stop):
+            logger.warning(
+                "The forwarder has records not delivered; nothing more is committed until it has"
+            )
+
     def _capped(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         # A fresh dict per table: faust's RocksDB store pops keys out of it.
         options = {**rocksdb_options(self.settings), **(kwargs.get("options") or {})}

@@ -30,6 +30,13 @@ still committed only once its forward is delivered) and `delivered`. A forward t
 batch goes alone, as a plain record, after the partition's open batch. Order within a
 partition is kept: the enforcer reads a batch's forwards in the order they were sent.
 
+Delivery reports are served by the forwarder's polls: after each record `send` produces and
+each batch of forwards, in `settle` (every commit, every rebalance: `lethe.app`), and while the
+producer's queue is full; not after each `produce_now` (a table's changelog record, a command,
+an audit record), where a poll cost about 8 µs of the event loop even with nothing to serve
+(docs/benchmarks.md (a), session 8). librdkafka sends those records at once either way; only
+their reports wait, at most until the next batch or commit.
+
 Ticks go through the same producer as the forwards, after them: the idempotent producer
 keeps per-partition order, so every event a tick's watermarks cover is before it in the
 partition. Unit tests, without a broker, use `ChannelForwarder` over a Faust channel.
@@ -263,7 +270,8 @@ class KafkaForwarder:
         """Hand over one record for `topic` without awaiting (a table's changelog record,
         `lethe.changelog`; the enforcer's commands, sink records and audit), in `partition`
         or placed by its key; `delivered(topic, partition, offset)` once the broker has it.
-        Counted with the forwards: the consumer commits only once it is delivered. While the
+        Counted with the forwards: the consumer commits only once it is delivered. Its
+        delivery report is served at the forwarder's next poll (see module). While the
         producer's queue is full (the broker slow or away) this serves delivery reports until
         there is room: the worker waits, nothing is dropped."""
         if self.failure is not None:
@@ -288,7 +296,6 @@ class KafkaForwarder:
             except BufferError:
                 self._poll(QUEUE_FULL_WAIT_S)
         batch.pending += 1
-        self._poll(0)
 
     def place(self, key: bytes) -> int:
         """The partition of `key`: murmur2, as Kafka's Java, aiokafka's and librdkafka's

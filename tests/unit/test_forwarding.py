@@ -8,13 +8,16 @@ tests/integration/test_forwarding.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from lethe import topics
+from lethe.app import create_app
 from lethe.forwarding import (
     BATCH_LINGER_S,
     BATCH_MAX_BYTES,
@@ -22,6 +25,7 @@ from lethe.forwarding import (
     ForwardFailed,
     KafkaForwarder,
 )
+from lethe.settings import Settings
 from lethe.topics.batches import read_batch
 
 
@@ -278,10 +282,15 @@ class OffsetRecord(Record):
         return self._offset
 
 
-def test_after_a_poll_that_served_reports_the_settle_sees_every_offset_they_brought() -> None:
+def polling_forwarder() -> tuple[KafkaForwarder, PollingProducer]:
     forwarding = KafkaForwarder("lethe-subject-events", {})
     producer = PollingProducer()
     forwarding._producer = producer  # type: ignore[assignment]
+    return forwarding, producer
+
+
+def test_after_a_poll_that_served_reports_the_settle_sees_every_offset_they_brought() -> None:
+    forwarding, _ = polling_forwarder()
     delivered: list[tuple[str, int, int]] = []
     settled: list[list[tuple[str, int, int]]] = []
     forwarding.after_reports(lambda: settled.append(list(delivered)))
@@ -289,13 +298,33 @@ def test_after_a_poll_that_served_reports_the_settle_sees_every_offset_they_brou
     def report(topic: str, partition: int, offset: int) -> None:
         delivered.append((topic, partition, offset))
 
-    producer.produce("t-changelog", b"v", b"k", 0, lambda *_: None)  # served by the next poll
     forwarding.produce_now("t-changelog", b"k", b"v", 3, report)
-    assert delivered == [("t-changelog", 3, 0)]
+    assert delivered == [] and settled == [], "a record's report waits for the next poll"
+    forwarding._poll(0)
     assert settled == [[("t-changelog", 3, 0)]], "settled at the end of the poll that served it"
     forwarding.produce_now("t-changelog", b"k", b"v", 3, report)
     forwarding.produce_now("t-changelog", b"k", b"v", 0, report)
-    assert settled[-1] == [("t-changelog", 3, 0), ("t-changelog", 3, 1), ("t-changelog", 0, 1)]
-    assert len(settled) == 3
+    forwarding._poll(0)
+    assert settled[-1] == [("t-changelog", 3, 0), ("t-changelog", 3, 1), ("t-changelog", 0, 0)]
+    assert len(settled) == 2
     forwarding._poll(0)  # nothing to serve
-    assert len(settled) == 3, "a poll that served nothing settles nothing"
+    assert len(settled) == 2, "a poll that served nothing settles nothing"
+
+
+def test_a_rebalance_serves_every_report_before_the_tables_recover(tmp_path: Path) -> None:
+    """Faust flushes its producer when a rebalance revokes partitions, before it recovers the
+    tables from their changelogs: the worker's forwarder is settled there too, so every
+    changelog record handed over is delivered and its offset persisted by then."""
+    app = create_app(Settings(data_dir=tmp_path), app_id="lethe-unit-flush", store="memory://")
+    forwarding, _ = polling_forwarder()
+    app.forwarder = forwarding
+    delivered: list[int] = []
+    forwarding.produce_now(
+        "t-changelog", b"k", b"v", 1, lambda _t, _p, offset: delivered.append(offset)
+    )
+    forwarding.produce_now(
+        "t-changelog", b"k", b"w", 1, lambda _t, _p, offset: delivered.append(offset)
+    )
+    assert delivered == []
+    asyncio.run(app._producer_flush(logging.getLogger("test")))
+    assert delivered == [0, 1]

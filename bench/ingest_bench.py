@@ -26,6 +26,9 @@ in turn, each with its own consumer group:
 6. `worker-wb<bytes>` and `worker-e-wb<bytes>` (any number of bytes, e.g. `worker-e-wb8388608`):
    4 and 4b with LETHE_ROCKSDB_WRITE_BUFFER_BYTES set to that, to weigh the memtable size
    (run two or three with `--side-by-side`).
+7. `worker-e-cut-hop`, `worker-e-cut-decode`, `worker-e-cut-drive`: 4b with stage E cut short
+   (`bench/cut_worker.py`): the forwards read and dropped, then also decoded, then also fed
+   to the driver over the worker's store; with 4 and 4b, the cost ladder of stage E.
 Events/s run from the first record handled to the N-th: the bare agent times itself; the
 worker is sampled every 0.2 s on /metrics (`lethe_change_events_total` alone, the change
 records its first stage handled; the whole page is read every 15 s, as by Prometheus).
@@ -63,6 +66,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -264,6 +268,13 @@ def main() -> None:
                     "lethe worker, tuned, stages A and E",
                     lambda: run_worker(bench, True, enforce=True),
                 ),
+                **{
+                    f"worker-e-cut-{cut}": (
+                        f"lethe worker, tuned, stages A and E, E cut after {cut}",
+                        partial(run_worker, bench, True, enforce=True, cut=cut),
+                    )
+                    for cut in ("hop", "decode", "drive")
+                },
                 "worker-default": (
                     "lethe worker, its defaults, stage A",
                     lambda: run_worker(bench, False),

@@ -237,9 +237,12 @@ def run_worker(
     metrics: bool = True,
     root: Path = ROOT,
     write_buffer: int | None = None,
+    cut: str | None = None,
 ) -> Result:
     name = "lethe worker, " + ("tuned" if tuned else "its defaults")
     name += ", stages A and E" if enforce else ", stage A"
+    if cut is not None:
+        name += f", E cut after {cut}"
     if not metrics:
         name += ", LETHE_METRICS=off"
     if write_buffer is not None:
@@ -262,6 +265,8 @@ def run_worker(
     }
     if write_buffer is not None:
         env["LETHE_ROCKSDB_WRITE_BUFFER_BYTES"] = str(write_buffer)
+    if cut is not None:
+        env["BENCH_CUT"] = cut
     if tuned:
         env["LETHE_CONSUMER_MAX_FETCH_BYTES"] = str(TUNED["fetch_bytes"])
         env["LETHE_MAX_POLL_RECORDS"] = str(TUNED["poll_records"])
@@ -273,7 +278,8 @@ def run_worker(
             "LETHE_STREAM_BUFFER_MAXSIZE",
         ):
             env.pop(variable, None)
-    script = ["-m", "lethe", "worker", "--app-id", app_id, "-l", "warning"]
+    entry = ["-m", "lethe"] if cut is None else [str(ROOT / "bench" / "cut_worker.py")]
+    script = [*entry, "worker", "--app-id", app_id, "-l", "warning"]
     if profile is None:
         argv = [sys.executable, *script]
     else:

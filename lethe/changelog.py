@@ -13,9 +13,11 @@ the app has one. Nothing else changes:
 - once the broker has a record, the table persists its offset in the partition's RocksDB, as
   Faust does, so a restart with the state directory kept replays only what follows. The
   delivery reports a producer poll serves are persisted at the end of that poll, one write per
-  partition (the newest offset), not one per record: nothing else runs in between, so at every
-  point where Faust could rebalance or recover, the persisted offsets are the delivered ones,
-  exactly as with a write per record;
+  partition (the newest offset), not one per record. Reports wait for the forwarder's next
+  poll (`lethe.forwarding`), and every rebalance settles the forwarder before Faust recovers
+  the tables (`lethe.app.LetheApp._producer_flush`), so recovery never starts from an offset
+  behind the partition's local writes; after a crash, an offset left behind only makes the
+  restart replay more of the changelog;
 - the consumer commits a change record's offset only once the forwarder delivered everything
   handed to it before (`lethe.consumer`): the table writes an event made are in Kafka before
   the event counts as processed, as with Faust's producer;

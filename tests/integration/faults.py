@@ -38,7 +38,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -577,6 +577,34 @@ def check_confirmations(worker: WorkerProcess, simulated: list[dict[str, Any]], 
         lambda: True if confirmed() == dict(expected) else None,
         worker,
     )
+
+
+def commands_for_rows_in_place(
+    settings: Settings, run: Run, present: Mapping[str, Collection[int]]
+) -> list[str]:
+    """The commands on `lethe.commands` since the run started for the run's own rows or for a
+    row `present` in PostgreSQL (ids by table) when the test started, described. Left out: rows
+    other tests wrote and deleted before (the worker reads the change topics from their start;
+    the fault tests' rows are overdue under any clock of 2010-2016), whose commands change
+    nothing in the database."""
+    return [
+        f"{command['action']} {command['table']} id {command['key'].get('id')}"
+        for command, _ in decoded(settings, "lethe.commands", run.commands_start, COMMAND_SCHEMA)
+        if isinstance(command["key"].get("id"), int)
+        and (
+            run.owns(command["key"]["id"])
+            or command["key"]["id"] in present.get(command["table"].removeprefix("public."), ())
+        )
+    ]
+
+
+def row_ids(settings: Settings, tables: Collection[str]) -> dict[str, set[int]]:
+    """The ids of every row of these tables in PostgreSQL now."""
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        return {
+            table: {row[0] for row in conn.execute(f"SELECT id FROM {table}").fetchall()}
+            for table in tables
+        }
 
 
 def issued_counts(worker: WorkerProcess) -> dict[tuple[str, str], int]:

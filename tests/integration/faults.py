@@ -607,16 +607,6 @@ def row_ids(settings: Settings, tables: Collection[str]) -> dict[str, set[int]]:
         }
 
 
-def issued_counts(worker: WorkerProcess) -> dict[tuple[str, str], int]:
-    """lethe_commands_issued_total by (table, action), the non-zero ones."""
-    metrics = worker.metrics() or {}
-    return {
-        (dict(labels)["table"], dict(labels)["action"]): int(value)
-        for (name, labels), value in metrics.items()
-        if name == "lethe_commands_issued_total" and value
-    }
-
-
 def confirmed_ids(settings: Settings, run: Run) -> set[str]:
     """The command ids of the run's rows with a `confirmed` record on `lethe.audit`."""
     return {

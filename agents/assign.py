@@ -14,8 +14,11 @@ worker start). For each record:
   `lethe_change_events_replayed_total{table}`;
 - find its subject and send it to `<app id>-subject-events` keyed by that subject (through
   the worker's forwarding producer, `lethe.forwarding`: its offset is committed once that
-  producer delivered it), with the Debezium value unchanged and the metadata in headers,
-  plus a `depart` for the old key when the row moved, with the same value (the enforcer
+  producer delivered it) as a `change` record: the event as decoded here, with the change
+  record's topic, partition and offset (`policy.event_wire`), so that the enforcer does not
+  decode it again (an event holding a value that format cannot carry, none seen so far, goes
+  as an `event` record: the Debezium value and the metadata in headers);
+  plus a `depart` for the old key when the row moved, with the Debezium value (the enforcer
   there checks whether the move confirms a command: an anonymise that empties the subject's
   column moves the row) (`lethe.agents.routing.route`, which says when the `locations`
   table is written: first sight, a move, a delete).
@@ -45,6 +48,8 @@ from lethe import topics
 from lethe.agents.delivery import DeadLetterPipeline, deliver_dead_letter
 from lethe.agents.replays import ReplayMarks
 from lethe.agents.routing import (
+    CHANGE_HEADERS,
+    Kind,
     Routing,
     Unknown,
     located_by_event,
@@ -60,6 +65,7 @@ from lethe.metrics import WorkerMetrics, labelled
 from policy.decoding import decode_raw
 from policy.engine import Engine
 from policy.envelope import Rejection, rejection_of_bug
+from policy.event_wire import EventWireError, encode_event
 from policy.events import TOMBSTONE, ChangeEvent, Key
 from policy.instants import Instant
 
@@ -181,6 +187,22 @@ async def handle_change(
         return None
     _write(locations, message.partition, routing)
     for record in routing.records:
+        if record.kind is Kind.EVENT:
+            try:
+                decoded = encode_event(outcome, (message.topic, message.partition, message.offset))
+            except EventWireError:
+                log.warning(
+                    "%s[%s]@%s holds a value a change record cannot carry; forwarding its raw "
+                    "value (the enforcer decodes it again)",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                )
+            else:
+                await subject_events.send(
+                    key=record.key.encode(), value=decoded, headers=CHANGE_HEADERS
+                )
+                continue
         await subject_events.send(
             key=record.key.encode(),
             value=value,

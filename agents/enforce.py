@@ -3,8 +3,9 @@
 Reads `<app id>-subject-events` (one partition per driver: a subject's rows, holds and
 activity are all in one partition) with one `policy.driver.Driver` per partition over a
 `lethe.faust_store.FaustStore`. For each record (`lethe.agents.subject_records`):
-- `event`: decode the Debezium value with the policy, map its time to the enforcement clock
+- `change`: the event as the assign stage decoded it; map its time to the enforcement clock
   (`LiveClock.event_instant`) and feed it to the driver;
+- `event`: the same, but decode the Debezium value with the policy first;
 - `depart`: the row moved to another subject: the driver forgets it here, after confirming
   what the change that moved it (the depart's value) shows applied;
 - `tick`: take the watermarks it carries (`lethe.agents.watermarks`), then advance the driver
@@ -90,6 +91,7 @@ from lethe.agents.issuing import Issuer
 from lethe.agents.outputs import Outputs
 from lethe.agents.subject_records import (
     ChangeRecord,
+    DecodedChange,
     Depart,
     Tick,
     UnreadableRecord,
@@ -112,7 +114,7 @@ from policy.decoding import decode_raw
 from policy.driver import NOTHING, Bounds, Driver, row_bounds
 from policy.engine import Engine, next_due
 from policy.envelope import DecodeReason, Rejection, rejection_of_bug
-from policy.events import ChangeEvent
+from policy.events import ChangeEvent, Tombstone
 from policy.instants import Instant
 from policy.model import Action, Policy
 from policy.outcome_audit import Where
@@ -260,8 +262,13 @@ class Enforcer:
         try:
             record = read_subject_record(headers, value)
             driver = self.driver(message.partition)
-            if isinstance(record, ChangeRecord):
-                decoded = decode_raw(self.engine.decoding, record.source_topic, None, record.value)
+            if isinstance(record, DecodedChange | ChangeRecord):
+                if isinstance(record, DecodedChange):
+                    decoded: ChangeEvent | Tombstone | Rejection = record.event
+                else:
+                    decoded = decode_raw(
+                        self.engine.decoding, record.source_topic, None, record.value
+                    )
                 if isinstance(decoded, Rejection):
                     await self.reject(letter(), decoded)
                     return

@@ -158,6 +158,10 @@ def route(engine: Engine, located: str | None, event: ChangeEvent) -> Routing:
     )
 
 
+CHANGE_HEADERS: Final = ((topics.KIND_HEADER, topics.CHANGE_KIND),)
+"""The headers of a `change` record (an event as A decoded it, `policy.event_wire`)."""
+
+
 def wire_headers(
     record: Outgoing, event: ChangeEvent, topic: str, partition: int, offset: int
 ) -> list[tuple[str, bytes]]:

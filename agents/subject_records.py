@@ -2,8 +2,11 @@
 
 `read_subject_record(headers, value)` is the enforce agent's reading of the wire format
 (docs/design/enforcer.md, "Wire format of lethe-subject-events") as a pure function:
-- `event`: a change of a row, to decode with the policy from its change topic
-  (`ChangeRecord.source_topic`) and feed to the partition's driver;
+- `change`: a change of a row as the assign stage decoded it (`DecodedChange`, read with
+  `policy.event_wire.decode_event`), to feed to the partition's driver;
+- `event`: the same undecoded (what an older worker's assign stage sent, and what it sends
+  for an event holding a value `change` cannot carry), to decode with the policy from its
+  change topic (`ChangeRecord.source_topic`);
 - `depart`: the row (table, key) left the record's subject (`Depart.subject`, None when it
   was keyed by the row) at `Depart.ts`: the driver forgets it here, after checking whether
   the change that moved it (`Depart.value`, when the record carries it) confirms a command;
@@ -21,7 +24,8 @@ from typing import Final
 import orjson
 
 from lethe import topics
-from policy.events import Key, KeyValue
+from policy.event_wire import EventWireError, decode_event
+from policy.events import ChangeEvent, Key, KeyValue
 from policy.instants import Instant
 
 
@@ -35,6 +39,17 @@ class ChangeRecord:
     `source_offset` (the record A forwarded)."""
 
     value: bytes
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedChange:
+    """A `change`: the event as the assign stage decoded it, read from `source_topic` at
+    `source_partition` and `source_offset`."""
+
+    event: ChangeEvent
     source_topic: str
     source_partition: int
     source_offset: int
@@ -115,7 +130,7 @@ def read_tick(value: bytes | None) -> Tick:
     return Tick(tuple(found))
 
 
-SubjectRecord = ChangeRecord | Depart | Tick
+SubjectRecord = DecodedChange | ChangeRecord | Depart | Tick
 
 
 def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
@@ -131,6 +146,16 @@ def tick_headers() -> list[tuple[str, bytes]]:
 def read_subject_record(headers: dict[str, bytes], value: bytes | None) -> SubjectRecord:
     """What the record asks for; `UnreadableRecord` when it does not follow the format."""
     kind = headers.get(topics.KIND_HEADER)
+    if kind == topics.CHANGE_KIND:
+        if value is None:
+            raise UnreadableRecord("a change record with a null value")
+        try:
+            event, where = decode_event(value)
+        except EventWireError as exc:
+            raise UnreadableRecord(str(exc)) from None
+        if where is None:
+            raise UnreadableRecord("a change record that does not say where it was read")
+        return DecodedChange(event, *where)
     if kind == topics.TICK_KIND:
         return read_tick(value)
     if kind == topics.EVENT_KIND:
@@ -163,7 +188,9 @@ def read_subject_record(headers: dict[str, bytes], value: bytes | None) -> Subje
             _integer(headers, topics.SOURCE_OFFSET_HEADER),
         )
     shown = "none" if kind is None else repr(kind[:20])
-    raise UnreadableRecord(f"header {topics.KIND_HEADER} is {shown}, not event, depart or tick")
+    raise UnreadableRecord(
+        f"header {topics.KIND_HEADER} is {shown}, not change, event, depart or tick"
+    )
 
 
 def parse_key(text: str) -> Key:

@@ -32,7 +32,7 @@
   (E). Prefixed by the app id, as Faust names its own topics, so two workers with
   different ids never share it. LETHE_INTERNAL_PARTITIONS partitions (default 8), created
   by the worker before its agents send, kept `SUBJECT_EVENTS_RETENTION_S`. Its records
-  (values: the raw Debezium value, which holds personal data; metadata in headers) are
+  (values: the decoded change events, on a depart the Debezium value: personal data) are
   described under "Wire format of lethe-subject-events" in docs/design/enforcer.md; the
   header names are the `*_HEADER` constants below. Every worker's timer also sends a
   `tick` to each of its partitions every LETHE_TICK_INTERVAL seconds: the enforcer issues
@@ -70,7 +70,7 @@ CLOCK_KEY: Final = b"clock"
 SUBJECT_EVENTS_SUFFIX: Final = "subject-events"
 SUBJECT_EVENTS_RETENTION_S: Final = 7 * 24 * 3600
 SUBJECT_EVENTS_TOPIC_CONFIG: Final = {"retention.ms": str(SUBJECT_EVENTS_RETENTION_S * 1000)}
-"""`<app id>-subject-events` holds the Debezium values (personal data): the worker creates it
+"""`<app id>-subject-events` holds the row images (personal data): the worker creates it
 kept 7 days (Kafka's default, set on the topic so that a broker that keeps everything does not
 keep these copies). A worker stopped longer than that loses the forwarded events it had not
 enforced yet: start it with a new app id (it reads the change topics again from their start)."""
@@ -79,10 +79,15 @@ COMMAND_PARTITIONS: Final = 1
 records are keyed (by subject, by primary key), so more partitions keep each key's order."""
 
 KIND_HEADER: Final = "lethe-kind"
-"""`event` (a change of a row, value = the Debezium value), `depart` (null value) or `tick`
-(null key, the only header: the enforcer's sweep of its partition; its value carries the
-sending worker's watermarks of the change topics, `lethe.agents.subject_records.tick_value`)."""
+"""`change` (a change of a row, value = the decoded event), `event` (the same with the
+Debezium value, when the event holds a value `change` cannot carry), `depart` (value: the
+Debezium value of the change that moved the row) or `tick` (null key, the only header: the
+enforcer's sweep of its partition; its value carries the sending worker's watermarks of the
+change topics, `lethe.agents.subject_records.tick_value`)."""
 EVENT_KIND: Final = b"event"
+CHANGE_KIND: Final = b"change"
+"""An event as the assign stage decoded it (value: `policy.event_wire.encode_event`, with the
+change record's topic, partition and offset; no other header): what A sends for an event."""
 DEPART_KIND: Final = b"depart"
 TICK_KIND: Final = b"tick"
 BATCH_KIND: Final = b"batch"

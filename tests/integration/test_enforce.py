@@ -330,8 +330,8 @@ def forwarded(settings: Settings, app_id: str, table: str) -> bool | None:
     """Whether the worker has forwarded a change of `table` to its subject events topic."""
     reader = Reader(settings, f"{app_id}-subject-events")
     try:
-        tables = {forward.headers.get("lethe-table") for forward in forwards(reader.read())}
-        return True if table.encode() in tables else None
+        tables = {forward.table for forward in forwards(reader.read())}
+        return True if table in tables else None
     finally:
         reader.close()
 

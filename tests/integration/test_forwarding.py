@@ -125,7 +125,9 @@ class Run:
             reader.close()
         offsets: set[int] = set()
         for forward in forwards(records):
-            if forward.headers.get(topics.KIND_HEADER) == b"event":
+            if (decoded := forward.event) is not None and decoded[1] is not None:
+                offsets.add(decoded[1][2])
+            elif forward.headers.get(topics.KIND_HEADER) == topics.EVENT_KIND:
                 offsets.add(int(forward.headers[topics.SOURCE_OFFSET_HEADER]))
         return offsets
 

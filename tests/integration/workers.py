@@ -41,6 +41,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from lethe import topics
 from lethe.settings import Settings
 from lethe.topics.batches import read_batch
+from policy.event_wire import decode_event
+from policy.events import ChangeEvent
 
 SINK_GROUP = "connect-lethe-sink"
 """The consumer group of the stack's JDBC sink connector `lethe-sink`."""
@@ -420,6 +422,23 @@ class Forward:
     key: bytes | None
     headers: dict[str, bytes]
     value: bytes | None
+
+    @property
+    def event(self) -> tuple[ChangeEvent, tuple[str, int, int] | None] | None:
+        """A `change` forward's event and where it was read (`policy.event_wire`); None for
+        the other kinds."""
+        if self.headers.get(topics.KIND_HEADER) != topics.CHANGE_KIND or self.value is None:
+            return None
+        return decode_event(self.value)
+
+    @property
+    def table(self) -> str | None:
+        """The table of the row the forward is about (a tick's: None)."""
+        decoded = self.event
+        if decoded is not None:
+            return decoded[0].table
+        table = self.headers.get(topics.TABLE_HEADER)
+        return None if table is None else table.decode()
 
 
 def forwards(messages: Collection[Message]) -> list[Forward]:

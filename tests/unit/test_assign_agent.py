@@ -22,12 +22,15 @@ from lethe.agents import assign, replays
 from lethe.app import LetheApp, create_app
 from lethe.settings import Settings
 from policy.engine import Engine
-from policy.events import SourcePosition
+from policy.event_wire import EventWireError, decode_event
+from policy.events import ChangeEvent, Op, SourcePosition
 
 TOPIC = "hosting.public.customers"
 TICKETS = "hosting.public.support_tickets"
+TICKETS_TABLE = "public.support_tickets"
 SECRET = "someone@example.org"
 TS_MS = 1_700_000_000_000
+TS = TS_MS * 1000
 
 
 @pytest.fixture
@@ -109,12 +112,17 @@ async def put(
 
 async def forwarded(
     reader: faust.ChannelT[bytes],
-) -> list[tuple[bytes, bytes | None, dict[str, bytes]]]:
-    """Every record sent so far: (key, value, headers)."""
-    records = []
+) -> list[tuple[bytes, dict[str, bytes], object]]:
+    """Every record sent so far: (key, headers, value), a `change` record's value decoded
+    (the event and where it was read)."""
+    records: list[tuple[bytes, dict[str, bytes], object]] = []
     while not reader.empty():
         event = await reader.get(timeout=1.0)
-        records.append((event.key, event.value, dict(event.headers)))
+        headers = dict(event.headers)
+        value = event.value
+        if headers.get("lethe-kind") == b"change":
+            value = decode_event(value)
+        records.append((event.key, headers, value))
     return records
 
 
@@ -149,29 +157,16 @@ async def _bad_record_then_good_ones(
     assert dead.key == b'{"id": 8}'
     assert wiring.deadletters.empty(), "exactly one dead letter expected"
 
+    customer = "public.customers"
     assert await forwarded(wiring.subject_events) == [
-        (b"customer:7", good_value, {
-            "lethe-kind": b"event",
-            "lethe-table": b"public.customers",
-            "lethe-key": b'{"id":7}',
-            "lethe-op": b"c",
-            "lethe-ts": b"1700000000000000",
-            "lethe-source-topic": TOPIC.encode(),
-            "lethe-source-partition": b"2",
-            "lethe-source-offset": b"0",
-            "lethe-subject": b"customer:7",
-        }),
-        (b"customer:9", next_value, {
-            "lethe-kind": b"event",
-            "lethe-table": b"public.customers",
-            "lethe-key": b'{"id":9}',
-            "lethe-op": b"u",
-            "lethe-ts": b"1700000000000000",
-            "lethe-source-topic": TOPIC.encode(),
-            "lethe-source-partition": b"2",
-            "lethe-source-offset": b"3",
-            "lethe-subject": b"customer:9",
-        }),
+        (b"customer:7", {"lethe-kind": b"change"}, (
+            ChangeEvent(customer, (("id", 7),), Op.CREATE, None, {"id": 7, "email": SECRET}, TS),
+            (TOPIC, 2, 0),
+        )),
+        (b"customer:9", {"lethe-kind": b"change"}, (
+            ChangeEvent(customer, (("id", 9),), Op.UPDATE, None, {"id": 9, "email": SECRET}, TS),
+            (TOPIC, 2, 3),
+        )),
     ], "the tombstone (offset 2) and the bad record (offset 1) are not forwarded"  # fmt: skip
 
     assert counted(app, "public.customers", "c") == 1
@@ -217,15 +212,23 @@ async def _ticket_moves_then_goes(app: LetheApp, engine: Engine) -> None:
 
     sent = await forwarded(wiring.subject_events)
     moves = [
-        (h["lethe-kind"], h.get("lethe-moved-from"), h.get("lethe-moved-to")) for *_, h in sent
+        (h["lethe-kind"], h.get("lethe-moved-from"), h.get("lethe-moved-to")) for _, h, _ in sent
     ]
-    assert [(k, v, *move) for (k, v, _), move in zip(sent, moves, strict=True)] == [
-        (b"customer:42", created, b"event", None, None),
-        (b"customer:43", moved, b"event", b"customer:42", None),
+    table = "public.support_tickets"
+    created_event = ChangeEvent(
+        table, (("id", 5),), Op.CREATE, None, {"id": 5, "customer_id": 42, "body": SECRET}, TS
+    )
+    moved_event = ChangeEvent(
+        table, (("id", 5),), Op.UPDATE, None, {"id": 5, "customer_id": 43, "body": SECRET}, TS
+    )
+    deleted_event = ChangeEvent(table, (("id", 5),), Op.DELETE, {"id": 5}, None, TS)
+    assert [(k, v, *move) for (k, _, v), move in zip(sent, moves, strict=True)] == [
+        (b"customer:42", (created_event, (TICKETS, 0, 0)), b"change", None, None),
+        (b"customer:43", (moved_event, (TICKETS, 0, 1)), b"change", None, None),
         (b"customer:42", moved, b"depart", None, b"customer:43"),
-        (b"customer:43", deleted, b"event", None, None),
+        (b"customer:43", (deleted_event, (TICKETS, 0, 2)), b"change", None, None),
     ]  # fmt: skip
-    depart = sent[2][2]
+    depart = sent[2][1]
     assert depart == {
         "lethe-kind": b"depart",
         "lethe-table": b"public.support_tickets",
@@ -353,8 +356,30 @@ async def _replayed(app: LetheApp, engine: Engine) -> None:
             await put(agent_under_test, key, value, topic=TICKETS)
         stored = app.tables[replays.TABLE].get(f"{TICKETS}:0".encode())
 
-    sent = [value for _, value, _ in await forwarded(wiring.subject_events)]
-    assert sent == [read, created, deleted, read, created, deleted, no_position, later]
+    sent = [value for _, _, value in await forwarded(wiring.subject_events)]
+    row = {"id": 5, "customer_id": 42, "body": SECRET}
+
+    def event(op: Op, position: SourcePosition | None, offset: int) -> object:
+        before, after = (row, None) if op is Op.DELETE else (None, row)
+        return ChangeEvent(TICKETS_TABLE, (("id", 5),), op, before, after, TS, position), (
+            TICKETS, 0, offset,
+        )  # fmt: skip
+
+    assert sent == [
+        event(Op.READ, SourcePosition(None, 1000, snapshot=True), 0),
+        event(Op.CREATE, SourcePosition(1100, 1200), 1),
+        event(Op.DELETE, SourcePosition(1300, 1300), 2),
+        event(Op.READ, SourcePosition(None, 1000, snapshot=True), 3),
+        event(Op.CREATE, SourcePosition(1100, 1200), 4),
+        event(Op.DELETE, SourcePosition(1300, 1300), 5),
+        (
+            ChangeEvent(
+                TICKETS_TABLE, (("id", 5),), Op.CREATE, None, {"id": 5, "customer_id": 42}, TS
+            ),
+            (TICKETS, 0, 8),
+        ),
+        event(Op.CREATE, SourcePosition(1400, 1500), 9),
+    ]  # fmt: skip
     assert (
         app.metrics.registry.get_sample_value(
             "lethe_change_events_replayed_total", {"table": "public.support_tickets"}
@@ -367,3 +392,35 @@ async def _replayed(app: LetheApp, engine: Engine) -> None:
     assert replays.decode(stored) == SourcePosition(None, 1000, snapshot=True), (
         "stored: the mark after the first record 1.5 s after the partition's first use"
     )
+
+
+def test_an_event_the_change_format_cannot_carry_is_forwarded_with_its_own_value(
+    app: LetheApp, demo_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cannot_carry(event: object, where: object = None) -> bytes:
+        raise EventWireError("a value of public.customers the format cannot carry")
+
+    monkeypatch.setattr(assign, "encode_event", cannot_carry)
+    app.loop.run_until_complete(_forwarded_undecoded(app, demo_engine))
+
+
+async def _forwarded_undecoded(app: LetheApp, engine: Engine) -> None:
+    wiring = wire(app, engine)
+    key, value = change("c", 7)
+    async with wiring.agent.test_context() as agent_under_test:
+        await put(agent_under_test, key, value, partition=1)
+
+    assert await forwarded(wiring.subject_events) == [
+        (b"customer:7", {
+            "lethe-kind": b"event",
+            "lethe-table": b"public.customers",
+            "lethe-key": b'{"id":7}',
+            "lethe-op": b"c",
+            "lethe-ts": b"1700000000000000",
+            "lethe-source-topic": TOPIC.encode(),
+            "lethe-source-partition": b"1",
+            "lethe-source-offset": b"0",
+            "lethe-subject": b"customer:7",
+        }, value),
+    ]  # fmt: skip
+    assert wiring.deadletters.empty()

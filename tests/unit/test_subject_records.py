@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from lethe.agents.routing import Kind, Outgoing, wire_headers
+from lethe.agents.routing import CHANGE_HEADERS, Kind, Outgoing, wire_headers
 from lethe.agents.subject_records import (
     TICK,
     ChangeRecord,
+    DecodedChange,
     Depart,
     UnreadableRecord,
     header_map,
@@ -19,6 +20,7 @@ from lethe.agents.subject_records import (
     read_subject_record,
     tick_headers,
 )
+from policy.event_wire import encode_event
 from policy.events import ChangeEvent, Op
 
 TICKET = ChangeEvent(
@@ -41,6 +43,23 @@ def test_an_event_names_the_change_record_to_decode() -> None:
     assert read_subject_record(headers_of(moved), VALUE) == ChangeRecord(
         VALUE, "hosting.public.support_tickets", 0, 17
     )
+
+
+def test_a_change_is_the_event_as_the_assign_agent_decoded_it() -> None:
+    value = encode_event(TICKET, ("hosting.public.support_tickets", 0, 17))
+    assert read_subject_record(header_map(CHANGE_HEADERS), value) == DecodedChange(
+        TICKET, "hosting.public.support_tickets", 0, 17
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, b"", b'{"op":"u"}', encode_event(TICKET)],
+    ids=["null", "empty", "a Debezium value", "without where it was read"],
+)
+def test_a_change_that_is_not_an_encoded_event_is_unreadable(value: bytes | None) -> None:
+    with pytest.raises(UnreadableRecord):
+        read_subject_record(header_map(CHANGE_HEADERS), value)
 
 
 def test_a_depart_names_the_row_the_subject_it_left_and_when() -> None:

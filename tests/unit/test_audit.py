@@ -16,6 +16,8 @@ from typing import Any
 import faust
 import pytest
 from fastavro import parse_schema, schemaless_reader
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lethe import topics
 from lethe.errors import ConfigError
@@ -432,3 +434,47 @@ def test_the_audit_topic_keeps_its_records_for_good() -> None:
     topic = topics.audit_topic(app)
     assert topic.get_topic_name() == "lethe.audit"
     assert topic.config == {"cleanup.policy": "delete", "retention.ms": "-1"}
+
+
+_texts = st.text(max_size=12)
+_optional_longs = st.none() | st.integers(-(2**63), 2**63 - 1)
+_key_values = (
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False) | _texts
+)
+_subjects = st.none() | st.integers(0, 10**9).map(lambda n: f"customer:{n}")
+_subjects |= st.from_regex(r"[a-z]{1,8}-hmac:[0-9a-f]{64}", fullmatch=True)
+_records = st.builds(
+    AuditRecord,
+    decision=st.sampled_from(list(Decision)),
+    at=st.integers(-(2**63), 2**63 - 1),
+    table=st.none() | _texts,
+    key=st.none() | st.lists(st.tuples(_texts, _key_values), max_size=3).map(tuple),
+    subject=_subjects,
+    purposes=st.lists(_texts, max_size=3).map(tuple),
+    stage=st.none() | _texts,
+    action=st.none() | st.sampled_from(list(Action)),
+    command_id=st.none() | st.uuids().map(str),
+    due_at=_optional_longs,
+    previous_due_at=_optional_longs,
+    issued_at=_optional_longs,
+    topic=st.none() | _texts,
+    partition=st.none() | st.integers(-(2**31), 2**31 - 1),
+    offset=_optional_longs,
+    reason=st.none() | _texts,
+)
+
+
+@given(_records)
+def test_the_audit_encoding_is_fastavros_byte_for_byte(record: AuditRecord) -> None:
+    assert audit.audit_avro(record) == audit.fastavro_audit_avro(record)
+
+
+def test_a_value_the_audit_schema_cannot_hold_is_refused_as_fastavro_refuses_it() -> None:
+    for record in (
+        AuditRecord(Decision.TRACKED, 2**63),
+        AuditRecord(Decision.DEAD_LETTERED, 0, topic="t", partition=2**31, offset=1),
+    ):
+        with pytest.raises((ValueError, OverflowError)):
+            audit.fastavro_audit_avro(record)
+        with pytest.raises(ValueError):
+            audit.audit_avro(record)

@@ -148,7 +148,7 @@ class FaustStore:
     With `app`, the due index of every revoked partition is dropped, to be rebuilt from the
     recovered rows at its next use."""
 
-    __slots__ = ("_due", "_locations", "_next_due", "_rows", "_subjects", "tables")
+    __slots__ = ("_due", "_last_read", "_locations", "_next_due", "_rows", "_subjects", "tables")
 
     def __init__(
         self, tables: StateTables, next_due: NextDue, app: faust.App | None = None
@@ -159,6 +159,10 @@ class FaustStore:
         self._locations = PartitionTable(tables.locations)
         self._next_due = next_due
         self._due: dict[int, DueIndex] = {}
+        self._last_read: tuple[int, RowId, bytes, bytes | None] | None = None
+        """The last row read: (partition, row id, key, stored bytes). The driver reads a
+        row, then writes it back: the write compares with these bytes instead of reading
+        RocksDB again (any write or delete of the rows, or a revocation, forgets it)."""
         if app is not None:
 
             def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -170,22 +174,32 @@ class FaustStore:
     # --- rows ----------------------------------------------------------------------------
 
     def row(self, row_id: RowId) -> RowState | None:
-        data = self._get(self._rows, row_key(row_id))
+        partition = self._partition()
+        key = row_key(row_id)
+        data = self._rows.get(partition, key)
+        self._last_read = (partition, row_id, key, data)
         return None if data is None else RowState.from_bytes(data)
 
     def put_row(self, row_id: RowId, state: RowState) -> None:
         self._index()
-        key = row_key(row_id)
+        partition = self._partition()
+        last = self._last_read
+        self._last_read = None
+        if last is not None and last[0] == partition and last[1] == row_id:
+            key, stored = last[2], last[3]
+        else:
+            key = row_key(row_id)
+            stored = self._rows.get(partition, key)
         data = state.to_bytes()
-        stored = self._get(self._rows, key)
         if stored == data:
             return
         if stored is None:
             subject, table, row_key_values = row_id
             self._put(self._locations, where_key(table, row_key_values), orjson.dumps(subject))
-        self._put(self._rows, key, data)
+        self._rows.put(partition, key, data)
 
     def delete_row(self, row_id: RowId) -> None:
+        self._last_read = None
         due = self._index()
         key = row_key(row_id)
         if self._get(self._rows, key) is None:
@@ -235,6 +249,7 @@ class FaustStore:
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the due index of these partitions: it is rebuilt from their rows at next use."""
+        self._last_read = None
         for partition in partitions:
             self._due.pop(partition, None)
 

@@ -76,7 +76,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from functools import partial
 from typing import Any, Final
 
@@ -275,7 +274,7 @@ class Enforcer:
                 if not isinstance(decoded, ChangeEvent):
                     return  # a tombstone: the assign agent never forwards one
                 at = self.clock.event_instant(decoded.ts)
-                event = decoded if at == decoded.ts else replace(decoded, ts=at)
+                event = decoded if at == decoded.ts else decoded.at(at)
                 where = (record.source_topic, record.source_partition, record.source_offset)
                 outcome = driver.feed(event, self.bounds.get(message.partition, {}))
             elif isinstance(record, Depart):

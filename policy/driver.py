@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from policy.due_changes import due_change, next_purposes, stage_due
@@ -313,7 +313,7 @@ class Driver:
         commands that fell due up to that time (within `bounds`, see `advance`), and what
         the event confirmed and held."""
         if self.clock is not None and event.ts < self.clock:
-            event = replace(event, ts=self.clock)
+            event = event.at(self.clock)
         outcome = self.advance(event.ts, bounds)
         decided = None if bounds is None else event.ts
         engine = self.engine
@@ -395,7 +395,7 @@ class Driver:
         if row is None:
             return outcome
         if moved_by is not None and row.unconfirmed:
-            confirmed = confirmed_by(self.engine, row, replace(moved_by, ts=at))
+            confirmed = confirmed_by(self.engine, row, moved_by.at(at))
             if confirmed:
                 outcome = Outcome(outcome.commands, confirmed, outcome.holds, outcome.dues)
         self._delete(row_id)

@@ -3,6 +3,7 @@ the event A decoded, every value of every type, or refuse the bytes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -128,3 +129,8 @@ def test_a_value_the_format_cannot_carry_is_refused() -> None:
     event = ChangeEvent("t", (("id", 1),), Op.CREATE, None, {"big": 2**64}, 0)
     with pytest.raises(EventWireError):
         encode_event(event)
+
+
+@given(events, st.integers(-(2**62), 2**62))
+def test_an_event_moved_in_time_changes_its_time_alone(event: ChangeEvent, ts: int) -> None:
+    assert event.at(ts) == replace(event, ts=ts)

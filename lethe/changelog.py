@@ -82,6 +82,41 @@ class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
         )
         return _Sent(partition)
 
+    def write_changelog(self, partition: int, key: bytes, value: bytes | None) -> bool:
+        """Send the changelog record of a write (`value`) or delete (None) of `key` in
+        `partition`, the current event's, straight to the forwarder: what `on_key_set` and
+        `on_key_del` do for a table of raw bytes, without their partition lookup, key expiry
+        and serializer calls. False when it must go through Faust (no forwarder, inside a
+        transaction, or a table that is not raw bytes): call `on_key_set`/`on_key_del`."""
+        forwarder = getattr(self.app, "forwarder", None)
+        if forwarder is None or self.app.in_transaction or not self._raw_bytes:
+            return False
+        event = faust.current_event()
+        if event is None:
+            raise TypeError("Cannot modify table key from outside of stream iteration")
+        self._verify_source_topic_partitions(event.message.topic)
+        if not self._persisting:
+            forwarder.after_reports(self._persist_delivered)
+            self._persisting = True
+        forwarder.produce_now(
+            self._changelog_name, key, value, partition, self._changelog_delivered
+        )
+        if value is None:
+            self._sensor_on_del(self, key)
+        else:
+            self._sensor_on_set(self, key, value)
+        return True
+
+    @cached_property
+    def _raw_bytes(self) -> bool:
+        """Whether keys and values go to the changelog as they are (raw serializers, no key
+        expiry): `write_changelog` may skip Faust's serializing."""
+        return (
+            self.key_serializer == "raw"
+            and self.value_serializer == "raw"
+            and not self._should_expire_keys()
+        )
+
     def _new_store_by_url(self, url: Any) -> Any:
         store: Any = super()._new_store_by_url(url)
         if getattr(store, "use_rocksdict", False):
@@ -137,11 +172,12 @@ class PartitionTable:
     (unit tests) it goes through Faust's mapping. Use it from an agent's stream only, with the
     partition of the event being processed."""
 
-    __slots__ = ("_direct", "table")
+    __slots__ = ("_direct", "_through", "table")
 
     def __init__(self, table: Any) -> None:
         self.table = table
         self._direct = hasattr(table.data, "_db_for_partition")
+        self._through = isinstance(table, ForwardedChangelogTable)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         if not self._direct:
@@ -154,12 +190,16 @@ class PartitionTable:
         if not self._direct:
             self.table[key] = value
             return
-        self.table.on_key_set(key, value)
-        self.table.data._db_for_partition(partition).put(key, value)
+        table = self.table
+        if not (self._through and table.write_changelog(partition, key, value)):
+            table.on_key_set(key, value)
+        table.data._db_for_partition(partition).put(key, value)
 
     def delete(self, partition: int, key: bytes) -> None:
         if not self._direct:
             del self.table[key]
             return
-        self.table.on_key_del(key)
-        self.table.data._db_for_partition(partition).delete(key)
+        table = self.table
+        if not (self._through and table.write_changelog(partition, key, None)):
+            table.on_key_del(key)
+        table.data._db_for_partition(partition).delete(key)

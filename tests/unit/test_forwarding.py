@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from faust import streams as faust_streams
 
 from lethe import topics
 from lethe.app import create_app
@@ -328,3 +330,46 @@ def test_a_rebalance_serves_every_report_before_the_tables_recover(tmp_path: Pat
     assert delivered == []
     asyncio.run(app._producer_flush(logging.getLogger("test")))
     assert delivered == [0, 1]
+
+
+class _Event:
+    """What `faust.current_event()` gives a table: the record being processed."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = self
+        self.topic = topic
+        self.partition = partition
+
+
+def test_a_table_write_sends_the_changelog_record_faust_would(tmp_path: Path) -> None:
+    """`write_changelog` (the worker's table writes, `lethe.changelog.PartitionTable`) sends
+    the record Faust's own path (`on_key_set`/`on_key_del`) sends: same topic, partition,
+    key and value (None for a delete), and its offset is persisted after the poll."""
+    app = create_app(Settings(data_dir=tmp_path), app_id="lethe-unit-write", store="memory://")
+    table = app.Table("rows", key_type=bytes, value_type=bytes, partitions=4)
+    forwarding, producer = polling_forwarder()
+    app.forwarder = forwarding
+    sent: list[tuple[Any, ...]] = []
+    produce = producer.produce
+
+    def recorded(topic: str, value: Any, key: Any, partition: int, on_delivery: Any) -> None:
+        sent.append((topic, partition, key, value))
+        produce(topic, value, key, partition, on_delivery)
+
+    producer.produce = recorded  # type: ignore[method-assign]
+    table._verified_source_topics_for_partitions.add("hosting.public.orders")
+    event = _Event("hosting.public.orders", 2)
+    token = faust_streams._current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        assert table.write_changelog(2, b"\x00key", b"\x01value") is True
+        assert table.write_changelog(2, b"\x00key", None) is True
+        table.on_key_set(b"\x00key", b"\x01value")
+        table.on_key_del(b"\x00key")
+    finally:
+        faust_streams._current_event.reset(token)
+    changelog = "lethe-unit-write-rows-changelog"
+    assert sent[0] == (changelog, 2, b"\x00key", b"\x01value")
+    assert sent[1] == (changelog, 2, b"\x00key", None)
+    assert sent[2:] == sent[:2], "Faust's own path sends the same records"
+    forwarding._poll(0)
+    assert table._delivered == {}, "the offsets the poll served are persisted"

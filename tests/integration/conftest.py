@@ -19,6 +19,8 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from lethe import stack
 from lethe.settings import Settings
 
+from .workers import sweep_run_sink_topics
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The demo's test runs last: its worker really enforces on the demo database (the test
@@ -55,6 +57,7 @@ def real_stack(stack_settings: Settings) -> Settings:
             "start it with `make stack-up` (or `.venv/bin/lethe stack up`)",
             pytrace=False,
         )
+    sweep_run_sink_topics(stack_settings)
     return stack_settings
 
 

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import fastavro
 import psycopg
@@ -40,6 +41,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lethe import topics
 from lethe.settings import Settings
+from lethe.stack.connect import SinkConnector
+from lethe.stack.process import http
 from lethe.topics.batches import read_batch
 from policy.event_wire import decode_event
 from policy.events import ChangeEvent
@@ -309,12 +312,15 @@ def forget_topics(
     settings: Settings, app_id: str, marker: str = "", topics: Collection[str] = ()
 ) -> None:
     """Delete the consumer group `app_id`, its topics, every topic whose name holds `marker`
-    (when given) and `topics`."""
+    (when given) and `topics`; but the sink topics of run tables, which the stack's shared
+    `lethe-sink` reads (`RUN_SINK_TOPICS`): deleting one under it stalls that sink for later
+    tests, so they stay until the next session sweeps them (`sweep_run_sink_topics`)."""
     admin = AdminClient(quiet(settings))
     doomed = [
         topic
         for topic in admin.list_topics(timeout=10).topics
-        if topic.startswith(f"{app_id}-") or (marker and marker in topic) or topic in topics
+        if (topic.startswith(f"{app_id}-") or (marker and marker in topic) or topic in topics)
+        and not RUN_SINK_TOPICS.fullmatch(topic)
     ]
     futures = list(admin.delete_consumer_groups([app_id]).values())
     if doomed:
@@ -322,6 +328,34 @@ def forget_topics(
     for future in futures:
         with contextlib.suppress(KafkaException):
             future.result(timeout=30)
+
+
+RUN_SINK_TOPICS: Final = re.compile(r"lethe\.sink\.public\.it_.+")
+"""The sink topics of the tests' run tables (copies of demo tables named `it_...`)."""
+
+
+def sweep_run_sink_topics(settings: Settings) -> list[str]:
+    """Delete the run tables' sink topics earlier sessions left (`forget_topics` keeps them),
+    then restart the shared `lethe-sink` with its tasks, so that it starts this session
+    subscribed to live topics only; returns the topics deleted. Nothing to delete: nothing
+    restarted."""
+    admin = AdminClient(quiet(settings))
+    left = sorted(t for t in admin.list_topics(timeout=10).topics if RUN_SINK_TOPICS.fullmatch(t))
+    if not left:
+        return []
+    for future in admin.delete_topics(left, operation_timeout=30).values():
+        with contextlib.suppress(KafkaException):
+            future.result(timeout=60)
+    wait_for(
+        f"{len(left)} run sink topics deleted",
+        lambda: not (set(left) & set(admin.list_topics(timeout=10).topics)) or None,
+    )
+    sink = SinkConnector(settings)
+    status, body = http("POST", f"{sink.url}/restart?includeTasks=true", timeout=30)
+    assert status in (200, 202, 204), f"lethe-sink would not restart ({status}: {body})"
+    time.sleep(2)  # the restart is asynchronous: let the old task stop first
+    sink.wait_running()
+    return left
 
 
 def drop_run(settings: Settings, app_id: str, marker: str, tables: Collection[str]) -> None:

@@ -25,6 +25,7 @@ from lethe.agents.delivery import deliver_retrying, send_retrying
 from lethe.forwarding import KafkaForwarder
 from lethe.metrics import WorkerMetrics
 from policy import audit
+from policy.audit_avro import audit_avro
 from policy.command_records import command_key
 from policy.sink_records import OutboundRecord
 from policy.state import Command
@@ -57,7 +58,7 @@ class Outputs:
 
     async def send_audit(self, record: audit.AuditRecord) -> tuple[bytes, bytes, Any]:
         """Hand an audit record to the producer; return its key, value and delivery."""
-        key, value = audit.audit_record_key(record), audit.audit_avro(record)
+        key, value = audit.audit_record_key(record), audit_avro(record)
         if self.outbound is not None:
             self.outbound.produce_now(topics.AUDIT_TOPIC, key, value)
             return key, value, None
@@ -80,7 +81,7 @@ class Outputs:
             await self.deliver(topic, key, value)
 
     async def deliver_audit(self, record: audit.AuditRecord) -> None:
-        await self.deliver(self.audit, audit.audit_record_key(record), audit.audit_avro(record))
+        await self.deliver(self.audit, audit.audit_record_key(record), audit_avro(record))
 
     async def send(self, record: OutboundRecord) -> Any:
         """Hand the record to the producer (retrying until it takes it); return its delivery

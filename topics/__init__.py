@@ -215,7 +215,7 @@ def deadletter_topic(app: faust.App) -> TopicT:
 
 def audit_topic(app: faust.App, partitions: int = AUDIT_PARTITIONS) -> TopicT:
     """`lethe.audit`, created by the worker if missing, with infinite retention (raw bytes:
-    `policy.audit.audit_record_key` and `audit_avro`)."""
+    `policy.audit.audit_record_key` and `policy.audit_avro.audit_avro`)."""
     return app.topic(
         AUDIT_TOPIC,
         key_type=bytes,

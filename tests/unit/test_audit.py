@@ -24,6 +24,7 @@ from lethe.errors import ConfigError
 from lethe.settings import Settings
 from policy import audit
 from policy.audit import AuditRecord, Decision
+from policy.audit_avro import audit_avro, fastavro_audit_avro
 from policy.model import Action
 from policy.state import Command
 
@@ -254,7 +255,7 @@ def marketing_delete(subject: str, key_value: int | str = 3) -> Command:
 def test_an_email_subject_is_kept_only_as_its_keyed_hash() -> None:
     record = audit.issued(marketing_delete("email:" + ADDRESS), hash_key=KEY)
     assert record.subject == ANN
-    avro = audit.audit_avro(record)
+    avro = audit_avro(record)
     for shown in (repr(record), json.dumps(audit.audit_json(record)), avro.decode("latin-1")):
         assert "ann" not in shown
         assert "example" not in shown
@@ -307,7 +308,7 @@ def test_the_same_address_and_key_give_the_same_hash_another_key_another() -> No
 def test_a_key_that_is_the_address_itself_is_hashed_too() -> None:
     record = audit.issued(marketing_delete("email:" + ADDRESS, "Ann@Example.org"), hash_key=KEY)
     assert record.key == (("id", ANN),)
-    assert "example" not in audit.audit_avro(record).decode("latin-1")
+    assert "example" not in audit_avro(record).decode("latin-1")
 
 
 def test_a_customer_subject_stays_as_it_is_and_any_other_kind_is_hashed() -> None:
@@ -334,7 +335,7 @@ def test_an_empty_hash_key_is_refused() -> None:
 
 
 def test_a_plain_fastavro_reader_decodes_an_issued_command() -> None:
-    assert plain_read(audit.audit_avro(audit.issued(ARCHIVE, hash_key=KEY))) == {
+    assert plain_read(audit_avro(audit.issued(ARCHIVE, hash_key=KEY))) == {
         "decision": "issued",
         "at": datetime(2022, 1, 20, 11, 0, tzinfo=UTC),
         "table": "public.support_tickets",
@@ -362,7 +363,7 @@ def test_a_plain_fastavro_reader_decodes_a_dead_letter_and_keys_of_every_type() 
         reason="not_json",
         at=micros("2026-03-01T10:00:00.5+00:00"),
     )
-    assert plain_read(audit.audit_avro(letter)) == {
+    assert plain_read(audit_avro(letter)) == {
         "decision": "dead_lettered",
         "at": datetime(2026, 3, 1, 10, 0, 0, 500000, tzinfo=UTC),
         "table": None,
@@ -387,7 +388,7 @@ def test_a_plain_fastavro_reader_decodes_a_dead_letter_and_keys_of_every_type() 
         at=micros("2026-03-01T10:00:00+00:00"),
         hash_key=KEY,
     )
-    decoded = plain_read(audit.audit_avro(mixed))
+    decoded = plain_read(audit_avro(mixed))
     assert decoded["key"] == {"day": "2026-03-01", "n": 7, "open": True, "rate": 0.5, "x": None}
     assert type(decoded["key"]["open"]) is bool
 
@@ -466,7 +467,7 @@ _records = st.builds(
 
 @given(_records)
 def test_the_audit_encoding_is_fastavros_byte_for_byte(record: AuditRecord) -> None:
-    assert audit.audit_avro(record) == audit.fastavro_audit_avro(record)
+    assert audit_avro(record) == fastavro_audit_avro(record)
 
 
 def test_a_value_the_audit_schema_cannot_hold_is_refused_as_fastavro_refuses_it() -> None:
@@ -475,6 +476,6 @@ def test_a_value_the_audit_schema_cannot_hold_is_refused_as_fastavro_refuses_it(
         AuditRecord(Decision.DEAD_LETTERED, 0, topic="t", partition=2**31, offset=1),
     ):
         with pytest.raises((ValueError, OverflowError)):
-            audit.fastavro_audit_avro(record)
+            fastavro_audit_avro(record)
         with pytest.raises(ValueError):
-            audit.audit_avro(record)
+            audit_avro(record)

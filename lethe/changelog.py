@@ -74,12 +74,7 @@ class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
         wire_value = None
         if value is not None:
             wire_value, _ = topic.prepare_value(value, value_serializer or self.value_serializer)
-        if not self._persisting:
-            forwarder.after_reports(self._persist_delivered)
-            self._persisting = True
-        forwarder.produce_now(
-            self._changelog_name, wire_key, wire_value, partition, self._changelog_delivered
-        )
+        self._produce(forwarder, partition, wire_key, wire_value)
         return _Sent(partition)
 
     def write_changelog(self, partition: int, key: bytes, value: bytes | None) -> bool:
@@ -95,17 +90,22 @@ class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
         if event is None:
             raise TypeError("Cannot modify table key from outside of stream iteration")
         self._verify_source_topic_partitions(event.message.topic)
+        self._produce(forwarder, partition, key, value)
+        if value is None:
+            self._sensor_on_del(self, key)
+        else:
+            self._sensor_on_set(self, key, value)
+        return True
+
+    def _produce(self, forwarder: Any, partition: int, key: Any, value: bytes | None) -> None:
+        """Hand the changelog record to the forwarder; its offset is persisted after the
+        poll that serves its report (`_persist_delivered`, registered at the first send)."""
         if not self._persisting:
             forwarder.after_reports(self._persist_delivered)
             self._persisting = True
         forwarder.produce_now(
             self._changelog_name, key, value, partition, self._changelog_delivered
         )
-        if value is None:
-            self._sensor_on_del(self, key)
-        else:
-            self._sensor_on_set(self, key, value)
-        return True
 
     @cached_property
     def _raw_bytes(self) -> bool:

@@ -63,7 +63,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 from lethe import consumer, topics
 from lethe.changelog import ForwardedChangelogTable
 from lethe.errors import ConfigError, StackError
-from lethe.faust_sensor import install_faust_sensor
+from lethe.faust_sensor import StreamTimeMonitor, install_faust_sensor
 from lethe.forwarding import KafkaForwarder
 from lethe.kafka_clients import Refusals, client_config, faust_credentials
 from lethe.metrics import FAUST_METRICS_PREFIX, WorkerMetrics, metrics_text
@@ -219,6 +219,7 @@ def create_app(
         web_stats_enabled=False,
         web_graph_enabled=False,
         Table=ForwardedChangelogTable,
+        monitor=None if settings.metrics and settings.faust_metrics else StreamTimeMonitor(),
     )
     app.settings = settings
     app.metrics = WorkerMetrics.create()

@@ -1,4 +1,5 @@
-"""Faust's Prometheus sensor, with its labelled children looked up once.
+"""Faust's sensors: its Prometheus sensor with its labelled children looked up once, and,
+when that is off, its in-memory monitor reduced to what Faust itself reads.
 
 Faust's `PrometheusMonitor` calls prometheus_client's `labels()` on every message received,
 stream event, table access and send (about 7 calls per change event in the worker), and
@@ -11,6 +12,7 @@ keeps each labelled child in a dict after its first use.
 from __future__ import annotations
 
 import typing
+from time import monotonic
 from typing import Any
 
 from faust.sensors.monitor import Monitor
@@ -115,3 +117,43 @@ def install_faust_sensor(app: AppT, registry: CollectorRegistry, name_prefix: st
     setup_prometheus_sensors(app, registry=registry, name_prefix=name_prefix)
     plain = typing.cast(PrometheusMonitor, app.monitor)
     app.monitor = CachedPrometheusMonitor(metrics=plain._metrics)
+
+
+class StreamTimeMonitor(Monitor):
+    """Faust's in-memory monitor (its sensor when LETHE_FAUST_METRICS is off), keeping of
+    the per-record bookkeeping only when each partition's stream last took an event, which
+    Faust's consumer reads to warn of a stalled stream. The counters and timings it keeps
+    per message, event and table access are read by Faust's web statistics alone, which the
+    worker does not serve; they cost about 5 µs a change event (docs/benchmarks.md (a),
+    session 10). Commit and end-offset bookkeeping stay Faust's."""
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_stream_event_in(
+        self, tp: TP, offset: int, stream: StreamT[Any], event: EventT[Any]
+    ) -> dict[str, Any] | None:
+        self.stream_inbound_time[tp] = monotonic()
+        return None
+
+    def on_stream_event_out(
+        self,
+        tp: TP,
+        offset: int,
+        stream: StreamT[Any],
+        event: EventT[Any],
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_table_get(self, table: CollectionT, key: Any) -> None:
+        return None
+
+    def on_table_set(self, table: CollectionT, key: Any, value: Any) -> None:
+        return None
+
+    def on_table_del(self, table: CollectionT, key: Any) -> None:
+        return None

@@ -8,6 +8,8 @@ sends).
 
 from __future__ import annotations
 
+from pathlib import Path
+from time import monotonic
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +17,9 @@ from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
-from lethe.faust_sensor import CachedPrometheusMonitor
+from lethe.app import create_app
+from lethe.faust_sensor import CachedPrometheusMonitor, StreamTimeMonitor
+from lethe.settings import Settings
 
 TOPIC = "hosting.public.customers"
 
@@ -45,3 +49,26 @@ def test_the_cached_sensor_reports_what_fausts_own_reports() -> None:
         in expected
     )
     assert exposed(CachedPrometheusMonitor) == expected
+
+
+def test_the_lean_monitor_still_tells_faust_when_each_stream_last_took_an_event() -> None:
+    """Faust's consumer warns of a stalled stream from `stream_inbound_time`; the monitor
+    the worker uses when Faust's metrics are off keeps it, per partition."""
+    monitor = StreamTimeMonitor()
+    first, second = TP(TOPIC, 0), TP(TOPIC, 1)
+    before = monotonic()
+    monitor.on_message_in(first, 10, SimpleNamespace())
+    assert monitor.on_stream_event_in(first, 10, SimpleNamespace(), SimpleNamespace()) is None
+    assert set(monitor.stream_inbound_time) == {first}
+    assert monitor.stream_inbound_time[first] >= before
+    monitor.on_stream_event_in(second, 4, SimpleNamespace(), SimpleNamespace())
+    assert set(monitor.stream_inbound_time) == {first, second}
+
+
+def test_the_worker_uses_the_lean_monitor_unless_faust_metrics_are_on(tmp_path: Path) -> None:
+    lean = create_app(Settings(data_dir=tmp_path), app_id="lethe-unit-lean", web_enabled=False)
+    assert type(lean.monitor) is StreamTimeMonitor
+    full = create_app(
+        Settings(data_dir=tmp_path, faust_metrics=True), app_id="lethe-unit-full", web_enabled=False
+    )
+    assert type(full.monitor) is CachedPrometheusMonitor

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import faust
 import pytest
+from faust.types import TP, Message
 
 from lethe import topics
 from lethe.app import UnclassifiedWatch, same_partition_count
@@ -125,3 +128,35 @@ def test_change_topics_of_different_partition_counts_stop_the_worker_naming_them
 def test_the_subject_events_topic_is_prefixed_by_the_app_id() -> None:
     assert topics.subject_events_topic_name("lethe") == "lethe-subject-events"
     assert topics.subject_events_topic_name("lethe-it-route-1") == "lethe-it-route-1-subject-events"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [(b'{"id":7}', b'{"op":"c"}'), (b'{"id":7}', None), (None, b"\xff not JSON"), (None, None)],
+)
+def test_change_records_reach_the_stream_as_the_broker_holds_them(
+    key: bytes | None, value: bytes | None
+) -> None:
+    """The worker's own decoding of change and subject-events records hands the stream
+    what Faust's raw serializers would: the bytes untouched, a tombstone's None kept."""
+    app = faust.App("lethe-unit-raw-schema", broker="memory://", store="memory://")
+    message = Message(
+        "hosting.public.customers", 0, 3, 1.0, 0, None, key, value, None, tp=TP("t", 0)
+    )
+    fausts = faust.Schema(
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+    ).compile(app)
+    ours = topics.RawBytesSchema().compile(app)
+    expected = asyncio.run(fausts(message))
+    got = asyncio.run(ours(message))
+    assert (got.key, got.value, got.message) == (expected.key, expected.value, message)
+    assert (got.key, got.value) == (key, value)
+    for topic in (
+        topics.change_topics(app, ["hosting.public.customers"]),
+        topics.subject_events_topic(app, 8),
+    ):
+        assert isinstance(topic.schema, topics.RawBytesSchema)

@@ -43,7 +43,7 @@ from lethe.changelog import PartitionTable
 from policy.events import Key
 from policy.instants import Instant
 from policy.state import RowState, SubjectState
-from policy.store import DueIndex, RowId
+from policy.store import NO_HINT, DueIndex, NoHint, RowId
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +159,11 @@ class FaustStore:
         self._locations = PartitionTable(tables.locations)
         self._next_due = next_due
         self._due: dict[int, DueIndex] = {}
-        self._last_read: tuple[int, RowId, bytes, bytes | None] | None = None
-        """The last row read: (partition, row id, key, stored bytes). The driver reads a
-        row, then writes it back: the write compares with these bytes instead of reading
-        RocksDB again (any write or delete of the rows, or a revocation, forgets it)."""
+        self._last_read: tuple[object, RowId, bytes, bytes | None] | None = None
+        """The last row read: (the event it was read for, row id, key, stored bytes). The
+        driver locates a row, reads it, then writes it back: each step after the first takes
+        these bytes instead of reading RocksDB again (any write or delete of the rows, or a
+        revocation, forgets them; another event does not use them)."""
         if app is not None:
 
             def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -174,22 +175,14 @@ class FaustStore:
     # --- rows ----------------------------------------------------------------------------
 
     def row(self, row_id: RowId) -> RowState | None:
-        partition = self._partition()
-        key = row_key(row_id)
-        data = self._rows.get(partition, key)
-        self._last_read = (partition, row_id, key, data)
+        data = self._read(row_id)[1]
         return None if data is None else RowState.from_bytes(data)
 
     def put_row(self, row_id: RowId, state: RowState) -> None:
         self._index()
         partition = self._partition()
-        last = self._last_read
+        key, stored = self._read(row_id)
         self._last_read = None
-        if last is not None and last[0] == partition and last[1] == row_id:
-            key, stored = last[2], last[3]
-        else:
-            key = row_key(row_id)
-            stored = self._rows.get(partition, key)
         data = state.to_bytes()
         if stored == data:
             return
@@ -209,7 +202,11 @@ class FaustStore:
         self._delete(self._rows, key)
         self._delete(self._locations, where_key(table, row_key_values))
 
-    def locate(self, table: str, key: Key) -> RowId | None:
+    def locate(self, table: str, key: Key, likely: str | NoHint | None = NO_HINT) -> RowId | None:
+        if not isinstance(likely, NoHint):
+            row_id: RowId = (likely, table, key)
+            if self._read(row_id)[1] is not None:
+                return row_id
         data = self._get(self._locations, where_key(table, key))
         if data is None:
             return None
@@ -276,6 +273,21 @@ class FaustStore:
             raise RuntimeError("the Faust store is used outside an agent's stream")
         partition: int = event.message.partition
         return partition
+
+    def _read(self, row_id: RowId) -> tuple[bytes, bytes | None]:
+        """The row's key and stored bytes (None: absent), read once per event: a read of the
+        same row while the same event is processed, with no write or delete of a row since,
+        takes them from `_last_read`."""
+        event = faust.current_event()
+        if event is None:
+            raise RuntimeError("the Faust store is used outside an agent's stream")
+        last = self._last_read
+        if last is not None and last[0] is event and last[1] == row_id:
+            return last[2], last[3]
+        key = row_key(row_id)
+        data = self._rows.get(event.message.partition, key)
+        self._last_read = (event, row_id, key, data)
+        return key, data
 
     def _index(self) -> DueIndex:
         """The current partition's due index, rebuilt from its rows on first use."""

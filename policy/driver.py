@@ -58,7 +58,7 @@ from policy.engine import (
     next_due,
     reads_activity,
 )
-from policy.events import ChangeEvent, Key
+from policy.events import ChangeEvent, Key, Op
 from policy.instants import Instant
 from policy.state import Command, Confirmation, RowState, SubjectState
 from policy.store import RowId, Store
@@ -318,9 +318,14 @@ class Driver:
         decided = None if bounds is None else event.ts
         engine = self.engine
         store = self.store
-        old_id = store.locate(event.table, event.key)
-        row = store.row(old_id) if old_id is not None else None
-        subject_key = event_subject(engine, row, event)
+        if event.op is Op.DELETE:
+            old_id = store.locate(event.table, event.key)
+            row = store.row(old_id) if old_id is not None else None
+            subject_key = event_subject(engine, row, event)
+        else:  # the subject is the after image's, where the row most likely is already
+            subject_key = event_subject(engine, None, event)
+            old_id = store.locate(event.table, event.key, subject_key)
+            row = store.row(old_id) if old_id is not None else None
         subject = store.subject(subject_key) if subject_key is not None else None
         old_subject = old_id[0] if old_id is not None else None
         left = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
+from enum import Enum
 from typing import Final, Protocol
 
 from policy.events import Key
@@ -25,6 +26,14 @@ from policy.state import RowState, SubjectState
 
 RowId = tuple[str | None, str, Key]
 """(subject, table, key): how row states are keyed, so a subject's rows live together."""
+
+
+class NoHint(Enum):
+    NO_HINT = "no hint"
+
+
+NO_HINT: Final = NoHint.NO_HINT
+"""`Store.locate` without a likely subject."""
 
 
 class Store(Protocol):
@@ -40,8 +49,10 @@ class Store(Protocol):
     def delete_row(self, row_id: RowId) -> None:
         """Forget the row: its state, its place in the indexes and its timer."""
 
-    def locate(self, table: str, key: Key) -> RowId | None:
-        """The id the row with this primary key is stored under, or None."""
+    def locate(self, table: str, key: Key, likely: str | NoHint | None = NO_HINT) -> RowId | None:
+        """The id the row with this primary key is stored under, or None. `likely`: the
+        subject it is probably stored under (None: none), which a store may look up first;
+        the answer must not depend on it."""
 
     def rows_of(self, subject: str | None) -> list[RowId]:
         """The ids of the subject's rows (a snapshot; any order)."""
@@ -185,7 +196,7 @@ class MemoryStore:
         if not members:
             del self._members[subject]
 
-    def locate(self, table: str, key: Key) -> RowId | None:
+    def locate(self, table: str, key: Key, likely: str | NoHint | None = NO_HINT) -> RowId | None:
         where = (table, key)
         if where not in self._located:
             return None

@@ -87,6 +87,26 @@ def test_a_row_moved_to_another_subject_is_found_under_the_new_one(store: Store)
     assert store.rows_of(None) == [] and store.rows_of("customer:12") == [new]
 
 
+def test_a_likely_subject_never_changes_where_a_row_is_located(store: Store):
+    """`locate` may look under the likely subject first; right, wrong or None, the answer
+    is where the row is stored (or None), as without it."""
+    table, key = "public.support_tickets", (("id", 7),)
+    ticket, breach = rid("customer:1", "support_tickets", 7), rid(None, "data_breaches", 1)
+    for likely in ("customer:1", "customer:2", None):
+        assert store.locate(table, key, likely) is None
+    store.put_row(ticket, state(ticket))
+    store.put_row(breach, state(breach))
+    for likely in ("customer:1", "customer:2", None):
+        assert store.locate(table, key, likely) == ticket
+        assert store.locate("public.data_breaches", (("id", 1),), likely) == breach
+        assert store.locate(table, (("id", 8),), likely) is None
+    store.delete_row(ticket)
+    store.put_row(moved := rid("customer:2", "support_tickets", 7), state(moved))
+    for likely in ("customer:1", "customer:2", None):
+        assert store.locate(table, key, likely) == moved
+    assert store.row(moved) == state(moved) and store.row(ticket) is None
+
+
 def test_subject_states_are_stored_and_deleted(store: Store):
     held = SubjectState({"contact": 5}, frozenset({"public.legal_holds:1"}))
     assert store.subject("customer:1") is None

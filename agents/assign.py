@@ -172,13 +172,13 @@ async def handle_change(
         metrics.change_events_replayed.labels(table=outcome.table).inc()
         log.debug("replayed table=%s op=%s key=%s", outcome.table, op, _key_label(outcome.key))
         return None
-    row = row_id(outcome.table, outcome.key).encode()
+    row_text = row_id(outcome.table, outcome.key)
     try:
         located = located_by_event(engine, outcome)
         if isinstance(located, Unknown):
-            stored = locations.get(message.partition, row)
+            stored = locations.get(message.partition, row_text.encode())
             located = None if stored is None else stored.decode()
-        routing = route(engine, located, outcome)
+        routing = route(engine, located, outcome, row_text)
     except PartitionsMismatch:
         raise
     except Exception as exc:

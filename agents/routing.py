@@ -123,10 +123,14 @@ def located_by_event(engine: Engine, event: ChangeEvent) -> str | Unknown | None
     return NO_SUBJECT if found is None else found
 
 
-def route(engine: Engine, located: str | None, event: ChangeEvent) -> Routing:
-    """Decide the `locations` writes and the records for one change event (see the module)."""
+def route(
+    engine: Engine, located: str | None, event: ChangeEvent, row: str | None = None
+) -> Routing:
+    """Decide the `locations` writes and the records for one change event (see the module);
+    `row`: its `row_id`, when the caller has it already."""
     ways = engine.plans[event.table].subject_ways
-    row = row_id(event.table, event.key)
+    if row is None:
+        row = row_id(event.table, event.key)
     if not ways:
         return Routing((), (Outgoing(Kind.EVENT, row, None),))
     deleted = event.op is Op.DELETE

@@ -120,11 +120,11 @@ def install_faust_sensor(app: AppT, registry: CollectorRegistry, name_prefix: st
 
 
 class StreamTimeMonitor(Monitor):
-    """Faust's in-memory monitor (its sensor when LETHE_FAUST_METRICS is off), keeping of
-    the per-record bookkeeping only when each partition's stream last took an event, which
-    Faust's consumer reads to warn of a stalled stream. The counters and timings it keeps
-    per message, event and table access are read by Faust's web statistics alone, which the
-    worker does not serve; they cost about 5 µs a change event (docs/benchmarks.md (a),
+    """Faust's in-memory monitor (the sensor when LETHE_FAUST_METRICS is off) with one piece
+    of its per-record bookkeeping left: when each partition's stream last took an event,
+    which Faust's consumer reads to warn of a stalled stream. The counters and timings it
+    kept per message, event and table access are read by Faust's web statistics alone, which
+    the worker does not serve; they cost about 5 µs a change event (docs/benchmarks.md (a),
     session 10). Commit and end-offset bookkeeping stay Faust's."""
 
     def on_message_in(self, tp: TP, offset: int, message: Message) -> None:

@@ -15,6 +15,8 @@ from typing import Final, TypeVar
 from fastavro import parse_schema, schemaless_writer
 
 from policy.audit import AUDIT_SCHEMA, AuditRecord, audit_datum
+from policy.events import Key
+from policy.model import Action
 
 T = TypeVar("T")
 _PARSED: Final = parse_schema(AUDIT_SCHEMA)
@@ -32,21 +34,11 @@ def audit_avro(record: AuditRecord) -> bytes:
     _long(out, _DECISIONS[record.decision.value])
     _long(out, record.at)
     _optional_string(out, record.table)
-    key = record.key
-    if key is None:
-        out.append(0)
-    else:
-        out.append(2)
-        _block(out, list(dict(key).items()), _key_column)
+    _optional(out, record.key, _key_map)
     _optional_string(out, record.subject)
     _block(out, record.purposes, _string)
     _optional_string(out, record.stage)
-    action = record.action
-    if action is None:
-        out.append(0)
-    else:
-        out.append(2)
-        _long(out, _ACTIONS[action.value])
+    _optional(out, record.action, _action)
     _optional_string(out, record.command_id)
     _optional_long(out, record.due_at)
     _optional_long(out, record.previous_due_at)
@@ -106,6 +98,23 @@ def _block(out: bytearray, items: Sequence[T], write: Callable[[bytearray, T], N
     out.append(0)
 
 
+def _optional(out: bytearray, value: T | None, write: Callable[[bytearray, T], None]) -> None:
+    """A union [null, X]: branch 0 for None, else branch 1 and the value as `write` writes X."""
+    if value is None:
+        out.append(0)
+    else:
+        out.append(2)
+        write(out, value)
+
+
+def _key_map(out: bytearray, key: Key) -> None:
+    _block(out, list(dict(key).items()), _key_column)
+
+
+def _action(out: bytearray, action: Action) -> None:
+    _long(out, _ACTIONS[action.value])
+
+
 def _key_column(out: bytearray, column: tuple[str, object]) -> None:
     _string(out, column[0])
     _key_value(out, column[1])
@@ -118,19 +127,11 @@ def _string(out: bytearray, text: str) -> None:
 
 
 def _optional_string(out: bytearray, text: str | None) -> None:
-    if text is None:
-        out.append(0)
-    else:
-        out.append(2)
-        _string(out, text)
+    _optional(out, text, _string)
 
 
 def _optional_long(out: bytearray, value: int | None) -> None:
-    if value is None:
-        out.append(0)
-    else:
-        out.append(2)
-        _long(out, value)
+    _optional(out, value, _long)
 
 
 def _key_value(out: bytearray, value: object) -> None:

@@ -267,20 +267,22 @@ class FaustStore:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _partition(self) -> int:
+    def _event(self) -> Any:
+        """The event being processed (the store works on its partition)."""
         event = faust.current_event()
         if event is None:
             raise RuntimeError("the Faust store is used outside an agent's stream")
-        partition: int = event.message.partition
+        return event
+
+    def _partition(self) -> int:
+        partition: int = self._event().message.partition
         return partition
 
     def _read(self, row_id: RowId) -> tuple[bytes, bytes | None]:
         """The row's key and stored bytes (None: absent), read once per event: a read of the
         same row while the same event is processed, with no write or delete of a row since,
         takes them from `_last_read`."""
-        event = faust.current_event()
-        if event is None:
-            raise RuntimeError("the Faust store is used outside an agent's stream")
+        event = self._event()
         last = self._last_read
         if last is not None and last[0] is event and last[1] == row_id:
             return last[2], last[3]

@@ -86,6 +86,7 @@ from mode import CrashingSupervisor
 
 from lethe import topics
 from lethe.agents.assign import raw_bytes, reject
+from lethe.agents.census_slices import CensusRun
 from lethe.agents.issuing import Issuer
 from lethe.agents.outputs import Outputs
 from lethe.agents.subject_records import (
@@ -107,7 +108,6 @@ from lethe.forwarding import ChannelForwarder, Forwarder, KafkaForwarder
 from lethe.metrics import CensusBoard, Children, WorkerMetrics
 from lethe.topics.batches import BatchError, BatchItem, read_batch
 from policy import audit
-from policy.census import take_census
 from policy.command_records import COMMANDS_TOPIC
 from policy.decoding import decode_raw
 from policy.driver import NOTHING, Bounds, Driver, row_bounds
@@ -181,7 +181,9 @@ class Enforcer:
         """What this agent processed of its topic (for `lethe_consumer_lag_*`)."""
         self.census_interval = census_interval
         self.census_at: dict[int, float] = {}
-        """Per partition, when its last census was taken (monotonic seconds)."""
+        """Per partition, when its last census started (monotonic seconds)."""
+        self.census_runs: dict[int, CensusRun] = {}
+        """Per partition, the census under way."""
         self.census = None
         if census_interval is not None:
             purposes = {table: plan.purposes for table, plan in engine.plans.items()}
@@ -198,6 +200,7 @@ class Enforcer:
             self.bounds.pop(partition, None)
             self.watermarks.forget(partition)
             self.census_at.pop(partition, None)
+            self.census_runs.pop(partition, None)
         if self.census is not None:
             self.census.forget(partitions)
 
@@ -310,22 +313,31 @@ class Enforcer:
             self.take_census(message.partition, now)
 
     def take_census(self, partition: int, now: int) -> None:
-        """Count the partition's state for the census gauges (`policy.census`) as of `now`
-        (enforcement clock), at most every `census_interval` seconds (never without one); a
-        failure is logged."""
+        """Count the partition's state for the census gauges (`policy.census`): a census
+        starts as of `now` (enforcement clock) at most every `census_interval` seconds
+        (never without one), and is taken in slices, one per tick of the partition
+        (`lethe.agents.census_slices`); the gauges follow when its last slice is done. A
+        failure is logged and the census starts again at the next interval."""
         if self.census is None or self.census_interval is None:
             return
-        started = time.monotonic()
-        if started - self.census_at.get(partition, -self.census_interval) < self.census_interval:
-            return
-        self.census_at[partition] = started
+        run = self.census_runs.get(partition)
+        if run is None:
+            started = time.monotonic()
+            last = self.census_at.get(partition, -self.census_interval)
+            if started - last < self.census_interval:
+                return
+            self.census_at[partition] = started
+            run = self.census_runs[partition] = CensusRun(now)
         try:
-            census = take_census(self.engine, self.store.states(), self.store.subject_states(), now)
+            done = run.scan(self.engine, self.store)
         except Exception:
+            del self.census_runs[partition]
             log.exception("The census of partition %s failed; trying at its next", partition)
             return
-        self.census.report(partition, census, now)
-        self.metrics.census_duration.set(time.monotonic() - started)
+        if done:
+            del self.census_runs[partition]
+            self.census.report(partition, run.census, now)
+            self.metrics.census_duration.set(run.scanned_s)
 
     def moving_event(self, depart: Depart) -> ChangeEvent | None:
         """The change that moved the departing row, when the depart carries it; its own

@@ -65,6 +65,11 @@ _FAUST_OFFSET_KEY: Final = b"__faust\x00offset__"
 """Faust's own key in each RocksDB partition: the changelog offset it persisted."""
 
 
+def _after(key: bytes | None) -> bytes | None:
+    """The first key a scan that resumes after `key` reads (RocksDB orders keys bytewise)."""
+    return None if key is None else key + b"\x00"
+
+
 @dataclass(frozen=True, slots=True)
 class StateTables:
     """The three tables of a `FaustStore` (declare them with `declare_state_tables`)."""
@@ -254,16 +259,30 @@ class FaustStore:
 
     def states(self) -> Iterator[tuple[RowState, SubjectState | None]]:
         """Every row state of the current partition with its subject's state (a scan)."""
-        for _, row, subject in self._scan(self._partition(), {}):
+        for _, row, subject in self.states_after(None):
             yield row, subject
+
+    def states_after(
+        self, after: bytes | None
+    ) -> Iterator[tuple[bytes, RowState, SubjectState | None]]:
+        """The current partition's rows whose key comes after `after` (every row: None), in
+        key order, each with its key and its subject's state: a scan that can stop and be
+        taken up again from the last key it gave."""
+        return self._scan(self._partition(), {}, after)
 
     def subject_states(self) -> Iterator[SubjectState]:
         """Every subject state of the current partition (a scan)."""
+        for _, state in self.subject_states_after(None):
+            yield state
+
+    def subject_states_after(self, after: bytes | None) -> Iterator[tuple[bytes, SubjectState]]:
+        """The current partition's subject states whose key comes after `after` (all: None),
+        in key order, each with its key."""
         db = self.tables.subjects.data._db_for_partition(self._partition())
-        for key, data in db.items():
+        for key, data in db.items(from_key=_after(after)):
             if key == _FAUST_OFFSET_KEY:
                 continue
-            yield SubjectState.from_bytes(data)
+            yield key, SubjectState.from_bytes(data)
 
     # --- internals -----------------------------------------------------------------------
 
@@ -300,11 +319,15 @@ class FaustStore:
         return due
 
     def _scan(
-        self, partition: int, subjects: dict[str, SubjectState | None]
+        self,
+        partition: int,
+        subjects: dict[str, SubjectState | None],
+        after: bytes | None = None,
     ) -> Iterator[tuple[bytes, RowState, SubjectState | None]]:
-        """Every row of `partition` (its key, state and subject's state), Faust's own keys
-        (the persisted changelog offset) left out; each subject read once, into `subjects`."""
-        for key, data in self._rows_db(partition).items():
+        """Every row of `partition` (its key, state and subject's state) whose key comes
+        after `after` (all: None), Faust's own keys (the persisted changelog offset) left
+        out; each subject read once, into `subjects`."""
+        for key, data in self._rows_db(partition).items(from_key=_after(after)):
             if key[:1] not in (_NO_SUBJECT, _SUBJECT):
                 continue
             row = RowState.from_bytes(data)

@@ -90,7 +90,8 @@ class WorkerMetrics:
     legal_holds: Gauge
     """lethe_legal_holds{table} (census): open legal holds, by the table of the hold rows."""
     census_duration: Gauge
-    """lethe_census_duration_seconds: how long the last census of a partition took."""
+    """lethe_census_duration_seconds: how long the last census of a partition scanned, over
+    all its slices."""
     due_to_issued: Histogram
     """lethe_due_to_issued_seconds{table,action}: from a stage's due to its first send."""
     issued_to_confirmed: Histogram
@@ -266,8 +267,9 @@ class WorkerMetrics:
             ),
             census_duration=Gauge(
                 "lethe_census_duration_seconds",
-                "Wall seconds the last census of one partition's state took (a scan of its "
-                "rows, every LETHE_CENSUS_INTERVAL seconds).",
+                "Seconds the last census of one partition's state spent scanning its rows "
+                "and subjects, over all its slices (one census every LETHE_CENSUS_INTERVAL "
+                "seconds, at most 50 ms of it at each tick of the partition).",
                 registry=registry,
             ),
             due_to_issued=Histogram(

@@ -32,8 +32,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.unit.test_store_contract as contract
+from lethe.agents.census_slices import CensusRun
 from lethe.faust_store import LOCATIONS, ROWS, FaustStore, decode_row_key, where_key
 from lethe.settings import Settings
+from policy.census import Census, take_census
 from policy.driver import Driver
 from policy.engine import next_due
 from policy.events import ChangeEvent
@@ -42,7 +44,10 @@ from policy.simulation import decode_line
 from policy.state import Command, RowState, SubjectState
 from policy.store import MemoryStore, RowId, Store
 from tests.integration.faust_harness import FaustHarness, clear_partition, partition_items
+from tests.unit.conftest import micros, record
 from tests.unit.test_engine_properties import ENGINE, FAR, streams
+
+LOG = "connection_logs"
 
 pytestmark = pytest.mark.integration
 
@@ -131,6 +136,45 @@ def test_a_new_store_over_the_same_tables_finds_every_timer_from_the_rows(harnes
         (30, rows[3]),
         (40, rows[0]),
     ]
+
+
+def test_a_census_taken_in_slices_counts_what_one_scan_counts(harness: FaustHarness):
+    """1,000 connection logs of 150 customers (due from 2025-01 on, one year after their
+    logged_at; 200 of them deleted already) and 5 legal holds: the census in slices that stop
+    at every 64th row or subject counts what one scan of the partition counts, and stops
+    at least 16 times."""
+    logs = [
+        record(LOG, "c", "2024-12-01T00:00:00Z", {
+            "id": n, "customer_id": n % 150, "ip_address": "x",
+            "logged_at": f"2024-{1 + n % 12:02d}-{1 + n % 28:02d}T00:00:00Z"})
+        for n in range(1000)
+    ]  # fmt: skip
+    holds = [
+        record("legal_holds", "c", "2024-12-01T00:00:00Z", {
+            "id": n, "customer_id": n * 7, "case_ref": "X", "placed_at": None,
+            "released_at": None})
+        for n in range(5)
+    ]  # fmt: skip
+    now = micros("2025-06-01T00:00:00Z")
+
+    def fill() -> Census:
+        driver = Driver(ENGINE, fresh_store(harness, 0, engine_due))
+        for event in change_events([*logs, *holds]):
+            driver.feed(event)
+        driver.advance(micros("2025-03-01T00:00:00Z"))
+        store = FaustStore(harness.tables, engine_due)
+        return take_census(ENGINE, store.states(), store.subject_states(), now)
+
+    whole = harness.run(fill, partition=0)
+    assert whole.holds == {"public.legal_holds": 5}
+    assert sum(whole.backlog.values()) > 0 and sum(whole.unconfirmed.values()) > 0
+    run = CensusRun(now)
+    store = FaustStore(harness.tables, engine_due)
+    slices = 1
+    while not harness.run(lambda: run.scan(ENGINE, store, slice_s=0.0), partition=0):
+        slices += 1
+    assert run.census == whole
+    assert slices >= 16
 
 
 def changelog_state(harness: FaustHarness, table: str, partition: int) -> dict[bytes, bytes]:

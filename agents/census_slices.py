@@ -4,7 +4,8 @@ its enforcer.
 A census (`policy.census.take_census`) reads every row of the partition: about 11 µs a row,
 so 1.4 s for 125,000 rows (10^6 rows over 8 partitions), during which the worker's event
 loop serves nothing else: no sweep, no command, no other partition. `CensusRun` takes it
-instead at the partition's ticks, at most `CENSUS_SLICE_S` of scanning at each, resuming
+instead at the partition's ticks, at most `CENSUS_SLICE_SHARE` of the tick interval of
+scanning at each (50 ms at the default 1 s), resuming
 after the last row (then subject) key it counted, and gives the census when the last slice
 is done. Every row counts as of the instant the run started; a row written behind the
 scan's position while the run goes on is counted as it was (or not at all, if new), as a
@@ -23,8 +24,9 @@ from policy.engine import Engine
 from policy.instants import Instant
 from policy.state import RowState, SubjectState
 
-CENSUS_SLICE_S: Final = 0.05
-"""How long a census scans at one tick of a partition before its enforcer goes on."""
+CENSUS_SLICE_SHARE: Final = 0.05
+"""The share of the tick interval a census scans at each tick of a partition before its
+enforcer goes on: 50 ms at the default LETHE_TICK_INTERVAL of 1 s."""
 _CHECK_EVERY: Final = 64
 """Rows (or subjects) between two looks at the clock."""
 
@@ -55,7 +57,7 @@ class CensusRun:
     scanned_s: float = 0.0
     """Seconds spent scanning so far, over every slice."""
 
-    def scan(self, engine: Engine, store: Scannable, slice_s: float = CENSUS_SLICE_S) -> bool:
+    def scan(self, engine: Engine, store: Scannable, slice_s: float) -> bool:
         """Count on from where the last slice stopped, for about `slice_s` seconds (the
         partition of the event being processed); True once every row and subject is
         counted (`census` is then the partition's census)."""

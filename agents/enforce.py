@@ -86,7 +86,7 @@ from mode import CrashingSupervisor
 
 from lethe import topics
 from lethe.agents.assign import raw_bytes, reject
-from lethe.agents.census_slices import CensusRun
+from lethe.agents.census_slices import CENSUS_SLICE_SHARE, CensusRun
 from lethe.agents.issuing import Issuer
 from lethe.agents.outputs import Outputs
 from lethe.agents.subject_records import (
@@ -153,6 +153,7 @@ class Enforcer:
         audit_hash_key: bytes,
         change_partitions: int = 1,
         census_interval: float | None = 30.0,
+        census_slice: float = CENSUS_SLICE_SHARE,
         consumed: ChangeProgress | None = None,
         outbound: KafkaForwarder | None = None,
     ) -> None:
@@ -184,6 +185,8 @@ class Enforcer:
         """Per partition, when its last census started (monotonic seconds)."""
         self.census_runs: dict[int, CensusRun] = {}
         """Per partition, the census under way."""
+        self.census_slice = census_slice
+        """Seconds a census scans at each tick of its partition."""
         self.census = None
         if census_interval is not None:
             purposes = {table: plan.purposes for table, plan in engine.plans.items()}
@@ -315,8 +318,9 @@ class Enforcer:
     def take_census(self, partition: int, now: int) -> None:
         """Count the partition's state for the census gauges (`policy.census`): a census
         starts as of `now` (enforcement clock) at most every `census_interval` seconds
-        (never without one), and is taken in slices, one per tick of the partition
-        (`lethe.agents.census_slices`); the gauges follow when its last slice is done. A
+        (never without one), and is taken in slices of `census_slice` seconds, one per tick
+        of the partition (`lethe.agents.census_slices`); the gauges follow when its last
+        slice is done. A
         failure is logged and the census starts again at the next interval."""
         if self.census is None or self.census_interval is None:
             return
@@ -329,7 +333,7 @@ class Enforcer:
             self.census_at[partition] = started
             run = self.census_runs[partition] = CensusRun(now)
         try:
-            done = run.scan(self.engine, self.store)
+            done = run.scan(self.engine, self.store, self.census_slice)
         except Exception:
             del self.census_runs[partition]
             log.exception("The census of partition %s failed; trying at its next", partition)
@@ -401,6 +405,7 @@ def install(
         audit_hash_key=audit_hash_key,
         change_partitions=change_partitions,
         census_interval=census_interval,
+        census_slice=CENSUS_SLICE_SHARE * tick_interval,
         consumed=consumed,
         outbound=forwarder if isinstance(forwarder, KafkaForwarder) else None,
     )

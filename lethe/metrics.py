@@ -269,7 +269,7 @@ class WorkerMetrics:
                 "lethe_census_duration_seconds",
                 "Seconds the last census of one partition's state spent scanning its rows "
                 "and subjects, over all its slices (one census every LETHE_CENSUS_INTERVAL "
-                "seconds, at most 50 ms of it at each tick of the partition).",
+                "seconds, at most 5% of the tick interval of it at each tick of the partition).",
                 registry=registry,
             ),
             due_to_issued=Histogram(

@@ -202,11 +202,12 @@ class Settings:
     """LETHE_TICK_INTERVAL: seconds between two sweeps of the enforcer (default 1): how late
     after its due instant a stage is issued at most, besides the worker's lag."""
     census_interval: float = 30.0
-    """LETHE_CENSUS_INTERVAL: wall seconds between two censuses of a partition's state (default
-    30): a scan of its rows at a tick, for the gauges of rows tracked, backlog, forecast,
-    unconfirmed commands and legal holds (docs/metrics.md). Each costs about 11 µs per row
-    (bench/census_bench.py), during which the partition's enforcer waits: raise it for
-    partitions of more than about 100,000 rows."""
+    """LETHE_CENSUS_INTERVAL: wall seconds between the starts of two censuses of a partition's
+    state (default 30): a scan of its rows, for the gauges of rows tracked, backlog, forecast,
+    unconfirmed commands and legal holds (docs/metrics.md), taken in slices of 5% of the tick
+    interval at the partition's ticks (`lethe.agents.census_slices`). Each costs about 10 µs
+    per row (bench/census_bench.py): raise it for partitions of more than about 100,000
+    rows, whose censuses take a large share of a core."""
     enforce: bool = True
     """LETHE_ENFORCE: `on` (default) issues the retention commands (`lethe.commands`, and the
     sink topics the database is changed from); `off` runs the worker without its enforcing

@@ -320,8 +320,8 @@ class Enforcer:
         starts as of `now` (enforcement clock) at most every `census_interval` seconds
         (never without one), and is taken in slices of `census_slice` seconds, one per tick
         of the partition (`lethe.agents.census_slices`); the gauges follow when its last
-        slice is done. A
-        failure is logged and the census starts again at the next interval."""
+        slice is done. A failure is logged and the census starts again at the next
+        interval."""
         if self.census is None or self.census_interval is None:
             return
         run = self.census_runs.get(partition)

@@ -6,7 +6,7 @@ Run: `.venv/bin/python bench/census_bench.py [--events N]`
 Feeds `bench/engine_bench.py`'s generated mix (N events, the shipped policy) to a driver over
 a `MemoryStore`, serialises its row and subject states as the worker keeps them in RocksDB,
 then times, best of 5: decoding every row state (`RowState.from_bytes`, as
-`FaustStore.states` does; the RocksDB scan itself is not included) and the census over them,
+`FaustStore.states_after` does; the RocksDB scan itself is not included) and the census over them,
 and prints microseconds per row. One run, rough numbers: the machine is shared.
 """
 

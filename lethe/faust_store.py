@@ -257,11 +257,6 @@ class FaustStore:
 
     # --- census (metrics) ---------------------------------------------------------------
 
-    def states(self) -> Iterator[tuple[RowState, SubjectState | None]]:
-        """Every row state of the current partition with its subject's state (a scan)."""
-        for _, row, subject in self.states_after(None):
-            yield row, subject
-
     def states_after(
         self, after: bytes | None
     ) -> Iterator[tuple[bytes, RowState, SubjectState | None]]:
@@ -269,11 +264,6 @@ class FaustStore:
         key order, each with its key and its subject's state: a scan that can stop and be
         taken up again from the last key it gave."""
         return self._scan(self._partition(), {}, after)
-
-    def subject_states(self) -> Iterator[SubjectState]:
-        """Every subject state of the current partition (a scan)."""
-        for _, state in self.subject_states_after(None):
-            yield state
 
     def subject_states_after(self, after: bytes | None) -> Iterator[tuple[bytes, SubjectState]]:
         """The current partition's subject states whose key comes after `after` (all: None),

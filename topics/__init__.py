@@ -154,8 +154,7 @@ class RawBytesSchema(faust.Schema[bytes, bytes]):
     """Keys and values as the broker holds them (bytes, or None), handed to the stream
     without Faust's serializer registry: its codec lookups for the `raw` codec, which
     returns the bytes as they are, and its settings lookup of the event class cost about
-    5 µs a record (docs/benchmarks.md (a),
-    session 10). Sending is Faust's as before."""
+    5 µs a record (docs/benchmarks.md (a), session 10). Sending is Faust's as before."""
 
     def __init__(self) -> None:
         super().__init__(

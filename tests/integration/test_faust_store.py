@@ -163,7 +163,9 @@ def test_a_census_taken_in_slices_counts_what_one_scan_counts(harness: FaustHarn
             driver.feed(event)
         driver.advance(micros("2025-03-01T00:00:00Z"))
         store = FaustStore(harness.tables, engine_due)
-        return take_census(ENGINE, store.states(), store.subject_states(), now)
+        rows = ((row, subject) for _, row, subject in store.states_after(None))
+        subjects = (state for _, state in store.subject_states_after(None))
+        return take_census(ENGINE, rows, subjects, now)
 
     whole = harness.run(fill, partition=0)
     assert whole.holds == {"public.legal_holds": 5}

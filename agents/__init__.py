@@ -11,14 +11,17 @@ scale with partitions instead).
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 from faust.types import ChannelT, TopicT
 
 from lethe.agents import assign, enforce, lag
 from lethe.agents.delivery import DeadLetterPipeline
+from lethe.agents.handoff import LocalHandOff
 from lethe.agents.watermarks import UNCHECKED, ChangeProgress
 from lethe.clock import LiveClock
-from lethe.forwarding import Forwarder
+from lethe.forwarding import Forwarder, KafkaForwarder
 from lethe.heartbeat import SourceHeartbeat
 from lethe.metrics import WorkerMetrics
 from policy.engine import Engine
@@ -42,6 +45,7 @@ def install(
     forwarder: Forwarder | None = None,
     heartbeat: SourceHeartbeat | None = None,
     dead_letter_pipeline: DeadLetterPipeline | None = None,
+    local_handoff: bool = False,
 ) -> None:
     """Register every agent of the worker on `app`: the assign agent reads `changes` (each
     with `change_partitions` partitions) and forwards to `subject_events`
@@ -56,8 +60,21 @@ def install(
     None: Faust sends them to `subject_events`). The assign agent's dead letters go through
     `dead_letter_pipeline` (in the background; the consumer commits once they are delivered;
     None: each awaited in turn). A caught-up change topic counts as processed only up to the
-    source connector's newest `heartbeat` (None: not checked)."""
+    source connector's newest `heartbeat` (None: not checked). With `local_handoff` (and a
+    `KafkaForwarder` that batches), a worker holding every partition hands changes to the
+    enforce agent in process (`lethe.agents.handoff`)."""
     progress = ChangeProgress(engine.policy.sources_by_topic)
+    handoff = None
+    if (
+        local_handoff
+        and clock is not None
+        and isinstance(forwarder, KafkaForwarder)
+        and forwarder.partitions
+        and getattr(changes, "topics", None)
+    ):
+        handoff = _handoff(
+            app, forwarder, metrics, changes, change_partitions, subject_events, subject_partitions
+        )
     assign.install(
         app,
         changes,
@@ -69,6 +86,7 @@ def install(
         progress=progress,
         forwarder=forwarder,
         dead_letter_pipeline=dead_letter_pipeline,
+        handoff=handoff,
     )
     if clock is None:
         if detailed_metrics:
@@ -94,4 +112,35 @@ def install(
         consumed=consumed,
         forwarder=forwarder,
         heard_until=heartbeat.heard_until if heartbeat is not None else lambda: UNCHECKED,
+        handoff=handoff,
     )
+
+
+def _handoff(
+    app: faust.App,
+    forwarder: KafkaForwarder,
+    metrics: WorkerMetrics,
+    changes: ChannelT[bytes],
+    change_partitions: int,
+    subject_events: TopicT,
+    subject_partitions: int,
+) -> LocalHandOff:
+    """The hand-off, told of every rebalance by the app's signals."""
+    handoff = LocalHandOff(
+        forwarder,
+        subject_events.get_topic_name(),
+        subject_partitions,
+        changes.topics,  # type: ignore[attr-defined]
+        change_partitions,
+        shown=metrics.local_handoff.set,
+    )
+
+    def revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        handoff.revoked()
+
+    def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        handoff.assigned(args[0] if args else kwargs.get("assigned", set()))
+
+    app.on_partitions_revoked.connect(revoked)
+    app.on_partitions_assigned.connect(assigned)
+    return handoff

@@ -46,10 +46,12 @@ from mode import CrashingSupervisor
 
 from lethe import topics
 from lethe.agents.delivery import DeadLetterPipeline, deliver_dead_letter
+from lethe.agents.handoff import LocalHandOff
 from lethe.agents.replays import ReplayMarks
 from lethe.agents.routing import (
     CHANGE_HEADERS,
     Kind,
+    Outgoing,
     Routing,
     Unknown,
     located_by_event,
@@ -57,6 +59,7 @@ from lethe.agents.routing import (
     row_id,
     wire_headers,
 )
+from lethe.agents.subject_records import DecodedChange, Depart, SubjectRecord
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress
 from lethe.changelog import PartitionTable
@@ -88,6 +91,7 @@ def install(
     replay_marks: ReplayMarks | None = None,
     forwarder: Forwarder | None = None,
     dead_letter_pipeline: DeadLetterPipeline | None = None,
+    handoff: LocalHandOff | None = None,
 ) -> AgentT[Any]:
     """Register the assign agent on `app`, reading `changes` (P = `partitions` each) and
     forwarding through `forwarder` (the worker's producer, `lethe.forwarding`; None: Faust
@@ -118,6 +122,7 @@ def install(
             "subject_events": forward,
             "replay_marks": marks,
             "pipeline": dead_letter_pipeline,
+            "handoff": handoff,
         }
         event: EventT[bytes]
         async for event in stream.events():
@@ -149,9 +154,10 @@ async def handle_change(
     subject_events: Forwarder,
     replay_marks: ReplayMarks | None = None,
     pipeline: DeadLetterPipeline | None = None,
+    handoff: LocalHandOff | None = None,
 ) -> Instant | None:
     """Process one change record; never raises for bad input. Returns the time of the event
-    it forwarded to `subject_events` (None: nothing forwarded)."""
+    it forwarded to `subject_events` or handed off (None: neither)."""
     value = raw_bytes(message.value)
     try:
         outcome = decode_raw(engine.decoding, message.topic, raw_bytes(message.key), value)
@@ -187,6 +193,12 @@ async def handle_change(
         return None
     _write(locations, message.partition, routing)
     for record in routing.records:
+        if handoff is not None and handoff.handler is not None:
+            key = record.key.encode()
+            target = handoff.target(key)
+            if target is not None:
+                await handoff.handler(target, message, _handed_off(record, outcome, message))
+                continue
         if record.kind is Kind.EVENT:
             try:
                 decoded = encode_event(outcome, (message.topic, message.partition, message.offset))
@@ -211,6 +223,25 @@ async def handle_change(
     if replay_marks is not None:
         replay_marks.forwarded(*source, outcome.position)
     return outcome.ts
+
+
+def _handed_off(record: Outgoing, event: ChangeEvent, message: Message) -> SubjectRecord:
+    """What the enforcer would read of the forward of `record` (`lethe.agents.handoff`)."""
+    if record.kind is Kind.EVENT:
+        return DecodedChange(event, message.topic, message.partition, message.offset)
+    value = raw_bytes(message.value)
+    if not value:
+        return Depart(event.table, event.key, record.subject, event.ts)
+    return Depart(
+        event.table,
+        event.key,
+        record.subject,
+        event.ts,
+        value,
+        message.topic,
+        message.partition,
+        message.offset,
+    )
 
 
 def _write(locations: PartitionTable, partition: int, routing: Routing) -> None:

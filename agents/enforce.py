@@ -87,12 +87,14 @@ from mode import CrashingSupervisor
 from lethe import topics
 from lethe.agents.assign import raw_bytes, reject
 from lethe.agents.census_slices import CENSUS_SLICE_SHARE, CensusRun
+from lethe.agents.handoff import LocalHandOff
 from lethe.agents.issuing import Issuer
 from lethe.agents.outputs import Outputs
 from lethe.agents.subject_records import (
     ChangeRecord,
     DecodedChange,
     Depart,
+    SubjectRecord,
     Tick,
     UnreadableRecord,
     header_map,
@@ -106,7 +108,7 @@ from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
 from lethe.forwarding import ChannelForwarder, Forwarder, KafkaForwarder
 from lethe.metrics import CensusBoard, Children, WorkerMetrics
-from lethe.topics.batches import BatchError, BatchItem, read_batch
+from lethe.topics.batches import BatchError, BatchItem, batch_value, read_batch
 from policy import audit
 from policy.command_records import COMMANDS_TOPIC
 from policy.decoding import decode_raw
@@ -194,6 +196,8 @@ class Enforcer:
         self.input_lag = Children(metrics.input_watermark_lag)
         self.issuer = Issuer(engine, store, self.out, metrics, audit_hash_key)
         """Sends what the driver decided (`lethe.agents.issuing`)."""
+        self.handoff: LocalHandOff | None = None
+        """The in-process hand-off from the assign agent (`lethe.agents.handoff`)."""
 
     def forget(self, partitions: Iterable[int]) -> None:
         """The partitions were revoked: drop their watermarks (a partition assigned again
@@ -232,11 +236,24 @@ class Enforcer:
 
     async def handle(self, message: Message) -> None:
         """Process one record of `<app id>-subject-events`, each forward of a batch in turn;
-        never raises for bad input."""
+        never raises for bad input. With the hand-off, under the partition's lock, and then
+        the forwards the hand-off took back, if it starts here (`lethe.agents.handoff`)."""
         if self.consumed is not None:
             self.consumed.processed(
                 message.topic, message.partition, message.offset, _message_time(message)
             )
+        handoff = self.handoff
+        if handoff is None:
+            await self._handle(message)
+            return
+        async with handoff.lock(message.partition):
+            await self._handle(message)
+            taken_back = handoff.read(message.partition, message.offset)
+            if taken_back:
+                for item in read_batch(batch_value(taken_back)):
+                    await self.handle_record(message, item.headers, item.value, item)
+
+    async def _handle(self, message: Message) -> None:
         headers = _headers(message.headers)
         if headers.get(topics.KIND_HEADER) != topics.BATCH_KIND:
             await self.handle_record(message, headers, raw_bytes(message.value))
@@ -248,6 +265,17 @@ class Enforcer:
             return
         for item in items:
             await self.handle_record(message, item.headers, item.value, item)
+
+    async def handle_local(self, partition: int, message: Message, record: SubjectRecord) -> None:
+        """Process `record`, handed off by the assign agent for the partition (never a tick),
+        read from the change record `message`: as if read from the topic, its dead letters
+        at `message`'s place (`lethe.agents.handoff`)."""
+        handoff = self.handoff
+        if handoff is None:
+            raise RuntimeError("handle_local without a hand-off")
+        async with handoff.lock(partition):
+            with self.store.serving(partition):
+                await self.process(partition, record, lambda: message)
 
     async def handle_record(
         self,
@@ -262,11 +290,22 @@ class Enforcer:
         def letter() -> Message:
             return message if item is None else _letter(message, item)
 
+        try:
+            record = read_subject_record(headers, value)
+        except UnreadableRecord as exc:
+            await self.reject(letter(), Rejection(DecodeReason.BAD_RECORD, str(exc)))
+            return
+        await self.process(message.partition, record, letter)
+
+    async def process(
+        self, partition: int, record: SubjectRecord, letter: Callable[[], Message]
+    ) -> None:
+        """Feed `record` to the partition's driver and issue what it decides; `letter()` is
+        the record to dead-letter when it cannot be used."""
         where: Where | None = None
         swept: tuple[float, int] | None = None
         try:
-            record = read_subject_record(headers, value)
-            driver = self.driver(message.partition)
+            driver = self.driver(partition)
             if isinstance(record, DecodedChange | ChangeRecord):
                 if isinstance(record, DecodedChange):
                     decoded: ChangeEvent | Tombstone | Rejection = record.event
@@ -282,20 +321,20 @@ class Enforcer:
                 at = self.clock.event_instant(decoded.ts)
                 event = decoded if at == decoded.ts else decoded.at(at)
                 where = (record.source_topic, record.source_partition, record.source_offset)
-                outcome = driver.feed(event, self.bounds.get(message.partition, {}))
+                outcome = driver.feed(event, self.bounds.get(partition, {}))
             elif isinstance(record, Depart):
                 at = self.clock.event_instant(record.ts)
                 moved_by = self.moving_event(record)
                 if moved_by is not None:
                     where = record.source
-                bounds = self.bounds.get(message.partition, {})
+                bounds = self.bounds.get(partition, {})
                 outcome = driver.depart(
                     record.table, record.key, record.subject, at, moved_by, bounds
                 )
             else:
                 now = await asyncio.get_running_loop().run_in_executor(None, self.clock.now)
                 swept = (time.perf_counter(), now)
-                bounds = self.take_tick(message.partition, record, wall_now())
+                bounds = self.take_tick(partition, record, wall_now())
                 outcome = driver.advance(now, bounds)
         except UnreadableRecord as exc:
             await self.reject(letter(), Rejection(DecodeReason.BAD_RECORD, str(exc)))
@@ -303,17 +342,16 @@ class Enforcer:
         except PartitionsMismatch:
             raise
         except Exception as exc:  # a bug must not stop the enforcer
-            log.exception(
-                "Enforcing %s[%s]@%s failed", message.topic, message.partition, message.offset
-            )
-            await self.reject(letter(), rejection_of_bug(exc))
+            place = letter()
+            log.exception("Enforcing %s[%s]@%s failed", place.topic, place.partition, place.offset)
+            await self.reject(place, rejection_of_bug(exc))
             return
         if outcome is not NOTHING:
             await self.issuer.issue(outcome, letter, where)
         if swept is not None:
             started, now = swept
             self.metrics.sweep_duration.observe(time.perf_counter() - started)
-            self.take_census(message.partition, now)
+            self.take_census(partition, now)
 
     def take_census(self, partition: int, now: int) -> None:
         """Count the partition's state for the census gauges (`policy.census`): a census
@@ -383,6 +421,7 @@ def install(
     consumed: ChangeProgress | None = None,
     forwarder: Forwarder | None = None,
     heard_until: Callable[[], Instant | None] = lambda: UNCHECKED,
+    handoff: LocalHandOff | None = None,
 ) -> AgentT[Any]:
     """Register the enforce agent on `app`, reading `subject_events` (`partitions` partitions),
     and the timer that ticks every partition each `tick_interval` seconds with the watermarks
@@ -391,7 +430,9 @@ def install(
     are. Each partition's state is counted for the census gauges every `census_interval`
     seconds; `consumed` is told every record processed (for the consumer lag). The ticks go
     through `forwarder`, the assign agent's (None: Faust sends them). A caught-up change
-    topic counts as processed up to `heard_until()` at most (`lethe.heartbeat`)."""
+    topic counts as processed up to `heard_until()` at most (`lethe.heartbeat`). With
+    `handoff`, the assign agent hands changes to this agent in process when this worker
+    holds every partition (`lethe.agents.handoff`)."""
     ticks = forwarder if forwarder is not None else ChannelForwarder(subject_events)
     tables = declare_state_tables(app, partitions)
     store = FaustStore(tables, lambda row, subject: next_due(engine, row, subject), app=app)
@@ -410,6 +451,9 @@ def install(
         outbound=forwarder if isinstance(forwarder, KafkaForwarder) else None,
     )
     subject_topic = subject_events.get_topic_name()
+    if handoff is not None:
+        enforcer.handoff = handoff
+        handoff.handler = enforcer.handle_local
 
     def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())

@@ -77,19 +77,26 @@ class ForwardedChangelogTable(faust.Table):  # type: ignore[type-arg]
         self._produce(forwarder, partition, wire_key, wire_value)
         return _Sent(partition)
 
-    def write_changelog(self, partition: int, key: bytes, value: bytes | None) -> bool:
+    def write_changelog(
+        self, partition: int, key: bytes, value: bytes | None, handed_off: bool = False
+    ) -> bool:
         """Send the changelog record of a write (`value`) or delete (None) of `key` in
         `partition`, the current event's, straight to the forwarder: what `on_key_set` and
         `on_key_del` do for a table of raw bytes, without their partition lookup, key expiry
         and serializer calls. False when it must go through Faust (no forwarder, inside a
-        transaction, or a table that is not raw bytes): call `on_key_set`/`on_key_del`."""
+        transaction, or a table that is not raw bytes): call `on_key_set`/`on_key_del`.
+        `handed_off`: `partition` is not the current event's but the one a change was handed
+        off to (`lethe.agents.handoff`); it must go to the forwarder (RuntimeError if not)."""
         forwarder = getattr(self.app, "forwarder", None)
         if forwarder is None or self.app.in_transaction or not self._raw_bytes:
+            if handed_off:
+                raise RuntimeError("a handed-off change needs the worker's forwarder")
             return False
-        event = faust.current_event()
-        if event is None:
-            raise TypeError("Cannot modify table key from outside of stream iteration")
-        self._verify_source_topic_partitions(event.message.topic)
+        if not handed_off:
+            event = faust.current_event()
+            if event is None:
+                raise TypeError("Cannot modify table key from outside of stream iteration")
+            self._verify_source_topic_partitions(event.message.topic)
         self._produce(forwarder, partition, key, value)
         if value is None:
             self._sensor_on_del(self, key)
@@ -186,20 +193,33 @@ class PartitionTable:
         found: bytes | None = self.table.data._db_for_partition(partition).get(key)
         return found
 
-    def put(self, partition: int, key: bytes, value: bytes) -> None:
+    def put(self, partition: int, key: bytes, value: bytes, handed_off: bool = False) -> None:
+        """Write `key` in `partition`: the current event's, or with `handed_off` the one a
+        change was handed off to (`ForwardedChangelogTable.write_changelog`)."""
         if not self._direct:
+            self._only_own(handed_off)
             self.table[key] = value
             return
         table = self.table
-        if not (self._through and table.write_changelog(partition, key, value)):
+        if not (self._through and table.write_changelog(partition, key, value, handed_off)):
+            self._only_own(handed_off)
             table.on_key_set(key, value)
         table.data._db_for_partition(partition).put(key, value)
 
-    def delete(self, partition: int, key: bytes) -> None:
+    def delete(self, partition: int, key: bytes, handed_off: bool = False) -> None:
         if not self._direct:
+            self._only_own(handed_off)
             del self.table[key]
             return
         table = self.table
-        if not (self._through and table.write_changelog(partition, key, None)):
+        if not (self._through and table.write_changelog(partition, key, None, handed_off)):
+            self._only_own(handed_off)
             table.on_key_del(key)
         table.data._db_for_partition(partition).delete(key)
+
+    @staticmethod
+    def _only_own(handed_off: bool) -> None:
+        """Faust's own writes go to the current event's partition: never for a handed-off
+        change."""
+        if handed_off:
+            raise RuntimeError("a handed-off change needs the worker's forwarder")

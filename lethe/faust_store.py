@@ -32,6 +32,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -63,6 +65,18 @@ _NUL: Final = b"\x00"
 _ESCAPED_NUL: Final = b"\x00\xff"
 _FAUST_OFFSET_KEY: Final = b"__faust\x00offset__"
 """Faust's own key in each RocksDB partition: the changelog offset it persisted."""
+
+
+class _Serving:
+    """Stands for the event being processed while the store serves a given partition."""
+
+    __slots__ = ("partition",)
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+_SERVING: ContextVar[_Serving | None] = ContextVar("lethe_faust_store_serving", default=None)
 
 
 def _after(key: bytes | None) -> bytes | None:
@@ -194,7 +208,7 @@ class FaustStore:
         if stored is None:
             subject, table, row_key_values = row_id
             self._put(self._locations, where_key(table, row_key_values), orjson.dumps(subject))
-        self._rows.put(partition, key, data)
+        self._rows.put(partition, key, data, _SERVING.get() is not None)
 
     def delete_row(self, row_id: RowId) -> None:
         self._last_read = None
@@ -255,6 +269,18 @@ class FaustStore:
         for partition in partitions:
             self._due.pop(partition, None)
 
+    @contextmanager
+    def serving(self, partition: int) -> Iterator[None]:
+        """Work on `partition` instead of the current event's, in this task only (the
+        in-process hand-off, `lethe.agents.handoff`: the assign agent's event is from a change
+        topic). Writes send their changelog records through the app's forwarder, which
+        must have one."""
+        token = _SERVING.set(_Serving(partition))
+        try:
+            yield
+        finally:
+            _SERVING.reset(token)
+
     # --- census (metrics) ---------------------------------------------------------------
 
     def states_after(
@@ -276,27 +302,30 @@ class FaustStore:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _event(self) -> Any:
-        """The event being processed (the store works on its partition)."""
+    def _event(self) -> tuple[object, int]:
+        """The event being processed and the partition the store works on: its own, or the
+        one it is `serving`."""
+        serving = _SERVING.get()
+        if serving is not None:
+            return serving, serving.partition
         event = faust.current_event()
         if event is None:
             raise RuntimeError("the Faust store is used outside an agent's stream")
-        return event
+        return event, event.message.partition
 
     def _partition(self) -> int:
-        partition: int = self._event().message.partition
-        return partition
+        return self._event()[1]
 
     def _read(self, row_id: RowId) -> tuple[bytes, bytes | None]:
         """The row's key and stored bytes (None: absent), read once per event: a read of the
         same row while the same event is processed, with no write or delete of a row since,
         takes them from `_last_read`."""
-        event = self._event()
+        event, partition = self._event()
         last = self._last_read
         if last is not None and last[0] is event and last[1] == row_id:
             return last[2], last[3]
         key = row_key(row_id)
-        data = self._rows.get(event.message.partition, key)
+        data = self._rows.get(partition, key)
         self._last_read = (event, row_id, key, data)
         return key, data
 
@@ -353,12 +382,12 @@ class FaustStore:
 
     def _put(self, table: PartitionTable, key: bytes, value: bytes) -> None:
         """Write the key in the current partition: its changelog record, then its database."""
-        table.put(self._partition(), key, value)
+        table.put(self._partition(), key, value, _SERVING.get() is not None)
 
     def _delete(self, table: PartitionTable, key: bytes) -> None:
         """Delete the key in the current partition: its changelog tombstone, then its
         database. Not `del table[key]`: that deletes wherever this process last wrote the key."""
-        table.delete(self._partition(), key)
+        table.delete(self._partition(), key, _SERVING.get() is not None)
 
     def _keys_from(self, prefix: bytes) -> Iterator[bytes]:
         for key in self._rows_db(self._partition()).keys(from_key=prefix):

@@ -192,6 +192,15 @@ class KafkaForwarder:
         self._after_reports: list[Callable[[], None]] = []
         self.failure: str | None = None
         """Why the forwarder failed for good; None while it works."""
+        self.held: set[int] = set()
+        """Partitions whose open batch is not sent when it has lingered (`lethe.agents.handoff`):
+        it still goes when full, before a tick and at `settle`."""
+        self.unlanded: dict[int, int] = {}
+        """Per partition of `topic`, the records handed to the producer and not delivered yet."""
+        self.landed: dict[int, int] = {}
+        """Per partition of `topic`, the offset of the newest record delivered since the last
+        `new_landing` (records handed over before it do not count)."""
+        self._landing = 0
 
     @property
     def producer(self) -> Producer:
@@ -251,13 +260,52 @@ class KafkaForwarder:
         while True:
             batch = self._batch  # the one `settle` watches when the record is handed over
             try:
-                producer.produce(self.topic, value, key, place, batch.delivered, headers=wire)
+                producer.produce(
+                    self.topic,
+                    value,
+                    key,
+                    place,
+                    self._landing_report(batch, partition),
+                    headers=wire,
+                )
                 break
             except BufferError:  # queue full: the broker is slow or away
                 self._poll(0)
                 await asyncio.sleep(QUEUE_FULL_WAIT_S)
         batch.pending += 1
+        if partition is not None:
+            self.unlanded[partition] = self.unlanded.get(partition, 0) + 1
         self._poll(0)
+
+    def new_landing(self) -> None:
+        """Forget `landed`: from now on it tells only of records handed over after this call
+        (a rebalance: what landed before may be followed by other workers' records)."""
+        self._landing += 1
+        self.landed.clear()
+
+    def _landing_report(
+        self, batch: _Batch, partition: int | None
+    ) -> Callable[[KafkaError | None, Message], None]:
+        """The delivery report of a record for `topic`: `batch`'s, and `unlanded` and
+        `landed` kept for `partition` (None: placed by the producer, not kept)."""
+        if partition is None:
+            return batch.delivered
+        landing = self._landing
+
+        def report(error: KafkaError | None, message: Message) -> None:
+            batch.delivered(error, message)
+            self.unlanded[partition] -= 1
+            if error is None and landing == self._landing:
+                offset = cast(int, message.offset())
+                if offset > self.landed.get(partition, -1):
+                    self.landed[partition] = offset
+
+        return report
+
+    def withdraw(self, partition: int) -> list[bytes]:
+        """Take the partition's open batch back, unsent: its encoded forwards, in order."""
+        open_ = self._open.pop(partition, None)
+        return [] if open_ is None else open_.items
 
     def produce_now(
         self,
@@ -324,13 +372,16 @@ class KafkaForwarder:
 
     def _lingered(self) -> None:
         self._linger = None
-        if not self._send_all():  # the producer's queue is full: try again later
+        if not self._send_all(lingered=True):  # the producer's queue is full: try again later
             self._linger = asyncio.get_running_loop().call_later(BATCH_LINGER_S, self._lingered)
 
-    def _send_all(self) -> bool:
-        """Hand every open batch to the producer; False if one stays open (queue full)."""
+    def _send_all(self, lingered: bool = False) -> bool:
+        """Hand every open batch to the producer (when they `lingered`, not those `held`);
+        False if one stays open (queue full)."""
         sent = True
         for partition in list(self._open):
+            if lingered and partition in self.held:
+                continue
             sent = self._send_open(partition) and sent
         return sent
 
@@ -350,7 +401,12 @@ class KafkaForwarder:
         wire = cast(list[tuple[str, str | bytes | None]], BATCH_HEADERS)
         try:
             producer.produce(
-                self.topic, batch_value(open_.items), None, partition, batch.delivered, headers=wire
+                self.topic,
+                batch_value(open_.items),
+                None,
+                partition,
+                self._landing_report(batch, partition),
+                headers=wire,
             )
         except BufferError:
             self._poll(0)
@@ -368,6 +424,7 @@ class KafkaForwarder:
             return True
         del self._open[partition]
         batch.pending += 1
+        self.unlanded[partition] = self.unlanded.get(partition, 0) + 1
         self._poll(0)
         return True
 

@@ -89,6 +89,9 @@ class WorkerMetrics:
     """lethe_unconfirmed_oldest_age_seconds{table} (census): since when the oldest is sent."""
     legal_holds: Gauge
     """lethe_legal_holds{table} (census): open legal holds, by the table of the hold rows."""
+    local_handoff: Gauge
+    """lethe_local_handoff_partitions: partitions of subject events whose changes this worker
+    hands from its assign to its enforce stage in process (`lethe.agents.handoff`)."""
     census_duration: Gauge
     """lethe_census_duration_seconds: how long the last census of a partition scanned, over
     all its slices."""
@@ -263,6 +266,13 @@ class WorkerMetrics:
                 "lethe_legal_holds",
                 "Open legal holds, by the table of the hold rows; from the periodic census.",
                 ["table"],
+                registry=registry,
+            ),
+            local_handoff=Gauge(
+                "lethe_local_handoff_partitions",
+                "Partitions of subject events whose changes this worker hands from its assign "
+                "to its enforce stage in process (it holds every partition; 0: through the "
+                "topic, LETHE_LOCAL_HANDOFF=off or a group of several workers).",
                 registry=registry,
             ),
             census_duration=Gauge(

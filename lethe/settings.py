@@ -218,6 +218,12 @@ class Settings:
     Faust's Prometheus sensor (its per-record counters), the census, the consumer lag and the
     enforcer's per-record bookkeeping for it, keeping Lethe's own counters and histograms at
     /metrics: for measuring what the metrics cost (bench/ingest_bench.py, docs/benchmarks.md)."""
+    local_handoff: bool = True
+    """LETHE_LOCAL_HANDOFF: `on` (default) lets a worker that holds every partition (one
+    worker) hand each change from its assign stage to its enforce stage in process, instead
+    of through `<app id>-subject-events` (`lethe.agents.handoff`; about a sixth of the CPU per
+    change, docs/benchmarks.md (a)); `off` always goes through the topic. Ticks, and every
+    worker of a group of several, go through the topic either way."""
     faust_metrics: bool = False
     """LETHE_FAUST_METRICS: `on` adds Faust's own Prometheus sensor (the `lethe_faust_`
     metrics: per-record counters of every stream, send and table operation); `off` (default)

@@ -113,6 +113,7 @@ def build_worker_app(
         forwarder=app.forwarder,
         dead_letter_pipeline=app.dead_letter_pipeline,
         heartbeat=heartbeat,
+        local_handoff=settings.local_handoff,
     )
     return app
 

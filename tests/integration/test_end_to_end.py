@@ -633,6 +633,9 @@ def test_live_enforcer_and_simulation_leave_every_demo_table_the_same(
         assert problems == [], "\n".join(problems)
 
         check_confirmations(worker, simulated, run)
+        assert worker.sample("lethe_local_handoff_partitions") == PARTITIONS, (
+            "a lone worker hands every change from its assign to its enforce stage in process"
+        )
     finally:
         topics.close()
     assert f"-{rows.base}@example.org" not in worker.log(), "no row value in the worker's log"

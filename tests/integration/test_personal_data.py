@@ -43,7 +43,8 @@ canary's tail), the names' last word (also JSON-escaped) and `CANARY-` in base64
   "Personal data"): the tables' compacted changelogs may hold e-mail subjects and nothing
   else (the columns the rules read are no free text), `<app id>-subject-events` holds the
   Debezium values (it must: the test checks that they are there and that the topic is kept
-  `SUBJECT_EVENTS_RETENTION_S`, not for good);
+  `SUBJECT_EVENTS_RETENTION_S`, not for good; the worker runs with LETHE_LOCAL_HANDOFF=off,
+  so that every change goes through that topic, the most personal data Lethe's topics hold);
 - `lethe.deadletter` is not searched: it keeps raw records by design (docs/dead-letters.md);
   the test checks that it is kept `DEADLETTER_RETENTION_S`.
 
@@ -625,7 +626,13 @@ def test_no_personal_value_in_logs_metrics_audit_commands_or_sink_records(
     expected: Counter[str] = Counter()
     try:
         with serving(
-            start_worker(run, PARTITIONS, loglevel="debug", LETHE_AUDIT_HASH_KEY=HASH_KEY)
+            start_worker(
+                run,
+                PARTITIONS,
+                loglevel="debug",
+                LETHE_AUDIT_HASH_KEY=HASH_KEY,
+                LETHE_LOCAL_HANDOFF="off",
+            )
         ) as worker:
             insert_rows(real_stack, run, canary_rows(rows), expected)
             wait_for_debezium(topics, expected, worker)

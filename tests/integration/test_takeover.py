@@ -115,6 +115,11 @@ def write_rows(
     return expected
 
 
+def handed_off(worker: WorkerProcess) -> float:
+    """The partitions the worker hands off in process (`lethe.agents.handoff`)."""
+    return worker.sample("lethe_local_handoff_partitions")
+
+
 def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
     real_stack: Settings, run: Run
 ) -> None:
@@ -123,7 +128,9 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
     It is killed with SIGKILL right after the first advance, as the first commands fall due
     (all of the advance's commands that it had not sent are the survivor's to send); the
     survivor is alone in the group once the dead member's session has
-    expired, then holds every partition and commits each to its end. The killed worker is
+    expired, then holds every partition, commits each to its end and hands them all from its
+    assign to its enforce stage in process (the two workers before went through the topic);
+    with the killed worker back, it goes through the topic again. The killed worker is
     started again on its own data directory, gets its share back, and commits its partitions
     to their end after the second advance within RESTARTED_COMMIT_S. At the end nothing is
     lost or unexpected against `lethe simulate`, every due delete and anonymise is confirmed,
@@ -161,6 +168,9 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
         )
         held = assigned(victim)
         everything = held | assigned(survivor)
+        assert [handed_off(w) for w in (victim, survivor)] == [0, 0], (
+            "two workers share the partitions: every change goes through the topic"
+        )
 
         faults.advance(real_stack, run, run.advances[0])
         victim.process.send_signal(signal.SIGKILL)
@@ -180,6 +190,14 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
         )
         faults.worker_caught_up(real_stack, run, survivor)
         taken_over = time.monotonic() - killed
+        wait_for(
+            lambda: (
+                f"the survivor, alone, to hand every partition off (it hands "
+                f"{handed_off(survivor)} of {PARTITIONS})"
+            ),
+            lambda: True if handed_off(survivor) == PARTITIONS else None,
+            survivor,
+        )
 
         at_restart = topic_ends(real_stack, "lethe.commands")
         restarted = workers.enter_context(serving(start(run, victim.log_path.parent.name)))
@@ -189,6 +207,7 @@ def test_a_worker_killed_mid_run_is_taken_over_and_nothing_is_lost(
             restarted,
         )
         rejoined = time.monotonic() - killed
+        assert handed_off(survivor) == 0, "a worker that shares the group hands nothing off"
         its_share = assigned(restarted)
         at_rejoin = committed(real_stack, run.app_id, its_share)
         advanced = time.monotonic()

@@ -39,11 +39,13 @@ class HeldProducer:
 
         self.produced: list[tuple[int, Any, Any, Any]] = []
         """(partition, key, value, headers) of every record, in the order produced."""
+        self.offsets: dict[tuple[str, int], int] = {}
 
     def produce(
         self, topic: str, value: Any, key: Any, partition: int, on_delivery: Any, headers: Any
     ) -> None:
-        self.pending.append((on_delivery, Record(topic, partition)))
+        offset = self.offsets[(topic, partition)] = self.offsets.get((topic, partition), -1) + 1
+        self.pending.append((on_delivery, Record(topic, partition, offset)))
         self.produced.append((partition, key, value, headers))
 
     def poll(self, timeout: float) -> int:
@@ -55,8 +57,11 @@ class HeldProducer:
 
 
 class Record:
-    def __init__(self, topic: str, partition: int) -> None:
-        self._topic, self._partition = topic, partition
+    def __init__(self, topic: str, partition: int, offset: int = 0) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+
+    def offset(self) -> int:
+        return self._offset
 
     def topic(self) -> str:
         return self._topic

@@ -2,7 +2,7 @@
 every partition, instead of sending it through `<app id>-subject-events`.
 
 Why: the hop through Kafka (A encodes and forwards the change, E fetches and decodes it
-again) costs about a sixth of the worker's CPU per event (docs/benchmarks.md (a)). A
+again) costs about a tenth of the worker's CPU per event (docs/benchmarks.md (a)). A
 worker that holds every partition of every change topic and of `<app id>-subject-events`
 (one worker, as in the demo and in small deployments) has both ends of the hop in one
 process.

@@ -221,7 +221,7 @@ class Settings:
     local_handoff: bool = True
     """LETHE_LOCAL_HANDOFF: `on` (default) lets a worker that holds every partition (one
     worker) hand each change from its assign stage to its enforce stage in process, instead
-    of through `<app id>-subject-events` (`lethe.agents.handoff`; about a sixth of the CPU per
+    of through `<app id>-subject-events` (`lethe.agents.handoff`; about a tenth of the CPU per
     change, docs/benchmarks.md (a)); `off` always goes through the topic. Ticks, and every
     worker of a group of several, go through the topic either way."""
     faust_metrics: bool = False

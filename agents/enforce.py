@@ -75,6 +75,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, Final
@@ -246,12 +247,24 @@ class Enforcer:
         if handoff is None:
             await self._handle(message)
             return
-        async with handoff.lock(message.partition):
+        partition = message.partition
+        async with handoff.lock(partition):
             await self._handle(message)
-            taken_back = handoff.read(message.partition, message.offset)
+            handoff.read(partition, message.offset)
+            taken_back = handoff.backlog.get(partition)
             if taken_back:
-                for item in read_batch(batch_value(taken_back)):
-                    await self.handle_record(message, item.headers, item.value, item)
+                await retry_on_partitions_mismatch(
+                    partial(self._take_back, message, taken_back),
+                    f"Enforcing the forwards taken back at {message.topic}[{partition}]",
+                )
+
+    async def _take_back(self, message: Message, taken_back: deque[bytes]) -> None:
+        """Process the forwards the hand-off took back, oldest first, each removed once
+        processed (a retry goes on from the first one not processed)."""
+        while taken_back:
+            for item in read_batch(batch_value([taken_back[0]])):
+                await self.handle_record(message, item.headers, item.value, item)
+            taken_back.popleft()
 
     async def _handle(self, message: Message) -> None:
         headers = _headers(message.headers)
@@ -294,6 +307,11 @@ class Enforcer:
             record = read_subject_record(headers, value)
         except UnreadableRecord as exc:
             await self.reject(letter(), Rejection(DecodeReason.BAD_RECORD, str(exc)))
+            return
+        except Exception as exc:  # a bug must not stop the enforcer
+            place = letter()
+            log.exception("Reading %s[%s]@%s failed", place.topic, place.partition, place.offset)
+            await self.reject(place, rejection_of_bug(exc))
             return
         await self.process(message.partition, record, letter)
 

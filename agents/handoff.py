@@ -25,7 +25,9 @@ rebalance (so also everything before it: what other workers forwarded before the
 their partitions). While it waits, the partition's open batch is held back from its linger
 (it still goes out when full, before a tick and at each commit), so that E can catch up;
 the forwards still open then are taken back from the forwarder and processed by E at once,
-in order, before the first change handed off. Every rebalance ends the hand-off: the
+in order, before the first change handed off; their change records are acknowledged already,
+so the consumer commits only once E has processed them all (`settle`, from
+`lethe.consumer.Consumer._commit`). Every rebalance ends the hand-off: the
 partitions go through the topic again (order is kept: what was handed off is processed
 already), until the new assignment proves ready again.
 
@@ -37,14 +39,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from faust.types import TP, Message
 
 from lethe.forwarding import KafkaForwarder
 
 log = logging.getLogger(__name__)
+
+SETTLE_POLL_S: Final = 0.005
+STOPPING_WAIT_S: Final = 10.0
 
 Handler = Callable[[int, Message, Any], Awaitable[None]]
 """The enforcer's entry for a handed-off record: (partition, change record, subject record)."""
@@ -79,6 +86,9 @@ class LocalHandOff:
         """Partitions to hand off once `ready`."""
         self.processed: dict[int, int] = {}
         """Per partition, the offset of E's newest record processed since the last rebalance."""
+        self.backlog: dict[int, deque[bytes]] = {}
+        """Per partition that has just been handed off, the forwards taken back from the
+        forwarder that E has not processed yet (oldest first; each removed once processed)."""
         self.locks: dict[int, asyncio.Lock] = {}
         self.handler: Handler | None = None
         """The enforcer's `handle_local` (set by the enforce agent)."""
@@ -120,20 +130,38 @@ class LocalHandOff:
         partition = self.forwarder.place(key)
         return partition if partition in self.local else None
 
-    def read(self, partition: int, offset: int) -> list[bytes] | None:
+    def read(self, partition: int, offset: int) -> None:
         """E processed the partition's record at `offset`. When that makes the partition
-        ready, it is handed off from now on, and the forwards still open for it are returned
-        (E processes them before anything else of it); None otherwise."""
+        ready, it is handed off from now on, and the forwards still open for it are taken
+        back into `backlog` (E processes them before anything else of it)."""
         self.processed[partition] = offset
         if partition not in self.pending or not self.ready(partition):
-            return None
+            return
         self.pending.discard(partition)
         self.forwarder.held.discard(partition)
         self.local.add(partition)
         self._shown(len(self.local))
         if not self.pending:
             log.info("Every partition of %s is handed off in process", self.subject_topic)
-        return self.forwarder.withdraw(partition)
+        taken_back = self.forwarder.withdraw(partition)
+        if taken_back:
+            self.backlog[partition] = deque(taken_back)
+
+    async def settle(self, stopping: Callable[[], bool] | None = None) -> bool:
+        """Wait until E has processed every forward taken back (the consumer commits only
+        then: their change records are acknowledged already, and their forwards are in no
+        topic); False if `stopping()` turns true and some are still waiting
+        `STOPPING_WAIT_S` later."""
+        started = time.monotonic()
+        while any(self.backlog.values()):
+            if stopping is not None and stopping() and time.monotonic() - started > STOPPING_WAIT_S:
+                log.warning(
+                    "Stopping with forwards taken back and not processed; their change records "
+                    "are not committed and are processed again at the next start"
+                )
+                return False
+            await asyncio.sleep(SETTLE_POLL_S)
+        return True
 
     def ready(self, partition: int) -> bool:
         """Nothing sent to the partition is still to be read by E (see module)."""
@@ -142,5 +170,6 @@ class LocalHandOff:
         return (
             landed is not None
             and not forwarder.unlanded.get(partition, 0)
+            and not forwarder.sending.get(partition, 0)
             and self.processed.get(partition, -1) >= landed
         )

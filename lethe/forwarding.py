@@ -197,6 +197,9 @@ class KafkaForwarder:
         it still goes when full, before a tick and at `settle`."""
         self.unlanded: dict[int, int] = {}
         """Per partition of `topic`, the records handed to the producer and not delivered yet."""
+        self.sending: dict[int, int] = {}
+        """Per partition of `topic`, the `send` calls under way (one may wait for room in the
+        producer's queue before its record is handed over)."""
         self.landed: dict[int, int] = {}
         """Per partition of `topic`, the offset of the newest record delivered since the last
         `new_landing` (records handed over before it do not count)."""
@@ -243,13 +246,32 @@ class KafkaForwarder:
     ) -> None:
         if self.failure is not None:
             raise ForwardFailed(self.failure)
+        batched = False
         if partition is None and self.partitions and key is not None:
             partition = self.place(key)
-            if value is not None:
-                item = batch_item(key, headers, value)
-                if len(item) + len(BATCH_VERSION) <= BATCH_MAX_BYTES:
-                    await self._add(partition, item)
-                    return
+            batched = True
+        if partition is None:
+            await self._send(key, value, headers, None, False)
+            return
+        self.sending[partition] = self.sending.get(partition, 0) + 1
+        try:
+            await self._send(key, value, headers, partition, batched)
+        finally:
+            self.sending[partition] -= 1
+
+    async def _send(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None,
+        batched: bool,
+    ) -> None:
+        if batched and partition is not None and key is not None and value is not None:
+            item = batch_item(key, headers, value)
+            if len(item) + len(BATCH_VERSION) <= BATCH_MAX_BYTES:
+                await self._add(partition, item)
+                return
         if partition is not None:
             await self._drain(partition)
         elif self._open:

@@ -98,7 +98,7 @@ def decode_event(data: bytes) -> tuple[ChangeEvent, Where | None]:
     if not isinstance(document, list) or len(document) != 9 or document[0] != WIRE_VERSION:
         raise EventWireError(f"an encoded change event that is not version {WIRE_VERSION}")
     _, table, key, op, ts, position, before, after, where = document
-    if type(table) is not str or op not in _OPS or type(ts) is not int:
+    if type(table) is not str or type(op) is not str or op not in _OPS or type(ts) is not int:
         raise EventWireError("an encoded change event without table, op or time")
     try:
         event = ChangeEvent(

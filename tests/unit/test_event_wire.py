@@ -107,6 +107,7 @@ def test_the_wire_form_of_an_update() -> None:
         b"{}",
         b'[2,"t",[["id",1]],"c",1,null,null,{},null]',
         b'[1,"t",[["id",1]],"x",1,null,null,{},null]',
+        b'[1,"t",[["id",1]],["c"],1,null,null,{},null]',
         b'[1,"t",[["id",1]],"c","1",null,null,{},null]',
         b'[1,"t",[["id",[1]]],"c",1,null,null,{},null]',
         b'[1,"t",[["id",1]],"c",1,[1],null,{},null]',

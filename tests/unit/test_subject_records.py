@@ -54,8 +54,14 @@ def test_a_change_is_the_event_as_the_assign_agent_decoded_it() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [None, b"", b'{"op":"u"}', encode_event(TICKET)],
-    ids=["null", "empty", "a Debezium value", "without where it was read"],
+    [
+        None,
+        b"",
+        b'{"op":"u"}',
+        encode_event(TICKET),
+        b'[1,"t",[],["x"],0,null,null,null,["t",0,0]]',
+    ],
+    ids=["null", "empty", "a Debezium value", "without where it was read", "an op that is a list"],
 )
 def test_a_change_that_is_not_an_encoded_event_is_unreadable(value: bytes | None) -> None:
     with pytest.raises(UnreadableRecord):

@@ -143,5 +143,4 @@ def _handoff(
 
     app.on_partitions_revoked.connect(revoked)
     app.on_partitions_assigned.connect(assigned)
-    app.handoff = handoff  # type: ignore[attr-defined]  # a LetheApp (lethe.app); the consumer waits on it
     return handoff

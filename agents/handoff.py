@@ -26,10 +26,10 @@ their partitions). While it waits, the partition's open batch is held back from 
 (it still goes out when full, before a tick and at each commit), so that E can catch up;
 the forwards still open then are taken back from the forwarder and processed by E at once,
 in order, before the first change handed off; their change records are acknowledged already,
-so the consumer commits only once E has processed them all (`settle`, from
-`lethe.consumer.Consumer._commit`). Every rebalance ends the hand-off: the
-partitions go through the topic again (order is kept: what was handed off is processed
-already), until the new assignment proves ready again.
+so the forwarder's `settle` (before every commit, and before a replay mark is stored) returns
+only once E has processed them all (`settle`, one of its guards). Every rebalance ends the
+hand-off: the partitions go through the topic again (order is kept: what was handed off is
+processed already), until the new assignment proves ready again.
 
 `lethe_local_handoff_partitions` shows how many partitions are handed off; LETHE_LOCAL_HANDOFF
 turns it off.
@@ -90,6 +90,7 @@ class LocalHandOff:
         """Per partition that has just been handed off, the forwards taken back from the
         forwarder that E has not processed yet (oldest first; each removed once processed)."""
         self.locks: dict[int, asyncio.Lock] = {}
+        forwarder.settle_guards.append(self.settle)
         self.handler: Handler | None = None
         """The enforcer's `handle_local` (set by the enforce agent)."""
         self._shown = shown
@@ -148,10 +149,10 @@ class LocalHandOff:
             self.backlog[partition] = deque(taken_back)
 
     async def settle(self, stopping: Callable[[], bool] | None = None) -> bool:
-        """Wait until E has processed every forward taken back (the consumer commits only
-        then: their change records are acknowledged already, and their forwards are in no
-        topic); False if `stopping()` turns true and some are still waiting
-        `STOPPING_WAIT_S` later."""
+        """Wait until E has processed every forward taken back (a guard of the forwarder's
+        `settle`: their change records are acknowledged already and their forwards are in no
+        topic, so neither a commit nor a replay mark may pass them); False if `stopping()`
+        turns true and some are still waiting `STOPPING_WAIT_S` later."""
         started = time.monotonic()
         while any(self.backlog.values()):
             if stopping is not None and stopping() and time.monotonic() - started > STOPPING_WAIT_S:

@@ -113,10 +113,6 @@ class LetheApp(faust.App):
     forwarder: KafkaForwarder | None = None
     """The worker's producer to `subject_events` (`lethe.forwarding`), set by the worker
     command; the consumer commits only what it has delivered."""
-    handoff: Any = None
-    """The in-process hand-off from the assign to the enforce agent
-    (`lethe.agents.handoff.LocalHandOff`), set when the agents are installed with it; the
-    consumer commits only once it has processed every forward it took back."""
     dead_letter_pipeline: Any = None
     """The assign agent's dead letters in flight (`lethe.agents.delivery.DeadLetterPipeline`),
     set by the worker command; the consumer commits only once they are delivered."""

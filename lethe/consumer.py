@@ -299,18 +299,13 @@ class Consumer(faust_aiokafka.Consumer):
         return self.app.topics.acks_enabled_for(tp.topic) and not self._is_changelog_tp(tp)
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
-        """Commit only once the in-process hand-off (`app.handoff`, when the app has one,
-        `lethe.agents.handoff`) has processed every forward it took back, and the forwarder
-        (`app.forwarder`, when the app has one) delivered every record it was handed, never
-        after it failed; and once every dead letter handed
+        """Commit only once the forwarder (`app.forwarder`, when the app has one) delivered
+        every record it was handed, never after it failed; and once every dead letter handed
         to `app.dead_letter_pipeline` (`lethe.agents.delivery.DeadLetterPipeline`) is
         delivered, never after one was lost; never after an agent failed on a record
         (`on_task_error`)."""
         if getattr(self.app, AGENT_FAILURE_ATTRIBUTE, None) is not None:
             return False  # an agent failed on a record: nothing past it (on_task_error)
-        handoff = getattr(self.app, "handoff", None)
-        if handoff is not None and not await handoff.settle(lambda: self.should_stop):
-            return False
         forwarder = getattr(self.app, "forwarder", None)
         if forwarder is not None and not await forwarder.settle(lambda: self.should_stop):
             if forwarder.failure is not None:

@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol, cast
 
 from aiokafka.partitioner import murmur2
@@ -197,6 +197,11 @@ class KafkaForwarder:
         it still goes when full, before a tick and at `settle`."""
         self.unlanded: dict[int, int] = {}
         """Per partition of `topic`, the records handed to the producer and not delivered yet."""
+        self.settle_guards: list[Callable[[Callable[[], bool] | None], Awaitable[bool]]] = []
+        """Waited for by `settle` once the open batches are handed over and before it waits
+        for deliveries: each returns True once what it holds back is handed over (the
+        in-process hand-off's forwards taken back, `lethe.agents.handoff`), False if it gave
+        up (the worker is stopping)."""
         self.sending: dict[int, int] = {}
         """Per partition of `topic`, the `send` calls under way (one may wait for room in the
         producer's queue before its record is handed over)."""
@@ -479,6 +484,9 @@ class KafkaForwarder:
                 "change records are not committed and are processed again at the next start"
             )
             return False
+        for guard in self.settle_guards:
+            if not await guard(stopping):
+                return False
         if self._batch.pending or self._batch.failure is not None:
             self._unsettled.append(self._batch)
             self._batch = _Batch(self)

@@ -99,7 +99,8 @@ def test_the_open_batch_waits_for_the_hand_off_and_comes_back_in_order() -> None
         gate.read(0, 0)
         taken = gate.backlog[0]
         assert [item.value for item in read_batch(b"\x01" + b"".join(taken))] == [b"0", b"1", b"2"]
-        await forwarding.settle()
+        taken.clear()  # what the enforcer does as it processes them
+        await asyncio.wait_for(forwarding.settle(), 1.0)
         assert len(held.produced) == 1, "what was taken back is not sent as well"
 
     asyncio.run(scenario())
@@ -173,7 +174,7 @@ def test_a_send_waiting_for_room_in_the_producer_keeps_the_partition_on_the_topi
     asyncio.run(scenario())
 
 
-def test_the_commit_waits_until_every_forward_taken_back_is_processed() -> None:
+def test_the_forwarders_settle_waits_until_every_forward_taken_back_is_processed() -> None:
     async def scenario() -> None:
         gate, forwarding, held = handoff(partitions=1)
         gate.assigned(everything(1))
@@ -183,7 +184,7 @@ def test_the_commit_waits_until_every_forward_taken_back_is_processed() -> None:
         gate.read(0, 0)
         taken = gate.backlog[0]
         assert len(taken) == 1
-        settling = asyncio.ensure_future(gate.settle())
+        settling = asyncio.ensure_future(forwarding.settle())  # every commit, every replay mark
         await asyncio.sleep(0.05)
         assert not settling.done(), "a change acknowledged and not enforced yet"
         taken.popleft()

@@ -309,9 +309,7 @@ class Enforcer:
             await self.reject(letter(), Rejection(DecodeReason.BAD_RECORD, str(exc)))
             return
         except Exception as exc:  # a bug must not stop the enforcer
-            place = letter()
-            log.exception("Reading %s[%s]@%s failed", place.topic, place.partition, place.offset)
-            await self.reject(place, rejection_of_bug(exc))
+            await self.reject_bug(letter(), exc, "Reading")
             return
         await self.process(message.partition, record, letter)
 
@@ -360,9 +358,7 @@ class Enforcer:
         except PartitionsMismatch:
             raise
         except Exception as exc:  # a bug must not stop the enforcer
-            place = letter()
-            log.exception("Enforcing %s[%s]@%s failed", place.topic, place.partition, place.offset)
-            await self.reject(place, rejection_of_bug(exc))
+            await self.reject_bug(letter(), exc, "Enforcing")
             return
         if outcome is not NOTHING:
             await self.issuer.issue(outcome, letter, where)
@@ -406,6 +402,14 @@ class Enforcer:
             return None
         decoded = decode_raw(self.engine.decoding, depart.source_topic, None, depart.value)
         return decoded if isinstance(decoded, ChangeEvent) else None
+
+    async def reject_bug(self, message: Message, exc: Exception, doing: str) -> None:
+        """Log the bug that `doing` the record hit, with its traceback (call it from the
+        `except` block), and dead-letter the record as `internal_error`."""
+        log.exception(
+            "%s %s[%s]@%s failed", doing, message.topic, message.partition, message.offset
+        )
+        await self.reject(message, rejection_of_bug(exc))
 
     async def reject(self, message: Message, rejection: Rejection) -> None:
         """Dead-letter a record of `<app id>-subject-events` this agent cannot use, and audit

@@ -251,13 +251,15 @@ def test_postgres_restarted_mid_run(real_stack: Settings, run: Run) -> None:
             restarted_applying = faults.restore_stack(real_stack)
             faults.worker_caught_up(real_stack, run, worker)
             advance(real_stack, run, worker, 1)
+            sink_restarts = faults.sink_applied(real_stack, run)
             counts = check_run(real_stack, run, worker, topics)
             print(
                 f"fault row 4: PostgreSQL and the stack back {back:.1f} s after the stop began "
                 f"(connectors restarted: {restarted or 'none'}); Debezium had every row "
                 f"{caught_up:.1f} s later; change events sent twice {replayed}; restarted "
                 f"while the sink applied the first advance's commands: connectors restarted "
-                f"{restarted_applying or 'none'}; {counts.line()}"
+                f"{restarted_applying or 'none'}, the sink's task restarted {sink_restarts} "
+                f"times later; {counts.line()}"
             )
     finally:
         topics.close()

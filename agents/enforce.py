@@ -107,7 +107,8 @@ from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import UNCHECKED, ChangeProgress, InputWatermarks, partition_ends
 from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
-from lethe.forwarding import ChannelForwarder, Forwarder, KafkaForwarder
+from lethe.forwarder import ChannelForwarder, Forwarder
+from lethe.forwarding import KafkaForwarder
 from lethe.metrics import Children, WorkerMetrics
 from lethe.topics.batches import BatchError, BatchItem, batch_value, read_batch
 from policy import audit

@@ -21,7 +21,8 @@ from lethe.agents.delivery import DeadLetterPipeline
 from lethe.agents.handoff import LocalHandOff
 from lethe.agents.watermarks import UNCHECKED, ChangeProgress
 from lethe.clock import LiveClock
-from lethe.forwarding import Forwarder, KafkaForwarder
+from lethe.forwarder import Forwarder
+from lethe.forwarding import KafkaForwarder
 from lethe.heartbeat import SourceHeartbeat
 from lethe.metrics import WorkerMetrics
 from policy.engine import Engine

@@ -63,7 +63,7 @@ from lethe.agents.subject_records import DecodedChange, Depart, SubjectRecord
 from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import ChangeProgress
 from lethe.changelog import PartitionTable
-from lethe.forwarding import ChannelForwarder, Forwarder
+from lethe.forwarder import ChannelForwarder, Forwarder
 from lethe.metrics import WorkerMetrics, labelled
 from policy.decoding import decode_raw
 from policy.engine import Engine

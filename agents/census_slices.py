@@ -9,15 +9,18 @@ tick interval of scanning at each (50 ms at the default 1 s), resuming after the
 (then subject) key it counted, and gives the census when the last slice is done. Every row
 counts as of the instant the run started; a row written behind the scan's position while the
 run goes on is counted as it was (or not at all, if new), as a gauge up to one census
-interval old allows."""
+interval old allows. `CensusSchedule` starts each partition's census at most once an interval
+and shows it on the census gauges (`lethe.metrics.CensusBoard`)."""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from lethe.metrics import CensusBoard, WorkerMetrics
 from policy.census import Census, take_census
 from policy.engine import Engine
 from policy.instants import Instant
@@ -28,6 +31,8 @@ CENSUS_SLICE_SHARE: Final = 0.05
 enforcer goes on: 50 ms at the default LETHE_TICK_INTERVAL of 1 s."""
 _CHECK_EVERY: Final = 64
 """Rows (or subjects) between two looks at the clock."""
+
+log = logging.getLogger(__name__)
 
 
 class Scannable(Protocol):
@@ -91,3 +96,63 @@ class CensusRun:
             self.subjects_after = key
             yield state
         self.subjects_done = True
+
+
+class CensusSchedule:
+    """The census of each partition this worker enforces, for the census gauges
+    (`policy.census`): a census starts as of the enforcement clock's now at a tick of its
+    partition, at most every `interval` seconds, and is taken in slices of `slice_s` seconds,
+    one per tick (`CensusRun`); the gauges follow when its last slice is done. A failure is
+    logged and the census starts again at the next interval."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Scannable,
+        metrics: WorkerMetrics,
+        interval: float,
+        slice_s: float = CENSUS_SLICE_SHARE,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.metrics = metrics
+        self.interval = interval
+        self.slice_s = slice_s
+        """Seconds a census scans at each tick of its partition."""
+        self.started_at: dict[int, float] = {}
+        """Per partition, when its last census started (monotonic seconds)."""
+        self.runs: dict[int, CensusRun] = {}
+        """Per partition, the census under way."""
+        purposes = {table: plan.purposes for table, plan in engine.plans.items()}
+        self.board = CensusBoard(metrics, purposes)
+
+    def take(self, partition: int, now: Instant) -> None:
+        """At a tick of `partition` (the partition of the event being processed), as of `now`
+        (enforcement clock, µs): start its census if one is due, scan a slice, and show the
+        partition's counts once the census is done."""
+        run = self.runs.get(partition)
+        if run is None:
+            started = time.monotonic()
+            if started - self.started_at.get(partition, -self.interval) < self.interval:
+                return
+            self.started_at[partition] = started
+            run = self.runs[partition] = CensusRun(now)
+        try:
+            done = run.scan(self.engine, self.store, self.slice_s)
+        except Exception:
+            del self.runs[partition]
+            log.exception("The census of partition %s failed; trying at its next", partition)
+            return
+        if done:
+            del self.runs[partition]
+            self.board.report(partition, run.census, now)
+            self.metrics.census_duration.set(run.scanned_s)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """The partitions were revoked: their census under way is dropped and their counts
+        leave the gauges (one assigned again is counted anew at its first tick)."""
+        partitions = list(partitions)
+        for partition in partitions:
+            self.started_at.pop(partition, None)
+            self.runs.pop(partition, None)
+        self.board.forget(partitions)

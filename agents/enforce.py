@@ -45,7 +45,7 @@ Metrics besides those counters (docs/metrics.md): each first send's delay after 
 `lethe_sweep_duration_seconds`; and, at a tick at most every LETHE_CENSUS_INTERVAL seconds per
 partition, a census of the partition's state (`policy.census`, a scan of its rows): rows
 tracked, the backlog and its oldest due, the forecast, the unconfirmed commands and the open
-legal holds, summed over the partitions this worker holds (`lethe.metrics.CensusBoard`).
+legal holds, summed over the partitions this worker holds (`lethe.agents.census_slices`).
 
 Each decision goes to `lethe.audit` (`policy.audit`, keyed by the row): `tracked` (a row
 stored: first seen, or under a new subject) and `scheduled` (a row's next due moved), from
@@ -87,10 +87,10 @@ from mode import CrashingSupervisor
 
 from lethe import topics
 from lethe.agents.assign import raw_bytes, reject
-from lethe.agents.census_slices import CENSUS_SLICE_SHARE, CensusRun
+from lethe.agents.census_slices import CENSUS_SLICE_SHARE, CensusSchedule
 from lethe.agents.handoff import LocalHandOff
 from lethe.agents.issuing import Issuer
-from lethe.agents.outputs import Outputs
+from lethe.agents.outputs import Outputs, forward_letter, output_topic_names
 from lethe.agents.subject_records import (
     ChangeRecord,
     DecodedChange,
@@ -107,38 +107,22 @@ from lethe.agents.tables import await_changelogs, retry_on_partitions_mismatch
 from lethe.agents.watermarks import UNCHECKED, ChangeProgress, InputWatermarks, partition_ends
 from lethe.clock import LiveClock, wall_now
 from lethe.faust_store import FaustStore, declare_state_tables
-from lethe.forwarding import ChannelForwarder, Forwarder, KafkaForwarder
-from lethe.metrics import CensusBoard, Children, WorkerMetrics
+from lethe.forwarder import ChannelForwarder, Forwarder
+from lethe.forwarding import KafkaForwarder
+from lethe.metrics import Children, WorkerMetrics
 from lethe.topics.batches import BatchError, BatchItem, batch_value, read_batch
 from policy import audit
-from policy.command_records import COMMANDS_TOPIC
 from policy.decoding import decode_raw
 from policy.driver import NOTHING, Bounds, Driver, row_bounds
 from policy.engine import Engine, next_due
 from policy.envelope import DecodeReason, Rejection, rejection_of_bug
 from policy.events import ChangeEvent, Tombstone
 from policy.instants import Instant
-from policy.model import Action, Policy
 from policy.outcome_audit import Where
-from policy.sink_records import sink_topic
 
 log = logging.getLogger(__name__)
 
 AGENT_NAME: Final = "lethe.enforce"
-
-
-def output_topic_names(policy: Policy) -> tuple[str, ...]:
-    """`lethe.commands`, and the sink topic of every table with an anonymise or delete stage."""
-    changing = sorted(
-        table
-        for table, source in policy.sources.items()
-        if any(
-            stage.action in (Action.ANONYMISE, Action.DELETE)
-            for rule in source.rules
-            for stage in rule.stages
-        )
-    )
-    return (COMMANDS_TOPIC, *(sink_topic(table) for table in changing))
 
 
 class Enforcer:
@@ -183,17 +167,12 @@ class Enforcer:
         """Per partition, the rows' bounds as of its last tick (none yet: nothing issued)."""
         self.consumed = consumed
         """What this agent processed of its topic (for `lethe_consumer_lag_*`)."""
-        self.census_interval = census_interval
-        self.census_at: dict[int, float] = {}
-        """Per partition, when its last census started (monotonic seconds)."""
-        self.census_runs: dict[int, CensusRun] = {}
-        """Per partition, the census under way."""
-        self.census_slice = census_slice
-        """Seconds a census scans at each tick of its partition."""
-        self.census = None
-        if census_interval is not None:
-            purposes = {table: plan.purposes for table, plan in engine.plans.items()}
-            self.census = CensusBoard(metrics, purposes)
+        self.census = (
+            None
+            if census_interval is None
+            else CensusSchedule(engine, store, metrics, census_interval, census_slice)
+        )
+        """Each partition's census, for the census gauges (`lethe.agents.census_slices`)."""
         self.input_lag = Children(metrics.input_watermark_lag)
         self.issuer = Issuer(engine, store, self.out, metrics, audit_hash_key)
         """Sends what the driver decided (`lethe.agents.issuing`)."""
@@ -207,8 +186,6 @@ class Enforcer:
         for partition in partitions:
             self.bounds.pop(partition, None)
             self.watermarks.forget(partition)
-            self.census_at.pop(partition, None)
-            self.census_runs.pop(partition, None)
         if self.census is not None:
             self.census.forget(partitions)
 
@@ -298,10 +275,11 @@ class Enforcer:
         item: BatchItem | None = None,
     ) -> None:
         """Process one record, or the forward `item` of the batch `message`; a dead letter
-        of a forward holds the batch's place with the forward's key and value (`_letter`)."""
+        of a forward holds the batch's place with the forward's key and value
+        (`lethe.agents.outputs.forward_letter`)."""
 
         def letter() -> Message:
-            return message if item is None else _letter(message, item)
+            return message if item is None else forward_letter(message, item)
 
         try:
             record = read_subject_record(headers, value)
@@ -365,35 +343,8 @@ class Enforcer:
         if swept is not None:
             started, now = swept
             self.metrics.sweep_duration.observe(time.perf_counter() - started)
-            self.take_census(partition, now)
-
-    def take_census(self, partition: int, now: int) -> None:
-        """Count the partition's state for the census gauges (`policy.census`): a census
-        starts as of `now` (enforcement clock) at most every `census_interval` seconds
-        (never without one), and is taken in slices of `census_slice` seconds, one per tick
-        of the partition (`lethe.agents.census_slices`); the gauges follow when its last
-        slice is done. A failure is logged and the census starts again at the next
-        interval."""
-        if self.census is None or self.census_interval is None:
-            return
-        run = self.census_runs.get(partition)
-        if run is None:
-            started = time.monotonic()
-            last = self.census_at.get(partition, -self.census_interval)
-            if started - last < self.census_interval:
-                return
-            self.census_at[partition] = started
-            run = self.census_runs[partition] = CensusRun(now)
-        try:
-            done = run.scan(self.engine, self.store, self.census_slice)
-        except Exception:
-            del self.census_runs[partition]
-            log.exception("The census of partition %s failed; trying at its next", partition)
-            return
-        if done:
-            del self.census_runs[partition]
-            self.census.report(partition, run.census, now)
-            self.metrics.census_duration.set(run.scanned_s)
+            if self.census is not None:
+                self.census.take(partition, now)
 
     def moving_event(self, depart: Depart) -> ChangeEvent | None:
         """The change that moved the departing row, when the depart carries it; its own
@@ -508,22 +459,6 @@ def install(
     return app.agent(
         subject_events, name=AGENT_NAME, concurrency=1, supervisor_strategy=CrashingSupervisor
     )(enforce)
-
-
-def _letter(batch: Message, item: BatchItem) -> Message:
-    """A forward of `batch` as a record of its own, for a dead letter: the batch's topic,
-    partition, offset and time, the forward's key, headers and value."""
-    return Message(
-        batch.topic,
-        batch.partition,
-        batch.offset,
-        batch.timestamp,
-        batch.timestamp_type,
-        list(item.headers.items()),
-        item.key,
-        item.value,
-        None,
-    )
 
 
 def _message_time(message: Message) -> int:

@@ -24,10 +24,12 @@ from lethe import topics
 from lethe.agents.delivery import deliver_retrying, send_retrying
 from lethe.forwarding import KafkaForwarder
 from lethe.metrics import WorkerMetrics
+from lethe.topics.batches import BatchItem
 from policy import audit
 from policy.audit_avro import audit_avro
-from policy.command_records import command_key
-from policy.sink_records import OutboundRecord
+from policy.command_records import COMMANDS_TOPIC, command_key
+from policy.model import Action, Policy
+from policy.sink_records import OutboundRecord, sink_topic
 from policy.state import Command
 
 log = logging.getLogger(__name__)
@@ -133,3 +135,33 @@ class Outputs:
         if topic is None:
             topic = self.outputs[name] = topics.output_topic(self.app, name)
         return topic
+
+
+def output_topic_names(policy: Policy) -> tuple[str, ...]:
+    """`lethe.commands`, and the sink topic of every table with an anonymise or delete stage."""
+    changing = sorted(
+        table
+        for table, source in policy.sources.items()
+        if any(
+            stage.action in (Action.ANONYMISE, Action.DELETE)
+            for rule in source.rules
+            for stage in rule.stages
+        )
+    )
+    return (COMMANDS_TOPIC, *(sink_topic(table) for table in changing))
+
+
+def forward_letter(batch: Message, item: BatchItem) -> Message:
+    """A forward of `batch` as a record of its own, for a dead letter: the batch's topic,
+    partition, offset and time, the forward's key, headers and value."""
+    return Message(
+        batch.topic,
+        batch.partition,
+        batch.offset,
+        batch.timestamp,
+        batch.timestamp_type,
+        list(item.headers.items()),
+        item.key,
+        item.value,
+        None,
+    )

@@ -78,7 +78,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
-from lethe.forwarding import ForwardFailed
+from lethe.forwarder import ForwardFailed
 from policy.envelope import rejection_of_bug
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,8 @@ their reports wait, at most until the next batch or commit.
 
 Ticks go through the same producer as the forwards, after them: the idempotent producer
 keeps per-partition order, so every event a tick's watermarks cover is before it in the
-partition. Unit tests, without a broker, use `ChannelForwarder` over a Faust channel.
+partition. Unit tests, without a broker, use `lethe.forwarder.ChannelForwarder` over a Faust
+channel.
 """
 
 from __future__ import annotations
@@ -47,20 +48,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, cast
 
 from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, Message, Producer
 
 from lethe import topics
+from lethe.forwarder import ForwardFailed, Headers
 from lethe.kafka_clients import client_config
 from lethe.settings import Settings
 from lethe.topics.batches import BATCH_VERSION, batch_item, batch_value
 
 log = logging.getLogger(__name__)
-
-Headers = Sequence[tuple[str, bytes]]
 
 PRODUCER_CONFIG: Final[dict[str, Any]] = {
     "enable.idempotence": True,
@@ -86,57 +86,6 @@ BATCH_LINGER_S: Final = 0.005
 BATCH_HEADERS: Final = [(topics.KIND_HEADER, topics.BATCH_KIND)]
 PLACEMENT_CACHE: Final = 65_536
 """Subjects whose partition is remembered (murmur2 costs about 3 µs in Python)."""
-
-
-class ForwardFailed(Exception):
-    """The broker refused a forwarded record for good; the worker must restart from its
-    committed offsets."""
-
-
-class Forwarder(Protocol):
-    """Writes `<app id>-subject-events`."""
-
-    async def send(
-        self,
-        *,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        partition: int | None = None,
-    ) -> None:
-        """Hand over one record (placed by its key, or in `partition`); delivered later.
-        `ForwardFailed` once a record was refused for good: nothing more is sent (a tick
-        must not vouch for events that were lost)."""
-
-    async def before_tick(self) -> None:
-        """Return once a tick sent next lands after every record sent so far."""
-
-    async def delivered(self) -> None:
-        """Return once every record sent so far is delivered; `ForwardFailed` if one was not
-        (the replay marks are stored only past delivered forwards)."""
-
-
-class ChannelForwarder:
-    """Sends through Faust (`channel.send`): the unit tests' in-memory channels."""
-
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-
-    async def send(
-        self,
-        *,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        partition: int | None = None,
-    ) -> None:
-        await self.channel.send(key=key, value=value, headers=list(headers), partition=partition)
-
-    async def before_tick(self) -> None:
-        await self.channel.app.producer.flush()
-
-    async def delivered(self) -> None:
-        await self.channel.app.producer.flush()
 
 
 class _Batch:

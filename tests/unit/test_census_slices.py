@@ -1,6 +1,6 @@
-"""The enforcer's census in slices (`lethe.agents.census_slices`), seen on the gauges: a
-partition's counts show once its last slice is done, a census starts at most once an
-interval, and a revoked partition's census under way is dropped with its counts.
+"""The enforcer's census in slices (`lethe.agents.census_slices.CensusSchedule`), seen on
+the gauges: a partition's counts show once its last slice is done, a census starts at most
+once an interval, and a revoked partition's census under way is dropped with its counts.
 
 The store is the in-memory driver state behind the two resumable scans the census reads; the
 real store's scans are tested on RocksDB in tests/integration/test_faust_store.py."""
@@ -62,6 +62,7 @@ def app(tmp_path: Path) -> Iterator[LetheApp]:
 
 
 def enforcer(app: LetheApp, engine: Engine, tmp_path: Path, slice_s: float) -> Enforcer:
+    """An enforcer over 300 rows, its census interval 30 s, each slice `slice_s` seconds."""
     store = MemoryStore()
     driver = Driver(engine, store)
     for number in range(ROWS):
@@ -96,11 +97,12 @@ def test_a_census_in_slices_shows_the_partition_once_its_last_slice_is_done(
     app: LetheApp, demo_engine: Engine, tmp_path: Path
 ):
     """Slices of no time stop at every 64th row: 300 rows and 40 subjects take 5 ticks."""
-    census = enforcer(app, demo_engine, tmp_path, slice_s=0.0)
+    census = enforcer(app, demo_engine, tmp_path, slice_s=0.0).census
+    assert census is not None
     for _ in range(4):
-        census.take_census(0, NOW)
+        census.take(0, NOW)
         assert tracked(app) == 0, "a census half done shows nothing of its partition"
-    census.take_census(0, NOW)
+    census.take(0, NOW)
     assert (tracked(app), backlog(app)) == (ROWS, ROWS)
     assert app.metrics.registry.get_sample_value("lethe_census_duration_seconds") > 0
 
@@ -109,26 +111,28 @@ def test_a_census_starts_once_an_interval_and_a_revoked_partition_drops_its_own(
     app: LetheApp, demo_engine: Engine, tmp_path: Path
 ):
     """Partitions 0 and 1 read the same rows here."""
-    census = enforcer(app, demo_engine, tmp_path, slice_s=10.0)
+    enforcing = enforcer(app, demo_engine, tmp_path, slice_s=10.0)
+    census = enforcing.census
+    assert census is not None
     store: ScannedStore = census.store  # type: ignore[assignment]
-    census.take_census(0, NOW)
+    census.take(0, NOW)
     assert tracked(app) == ROWS, "a slice long enough counts the partition at one tick"
-    census.forget([0])
+    enforcing.forget([0])  # partition 0 revoked
     assert tracked(app) == 0
-    census.take_census(0, NOW)
+    census.take(0, NOW)
     assert tracked(app) == ROWS, "assigned again: counted at its first tick"
 
-    census.census_slice = 0.0
-    census.take_census(1, NOW)  # 63 rows counted, the census under way
-    census.forget([1])
+    census.slice_s = 0.0
+    census.take(1, NOW)  # 63 rows counted, the census under way
+    enforcing.forget([1])
     store.rows = store.rows[100:]  # 100 rows deleted while partition 1 was away
     for _ in range(4):
-        census.take_census(1, NOW)
+        census.take(1, NOW)
     assert tracked(app) == ROWS + 200, "revoked mid-census and assigned again: counted anew"
 
     store.rows = store.rows[:50]
-    census.take_census(0, NOW)
+    census.take(0, NOW)
     assert tracked(app) == ROWS + 200, "no second census of partition 0 within the interval"
-    census.census_at[0] -= 30.0  # the interval has passed
-    census.take_census(0, NOW)
+    census.started_at[0] -= 30.0  # the interval has passed
+    census.take(0, NOW)
     assert tracked(app) == 50 + 200

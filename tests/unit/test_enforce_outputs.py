@@ -3,7 +3,7 @@ tables a command can change."""
 
 from __future__ import annotations
 
-from lethe.agents.enforce import output_topic_names
+from lethe.agents.outputs import output_topic_names
 from tests.unit.conftest import load_demo_policy
 
 

@@ -20,11 +20,11 @@ from faust import streams as faust_streams
 
 from lethe import topics
 from lethe.app import create_app
+from lethe.forwarder import ForwardFailed
 from lethe.forwarding import (
     BATCH_LINGER_S,
     BATCH_MAX_BYTES,
     BATCH_MAX_ITEMS,
-    ForwardFailed,
     KafkaForwarder,
 )
 from lethe.settings import Settings

@@ -32,7 +32,7 @@ enforcer goes on: 50 ms at the default LETHE_TICK_INTERVAL of 1 s."""
 _CHECK_EVERY: Final = 64
 """Rows (or subjects) between two looks at the clock."""
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lethe.agents.enforce")
 
 
 class Scannable(Protocol):

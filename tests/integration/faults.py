@@ -42,7 +42,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import fastavro
 import orjson
@@ -917,30 +917,65 @@ def restore_stack(settings: Settings) -> list[str]:
     that is down started, a failed connector or task restarted); raises when they are not.
     The connectors that had to be restarted.
 
-    A task can fail after PostgreSQL is back: the JDBC sink, whose statement the stop cut off,
-    shows FAILED a second or more after the error (docs/reliability.md row 4). A connector
-    found FAILED while waiting for both to run is restarted too, up to `REVIVE_ROUNDS` times;
-    `sink_applied` covers a sink that fails after this returns."""
+    The JDBC sink's task can show FAILED a second or more after PostgreSQL's stop cut off its
+    statement, when PostgreSQL is back (docs/reliability.md row 4): a sink task found FAILED
+    so while both connectors are awaited is restarted too (`restart_cut_off_sink`), up to
+    `REVIVE_ROUNDS` times; `sink_applied` covers one that fails after this returns."""
     pid = Connect(settings).pid()
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)  # a frozen Connect (SIGSTOP) thawed
     stack.up(settings, only={"postgres", "kafka", "connect"}, say=lambda line: None)
-    connectors = (SourceConnector(settings), SinkConnector(settings))
-    restarted: list[str] = []
+    restarted = [
+        connector.connector
+        for connector in (SourceConnector(settings), SinkConnector(settings))
+        if revive(connector)
+    ]
     for round_ in range(REVIVE_ROUNDS):
-        restarted += [c.connector for c in connectors if revive(c) and c.connector not in restarted]
         try:
             stack.up(settings, only={"source", "sink"}, say=lambda line: None)
         except StackError:
-            if round_ + 1 == REVIVE_ROUNDS or not any(failed(c) for c in connectors):
+            if round_ + 1 == REVIVE_ROUNDS or not restart_cut_off_sink(settings):
                 raise
+            sink = SinkConnector(settings).connector
+            if sink not in restarted:
+                restarted.append(sink)
             continue
         return restarted
     raise AssertionError("unreachable: the last round returns or raises")
 
 
 REVIVE_ROUNDS = 3
+CUT_OFF: Final = (
+    "57P01",
+    "terminating connection due to administrator command",
+    "An I/O error occurred while sending to the backend",
+    "This connection has been closed",
+    "Connection refused",
+)
+"""What the sink task's trace says when PostgreSQL's stop (or absence) failed it."""
+
+
+def restart_cut_off_sink(settings: Settings, wait_s: float = 30.0) -> bool:
+    """If the JDBC sink's task is FAILED because PostgreSQL went away under it (its trace
+    holds one of `CUT_OFF`), restart it (`revive`) and wait until Connect no longer shows it
+    FAILED; True then. False when it is not FAILED; raises, with the trace's first lines, when
+    it FAILED for another reason (a failure this test must not hide)."""
+    sink = SinkConnector(settings)
+    state, tasks = sink.state()
+    traces = [str(t.get("trace", "")) for t in tasks if t.get("state") == "FAILED"]
+    if state != "FAILED" and not traces:
+        return False
+    if state == "FAILED" or not all(any(m in trace for m in CUT_OFF) for trace in traces):
+        first = "\n".join(traces[0].splitlines()[:3]) if traces else f"connector {state}"
+        raise AssertionError(f"the sink FAILED, not on a lost PostgreSQL connection:\n{first}")
+    revive(sink)
+    deadline = time.monotonic() + wait_s
+    while failed(sink):  # Connect shows the restart once it has read its own status back
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the sink's task still FAILED {wait_s:.0f} s after a restart")
+        time.sleep(0.5)
+    return True
 
 
 def failed(connector: SourceConnector | SinkConnector) -> bool:
@@ -951,16 +986,15 @@ def failed(connector: SourceConnector | SinkConnector) -> bool:
 
 def sink_applied(settings: Settings, run: Run, timeout_s: float = 120.0) -> int:
     """Wait until the sink has committed every record of the run's sink topics, restarting
-    its task whenever it is FAILED (what docs/runbook.md#letheconnectortaskfailed tells an
-    operator to do); raises when it has not caught up within `timeout_s`. How many times the
-    task was restarted."""
-    sink = SinkConnector(settings)
+    its task whenever PostgreSQL's restart failed it (`restart_cut_off_sink`, what
+    docs/runbook.md#letheconnectortaskfailed tells an operator to do); raises when it has not
+    caught up within `timeout_s`. How many times the task was restarted."""
     sink_topics = [f"lethe.sink.public.{table}" for table in run.tables]
     restarts = 0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        restarts += revive(sink)
-        if sink_caught_up(settings, sink_topics, timeout_s=5.0) and not failed(sink):
+        restarts += restart_cut_off_sink(settings)
+        if sink_caught_up(settings, sink_topics, timeout_s=5.0):
             return restarts
     raise AssertionError(f"the sink did not catch up within {timeout_s:.0f} s")
 

@@ -931,18 +931,18 @@ def restore_stack(settings: Settings) -> list[str]:
         for connector in (SourceConnector(settings), SinkConnector(settings))
         if revive(connector)
     ]
-    for round_ in range(REVIVE_ROUNDS):
+    for _ in range(REVIVE_ROUNDS - 1):
         try:
             stack.up(settings, only={"source", "sink"}, say=lambda line: None)
+            return restarted
         except StackError:
-            if round_ + 1 == REVIVE_ROUNDS or not restart_cut_off_sink(settings):
+            if not restart_cut_off_sink(settings):
                 raise
-            sink = SinkConnector(settings).connector
-            if sink not in restarted:
-                restarted.append(sink)
-            continue
-        return restarted
-    raise AssertionError("unreachable: the last round returns or raises")
+        sink = SinkConnector(settings).connector
+        if sink not in restarted:
+            restarted.append(sink)
+    stack.up(settings, only={"source", "sink"}, say=lambda line: None)
+    return restarted
 
 
 REVIVE_ROUNDS = 3
@@ -963,24 +963,27 @@ def restart_cut_off_sink(settings: Settings, wait_s: float = 30.0) -> bool:
     it FAILED for another reason (a failure this test must not hide)."""
     sink = SinkConnector(settings)
     state, tasks = sink.state()
-    traces = [str(t.get("trace", "")) for t in tasks if t.get("state") == "FAILED"]
-    if state != "FAILED" and not traces:
+    if not _failed(state, tasks):
         return False
+    traces = [str(t.get("trace", "")) for t in tasks if t.get("state") == "FAILED"]
     if state == "FAILED" or not all(any(m in trace for m in CUT_OFF) for trace in traces):
         first = "\n".join(traces[0].splitlines()[:3]) if traces else f"connector {state}"
         raise AssertionError(f"the sink FAILED, not on a lost PostgreSQL connection:\n{first}")
     revive(sink)
-    deadline = time.monotonic() + wait_s
-    while failed(sink):  # Connect shows the restart once it has read its own status back
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the sink's task still FAILED {wait_s:.0f} s after a restart")
-        time.sleep(0.5)
+    wait_for(  # Connect shows the restart once it has read its own status back
+        f"the sink's task no longer FAILED after a restart (within {wait_s:.0f} s)",
+        lambda: None if failed(sink) else True,
+        timeout_s=wait_s,
+    )
     return True
 
 
 def failed(connector: SourceConnector | SinkConnector) -> bool:
     """Whether the connector or one of its tasks is FAILED."""
-    state, tasks = connector.state()
+    return _failed(*connector.state())
+
+
+def _failed(state: str, tasks: list[dict[str, Any]]) -> bool:
     return state == "FAILED" or any(t.get("state") == "FAILED" for t in tasks)
 
 
@@ -1005,7 +1008,7 @@ def revive(connector: SourceConnector | SinkConnector) -> bool:
     state, tasks = connector.state()
     if state == "PAUSED":
         http("PUT", f"{connector.url}/resume", timeout=30)
-    if state != "FAILED" and not any(t.get("state") == "FAILED" for t in tasks):
+    if not _failed(state, tasks):
         return False
     http("POST", f"{connector.url}/restart?includeTasks=true&onlyFailed=true", timeout=30)
     return True

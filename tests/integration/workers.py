@@ -59,10 +59,11 @@ def wait_for(
     what: str | Callable[[], str],
     probe: Callable[[], T | None],
     worker: WorkerProcess | None = None,
+    timeout_s: float = TIMEOUT_S,
 ) -> T:
     """Poll `probe` until it returns something; fail with `what` (a text, or a function
-    that says what was seen last) and the worker log."""
-    deadline = time.monotonic() + TIMEOUT_S
+    that says what was seen last) and the worker log after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if worker is not None and worker.process.poll() is not None:
             pytest.fail(
@@ -74,7 +75,7 @@ def wait_for(
             return result
         time.sleep(0.5)
     tail = worker.tail() if worker is not None else ""
-    pytest.fail(f"timed out after {TIMEOUT_S:.0f}s waiting for {_text(what)}\n{tail}")
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {_text(what)}\n{tail}")
 
 
 def _text(what: str | Callable[[], str]) -> str:

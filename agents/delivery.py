@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from faust.types import ChannelT
+
+from lethe.forwarding import gives_up
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +120,6 @@ def _may_heal(error: BaseException) -> bool:
 
 PIPELINE_RECORDS: Final = 500
 PIPELINE_BYTES: Final = 16 * 1024 * 1024
-STOPPING_WAIT_S: Final = 10.0
 
 
 class DeadLetterPipeline:
@@ -172,12 +174,11 @@ class DeadLetterPipeline:
         """Wait until every dead letter handed over so far is delivered; True then. False
         if one ever failed or was cancelled (its record must not be committed: it is read
         again at the next start), or if `stopping()` turns true and some are still in flight
-        `STOPPING_WAIT_S` later."""
-        started = asyncio.get_running_loop().time()
+        `lethe.forwarding.STOPPING_WAIT_S` later."""
+        started = time.monotonic()
         while self._tasks and not self.failed:
             await asyncio.wait(list(self._tasks), timeout=0.5)
-            waited = asyncio.get_running_loop().time() - started
-            if stopping is not None and stopping() and waited > STOPPING_WAIT_S:
+            if gives_up(stopping, started):
                 log.warning(
                     "Stopping with %d dead letter(s) not delivered; their records are not "
                     "committed and are read again at the next start",

@@ -42,16 +42,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from typing import Any
 
 from faust.types import TP, Message
 
-from lethe.forwarding import KafkaForwarder
+from lethe.forwarding import SETTLE_POLL_S, KafkaForwarder, gives_up
 
 log = logging.getLogger(__name__)
-
-SETTLE_POLL_S: Final = 0.005
-STOPPING_WAIT_S: Final = 10.0
 
 Handler = Callable[[int, Message, Any], Awaitable[None]]
 """The enforcer's entry for a handed-off record: (partition, change record, subject record)."""
@@ -152,10 +149,10 @@ class LocalHandOff:
         """Wait until E has processed every forward taken back (a guard of the forwarder's
         `settle`: their change records are acknowledged already and their forwards are in no
         topic, so neither a commit nor a replay mark may pass them); False if `stopping()`
-        turns true and some are still waiting `STOPPING_WAIT_S` later."""
+        turns true and some are still waiting `lethe.forwarding.STOPPING_WAIT_S` later."""
         started = time.monotonic()
         while any(self.backlog.values()):
-            if stopping is not None and stopping() and time.monotonic() - started > STOPPING_WAIT_S:
+            if gives_up(stopping, started):
                 log.warning(
                     "Stopping with forwards taken back and not processed; their change records "
                     "are not committed and are processed again at the next start"

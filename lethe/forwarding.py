@@ -88,6 +88,12 @@ PLACEMENT_CACHE: Final = 65_536
 """Subjects whose partition is remembered (murmur2 costs about 3 µs in Python)."""
 
 
+def gives_up(stopping: Callable[[], bool] | None, started: float) -> bool:
+    """Whether a wait for deliveries begun at `started` (`time.monotonic()`) gives up: the
+    worker is stopping (`stopping()`) and it has waited `STOPPING_WAIT_S`."""
+    return stopping is not None and stopping() and time.monotonic() - started > STOPPING_WAIT_S
+
+
 class _Batch:
     """The records handed over between two `settle` calls; its `delivered` is their callback."""
 
@@ -404,13 +410,15 @@ class KafkaForwarder:
         self._poll(0)
         return True
 
-    async def _drain(self, partition: int | None = None, stopping: Any = None) -> bool:
+    async def _drain(
+        self, partition: int | None = None, stopping: Callable[[], bool] | None = None
+    ) -> bool:
         """Hand the open batch of `partition` (None: every open batch) to the producer,
         waiting while its queue is full; False if `stopping()` turned true and the queue
         stayed full `STOPPING_WAIT_S`."""
         started = time.monotonic()
         while not (self._send_all() if partition is None else self._send_open(partition)):
-            if stopping is not None and stopping() and time.monotonic() - started > STOPPING_WAIT_S:
+            if gives_up(stopping, started):
                 return False
             await asyncio.sleep(QUEUE_FULL_WAIT_S)
         return True
@@ -423,7 +431,7 @@ class KafkaForwarder:
         if not await self.settle():
             raise ForwardFailed(self.failure or "forwarded records not delivered")
 
-    async def settle(self, stopping: Any = None) -> bool:
+    async def settle(self, stopping: Callable[[], bool] | None = None) -> bool:
         """Wait until every record handed over so far is delivered; True then. False if one
         was refused for good (the forwarder has failed: `failure` says why), or if `stopping()`
         turns true and deliveries still lag `STOPPING_WAIT_S` later."""
@@ -448,7 +456,7 @@ class KafkaForwarder:
             self._unsettled = [batch for batch in self._unsettled if batch.pending > 0]
             if not self._unsettled:
                 return True
-            if stopping is not None and stopping() and time.monotonic() - started > STOPPING_WAIT_S:
+            if gives_up(stopping, started):
                 log.warning(
                     "Stopping with %d forwarded record(s) not delivered; their change records "
                     "are not committed and are processed again at the next start",

@@ -13,7 +13,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
 
-from lethe import topics
+from lethe import forwarding, topics
 from lethe.agents import delivery
 
 
@@ -182,7 +182,7 @@ def test_a_lost_dead_letter_stops_every_later_commit() -> None:
 
 
 def test_a_stopping_worker_does_not_wait_for_ever(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(delivery, "STOPPING_WAIT_S", 0.0)
+    monkeypatch.setattr(forwarding, "STOPPING_WAIT_S", 0.0)
 
     async def scenario() -> bool:
         pipeline = delivery.DeadLetterPipeline()

@@ -206,16 +206,19 @@ class KafkaForwarder:
     ) -> None:
         if self.failure is not None:
             raise ForwardFailed(self.failure)
-        batched = False
+        item = None
         if partition is None and self.partitions and key is not None:
             partition = self.place(key)
-            batched = True
+            if value is not None:
+                item = batch_item(key, headers, value)
+                if len(item) + len(BATCH_VERSION) > BATCH_MAX_BYTES:
+                    item = None  # too large for a batch: it goes alone
         if partition is None:
-            await self._send(key, value, headers, None, False)
+            await self._send(key, value, headers, None, None)
             return
         self.sending[partition] = self.sending.get(partition, 0) + 1
         try:
-            await self._send(key, value, headers, partition, batched)
+            await self._send(key, value, headers, partition, item)
         finally:
             self.sending[partition] -= 1
 
@@ -225,13 +228,13 @@ class KafkaForwarder:
         value: bytes | None,
         headers: Headers,
         partition: int | None,
-        batched: bool,
+        item: bytes | None,
     ) -> None:
-        if batched and partition is not None and key is not None and value is not None:
-            item = batch_item(key, headers, value)
-            if len(item) + len(BATCH_VERSION) <= BATCH_MAX_BYTES:
-                await self._add(partition, item)
-                return
+        """Add the forward's batch `item` to its partition's open batch, or, without one,
+        produce the record alone (after the open batches it must follow)."""
+        if item is not None and partition is not None:
+            await self._add(partition, item)
+            return
         if partition is not None:
             await self._drain(partition)
         elif self._open:
